@@ -1,0 +1,78 @@
+/*
+ * backend.h - the compute interface behind the engine: one forward pass over a
+ * batch mixing sequences (prefill chunks and decode tokens), KV storage in
+ * fixed-size blocks addressed by block index. The scheduler (sched.c) owns
+ * which blocks a sequence uses; the backend owns the memory behind them.
+ * Implementations: engine/cpu (the readable reference), engine/cuda.
+ */
+#ifndef CEL_ENGINE_BACKEND_H
+#define CEL_ENGINE_BACKEND_H
+
+#include "celine/engine.h"
+
+/* One sequence's part of a batch. Its tokens occupy batch rows
+ * [first, first + n_new) with positions n_past .. n_past + n_new - 1. */
+typedef struct cel_batch_seq {
+    const int32_t *block_table; /* block indices covering positions 0 .. n_past + n_new - 1 */
+    int32_t n_blocks;
+    int32_t n_past;             /* tokens already in the KV cache */
+    int32_t n_new;              /* tokens of this sequence in this batch */
+    int32_t first;              /* first batch row */
+} cel_batch_seq;
+
+typedef struct cel_batch {
+    int32_t n_tokens;
+    const int32_t *tokens;      /* [n_tokens], grouped by sequence */
+    int32_t n_seqs;
+    const cel_batch_seq *seqs;  /* [n_seqs] */
+    int32_t n_out;
+    const int32_t *out_rows;    /* [n_out] batch rows whose logits are wanted */
+    float *logits;              /* [n_out][n_vocab], written by forward */
+} cel_batch;
+
+typedef struct cel_backend cel_backend;
+
+typedef struct cel_backend_vtbl {
+    const char *name;
+    /* Writes K/V of every batch token into its block slot, then computes
+     * logits for out_rows. A row's result must not depend on the other rows
+     * of the batch (batch invariance): fixed per-row reduction order. */
+    cel_status (*forward)(cel_backend *be, const cel_batch *b, cel_error *err);
+    /* Copies the first n_tokens slots of block src into block dst, all
+     * layers (copy-on-write when a shared block diverges). */
+    cel_status (*copy_block)(cel_backend *be, int32_t src, int32_t dst, int32_t n_tokens, cel_error *err);
+    /* The model's weights changed in host memory: refresh derived copies. */
+    cel_status (*weights_changed)(cel_backend *be, cel_error *err);
+    void (*free)(cel_backend *be);
+} cel_backend_vtbl;
+
+struct cel_backend {
+    const cel_backend_vtbl *v;
+    const cel_model *model;
+    int32_t block_size; /* tokens per KV block */
+    int32_t n_blocks;   /* blocks in the pool */
+};
+
+typedef struct cel_backend_params {
+    int32_t n_threads;       /* CPU */
+    int32_t block_size;
+    size_t kv_bytes;         /* KV pool budget; n_blocks derives from it */
+    int32_t max_batch_tokens;
+    size_t device_mem_bytes; /* CUDA */
+    cel_logger log;
+} cel_backend_params;
+
+/* Bytes one KV block needs for this model (K and V, all layers). */
+size_t cel_backend_kv_block_bytes(const cel_hparams *hp, int32_t block_size, cel_backend_kind kind);
+
+cel_status cel_backend_cpu_create(const cel_model *m, const cel_backend_params *p, cel_backend **out, cel_error *err);
+/* Returns CEL_ERR_UNSUPPORTED when celine was built without CUDA, CEL_ERR_DEVICE
+ * when no usable GPU/driver is present or the model does not fit. */
+cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params *p, cel_backend **out, cel_error *err);
+
+static inline void cel_backend_free(cel_backend *be)
+{
+    if (be) be->v->free(be);
+}
+
+#endif
