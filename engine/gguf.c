@@ -127,7 +127,7 @@ static cel_status rd_take(rd *r, size_t n, const uint8_t **out, const char *what
 
 static cel_status rd_u32(rd *r, uint32_t *v, const char *what)
 {
-    const uint8_t *b;
+    const uint8_t *b = NULL;
     CEL_TRY(rd_take(r, 4, &b, what));
     *v = le32(b);
     return CEL_OK;
@@ -135,7 +135,7 @@ static cel_status rd_u32(rd *r, uint32_t *v, const char *what)
 
 static cel_status rd_u64(rd *r, uint64_t *v, const char *what)
 {
-    const uint8_t *b;
+    const uint8_t *b = NULL;
     CEL_TRY(rd_take(r, 8, &b, what));
     *v = le64(b);
     return CEL_OK;
@@ -149,7 +149,7 @@ static cel_status rd_str(rd *r, cel_gguf_str *s, const char *what)
         return cel_error_set(r->err, CEL_ERR_FORMAT,
                              "%s: %s at offset %zu has length %llu but only %zu bytes are left", r->label, what,
                              r->pos - 8, (unsigned long long)len, rd_left(r));
-    const uint8_t *b;
+    const uint8_t *b = NULL;
     CEL_TRY(rd_take(r, (size_t)len, &b, what));
     s->p = (const char *)b;
     s->len = len;
@@ -219,7 +219,7 @@ static cel_status rd_kv_value(rd *r, gguf_kv *kv)
         return cel_error_set(r->err, CEL_ERR_FORMAT,
                              "%s: key '%.*s' claims %llu elements of %s but only %zu bytes are left", r->label,
                              show_len(kv->key), kv->key.p, (unsigned long long)kv->n, type_name(et), rd_left(r));
-    const uint8_t *b;
+    const uint8_t *b = NULL;
     CEL_TRY(rd_take(r, (size_t)kv->n * sz, &b, what));
     kv->adata = b;
     if (et == CEL_GGUF_BOOL)
@@ -468,7 +468,7 @@ done:
 static cel_status parse(cel_gguf *g, cel_error *err)
 {
     rd r = {g->base, g->size, 0, g->label, err};
-    const uint8_t *magic;
+    const uint8_t *magic = NULL;
     if (g->size < 4 || memcmp(g->base, "GGUF", 4) != 0)
         return cel_error_set(err, CEL_ERR_FORMAT, "%s: not a GGUF file (bad magic)", g->label);
     CEL_TRY(rd_take(&r, 4, &magic, "the magic"));
