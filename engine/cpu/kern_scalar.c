@@ -1,0 +1,255 @@
+/*
+ * kern_scalar.c - the portable kernel table: plain C, one (weight row,
+ * activation row) pair at a time, summing block by block in element order.
+ * Always compiled; used where the CPU lacks AVX2 and as the reference the
+ * SIMD tables are tested against.
+ */
+#include "cpu.h"
+
+#include <math.h>
+
+/* ------------------------------------------------- activation quantization */
+
+/* One int8 block: d = amax / 127, q = round-to-even(x * 127 / amax). The SIMD
+ * tables compute exactly these floats and roundings, so they produce the same
+ * bytes. */
+static float quant_block(const float *x, int8_t *q, int n)
+{
+    float amax = 0.0f;
+    for (int j = 0; j < n; j++) amax = fmaxf(amax, fabsf(x[j]));
+    float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    for (int j = 0; j < n; j++) q[j] = (int8_t)lrintf(x[j] * id);
+    return amax / 127.0f;
+}
+
+static void quant_q8_32(const float *x, void *dst, int64_t n)
+{
+    int8_t *qs = dst;
+    float *d = (float *)(qs + n);
+    for (int64_t i = 0; i < n / 32; i++) d[i] = quant_block(x + i * 32, qs + i * 32, 32);
+}
+
+static void quant_q8_256(const float *x, void *dst, int64_t n)
+{
+    int8_t *qs = dst;
+    float *d = (float *)(qs + n);
+    int16_t *bs = (int16_t *)(d + n / 256);
+    for (int64_t i = 0; i < n / 256; i++) d[i] = quant_block(x + i * 256, qs + i * 256, 256);
+    for (int64_t i = 0; i < n / 16; i++) {
+        int s = 0;
+        for (int j = 0; j < 16; j++) s += qs[i * 16 + j];
+        bs[i] = (int16_t)s;
+    }
+}
+
+/* ---------------------------------------------------------- pair products */
+
+static float pair_f32(int64_t n, const uint8_t *w, const float *x)
+{
+    const float *wf = (const float *)w;
+    float acc = 0.0f;
+    for (int64_t i = 0; i < n; i++) acc += wf[i] * x[i];
+    return acc;
+}
+
+static float pair_f16(int64_t n, const uint8_t *w, const float *x)
+{
+    float acc = 0.0f;
+    for (int64_t i = 0; i < n; i++) acc += cel_fp16_to_fp32(cel__rd16(w + 2 * i)) * x[i];
+    return acc;
+}
+
+static float pair_bf16(int64_t n, const uint8_t *w, const float *x)
+{
+    float acc = 0.0f;
+    for (int64_t i = 0; i < n; i++) acc += cel_bf16_to_fp32(cel__rd16(w + 2 * i)) * x[i];
+    return acc;
+}
+
+static float pair_q8_0(int64_t n, const uint8_t *w, const int8_t *xq)
+{
+    const float *xd = (const float *)(xq + n);
+    float acc = 0.0f;
+    for (int64_t i = 0; i < n / 32; i++) {
+        const cel__blk_q8_0 *b = (const cel__blk_q8_0 *)(w + i * 34);
+        int s = 0;
+        for (int j = 0; j < 32; j++) s += b->qs[j] * xq[i * 32 + j];
+        acc += (float)s * (cel_fp16_to_fp32(cel__rd16(&b->d)) * xd[i]);
+    }
+    return acc;
+}
+
+static float pair_q4_0(int64_t n, const uint8_t *w, const int8_t *xq)
+{
+    const float *xd = (const float *)(xq + n);
+    float acc = 0.0f;
+    for (int64_t i = 0; i < n / 32; i++) {
+        const cel__blk_q4_0 *b = (const cel__blk_q4_0 *)(w + i * 18);
+        const int8_t *x = xq + i * 32;
+        int s = 0;
+        for (int j = 0; j < 16; j++) s += ((b->qs[j] & 0x0F) - 8) * x[j] + ((b->qs[j] >> 4) - 8) * x[16 + j];
+        acc += (float)s * (cel_fp16_to_fp32(cel__rd16(&b->d)) * xd[i]);
+    }
+    return acc;
+}
+
+/* Q4_K: per super-block, sum_j sc_j * (q . x)_j and sum_j m_j * (sum x)_j in
+ * integers, then d * dx * first - dmin * dx * second. */
+static float pair_q4_k(int64_t n, const uint8_t *w, const int8_t *xq)
+{
+    const float *xd = (const float *)(xq + n);
+    const int16_t *bs = (const int16_t *)(xd + n / 256);
+    float acc = 0.0f;
+    for (int64_t i = 0; i < n / 256; i++) {
+        const cel__blk_q4_k *b = (const cel__blk_q4_k *)(w + i * 144);
+        const int8_t *x = xq + i * 256;
+        int sumi = 0, summ = 0;
+        for (int j = 0; j < 8; j++) {
+            uint8_t sc, mn;
+            cel__q4k_scale_min(j, b->scales, &sc, &mn);
+            const uint8_t *q = b->qs + (j / 2) * 32;
+            int s = 0;
+            for (int l = 0; l < 32; l++) s += ((j & 1) ? (q[l] >> 4) : (q[l] & 0x0F)) * x[32 * j + l];
+            sumi += sc * s;
+            summ += mn * (bs[i * 16 + 2 * j] + bs[i * 16 + 2 * j + 1]);
+        }
+        float dx = xd[i];
+        acc += cel_fp16_to_fp32(cel__rd16(&b->d)) * dx * (float)sumi -
+               cel_fp16_to_fp32(cel__rd16(&b->dmin)) * dx * (float)summ;
+    }
+    return acc;
+}
+
+static float pair_q6_k(int64_t n, const uint8_t *w, const int8_t *xq)
+{
+    const float *xd = (const float *)(xq + n);
+    float acc = 0.0f;
+    for (int64_t i = 0; i < n / 256; i++) {
+        const cel__blk_q6_k *b = (const cel__blk_q6_k *)(w + i * 210);
+        const int8_t *x = xq + i * 256;
+        int sumi = 0;
+        for (int s16 = 0; s16 < 16; s16++) {
+            int s = 0;
+            for (int e = 16 * s16; e < 16 * s16 + 16; e++) {
+                int h = e / 128, r = e % 128, g = r / 32, l = r % 32;
+                uint8_t lo = b->ql[h * 64 + (g & 1) * 32 + l];
+                int q = ((g < 2) ? (lo & 0x0F) : (lo >> 4)) | (((b->qh[h * 32 + l] >> (2 * g)) & 3) << 4);
+                s += (q - 32) * x[e];
+            }
+            sumi += b->scales[s16] * s;
+        }
+        acc += cel_fp16_to_fp32(cel__rd16(&b->d)) * xd[i] * (float)sumi;
+    }
+    return acc;
+}
+
+#define PAIR_LOOP(PAIR, XT)                                                                                       \
+    for (int r = 0; r < nx; r++)                                                                                  \
+        for (int o = 0; o < nw; o++)                                                                              \
+            y[(size_t)r * ys + (size_t)o] =                                                                       \
+                PAIR(n, (const uint8_t *)w + (size_t)o * ws, (const XT *)((const uint8_t *)x + (size_t)r * xs));
+
+static void dot_f32(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y, size_t ys)
+{
+    PAIR_LOOP(pair_f32, float)
+}
+static void dot_f16(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y, size_t ys)
+{
+    PAIR_LOOP(pair_f16, float)
+}
+static void dot_bf16(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y, size_t ys)
+{
+    PAIR_LOOP(pair_bf16, float)
+}
+static void dot_q8_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y, size_t ys)
+{
+    PAIR_LOOP(pair_q8_0, int8_t)
+}
+static void dot_q4_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y, size_t ys)
+{
+    PAIR_LOOP(pair_q4_0, int8_t)
+}
+static void dot_q4_k(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y, size_t ys)
+{
+    PAIR_LOOP(pair_q4_k, int8_t)
+}
+static void dot_q6_k(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y, size_t ys)
+{
+    PAIR_LOOP(pair_q6_k, int8_t)
+}
+
+/* ------------------------------------------------------------- float ops */
+
+static void attn_step(const float *q, const float *k, const float *v, int n, int d, float scale, float *m, float *l,
+                      float *acc)
+{
+    float s[256];
+    float mx = *m;
+    for (int j = 0; j < n; j++) {
+        float dot = 0.0f;
+        for (int i = 0; i < d; i++) dot += q[i] * k[(size_t)j * d + i];
+        s[j] = dot * scale;
+        mx = fmaxf(mx, s[j]);
+    }
+    float corr = *m == -INFINITY ? 0.0f : expf(*m - mx);
+    float sum = *l * corr;
+    for (int i = 0; i < d; i++) acc[i] *= corr;
+    for (int j = 0; j < n; j++) {
+        float p = expf(s[j] - mx);
+        sum += p;
+        for (int i = 0; i < d; i++) acc[i] += p * v[(size_t)j * d + i];
+    }
+    *m = mx;
+    *l = sum;
+}
+
+static void swiglu(float *out, const float *gate, const float *up, int64_t n) { cel_op_swiglu(out, gate, up, n); }
+
+static void fp16_to_f32(const uint16_t *src, float *dst, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) dst[i] = cel_fp16_to_fp32(src[i]);
+}
+
+static void f32_to_fp16(const float *src, uint16_t *dst, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) dst[i] = cel_fp32_to_fp16(src[i]);
+}
+
+static const cel__kern kern_scalar = {
+    .name = "scalar",
+    .dot_f32 = dot_f32,
+    .dot_f16 = dot_f16,
+    .dot_bf16 = dot_bf16,
+    .dot_q8_0 = dot_q8_0,
+    .dot_q4_0 = dot_q4_0,
+    .dot_q4_k = dot_q4_k,
+    .dot_q6_k = dot_q6_k,
+    .quant_q8_32 = quant_q8_32,
+    .quant_q8_256 = quant_q8_256,
+    .attn_step = attn_step,
+    .swiglu = swiglu,
+    .fp16_to_f32 = fp16_to_f32,
+    .f32_to_fp16 = f32_to_fp16,
+};
+
+const cel__kern *cel__kern_scalar(void) { return &kern_scalar; }
+
+cel__dot_fn cel__kern_dot(const cel__kern *k, cel_dtype t)
+{
+    switch (t) {
+    case CEL_DTYPE_F32: return k->dot_f32;
+    case CEL_DTYPE_F16: return k->dot_f16;
+    case CEL_DTYPE_BF16: return k->dot_bf16;
+    case CEL_DTYPE_Q8_0: return k->dot_q8_0;
+    case CEL_DTYPE_Q4_0: return k->dot_q4_0;
+    case CEL_DTYPE_Q4_K: return k->dot_q4_k;
+    case CEL_DTYPE_Q6_K: return k->dot_q6_k;
+    }
+    return NULL;
+}
+
+const cel__kern *cel__kern_best(void)
+{
+    const cel__kern *k = cel__kern_avx2();
+    return k ? k : &kern_scalar;
+}
