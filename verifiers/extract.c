@@ -1,0 +1,234 @@
+/*
+ * extract.c - finding the answer in a model response.
+ *
+ * Priority (what RL users expect, REFERENCE.md section 4): look only after the
+ * last "</think>"; the last brace-matched \boxed{} / \fbox{}; else the last
+ * answer phrase ("Answer:", "The answer is", "final answer is"); else,
+ * optionally, the last number. Every scan here is linear in the response.
+ */
+#include <ctype.h>
+#include <string.h>
+
+#include "internal.h"
+
+size_t cel__answer_region(const char *s, size_t n)
+{
+    static const char tag[] = "</think>";
+    size_t m = sizeof tag - 1;
+    if (n < m) return 0;
+    for (size_t i = n - m + 1; i-- > 0;) {
+        const char *q = memrchr(s, '<', i + 1);
+        if (!q) return 0;
+        i = (size_t)(q - s);
+        if (i + m <= n && memcmp(q, tag, m) == 0) return i + m;
+    }
+    return 0;
+}
+
+static bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+
+/* Given s[i] == '{', returns the index of its matching '}' or n when it is
+ * unbalanced. Escaped braces (\{ \}) do not count. */
+static size_t match_brace(const char *s, size_t n, size_t i)
+{
+    int depth = 0;
+    for (; i < n; i++) {
+        char c = s[i];
+        if (c == '\\') {
+            i++;
+            continue;
+        }
+        if (c == '{') depth++;
+        else if (c == '}' && --depth == 0) return i;
+    }
+    return n;
+}
+
+bool cel__last_boxed(const char *s, size_t n, cel__span *out)
+{
+    size_t end = n;
+    while (end > 0) {
+        const char *q = memrchr(s, '\\', end);
+        if (!q) return false;
+        size_t i = (size_t)(q - s);
+        end = i;
+        size_t k;
+        if (n - i >= 6 && memcmp(q, "\\boxed", 6) == 0) k = i + 6;
+        else if (n - i >= 5 && memcmp(q, "\\fbox", 5) == 0) k = i + 5;
+        else continue;
+        if (k < n && is_alpha(s[k])) continue; /* \boxedtext is another command */
+        size_t j = k;
+        while (j < n && (s[j] == ' ' || s[j] == '\t')) j++;
+        if (j < n && s[j] == '{') {
+            size_t e = match_brace(s, n, j);
+            if (e >= n) continue; /* unclosed: look for an earlier, complete one */
+            out->p = s + j + 1;
+            out->n = e - j - 1;
+            out->off = j + 1;
+            out->src = CEL_EXTRACT_BOXED;
+            return true;
+        }
+        if (j > k && j < n) {
+            /* "\boxed 5": one token up to white space or '$' */
+            size_t e = j;
+            while (e < n && s[e] != ' ' && s[e] != '$' && s[e] != '\n' && s[e] != '\t') e++;
+            if (e == j) continue;
+            out->p = s + j;
+            out->n = e - j;
+            out->off = j;
+            out->src = CEL_EXTRACT_BOXED;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Case-insensitive "answer" inside s[0..n)? A cheap filter before the regex. */
+static bool has_answer_word(const char *s, size_t n)
+{
+    for (size_t i = 0; i + 6 <= n; i++)
+        if ((s[i] | 0x20) == 'a' && (s[i + 1] | 0x20) == 'n' && strncasecmp(s + i, "answer", 6) == 0) return true;
+    return false;
+}
+
+bool cel__answer_phrase(cel__ctx *c, const char *s, size_t n, cel__span *out)
+{
+    if (n == 0) return false;
+    size_t line_end = n;
+    for (;;) {
+        size_t ls = line_end;
+        while (ls > 0 && s[ls - 1] != '\n') ls--;
+        if (has_answer_word(s + ls, line_end - ls)) {
+            /* the last match in this line */
+            size_t pos = ls, best_end = 0;
+            bool found = false;
+            for (;;) {
+                PCRE2_SIZE *ov;
+                int rc = cel__re_match(c, CEL__RE_ANSWER, s, line_end, pos, &ov);
+                if (rc < 0) return false;
+                if (rc == 0) break;
+                found = true;
+                best_end = ov[1];
+                pos = ov[1] > ov[0] ? ov[1] : ov[0] + 1;
+                if (pos >= line_end) break;
+            }
+            if (found) {
+                size_t b = best_end, e = line_end;
+                while (b < e && (s[b] == ' ' || s[b] == '\t' || s[b] == '*' || s[b] == '_' || s[b] == ':' ||
+                                 s[b] == '}' || s[b] == '\r'))
+                    b++;
+                if (b == e) {
+                    /* "Answer:" alone on its line: take the next non-empty line */
+                    size_t k = line_end;
+                    while (k < n && (s[k] == '\n' || s[k] == ' ' || s[k] == '\t' || s[k] == '\r')) k++;
+                    if (k >= n) return false;
+                    b = k;
+                    e = k;
+                    while (e < n && s[e] != '\n') e++;
+                }
+                out->p = s + b;
+                out->n = e - b;
+                out->off = b;
+                out->src = CEL_EXTRACT_ANSWER_PHRASE;
+                return true;
+            }
+        }
+        if (ls == 0) break;
+        line_end = ls - 1;
+    }
+    return false;
+}
+
+static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+bool cel__last_number(const char *s, size_t n, cel__span *out)
+{
+    size_t i = n;
+    while (i > 0 && !is_digit(s[i - 1])) i--;
+    if (i == 0) return false;
+    size_t e = i, b = i - 1;
+    /* extend left over digits, a decimal point, thousands commas and a fraction bar */
+    while (b > 0) {
+        char p = s[b - 1];
+        if (is_digit(p)) b--;
+        else if ((p == '.' || p == '/') && b >= 2 && is_digit(s[b - 2])) b--;
+        else if (p == ',' && b >= 2 && is_digit(s[b - 2]) && e - b >= 3 && is_digit(s[b]) && is_digit(s[b + 1]) &&
+                 is_digit(s[b + 2]) && (b + 3 >= n || !is_digit(s[b + 3])))
+            b--;
+        else break;
+    }
+    if (b > 0 && s[b - 1] == '.' ) b--; /* ".5" */
+    if (b > 0 && s[b - 1] == '-' && (b == 1 || !isalnum((unsigned char)s[b - 2]))) b--;
+    out->p = s + b;
+    out->n = e - b;
+    out->off = b;
+    out->src = CEL_EXTRACT_LAST_NUMBER;
+    return true;
+}
+
+static bool strip_pair(cel__span *sp, const char *open, const char *close)
+{
+    size_t a = strlen(open), z = strlen(close);
+    if (sp->n >= a + z && memcmp(sp->p, open, a) == 0 && memcmp(sp->p + sp->n - z, close, z) == 0) {
+        sp->p += a;
+        sp->off += a;
+        sp->n -= a + z;
+        return true;
+    }
+    return false;
+}
+
+void cel__trim_answer(cel__span *sp)
+{
+    for (int guard = 0; guard < 16; guard++) {
+        size_t n0 = sp->n;
+        while (sp->n && isspace((unsigned char)sp->p[0])) sp->p++, sp->off++, sp->n--;
+        while (sp->n && isspace((unsigned char)sp->p[sp->n - 1])) sp->n--;
+        /* a trailing full stop or comma (not a decimal point inside a number) */
+        while (sp->n && (sp->p[sp->n - 1] == '.' || sp->p[sp->n - 1] == ',' || sp->p[sp->n - 1] == ';')) sp->n--;
+        if (!strip_pair(sp, "$$", "$$") && !strip_pair(sp, "$", "$") && !strip_pair(sp, "\\(", "\\)") &&
+            !strip_pair(sp, "\\[", "\\]") && !strip_pair(sp, "**", "**"))
+            (void)0;
+        /* a lone leading '$' or trailing '$' left by a cut sentence */
+        if (sp->n && sp->p[0] == '$' && memchr(sp->p + 1, '$', sp->n - 1) == NULL) sp->p++, sp->off++, sp->n--;
+        if (sp->n && sp->p[sp->n - 1] == '$' && memchr(sp->p, '$', sp->n - 1) == NULL) sp->n--;
+        if (sp->n == n0) break;
+    }
+}
+
+void cel__cut_sentence(cel__span *sp)
+{
+    const char *s = sp->p;
+    size_t n = sp->n;
+    bool in_math = false;
+    int depth = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (ch == '\\') {
+            i++;
+            continue;
+        }
+        if (ch == '$') in_math = !in_math;
+        else if (ch == '{') depth++;
+        else if (ch == '}' && depth > 0) depth--;
+        if (in_math || depth) continue;
+        if ((ch == '.' || ch == '!' || ch == '?' || ch == ';') && (i + 1 == n || s[i + 1] == ' ' || s[i + 1] == '\n')) {
+            /* not a decimal point ("3. 5" is rare, "3.5" never reaches here) */
+            if (i > 0) {
+                sp->n = i;
+                return;
+            }
+        }
+        if (ch == ' ' && i > 0) {
+            static const char *const stops[] = {" because ", " since ", ", because", ", since", ", which ", ", as "};
+            for (size_t k = 0; k < sizeof stops / sizeof stops[0]; k++) {
+                size_t m = strlen(stops[k]);
+                size_t st = s[i - 1] == ',' ? i - 1 : i;
+                if (st + m <= n && strncasecmp(s + st, stops[k], m) == 0) {
+                    sp->n = st;
+                    return;
+                }
+            }
+        }
+    }
+}

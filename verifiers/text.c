@@ -1,0 +1,170 @@
+/*
+ * text.c - small text utilities for the graders: UTF-8 decoding and encoding,
+ * a case/diacritic fold covering Latin, Greek, Cyrillic and full-width forms
+ * (enough to compare short answers without a Unicode library), and plain
+ * number parsing ("1,000", "1e3", "-3.50", "2/3", "50%").
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+uint32_t cel__utf8_next(const char *s, size_t n, size_t *i)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t k = *i;
+    unsigned char c = u[k];
+    if (c < 0x80) {
+        *i = k + 1;
+        return c;
+    }
+    int len = c >= 0xF0 && c < 0xF5 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 0;
+    if (c >= 0xF5) len = 0;
+    if (len == 0 || k + (size_t)len > n) {
+        *i = k + 1;
+        return 0xFFFD;
+    }
+    uint32_t cp = len == 2 ? (c & 0x1Fu) : len == 3 ? (c & 0x0Fu) : (c & 0x07u);
+    for (int j = 1; j < len; j++) {
+        if ((u[k + (size_t)j] & 0xC0) != 0x80) {
+            *i = k + 1;
+            return 0xFFFD;
+        }
+        cp = (cp << 6) | (u[k + (size_t)j] & 0x3Fu);
+    }
+    /* overlong 3/4-byte forms, surrogates and > U+10FFFF are invalid */
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) || (cp >= 0xD800 && cp <= 0xDFFF)) {
+        *i = k + 1;
+        return 0xFFFD;
+    }
+    *i = k + (size_t)len;
+    return cp;
+}
+
+size_t cel__utf8_put(uint32_t cp, char *o)
+{
+    if (cp < 0x80) {
+        o[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (char)(0xC0 | (cp >> 6));
+        o[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xE0 | (cp >> 12));
+        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        o[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    o[0] = (char)(0xF0 | (cp >> 18));
+    o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    o[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* Base letters of U+00C0..U+00FF ('0' = a symbol: dropped). */
+static const char latin1[64] = "aaaaaaaceeeeiiiidnooooo0ouuuuyts"
+                               "aaaaaaaceeeeiiiidnooooo0ouuuuyty";
+/* Base letters of Latin Extended-A, U+0100..U+017F. */
+static const char latin_ext_a[129] = "aaaaaaccccccccddddeeeeeeeeeegggggggghhhhiiiiiiiiiiiijjkkkllllllllllnnnnnnnnn"
+                                     "oooooooorrrrrrssssssssttttttuuuuuuuuuuuuwwyyyzzzzzzs";
+
+uint32_t cel__fold_cp(uint32_t cp)
+{
+    if (cp < 0x80) {
+        if (cp >= 'A' && cp <= 'Z') return cp + 32;
+        if ((cp >= 'a' && cp <= 'z') || (cp >= '0' && cp <= '9')) return cp;
+        if (cp == ' ' || cp == '\t' || cp == '\n' || cp == '\r' || cp == '\f' || cp == '\v') return ' ';
+        if (cp == '-' || cp == '/' || cp == '_') return ' '; /* "well-known" = "well known" */
+        return 0;
+    }
+    if (cp == 0xA0) return ' ';
+    if (cp == 0xB2) return '2';
+    if (cp == 0xB3) return '3';
+    if (cp == 0xB9) return '1';
+    if (cp == 0xAA) return 'a';
+    if (cp == 0xBA) return 'o';
+    if (cp == 0xB5) return 0x3BC; /* micro sign = mu */
+    if (cp < 0xC0) return 0;
+    if (cp < 0x100) return latin1[cp - 0xC0] == '0' ? 0 : (uint32_t)latin1[cp - 0xC0];
+    if (cp < 0x180) return (uint32_t)latin_ext_a[cp - 0x100];
+    if (cp >= 0x300 && cp < 0x370) return 0; /* combining diacritics */
+    if (cp >= 0x391 && cp <= 0x3A9 && cp != 0x3A2) return cp + 32;
+    if (cp >= 0x410 && cp <= 0x42F) return cp + 32;
+    if (cp >= 0x400 && cp <= 0x40F) return cp + 80;
+    if ((cp >= 0x2000 && cp <= 0x200A) || cp == 0x202F || cp == 0x205F || cp == 0x3000) return ' ';
+    if (cp >= 0x200B && cp <= 0x200D) return 0; /* zero-width */
+    if ((cp >= 0x2010 && cp <= 0x2015) || cp == 0x2212 || cp == 0x2044) return ' ';
+    if (cp >= 0x2016 && cp <= 0x206F) return 0; /* quotes, bullets, ellipsis ... */
+    if (cp >= 0x3001 && cp <= 0x3003) return 0;
+    if (cp >= 0xFF01 && cp <= 0xFF5E) return cel__fold_cp(cp - 0xFEE0);
+    if (cp == 0xFEFF || cp == 0xFFFD) return 0;
+    return cp;
+}
+
+/* A plain number: optional sign and '$', digits with optional thousands
+ * commas (groups of exactly three), optional fraction, optional exponent,
+ * optional "/denominator" or trailing '%'. The whole of s[0..n) must be used. */
+bool cel__parse_plain_number(const char *s, size_t n, double *out)
+{
+    char buf[96];
+    size_t k = 0, i = 0;
+    if (n == 0 || n > 80) return false;
+    bool neg = false;
+    if (s[i] == '+' || s[i] == '-') neg = s[i] == '-', i++;
+    if (i < n && s[i] == '$') i++;
+    if (i < n && (s[i] == '+' || s[i] == '-') && !neg) neg = s[i] == '-', i++;
+    size_t d0 = i, run = 0;
+    bool grouped = false;
+    while (i < n && ((s[i] >= '0' && s[i] <= '9') || s[i] == ',')) {
+        if (s[i] == ',') {
+            /* a separator needs 1-3 digits before (first group) or exactly 3 */
+            if (run == 0 || (grouped && run != 3) || (!grouped && run > 3)) return false;
+            grouped = true;
+            run = 0;
+        } else {
+            buf[k++] = s[i];
+            run++;
+        }
+        i++;
+    }
+    if (grouped && run != 3) return false;
+    if (i < n && s[i] == '.') {
+        buf[k++] = '.';
+        i++;
+        while (i < n && s[i] >= '0' && s[i] <= '9') buf[k++] = s[i++];
+    }
+    if (k == 0 || (k == 1 && buf[0] == '.') || i == d0) return false;
+    if (i < n && (s[i] == 'e' || s[i] == 'E') && i + 1 < n) {
+        size_t j = i + 1;
+        if (s[j] == '+' || s[j] == '-') j++;
+        if (j < n && s[j] >= '0' && s[j] <= '9') {
+            buf[k++] = 'e';
+            if (s[i + 1] == '-') buf[k++] = '-';
+            while (j < n && s[j] >= '0' && s[j] <= '9' && k < 90) buf[k++] = s[j++];
+            i = j;
+        }
+    }
+    buf[k] = '\0';
+    errno = 0;
+    double v = strtod(buf, NULL);
+    if (errno == ERANGE && !isfinite(v)) return false;
+    if (i < n && s[i] == '%') {
+        v /= 100.0;
+        i++;
+    } else if (i < n && s[i] == '/') {
+        double den;
+        if (!cel__parse_plain_number(s + i + 1, n - i - 1, &den) || den == 0 || s[i + 1] == '-' || s[i + 1] == '+')
+            return false;
+        v /= den;
+        i = n;
+    }
+    if (i != n) return false;
+    *out = neg ? -v : v;
+    return true;
+}
