@@ -499,3 +499,27 @@ cel_status cel_stopper_flush(cel_stopper *s, cel_buf *out, cel_error *err)
     cel_buf_reset(&s->held);
     return CEL_OK;
 }
+
+/* ------------------------------------------------------------ public defaults */
+
+void cel_sampling_default(cel_sampling *s)
+{
+    memset(s, 0, sizeof *s);
+    s->temperature = 0.0f; /* greedy */
+    s->top_p = 1.0f;
+    s->repetition_penalty = 1.0f;
+    s->max_tokens = 256;
+    s->n_logprobs = -1;
+}
+
+const char *cel_finish_name(cel_finish f)
+{
+    switch (f) {
+    case CEL_FINISH_NONE: return "none";
+    case CEL_FINISH_STOP: return "stop";
+    case CEL_FINISH_LENGTH: return "length";
+    case CEL_FINISH_CANCELLED: return "cancelled";
+    case CEL_FINISH_ERROR: return "error";
+    }
+    return "unknown";
+}
