@@ -1,0 +1,871 @@
+/*
+ * backend.c - the CUDA backend (cel_backend_cuda_create): the transformer
+ * forward pass of engine/backend.h on one NVIDIA GPU.
+ *
+ * Data on the device:
+ *   weights     uploaded once (and again on weights_changed) as BF16
+ *               [out][in] matrices; q/k/v are concatenated into one matrix
+ *               and gate/up into another, so each takes one GEMM. Quantized
+ *               tensors are dequantized on the GPU at upload (kernels.cu).
+ *               Norm weights, biases and RoPE frequencies are FP32.
+ *   KV cache    FP16, [n_layer][n_blocks][n_head_kv][block_size][head_dim]
+ *               for K and for V; the scheduler's block tables index it.
+ *   activations FP32 residual stream x, BF16 GEMM inputs, FP32 GEMM outputs,
+ *               sized for max_batch_tokens rows.
+ *   batch meta  tokens, positions, blocks, block tables: one pinned host
+ *               buffer copied with one cudaMemcpyAsync per forward.
+ *
+ * A forward pass: embed -> per layer [RMSNorm -> QKV GEMM -> bias/q-k
+ * norm/RoPE + KV write -> paged attention -> O GEMM (+= residual) ->
+ * RMSNorm -> gate/up GEMM -> SwiGLU -> down GEMM (+= residual)] -> final
+ * RMSNorm of the wanted rows -> output GEMM -> logits to the host. GEMMs
+ * with at most 8 rows use our GEMV kernel (memory-bound decode), larger ones
+ * cuBLAS (BF16 inputs, FP32 accumulation and output).
+ *
+ * Decode steps (every sequence adds one token) are captured into CUDA graphs
+ * keyed by (tokens, output rows) the second time a shape is seen and replayed
+ * afterwards: the meta buffer lives at a fixed address, so a replay only
+ * needs the new meta copied in first. A capture failure turns graphs off and
+ * the step runs eagerly.
+ *
+ * Batch invariance: rows computed by the GEMV path (batches of <= 8 tokens)
+ * and by every custom kernel do not depend on the other rows; cuBLAS may pick
+ * different algorithms for different batch sizes, so larger batches agree
+ * with smaller ones only within rounding.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../ops.h"
+#include "cuda_internal.h"
+
+#define CEL__CU_MAX_GRAPHS 32
+#define CEL__CU_STAGE_BYTES ((size_t)32 << 20)  /* upload staging (pinned) */
+#define CEL__CU_BLAS_WS_BYTES ((size_t)32 << 20) /* cuBLAS workspace (graph capture needs one) */
+#define CEL__CU_LOGIT_ROWS 512                   /* output rows per head pass */
+
+typedef struct cu_layer {
+    uint16_t *wqkv, *wo, *wgu, *wdown;              /* BF16 */
+    float *attn_norm, *ffn_norm, *bqkv, *q_norm, *k_norm; /* FP32; bqkv/q_norm/k_norm may be NULL */
+} cu_layer;
+
+typedef struct cu_graph {
+    int32_t n_tokens, n_out;
+    int32_t seen;            /* eager runs of this shape so far */
+    cudaGraphExec_t exec;    /* NULL until captured */
+    uint64_t last_use;
+} cu_graph;
+
+typedef struct cu_backend {
+    cel_backend base;
+    cel_logger log;
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    void *blas_ws;
+    /* sizes */
+    int32_t E, Q, KV, F, V, L, hd, nh, nkv, bs, max_tokens, logit_rows;
+    bool use_gemv;
+    /* weights */
+    uint16_t *tok_embd, *output; /* output == tok_embd when tied */
+    float *output_norm, *inv_freq;
+    cu_layer *layers;
+    /* KV cache */
+    uint16_t *k_cache, *v_cache;
+    size_t kv_layer_elems; /* elements of one layer's K (or V) cache */
+    /* activations */
+    float *x, *qkv, *gu, *logits;
+    uint16_t *xb; /* BF16 GEMM input: norm output, attention output, SwiGLU output */
+    int32_t *argmax_dev;
+    /* batch meta: [tokens | pos | blk | seq | out_rows | tab_off] each cap_t, then tables */
+    int32_t cap_t, cap_tab;
+    int32_t *meta_host, *meta_dev;
+    /* host staging */
+    void *stage_host, *stage_dev;
+    float *logits_host;
+    size_t logits_host_floats;
+    int32_t *argmax_host;
+    /* graphs */
+    bool graphs_on;
+    cu_graph graphs[CEL__CU_MAX_GRAPHS];
+    uint64_t clock;
+    cel_cuda_info info;
+} cu_backend;
+
+/* device pointers into the meta buffer */
+#define META_TOK(be, m) ((m) + 0 * (size_t)(be)->cap_t)
+#define META_POS(be, m) ((m) + 1 * (size_t)(be)->cap_t)
+#define META_BLK(be, m) ((m) + 2 * (size_t)(be)->cap_t)
+#define META_SEQ(be, m) ((m) + 3 * (size_t)(be)->cap_t)
+#define META_OUT(be, m) ((m) + 4 * (size_t)(be)->cap_t)
+#define META_OFF(be, m) ((m) + 5 * (size_t)(be)->cap_t)
+#define META_TAB(be, m) ((m) + 6 * (size_t)(be)->cap_t)
+
+static const cel_backend_vtbl cu_vtbl;
+
+/* ------------------------------------------------------------------ memory */
+
+/* cudaMalloc with a message naming what did not fit. */
+static cel_status cu_alloc(void **p, size_t n, const char *what, cel_error *err)
+{
+    *p = NULL;
+    cudaError_t e = cudaMalloc(p, n ? n : 1);
+    if (e != cudaSuccess) {
+        *p = NULL;
+        cudaGetLastError();
+        return cel_error_set(err, CEL_ERR_DEVICE, "cuda: cannot allocate %.1f MiB of device memory for %s: %s",
+                             (double)n / (1 << 20), what, cudaGetErrorString(e));
+    }
+    return CEL_OK;
+}
+
+static void cu_free(void *p)
+{
+    if (p) cudaFree(p);
+}
+
+/* --------------------------------------------------------------- uploading */
+
+/* Checks that t is a [out][in] matrix (ne[0] = in) celine can convert. */
+static cel_status cu_check_matrix(const cel_tensor *t, const char *what, int64_t in, int64_t out, cel_error *err)
+{
+    if (!t) return cel_error_set(err, CEL_ERR_FORMAT, "cuda: model has no %s tensor", what);
+    if (t->ne[0] != in || (t->n_dims > 1 ? t->ne[1] : 1) != out || (t->n_dims > 2 && t->ne[2] != 1))
+        return cel_error_set(err, CEL_ERR_FORMAT,
+                             "cuda: tensor %s (%s) has shape [%lld, %lld], expected [%lld, %lld]", t->name, what,
+                             (long long)t->ne[0], (long long)(t->n_dims > 1 ? t->ne[1] : 1), (long long)in,
+                             (long long)out);
+    switch (t->dtype) {
+    case CEL_DTYPE_F32: case CEL_DTYPE_F16: case CEL_DTYPE_BF16: case CEL_DTYPE_Q8_0:
+    case CEL_DTYPE_Q4_0: case CEL_DTYPE_Q4_K: case CEL_DTYPE_Q6_K: break;
+    default:
+        return cel_error_set(err, CEL_ERR_UNSUPPORTED, "cuda: tensor %s has dtype %d, which the CUDA backend cannot load",
+                             t->name, (int)t->dtype);
+    }
+    size_t rb = cel_dtype_row_bytes(t->dtype, in);
+    if (rb == 0 || !t->data || t->nbytes < rb * (size_t)out)
+        return cel_error_set(err, CEL_ERR_FORMAT, "cuda: tensor %s: %zu bytes of data for %lld rows of %zu bytes",
+                             t->name, t->nbytes, (long long)out, rb);
+    return CEL_OK;
+}
+
+/* Uploads matrix t ([out][in], any supported dtype) as BF16 into rows
+ * [row0, row0 + out) of dst (a device [*][in] BF16 matrix), in chunks
+ * through the pinned staging buffer; conversion runs on the GPU. */
+static cel_status cu_upload_matrix(cu_backend *be, uint16_t *dst, int64_t row0, const cel_tensor *t, const char *what,
+                                   int64_t in, int64_t out, cel_error *err)
+{
+    CEL_TRY(cu_check_matrix(t, what, in, out, err));
+    const size_t rb = cel_dtype_row_bytes(t->dtype, in);
+    if (rb > CEL__CU_STAGE_BYTES)
+        return cel_error_set(err, CEL_ERR_UNSUPPORTED, "cuda: tensor %s: a row of %zu bytes exceeds the staging buffer",
+                             t->name, rb);
+    const int64_t rows_per = (int64_t)(CEL__CU_STAGE_BYTES / rb);
+    for (int64_t r = 0; r < out; r += rows_per) {
+        const int64_t n = out - r < rows_per ? out - r : rows_per;
+        memcpy(be->stage_host, (const uint8_t *)t->data + (size_t)r * rb, (size_t)n * rb);
+        uint16_t *d = dst + (size_t)(row0 + r) * (size_t)in;
+        if (t->dtype == CEL_DTYPE_BF16) {
+            CEL_CUDA_CHECK(err, cudaMemcpyAsync(d, be->stage_host, (size_t)n * rb, cudaMemcpyHostToDevice, be->stream));
+        } else {
+            CEL_CUDA_CHECK(err, cudaMemcpyAsync(be->stage_dev, be->stage_host, (size_t)n * rb, cudaMemcpyHostToDevice,
+                                                be->stream));
+            CEL_CUDA_CHECK(err, cel__cuk_convert(be->stream, d, NULL, be->stage_dev, t->dtype, n * in));
+        }
+        /* the staging buffers are reused by the next chunk */
+        CEL_CUDA_CHECK(err, cudaStreamSynchronize(be->stream));
+    }
+    return CEL_OK;
+}
+
+/* Uploads a vector of n values (any dtype, converted on the host) as FP32
+ * into dst[off .. off + n). */
+static cel_status cu_upload_vec(cu_backend *be, float *dst, int64_t off, const cel_tensor *t, const char *what,
+                                int64_t n, cel_error *err)
+{
+    if (!t) return cel_error_set(err, CEL_ERR_FORMAT, "cuda: model has no %s tensor", what);
+    int64_t tn = 1;
+    for (int i = 0; i < t->n_dims && i < 4; i++) tn *= t->ne[i];
+    size_t rb = cel_dtype_row_bytes(t->dtype, n);
+    if (tn != n || rb == 0 || !t->data || t->nbytes < rb || !cel_dtype_valid(t->dtype))
+        return cel_error_set(err, CEL_ERR_FORMAT, "cuda: tensor %s (%s) has %lld elements, expected %lld", t->name, what,
+                             (long long)tn, (long long)n);
+    if ((size_t)n * sizeof(float) > CEL__CU_STAGE_BYTES)
+        return cel_error_set(err, CEL_ERR_UNSUPPORTED, "cuda: tensor %s is too long for the staging buffer", t->name);
+    float *h = (float *)be->stage_host;
+    cel_dequant_row(t->dtype, t->data, h, n);
+    CEL_CUDA_CHECK(err, cudaMemcpyAsync(dst + off, h, (size_t)n * sizeof(float), cudaMemcpyHostToDevice, be->stream));
+    CEL_CUDA_CHECK(err, cudaStreamSynchronize(be->stream));
+    return CEL_OK;
+}
+
+/* (Re)uploads every weight of the model into the device buffers. */
+static cel_status cu_upload_weights(cu_backend *be, cel_error *err)
+{
+    const cel_model *m = be->base.model;
+    const int64_t E = be->E, Q = be->Q, KV = be->KV, F = be->F, V = be->V;
+    CEL_TRY(cu_upload_matrix(be, be->tok_embd, 0, m->tok_embd, "token_embd", E, V, err));
+    if (be->output != be->tok_embd) CEL_TRY(cu_upload_matrix(be, be->output, 0, m->output, "output", E, V, err));
+    CEL_TRY(cu_upload_vec(be, be->output_norm, 0, m->output_norm, "output_norm", E, err));
+    for (int32_t l = 0; l < be->L; l++) {
+        const cel_layer *ml = &m->layers[l];
+        cu_layer *cl = &be->layers[l];
+        char what[64];
+#define CU_NAME(s) (snprintf(what, sizeof what, "layer %d %s", (int)l, (s)), what)
+        CEL_TRY(cu_upload_matrix(be, cl->wqkv, 0, ml->wq, CU_NAME("attn_q"), E, Q, err));
+        CEL_TRY(cu_upload_matrix(be, cl->wqkv, Q, ml->wk, CU_NAME("attn_k"), E, KV, err));
+        CEL_TRY(cu_upload_matrix(be, cl->wqkv, Q + KV, ml->wv, CU_NAME("attn_v"), E, KV, err));
+        CEL_TRY(cu_upload_matrix(be, cl->wo, 0, ml->wo, CU_NAME("attn_output"), Q, E, err));
+        CEL_TRY(cu_upload_matrix(be, cl->wgu, 0, ml->w_gate, CU_NAME("ffn_gate"), E, F, err));
+        CEL_TRY(cu_upload_matrix(be, cl->wgu, F, ml->w_up, CU_NAME("ffn_up"), E, F, err));
+        CEL_TRY(cu_upload_matrix(be, cl->wdown, 0, ml->w_down, CU_NAME("ffn_down"), F, E, err));
+        CEL_TRY(cu_upload_vec(be, cl->attn_norm, 0, ml->attn_norm, CU_NAME("attn_norm"), E, err));
+        CEL_TRY(cu_upload_vec(be, cl->ffn_norm, 0, ml->ffn_norm, CU_NAME("ffn_norm"), E, err));
+        if (cl->bqkv) {
+            CEL_TRY(cu_upload_vec(be, cl->bqkv, 0, ml->bq, CU_NAME("attn_q.bias"), Q, err));
+            CEL_TRY(cu_upload_vec(be, cl->bqkv, Q, ml->bk, CU_NAME("attn_k.bias"), KV, err));
+            CEL_TRY(cu_upload_vec(be, cl->bqkv, Q + KV, ml->bv, CU_NAME("attn_v.bias"), KV, err));
+        }
+        if (cl->q_norm) {
+            CEL_TRY(cu_upload_vec(be, cl->q_norm, 0, ml->q_norm, CU_NAME("attn_q_norm"), be->hd, err));
+            CEL_TRY(cu_upload_vec(be, cl->k_norm, 0, ml->k_norm, CU_NAME("attn_k_norm"), be->hd, err));
+        }
+#undef CU_NAME
+    }
+    return CEL_OK;
+}
+
+/* ----------------------------------------------------------------- graphs */
+
+static void cu_graphs_clear(cu_backend *be)
+{
+    for (int i = 0; i < CEL__CU_MAX_GRAPHS; i++) {
+        if (be->graphs[i].exec) cudaGraphExecDestroy(be->graphs[i].exec);
+        memset(&be->graphs[i], 0, sizeof be->graphs[i]);
+    }
+}
+
+/* The cache slot for shape (n_tokens, n_out): an existing one, else a free
+ * or least recently used one (its graph destroyed). */
+static cu_graph *cu_graph_slot(cu_backend *be, int32_t n_tokens, int32_t n_out)
+{
+    cu_graph *free_slot = NULL, *lru = NULL;
+    for (int i = 0; i < CEL__CU_MAX_GRAPHS; i++) {
+        cu_graph *g = &be->graphs[i];
+        if (g->seen > 0 && g->n_tokens == n_tokens && g->n_out == n_out) return g;
+        if (g->seen == 0) {
+            if (!free_slot) free_slot = g;
+        } else if (!lru || g->last_use < lru->last_use) {
+            lru = g;
+        }
+    }
+    cu_graph *victim = free_slot ? free_slot : lru;
+    if (victim->exec) cudaGraphExecDestroy(victim->exec);
+    memset(victim, 0, sizeof *victim);
+    victim->n_tokens = n_tokens;
+    victim->n_out = n_out;
+    return victim;
+}
+
+/* ---------------------------------------------------------------- forward */
+
+cel_status cel__cu_gemm(cublasHandle_t blas, cudaStream_t s, float *y, const uint16_t *W, const uint16_t *x, int32_t T,
+                        int32_t I, int32_t O, bool accumulate, bool allow_gemv, cel_error *err)
+{
+    if (allow_gemv && T <= CEL__CU_GEMV_MAX_ROWS && I % 8 == 0) {
+        CEL_CUDA_CHECK(err, cel__cuk_gemv(s, y, W, x, T, I, O, accumulate ? 1 : 0));
+        return CEL_OK;
+    }
+    /* column-major view: Y^T (O x T) = W^T' (O x I, W stored I x O) . X^T (I x T) */
+    const float one = 1.0f, zero = 0.0f;
+    CEL_CUBLAS_CHECK(err, cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, O, T, I, &one, W, CUDA_R_16BF, I, x, CUDA_R_16BF,
+                                       I, accumulate ? &one : &zero, y, CUDA_R_32F, O, CUBLAS_COMPUTE_32F,
+                                       CUBLAS_GEMM_DEFAULT));
+    return CEL_OK;
+}
+
+static cel_status cu_gemm(cu_backend *be, float *y, const uint16_t *W, const uint16_t *x, int32_t T, int32_t I,
+                          int32_t O, bool accumulate, cel_error *err)
+{
+    return cel__cu_gemm(be->blas, be->stream, y, W, x, T, I, O, accumulate, be->use_gemv, err);
+}
+
+/* Enqueues embedding and every layer for the n_tokens rows described by the
+ * meta buffer (already on the device). No host synchronisation: capturable. */
+static cel_status cu_enqueue_body(cu_backend *be, int32_t T, cel_error *err)
+{
+    const cel_hparams *hp = &be->base.model->hp;
+    const int32_t *m = be->meta_dev;
+    const int32_t qkv_w = be->Q + 2 * be->KV;
+    CEL_CUDA_CHECK(err, cel__cuk_embed(be->stream, be->x, be->tok_embd, META_TOK(be, m), T, be->E));
+    for (int32_t l = 0; l < be->L; l++) {
+        const cu_layer *cl = &be->layers[l];
+        uint16_t *kc = be->k_cache + (size_t)l * be->kv_layer_elems, *vc = be->v_cache + (size_t)l * be->kv_layer_elems;
+        CEL_CUDA_CHECK(err, cel__cuk_rmsnorm(be->stream, NULL, be->xb, be->x, NULL, cl->attn_norm, T, be->E, hp->rms_eps));
+        CEL_TRY(cu_gemm(be, be->qkv, cl->wqkv, be->xb, T, be->E, qkv_w, false, err));
+        cel__cu_qkv_params qp = {T, be->nh, be->nkv, be->hd, be->bs, (int32_t)hp->rope_style, hp->rms_eps};
+        CEL_CUDA_CHECK(err, cel__cuk_qkv_rope(be->stream, be->qkv, cl->bqkv, cl->q_norm, cl->k_norm, be->inv_freq,
+                                              META_POS(be, m), META_BLK(be, m), kc, vc, qp));
+        cel__cu_attn_params ap = {T, be->nh, be->nkv, be->hd, be->bs, qkv_w, 1.0f / sqrtf((float)be->hd)};
+        CEL_CUDA_CHECK(err, cel__cuk_attention(be->stream, be->xb, be->qkv, kc, vc, META_POS(be, m), META_SEQ(be, m),
+                                               META_OFF(be, m), META_TAB(be, m), ap));
+        CEL_TRY(cu_gemm(be, be->x, cl->wo, be->xb, T, be->Q, be->E, true, err));
+        CEL_CUDA_CHECK(err, cel__cuk_rmsnorm(be->stream, NULL, be->xb, be->x, NULL, cl->ffn_norm, T, be->E, hp->rms_eps));
+        CEL_TRY(cu_gemm(be, be->gu, cl->wgu, be->xb, T, be->E, 2 * be->F, false, err));
+        CEL_CUDA_CHECK(err, cel__cuk_swiglu(be->stream, be->xb, be->gu, T, be->F));
+        CEL_TRY(cu_gemm(be, be->x, cl->wdown, be->xb, T, be->F, be->E, true, err));
+    }
+    return CEL_OK;
+}
+
+/* Enqueues final norm + output projection for n output rows whose batch
+ * rows are rows_dev[0..n) (device), writing be->logits[0..n). */
+static cel_status cu_enqueue_head(cu_backend *be, const int32_t *rows_dev, int32_t n, cel_error *err)
+{
+    const cel_hparams *hp = &be->base.model->hp;
+    CEL_CUDA_CHECK(err, cel__cuk_rmsnorm(be->stream, NULL, be->xb, be->x, rows_dev, be->output_norm, n, be->E, hp->rms_eps));
+    return cu_gemm(be, be->logits, be->output, be->xb, n, be->E, be->V, false, err);
+}
+
+/* Validates the batch against the pool and fills the host meta buffer
+ * (growing it when the block tables do not fit). */
+static cel_status cu_prepare_meta(cu_backend *be, const cel_batch *b, int32_t *n_tab_out, bool *decode_only,
+                                  cel_error *err)
+{
+    const int32_t T = b->n_tokens;
+    if (T <= 0 || !b->tokens) return cel_error_set(err, CEL_ERR_INVALID, "cuda: empty batch");
+    if (T > be->max_tokens)
+        return cel_error_set(err, CEL_ERR_INVALID, "cuda: batch of %d tokens exceeds max_batch_tokens %d", (int)T,
+                             (int)be->max_tokens);
+    if (b->n_seqs <= 0 || !b->seqs) return cel_error_set(err, CEL_ERR_INVALID, "cuda: batch has no sequences");
+    if (b->n_out < 0 || (b->n_out > 0 && !b->out_rows))
+        return cel_error_set(err, CEL_ERR_INVALID, "cuda: batch has %d output rows but no row list", (int)b->n_out);
+    /* table space: the blocks each sequence needs */
+    int64_t n_tab = 0;
+    bool dec = true;
+    for (int32_t s = 0; s < b->n_seqs; s++) {
+        const cel_batch_seq *q = &b->seqs[s];
+        if (q->n_new < 0 || q->n_past < 0 || q->first < 0 || q->first + q->n_new > T)
+            return cel_error_set(err, CEL_ERR_INVALID, "cuda: sequence %d has rows [%d, %d+%d) outside the batch of %d",
+                                 (int)s, (int)q->first, (int)q->first, (int)q->n_new, (int)T);
+        int64_t need = ((int64_t)q->n_past + q->n_new + be->bs - 1) / be->bs;
+        if (need > q->n_blocks || (need > 0 && !q->block_table))
+            return cel_error_set(err, CEL_ERR_INVALID, "cuda: sequence %d needs %lld KV blocks for %d tokens, has %d",
+                                 (int)s, (long long)need, (int)(q->n_past + q->n_new), (int)q->n_blocks);
+        n_tab += need;
+        if (q->n_new != 1) dec = false;
+    }
+    if (n_tab > INT32_MAX / 2) return cel_error_set(err, CEL_ERR_LIMIT, "cuda: batch block tables too large");
+    if (n_tab > be->cap_tab) { /* grow the meta buffers; graphs captured their addresses */
+        int32_t cap = be->cap_tab;
+        while (cap < n_tab) cap *= 2;
+        size_t bytes = ((size_t)6 * be->cap_t + (size_t)cap) * sizeof(int32_t);
+        int32_t *h = NULL, *d = NULL;
+        CEL_CUDA_CHECK(err, cudaStreamSynchronize(be->stream));
+        CEL_CUDA_CHECK(err, cudaHostAlloc((void **)&h, bytes, cudaHostAllocDefault));
+        cel_status st = cu_alloc((void **)&d, bytes, "batch metadata", err);
+        if (st != CEL_OK) {
+            cudaFreeHost(h);
+            return st;
+        }
+        cu_graphs_clear(be);
+        cudaFreeHost(be->meta_host);
+        cu_free(be->meta_dev);
+        be->meta_host = h;
+        be->meta_dev = d;
+        be->cap_tab = cap;
+    }
+    int32_t *m = be->meta_host;
+    int32_t *tok = META_TOK(be, m), *pos = META_POS(be, m), *blk = META_BLK(be, m), *seq = META_SEQ(be, m);
+    int32_t *out = META_OUT(be, m), *off = META_OFF(be, m), *tab = META_TAB(be, m);
+    for (int32_t t = 0; t < T; t++) {
+        if (b->tokens[t] < 0 || b->tokens[t] >= be->V)
+            return cel_error_set(err, CEL_ERR_INVALID, "cuda: token %d at batch row %d is outside the vocabulary (%d)",
+                                 (int)b->tokens[t], (int)t, (int)be->V);
+        tok[t] = b->tokens[t];
+        seq[t] = -1;
+    }
+    int32_t at = 0;
+    for (int32_t s = 0; s < b->n_seqs; s++) {
+        const cel_batch_seq *q = &b->seqs[s];
+        int32_t need = (int32_t)(((int64_t)q->n_past + q->n_new + be->bs - 1) / be->bs);
+        for (int32_t i = 0; i < need; i++) {
+            if (q->block_table[i] < 0 || q->block_table[i] >= be->base.n_blocks)
+                return cel_error_set(err, CEL_ERR_INVALID, "cuda: sequence %d block %d is %d, outside the pool of %d",
+                                     (int)s, (int)i, (int)q->block_table[i], (int)be->base.n_blocks);
+            tab[at + i] = q->block_table[i];
+        }
+        off[s] = at;
+        for (int32_t i = 0; i < q->n_new; i++) {
+            int32_t t = q->first + i;
+            if (seq[t] != -1)
+                return cel_error_set(err, CEL_ERR_INVALID, "cuda: batch row %d belongs to sequences %d and %d", (int)t,
+                                     (int)seq[t], (int)s);
+            seq[t] = s;
+            pos[t] = q->n_past + i;
+            blk[t] = q->block_table[pos[t] / be->bs];
+        }
+        at += need;
+    }
+    for (int32_t t = 0; t < T; t++)
+        if (seq[t] < 0) return cel_error_set(err, CEL_ERR_INVALID, "cuda: batch row %d belongs to no sequence", (int)t);
+    for (int32_t i = 0; i < b->n_out; i++) {
+        if (b->out_rows[i] < 0 || b->out_rows[i] >= T)
+            return cel_error_set(err, CEL_ERR_INVALID, "cuda: output row %d is outside the batch of %d",
+                                 (int)b->out_rows[i], (int)T);
+        out[i] = b->out_rows[i];
+    }
+    if (b->n_seqs > be->cap_t)
+        return cel_error_set(err, CEL_ERR_INVALID, "cuda: batch has %d sequences for %d tokens", (int)b->n_seqs, (int)T);
+    *n_tab_out = at;
+    *decode_only = dec && b->n_seqs == T;
+    return CEL_OK;
+}
+
+/* Runs body + head for the batch, through a graph when possible. On return
+ * be->logits holds the first min(n_out, logit_rows) rows' logits (the
+ * caller handles larger n_out by extra head passes). */
+static cel_status cu_run(cu_backend *be, const cel_batch *b, bool decode_only, cel_error *err)
+{
+    const int32_t T = b->n_tokens, n_head_rows = b->n_out < be->logit_rows ? b->n_out : be->logit_rows;
+    const int32_t *out_dev = META_OUT(be, be->meta_dev);
+    if (be->graphs_on && decode_only) {
+        cu_graph *g = cu_graph_slot(be, T, n_head_rows);
+        g->last_use = ++be->clock;
+        if (!g->exec && g->seen >= 1) { /* second sighting: capture */
+            cudaGraph_t graph = NULL;
+            cudaError_t ce = cudaStreamBeginCapture(be->stream, cudaStreamCaptureModeThreadLocal);
+            cel_status st = CEL_OK;
+            cel_error cap_err;
+            cel_error_clear(&cap_err);
+            if (ce == cudaSuccess) {
+                st = cu_enqueue_body(be, T, &cap_err);
+                if (st == CEL_OK && n_head_rows > 0) st = cu_enqueue_head(be, out_dev, n_head_rows, &cap_err);
+                ce = cudaStreamEndCapture(be->stream, &graph);
+                if (ce == cudaSuccess && st == CEL_OK) ce = cudaGraphInstantiate(&g->exec, graph, 0);
+                if (graph) cudaGraphDestroy(graph);
+            }
+            if (ce != cudaSuccess || st != CEL_OK) {
+                cel_log(&be->log, CEL_LOG_WARN, "cuda: graph capture failed (%s%s%s); running steps without graphs",
+                        ce != cudaSuccess ? cudaGetErrorString(ce) : "", st != CEL_OK ? " " : "",
+                        st != CEL_OK ? cap_err.msg : "");
+                cudaGetLastError();
+                g->exec = NULL;
+                cu_graphs_clear(be);
+                be->graphs_on = false;
+                be->info.graphs = false;
+            }
+        }
+        if (g->exec) {
+            CEL_CUDA_CHECK(err, cudaGraphLaunch(g->exec, be->stream));
+            return CEL_OK;
+        }
+        g->seen++;
+    }
+    CEL_TRY(cu_enqueue_body(be, T, err));
+    if (n_head_rows > 0) CEL_TRY(cu_enqueue_head(be, out_dev, n_head_rows, err));
+    return CEL_OK;
+}
+
+/* The forward pass; logits to b->logits, or argmax ids to tokens_out. */
+static cel_status cu_forward_impl(cu_backend *be, const cel_batch *b, float *logits_out, int32_t *tokens_out,
+                                  cel_error *err)
+{
+    int32_t n_tab = 0;
+    bool decode_only = false;
+    CEL_CUDA_CHECK(err, cudaSetDevice(be->device));
+    if (b->n_out > 0 && !logits_out && !tokens_out)
+        return cel_error_set(err, CEL_ERR_INVALID, "cuda: batch wants %d output rows but has no logits buffer",
+                             (int)b->n_out);
+    CEL_TRY(cu_prepare_meta(be, b, &n_tab, &decode_only, err));
+    CEL_CUDA_CHECK(err, cudaMemcpyAsync(be->meta_dev, be->meta_host, ((size_t)6 * be->cap_t + (size_t)n_tab) * sizeof(int32_t),
+                                        cudaMemcpyHostToDevice, be->stream));
+    CEL_TRY(cu_run(be, b, decode_only, err));
+
+    /* logits of the wanted rows, logit_rows at a time */
+    const size_t V = (size_t)be->V;
+    bool direct = false;
+    if (logits_out) {
+        struct cudaPointerAttributes pa;
+        if (cudaPointerGetAttributes(&pa, logits_out) == cudaSuccess)
+            direct = pa.type == cudaMemoryTypeHost;
+        else
+            cudaGetLastError();
+    }
+    for (int32_t r0 = 0; r0 < b->n_out; r0 += be->logit_rows) {
+        const int32_t n = b->n_out - r0 < be->logit_rows ? b->n_out - r0 : be->logit_rows;
+        if (r0 > 0) CEL_TRY(cu_enqueue_head(be, META_OUT(be, be->meta_dev) + r0, n, err));
+        if (tokens_out) {
+            CEL_CUDA_CHECK(err, cel__cuk_argmax(be->stream, be->argmax_dev, be->logits, n, be->V));
+            CEL_CUDA_CHECK(err, cudaMemcpyAsync(be->argmax_host, be->argmax_dev, (size_t)n * sizeof(int32_t),
+                                                cudaMemcpyDeviceToHost, be->stream));
+            CEL_CUDA_CHECK(err, cudaStreamSynchronize(be->stream));
+            memcpy(tokens_out + r0, be->argmax_host, (size_t)n * sizeof(int32_t));
+        } else if (direct) {
+            CEL_CUDA_CHECK(err, cudaMemcpyAsync(logits_out + (size_t)r0 * V, be->logits, (size_t)n * V * sizeof(float),
+                                                cudaMemcpyDeviceToHost, be->stream));
+            CEL_CUDA_CHECK(err, cudaStreamSynchronize(be->stream));
+        } else {
+            CEL_CUDA_CHECK(err, cudaMemcpyAsync(be->logits_host, be->logits, (size_t)n * V * sizeof(float),
+                                                cudaMemcpyDeviceToHost, be->stream));
+            CEL_CUDA_CHECK(err, cudaStreamSynchronize(be->stream));
+            memcpy(logits_out + (size_t)r0 * V, be->logits_host, (size_t)n * V * sizeof(float));
+        }
+    }
+    CEL_CUDA_CHECK(err, cudaStreamSynchronize(be->stream));
+    return CEL_OK;
+}
+
+static cel_status cu_forward(cel_backend *base, const cel_batch *b, cel_error *err)
+{
+    return cu_forward_impl((cu_backend *)base, b, b->logits, NULL, err);
+}
+
+cel_status cel_backend_cuda_forward_argmax(cel_backend *base, const cel_batch *b, int32_t *tokens_out, cel_error *err)
+{
+    if (!base || base->v != &cu_vtbl) return cel_error_set(err, CEL_ERR_INVALID, "cuda: not a CUDA backend");
+    if (b->n_out > 0 && !tokens_out) return cel_error_set(err, CEL_ERR_INVALID, "cuda: no output token buffer");
+    return cu_forward_impl((cu_backend *)base, b, NULL, tokens_out, err);
+}
+
+static cel_status cu_copy_block(cel_backend *base, int32_t src, int32_t dst, int32_t n_tokens, cel_error *err)
+{
+    cu_backend *be = (cu_backend *)base;
+    if (src < 0 || src >= base->n_blocks || dst < 0 || dst >= base->n_blocks || n_tokens < 0 || n_tokens > be->bs)
+        return cel_error_set(err, CEL_ERR_INVALID, "cuda: copy_block(%d -> %d, %d tokens) outside the pool of %d x %d",
+                             (int)src, (int)dst, (int)n_tokens, (int)base->n_blocks, (int)be->bs);
+    if (src == dst || n_tokens == 0) return CEL_OK;
+    CEL_CUDA_CHECK(err, cudaSetDevice(be->device));
+    CEL_CUDA_CHECK(err, cel__cuk_copy_block(be->stream, be->k_cache, be->v_cache, be->L, base->n_blocks, be->nkv, be->bs,
+                                            be->hd, src, dst, n_tokens));
+    CEL_CUDA_CHECK(err, cudaStreamSynchronize(be->stream));
+    return CEL_OK;
+}
+
+static cel_status cu_weights_changed(cel_backend *base, cel_error *err)
+{
+    cu_backend *be = (cu_backend *)base;
+    CEL_CUDA_CHECK(err, cudaSetDevice(be->device));
+    /* same buffers, same addresses: captured graphs stay valid */
+    return cu_upload_weights(be, err);
+}
+
+static void cu_destroy(cel_backend *base)
+{
+    cu_backend *be = (cu_backend *)base;
+    if (!be) return;
+    cudaSetDevice(be->device);
+    if (be->stream) cudaStreamSynchronize(be->stream);
+    cu_graphs_clear(be);
+    if (be->layers) {
+        for (int32_t l = 0; l < be->L; l++) {
+            cu_layer *cl = &be->layers[l];
+            cu_free(cl->wqkv);
+            cu_free(cl->wo);
+            cu_free(cl->wgu);
+            cu_free(cl->wdown);
+            cu_free(cl->attn_norm);
+            cu_free(cl->ffn_norm);
+            cu_free(cl->bqkv);
+            cu_free(cl->q_norm);
+            cu_free(cl->k_norm);
+        }
+        free(be->layers);
+    }
+    if (be->output != be->tok_embd) cu_free(be->output);
+    cu_free(be->tok_embd);
+    cu_free(be->output_norm);
+    cu_free(be->inv_freq);
+    cu_free(be->k_cache);
+    cu_free(be->v_cache);
+    cu_free(be->x);
+    cu_free(be->qkv);
+    cu_free(be->gu);
+    cu_free(be->logits);
+    cu_free(be->xb);
+    cu_free(be->argmax_dev);
+    cu_free(be->meta_dev);
+    cu_free(be->stage_dev);
+    cu_free(be->blas_ws);
+    if (be->meta_host) cudaFreeHost(be->meta_host);
+    if (be->stage_host) cudaFreeHost(be->stage_host);
+    if (be->logits_host) cudaFreeHost(be->logits_host);
+    if (be->argmax_host) cudaFreeHost(be->argmax_host);
+    if (be->blas) cublasDestroy(be->blas);
+    if (be->stream) cudaStreamDestroy(be->stream);
+    free(be);
+}
+
+static const cel_backend_vtbl cu_vtbl = {
+    .name = "cuda",
+    .forward = cu_forward,
+    .copy_block = cu_copy_block,
+    .weights_changed = cu_weights_changed,
+    .free = cu_destroy,
+};
+
+/* ----------------------------------------------------------------- create */
+
+/* Finds the device, checks driver and compute capability. */
+static cel_status cu_open_device(cu_backend *be, cel_error *err)
+{
+    int drv = 0, rt = 0, n = 0;
+    cudaRuntimeGetVersion(&rt);
+    cudaError_t e = cudaDriverGetVersion(&drv);
+    if (e != cudaSuccess || drv == 0)
+        return cel_error_set(err, CEL_ERR_DEVICE, "cuda: no NVIDIA driver found (cudaDriverGetVersion: %s)",
+                             e != cudaSuccess ? cudaGetErrorString(e) : "version 0");
+    if (drv < rt)
+        return cel_error_set(err, CEL_ERR_DEVICE,
+                             "cuda: the NVIDIA driver supports CUDA %d.%d but celine was built with CUDA %d.%d: "
+                             "update the driver or rebuild with an older toolkit",
+                             drv / 1000, (drv % 1000) / 10, rt / 1000, (rt % 1000) / 10);
+    e = cudaGetDeviceCount(&n);
+    if (e == cudaErrorInsufficientDriver)
+        return cel_error_set(err, CEL_ERR_DEVICE, "cuda: the NVIDIA driver is too old for CUDA %d.%d (%s)", rt / 1000,
+                             (rt % 1000) / 10, cudaGetErrorString(e));
+    if (e != cudaSuccess || n <= 0) {
+        cudaGetLastError();
+        return cel_error_set(err, CEL_ERR_DEVICE, "cuda: no CUDA device found (cudaGetDeviceCount: %s)",
+                             e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+    }
+    const char *env = getenv("CELINE_CUDA_DEVICE");
+    be->device = env && *env ? atoi(env) : 0;
+    if (be->device < 0 || be->device >= n)
+        return cel_error_set(err, CEL_ERR_DEVICE, "cuda: CELINE_CUDA_DEVICE=%d but only %d device(s) exist", be->device, n);
+    CEL_CUDA_CHECK(err, cudaSetDevice(be->device));
+    struct cudaDeviceProp prop;
+    CEL_CUDA_CHECK(err, cudaGetDeviceProperties(&prop, be->device));
+    if (prop.major < 8)
+        return cel_error_set(err, CEL_ERR_DEVICE, "cuda: %s has compute capability %d.%d; celine needs 8.0 or newer (BF16)",
+                             prop.name, prop.major, prop.minor);
+    snprintf(be->info.device, sizeof be->info.device, "%s", prop.name);
+    be->info.cc_major = prop.major;
+    be->info.cc_minor = prop.minor;
+    be->info.n_sm = prop.multiProcessorCount;
+    be->info.total_mem = prop.totalGlobalMem;
+    be->info.driver_version = drv;
+    be->info.runtime_version = rt;
+    int clk = 0, bus = 0;
+    if (cudaDeviceGetAttribute(&clk, cudaDevAttrMemoryClockRate, be->device) == cudaSuccess &&
+        cudaDeviceGetAttribute(&bus, cudaDevAttrGlobalMemoryBusWidth, be->device) == cudaSuccess && clk > 0 && bus > 0)
+        be->info.mem_bandwidth_gbs = 2.0 * (double)clk * 1e3 * (double)bus / 8.0 / 1e9; /* DDR: 2 transfers per clock */
+    cudaGetLastError();
+    return CEL_OK;
+}
+
+/* Checks the model's shapes against what the kernels support. */
+static cel_status cu_check_model(const cel_model *m, cel_error *err)
+{
+    const cel_hparams *hp = &m->hp;
+    if (hp->n_embd <= 0 || hp->n_layer <= 0 || hp->n_head <= 0 || hp->n_head_kv <= 0 || hp->n_ff <= 0 ||
+        hp->n_vocab <= 0 || hp->head_dim <= 0 || !m->layers)
+        return cel_error_set(err, CEL_ERR_FORMAT, "cuda: model hyper-parameters are incomplete");
+    if (hp->n_head % hp->n_head_kv != 0)
+        return cel_error_set(err, CEL_ERR_FORMAT, "cuda: n_head %d is not a multiple of n_head_kv %d", (int)hp->n_head,
+                             (int)hp->n_head_kv);
+    if (hp->head_dim % 32 != 0 || hp->head_dim > 256 || hp->head_dim / 32 == 5 || hp->head_dim / 32 == 6 ||
+        hp->head_dim / 32 == 7)
+        return cel_error_set(err, CEL_ERR_UNSUPPORTED,
+                             "cuda: head_dim %d is not supported by the CUDA attention kernel (32, 64, 96, 128 or 256)",
+                             (int)hp->head_dim);
+    if (!m->tok_embd || !m->output_norm)
+        return cel_error_set(err, CEL_ERR_FORMAT, "cuda: model has no token embedding or output norm");
+    return CEL_OK;
+}
+
+cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params *p, cel_backend **out, cel_error *err)
+{
+    if (!out) return cel_error_set(err, CEL_ERR_INVALID, "cuda: no output pointer");
+    *out = NULL;
+    if (!m) return cel_error_set(err, CEL_ERR_INVALID, "cuda: no model");
+    CEL_TRY(cu_check_model(m, err));
+    cu_backend *be = (cu_backend *)calloc(1, sizeof *be);
+    if (!be) return cel_error_set(err, CEL_ERR_NOMEM, "cuda: out of host memory");
+    be->base.v = &cu_vtbl;
+    be->base.model = m;
+    if (p) be->log = p->log;
+    cel_status st = CEL_OK;
+    const cel_hparams *hp = &m->hp;
+    be->E = hp->n_embd;
+    be->nh = hp->n_head;
+    be->nkv = hp->n_head_kv;
+    be->hd = hp->head_dim;
+    be->Q = hp->n_head * hp->head_dim;
+    be->KV = hp->n_head_kv * hp->head_dim;
+    be->F = hp->n_ff;
+    be->V = hp->n_vocab;
+    be->L = hp->n_layer;
+    be->bs = p && p->block_size > 0 ? p->block_size : 16;
+    be->max_tokens = p && p->max_batch_tokens > 0 ? p->max_batch_tokens : 512;
+    be->logit_rows = be->max_tokens < CEL__CU_LOGIT_ROWS ? be->max_tokens : CEL__CU_LOGIT_ROWS;
+    be->use_gemv = be->E % 8 == 0 && be->Q % 8 == 0 && be->F % 8 == 0;
+    const char *genv = getenv("CELINE_CUDA_GRAPHS");
+    be->graphs_on = !(genv && strcmp(genv, "0") == 0);
+    be->base.block_size = be->bs;
+
+    if ((st = cu_open_device(be, err)) != CEL_OK) goto fail;
+    CEL_CUDA_GOTO(err, st, fail, cudaStreamCreateWithFlags(&be->stream, cudaStreamNonBlocking));
+    {
+        cublasStatus_t bs = cublasCreate(&be->blas);
+        if (bs != CUBLAS_STATUS_SUCCESS) {
+            be->blas = NULL;
+            st = cel_error_set(err, CEL_ERR_DEVICE, "cuda: cublasCreate: %s", cublasGetStatusString(bs));
+            goto fail;
+        }
+    }
+
+    /* ---- memory plan: weights + activations must fit the budget, the KV pool gets what it asks (or what is left) */
+    const size_t E = (size_t)be->E, Q = (size_t)be->Q, KV = (size_t)be->KV, F = (size_t)be->F, V = (size_t)be->V;
+    const size_t T = (size_t)be->max_tokens, L = (size_t)be->L;
+    const bool tied = m->output == NULL || m->output == m->tok_embd || m->output->data == m->tok_embd->data;
+    size_t w_bytes = (V * E * (tied ? 1 : 2)) * 2 + L * ((Q + 2 * KV) * E + Q * E + 2 * F * E + F * E) * 2 +
+                     L * (2 * E + (Q + 2 * KV) + 2 * (size_t)be->hd) * 4 + E * 4 + (size_t)be->hd * 2;
+    size_t xb_w = E > Q ? E : Q;
+    if (F > xb_w) xb_w = F;
+    size_t act_bytes = T * E * 4 + T * (Q + 2 * KV) * 4 + T * 2 * F * 4 + T * xb_w * 2 +
+                       (size_t)be->logit_rows * V * 4 + CEL__CU_BLAS_WS_BYTES + CEL__CU_STAGE_BYTES + (1 << 20);
+    size_t free_b = 0, total_b = 0;
+    CEL_CUDA_GOTO(err, st, fail, cudaMemGetInfo(&free_b, &total_b));
+    size_t budget = p && p->device_mem_bytes ? p->device_mem_bytes : (size_t)((double)free_b * 0.9);
+    if (budget > free_b) {
+        st = cel_error_set(err, CEL_ERR_DEVICE, "cuda: device memory budget %.0f MiB exceeds the %.0f MiB free on %s",
+                           (double)budget / (1 << 20), (double)free_b / (1 << 20), be->info.device);
+        goto fail;
+    }
+    const size_t blk_bytes = 2 * L * (size_t)be->bs * KV * 2;
+    if (w_bytes + act_bytes + 2 * blk_bytes > budget) {
+        st = cel_error_set(err, CEL_ERR_DEVICE,
+                           "cuda: model does not fit: %.0f MiB of weights + %.0f MiB of activations (max_batch_tokens %d) "
+                           "+ KV cache exceed the device memory budget of %.0f MiB on %s (%.0f MiB free of %.0f)",
+                           (double)w_bytes / (1 << 20), (double)act_bytes / (1 << 20), (int)be->max_tokens,
+                           (double)budget / (1 << 20), be->info.device, (double)free_b / (1 << 20),
+                           (double)total_b / (1 << 20));
+        goto fail;
+    }
+    size_t kv_want = p && p->kv_bytes ? p->kv_bytes : ((size_t)2 << 30);
+    size_t kv_room = budget - w_bytes - act_bytes;
+    if (kv_want > kv_room) {
+        cel_log(&be->log, CEL_LOG_WARN, "cuda: KV cache cut from %.0f MiB to %.0f MiB to fit the device memory budget",
+                (double)kv_want / (1 << 20), (double)kv_room / (1 << 20));
+        kv_want = kv_room;
+    }
+    size_t nblk = kv_want / blk_bytes;
+    if (nblk > INT32_MAX / 2) nblk = INT32_MAX / 2;
+    if (nblk < 2) {
+        st = cel_error_set(err, CEL_ERR_DEVICE, "cuda: KV budget of %zu bytes holds fewer than 2 blocks of %zu bytes",
+                           kv_want, blk_bytes);
+        goto fail;
+    }
+    be->base.n_blocks = (int32_t)nblk;
+    be->kv_layer_elems = nblk * (size_t)be->nkv * (size_t)be->bs * (size_t)be->hd;
+    be->info.weight_bytes = w_bytes;
+    be->info.act_bytes = act_bytes;
+    be->info.kv_bytes = nblk * blk_bytes;
+
+    /* ---- allocations */
+    if ((st = cu_alloc((void **)&be->tok_embd, V * E * 2, "token_embd", err)) != CEL_OK) goto fail;
+    if (tied) be->output = be->tok_embd;
+    else if ((st = cu_alloc((void **)&be->output, V * E * 2, "output", err)) != CEL_OK) goto fail;
+    if ((st = cu_alloc((void **)&be->output_norm, E * 4, "output_norm", err)) != CEL_OK) goto fail;
+    if ((st = cu_alloc((void **)&be->inv_freq, (size_t)be->hd / 2 * 4, "rope frequencies", err)) != CEL_OK) goto fail;
+    be->layers = (cu_layer *)calloc(L, sizeof *be->layers);
+    if (!be->layers) {
+        st = cel_error_set(err, CEL_ERR_NOMEM, "cuda: out of host memory");
+        goto fail;
+    }
+    for (size_t l = 0; l < L; l++) {
+        cu_layer *cl = &be->layers[l];
+        const cel_layer *ml = &m->layers[l];
+        if ((st = cu_alloc((void **)&cl->wqkv, (Q + 2 * KV) * E * 2, "attn_qkv", err)) != CEL_OK) goto fail;
+        if ((st = cu_alloc((void **)&cl->wo, Q * E * 2, "attn_output", err)) != CEL_OK) goto fail;
+        if ((st = cu_alloc((void **)&cl->wgu, 2 * F * E * 2, "ffn_gate_up", err)) != CEL_OK) goto fail;
+        if ((st = cu_alloc((void **)&cl->wdown, F * E * 2, "ffn_down", err)) != CEL_OK) goto fail;
+        if ((st = cu_alloc((void **)&cl->attn_norm, E * 4, "attn_norm", err)) != CEL_OK) goto fail;
+        if ((st = cu_alloc((void **)&cl->ffn_norm, E * 4, "ffn_norm", err)) != CEL_OK) goto fail;
+        if (hp->has_qkv_bias || ml->bq) {
+            if ((st = cu_alloc((void **)&cl->bqkv, (Q + 2 * KV) * 4, "attn_qkv.bias", err)) != CEL_OK) goto fail;
+        }
+        if (hp->has_qk_norm || ml->q_norm) {
+            if ((st = cu_alloc((void **)&cl->q_norm, (size_t)be->hd * 4, "attn_q_norm", err)) != CEL_OK) goto fail;
+            if ((st = cu_alloc((void **)&cl->k_norm, (size_t)be->hd * 4, "attn_k_norm", err)) != CEL_OK) goto fail;
+        }
+    }
+    if ((st = cu_alloc((void **)&be->k_cache, L * be->kv_layer_elems * 2, "KV cache (K)", err)) != CEL_OK) goto fail;
+    if ((st = cu_alloc((void **)&be->v_cache, L * be->kv_layer_elems * 2, "KV cache (V)", err)) != CEL_OK) goto fail;
+    if ((st = cu_alloc((void **)&be->x, T * E * 4, "activations", err)) != CEL_OK) goto fail;
+    if ((st = cu_alloc((void **)&be->qkv, T * (Q + 2 * KV) * 4, "activations", err)) != CEL_OK) goto fail;
+    if ((st = cu_alloc((void **)&be->gu, T * 2 * F * 4, "activations", err)) != CEL_OK) goto fail;
+    if ((st = cu_alloc((void **)&be->xb, T * xb_w * 2, "activations", err)) != CEL_OK) goto fail;
+    if ((st = cu_alloc((void **)&be->logits, (size_t)be->logit_rows * V * 4, "logits", err)) != CEL_OK) goto fail;
+    if ((st = cu_alloc((void **)&be->argmax_dev, (size_t)be->logit_rows * 4, "argmax", err)) != CEL_OK) goto fail;
+    if ((st = cu_alloc(&be->blas_ws, CEL__CU_BLAS_WS_BYTES, "cuBLAS workspace", err)) != CEL_OK) goto fail;
+    if ((st = cu_alloc(&be->stage_dev, CEL__CU_STAGE_BYTES, "upload staging", err)) != CEL_OK) goto fail;
+    be->cap_t = be->max_tokens;
+    be->cap_tab = be->max_tokens * 4 > 1024 ? be->max_tokens * 4 : 1024;
+    {
+        size_t mb = ((size_t)6 * be->cap_t + (size_t)be->cap_tab) * sizeof(int32_t);
+        if ((st = cu_alloc((void **)&be->meta_dev, mb, "batch metadata", err)) != CEL_OK) goto fail;
+        CEL_CUDA_GOTO(err, st, fail, cudaHostAlloc((void **)&be->meta_host, mb, cudaHostAllocDefault));
+    }
+    CEL_CUDA_GOTO(err, st, fail, cudaHostAlloc(&be->stage_host, CEL__CU_STAGE_BYTES, cudaHostAllocDefault));
+    CEL_CUDA_GOTO(err, st, fail,
+                  cudaHostAlloc((void **)&be->logits_host, (size_t)be->logit_rows * V * 4, cudaHostAllocDefault));
+    be->logits_host_floats = (size_t)be->logit_rows * V;
+    CEL_CUDA_GOTO(err, st, fail, cudaHostAlloc((void **)&be->argmax_host, (size_t)be->logit_rows * 4, cudaHostAllocDefault));
+    {
+        cublasStatus_t bs = cublasSetStream(be->blas, be->stream);
+        if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetWorkspace(be->blas, be->blas_ws, CEL__CU_BLAS_WS_BYTES);
+        if (bs != CUBLAS_STATUS_SUCCESS) {
+            st = cel_error_set(err, CEL_ERR_DEVICE, "cuda: cuBLAS setup: %s", cublasGetStatusString(bs));
+            goto fail;
+        }
+    }
+
+    /* ---- contents */
+    {
+        float *f = (float *)be->stage_host;
+        cel_op_rope_freqs(hp, f);
+        CEL_CUDA_GOTO(err, st, fail,
+                      cudaMemcpyAsync(be->inv_freq, f, (size_t)be->hd / 2 * 4, cudaMemcpyHostToDevice, be->stream));
+        CEL_CUDA_GOTO(err, st, fail, cudaStreamSynchronize(be->stream));
+    }
+    if (!tied && !m->output) {
+        st = cel_error_set(err, CEL_ERR_FORMAT, "cuda: model has no output tensor");
+        goto fail;
+    }
+    if ((st = cu_upload_weights(be, err)) != CEL_OK) goto fail;
+    /* a fresh pool: zero K/V so stray reads are finite */
+    CEL_CUDA_GOTO(err, st, fail, cudaMemsetAsync(be->k_cache, 0, L * be->kv_layer_elems * 2, be->stream));
+    CEL_CUDA_GOTO(err, st, fail, cudaMemsetAsync(be->v_cache, 0, L * be->kv_layer_elems * 2, be->stream));
+    CEL_CUDA_GOTO(err, st, fail, cudaStreamSynchronize(be->stream));
+    be->info.graphs = be->graphs_on;
+    cel_log(&be->log, CEL_LOG_INFO,
+            "cuda: %s (sm_%d%d, %d SMs), weights %.0f MiB, KV %d blocks (%.0f MiB), activations %.0f MiB, graphs %s",
+            be->info.device, be->info.cc_major, be->info.cc_minor, be->info.n_sm, (double)w_bytes / (1 << 20),
+            (int)nblk, (double)be->info.kv_bytes / (1 << 20), (double)act_bytes / (1 << 20),
+            be->graphs_on ? "on" : "off");
+    *out = &be->base;
+    return CEL_OK;
+fail:
+    cu_destroy(&be->base);
+    return st;
+}
+
+cel_status cel_backend_cuda_info(cel_backend *base, cel_cuda_info *out)
+{
+    if (!base || base->v != &cu_vtbl || !out) return CEL_ERR_INVALID;
+    *out = ((cu_backend *)base)->info;
+    return CEL_OK;
+}
+
+void cel_backend_cuda_set_graphs(cel_backend *base, bool on)
+{
+    if (!base || base->v != &cu_vtbl) return;
+    cu_backend *be = (cu_backend *)base;
+    if (!on) cu_graphs_clear(be);
+    be->graphs_on = on;
+    be->info.graphs = on;
+}

@@ -1,0 +1,133 @@
+/*
+ * cu_kernel.h - the device-side vocabulary the kernels in kernels.cu use,
+ * spelled so that the same source compiles with nvcc for the GPU and with a
+ * C++ compiler for the CPU emulation (CEL_CUDA_EMU, see emu.h / emu.cpp).
+ *
+ * Kernels launch through CEL_LAUNCH, read dynamic shared memory through
+ * CEL_DYN_SMEM, unroll through CEL_UNROLL, take fast exponentials through
+ * cel_d_fast_exp, and convert numbers through the cel_d_* helpers below. In
+ * the emulation a block's threads run as coroutines that switch only at
+ * __syncthreads / __syncwarp / shuffles, blocks run one after another, and
+ * `__shared__` becomes `static` (one copy, shared by the block's threads).
+ */
+#ifndef CEL_CUDA_CU_KERNEL_H
+#define CEL_CUDA_CU_KERNEL_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifdef CEL_CUDA_EMU
+#include <functional>
+
+#include "emu.h"
+
+struct dim3 {
+    unsigned x, y, z;
+    dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+struct uint3 {
+    unsigned x, y, z;
+};
+extern uint3 threadIdx, blockIdx;
+extern dim3 blockDim, gridDim;
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static
+#define __restrict__
+#define __align__(n) alignas(n)
+
+void __syncthreads(void);
+void __syncwarp(unsigned mask = 0xffffffffu);
+float __shfl_xor_sync(unsigned mask, float v, int lane_mask, int width = 32);
+int __shfl_xor_sync(unsigned mask, int v, int lane_mask, int width = 32);
+float __shfl_sync(unsigned mask, float v, int src_lane, int width = 32);
+int __shfl_sync(unsigned mask, int v, int src_lane, int width = 32);
+
+static inline float __uint_as_float(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static inline uint32_t __float_as_uint(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+#define cel_d_fast_exp(x) expf(x)
+#define CEL_UNROLL
+#define CEL_UNROLL_4
+
+/* Runs body once per thread of grid x block (see emu.cpp). */
+cudaError_t cel__emu_launch(dim3 grid, dim3 block, size_t smem, cudaStream_t s, const std::function<void()> &body);
+void *cel__emu_dyn_smem(void);
+
+#define CEL_LAUNCH(kernel, grid, block, smem, stream, ...)                                                        \
+    cel__emu_launch((grid), (block), (smem), (stream), [=]() { kernel(__VA_ARGS__); })
+#define CEL_DYN_SMEM(T, name) T *name = (T *)cel__emu_dyn_smem()
+
+static inline float cel_d_f16_to_f32(uint16_t h)
+{
+    uint32_t s = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    if (e == 0) {
+        float v = (float)m * 5.9604644775390625e-8f; /* m * 2^-24 */
+        return s ? -v : v;
+    }
+    if (e == 31) return __uint_as_float(s | 0x7f800000u | (m << 13));
+    return __uint_as_float(s | ((e + 112u) << 23) | (m << 13));
+}
+/* round to nearest even, overflow to infinity (as __float2half_rn) */
+static inline uint16_t cel_d_f32_to_f16(float f)
+{
+    uint32_t x = __float_as_uint(f), sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0u));
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);
+    if (ax < 0x38800000u) return (uint16_t)(sign | (uint32_t)rintf(fabsf(f) * 16777216.0f));
+    return (uint16_t)(sign | ((ax + 0xc8000fffu + ((ax >> 13) & 1u)) >> 13));
+}
+#else /* nvcc */
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#define CEL_LAUNCH(kernel, grid, block, smem, stream, ...) kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__)
+#define CEL_DYN_SMEM(T, name)                                                                                     \
+    extern __shared__ __align__(16) unsigned char cel__dyn_smem[];                                               \
+    T *name = (T *)cel__dyn_smem
+
+#define cel_d_fast_exp(x) __expf(x)
+#define CEL_UNROLL _Pragma("unroll")
+#define CEL_UNROLL_4 _Pragma("unroll 4")
+
+static __device__ __forceinline__ float cel_d_f16_to_f32(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+static __device__ __forceinline__ uint16_t cel_d_f32_to_f16(float f) { return __half_as_ushort(__float2half_rn(f)); }
+#endif
+
+static __device__ __forceinline__ float cel_d_bf16_to_f32(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
+/* round to nearest even; NaN stays NaN */
+static __device__ __forceinline__ uint16_t cel_d_f32_to_bf16(float f)
+{
+    uint32_t u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+/* Sum over the 32 lanes of a warp; every lane gets the total. */
+static __device__ __forceinline__ float cel_d_warp_sum(float v)
+{
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+static __device__ __forceinline__ float cel_d_warp_max(float v)
+{
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+#endif

@@ -1,0 +1,180 @@
+/*
+ * cuda_internal.h - what engine/cuda's files share: the CUDA runtime (or its
+ * CPU emulation, emu.h), error-checking macros, and the kernel launchers of
+ * kernels.cu. The op-by-op test (tests/unit/test_cuda_ops.c) drives the same
+ * launchers against the CPU reference ops (engine/ops.h).
+ *
+ * Conventions: every pointer named d_* or documented "device" is device
+ * memory; weights and GEMM inputs are BF16 stored as uint16_t; the residual
+ * stream, GEMM outputs and logits are FP32; the KV cache is FP16. Launchers
+ * return the launch's cudaError_t (cudaGetLastError) so callers can wrap them
+ * in CEL_CUDA_CHECK.
+ */
+#ifndef CEL_CUDA_INTERNAL_H
+#define CEL_CUDA_INTERNAL_H
+
+#include <stdint.h>
+
+#include "../backend.h" /* relative: engine/sched.h must not shadow <sched.h> */
+
+#ifdef CEL_CUDA_EMU
+#include "emu.h"
+/* Emulated builds link beside the real backend (and beside nocuda.c): every
+ * symbol of engine/cuda gets its own name there. */
+#define cel_backend_cuda_create cel__emu_backend_cuda_create
+#define cel_backend_cuda_forward_argmax cel__emu_backend_cuda_forward_argmax
+#define cel_backend_cuda_info cel__emu_backend_cuda_info
+#define cel_backend_cuda_set_graphs cel__emu_backend_cuda_set_graphs
+#define cel__cuk_convert cel__emuk_convert
+#define cel__cuk_embed cel__emuk_embed
+#define cel__cuk_rmsnorm cel__emuk_rmsnorm
+#define cel__cuk_qkv_rope cel__emuk_qkv_rope
+#define cel__cuk_attention cel__emuk_attention
+#define cel__cuk_swiglu cel__emuk_swiglu
+#define cel__cuk_gemv cel__emuk_gemv
+#define cel__cuk_copy_block cel__emuk_copy_block
+#define cel__cuk_argmax cel__emuk_argmax
+#define cel__cuk_attn_group cel__emuk_attn_group
+#define cel__cu_gemm cel__emu_gemm
+#else
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Checks a CUDA runtime call; on failure sets err to CEL_ERR_DEVICE with the
+ * file, line, call and cudaGetErrorString, and returns from the function. */
+#define CEL_CUDA_CHECK(err, call)                                                                                 \
+    do {                                                                                                          \
+        cudaError_t cel__e = (call);                                                                              \
+        if (cel__e != cudaSuccess)                                                                                \
+            return cel_error_set((err), CEL_ERR_DEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call,                \
+                                 cudaGetErrorString(cel__e));                                                     \
+    } while (0)
+/* Same, but stores the status in `st` and jumps to `label` (for cleanup). */
+#define CEL_CUDA_GOTO(err, st, label, call)                                                                       \
+    do {                                                                                                          \
+        cudaError_t cel__e = (call);                                                                              \
+        if (cel__e != cudaSuccess) {                                                                              \
+            (st) = cel_error_set((err), CEL_ERR_DEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call,                \
+                                 cudaGetErrorString(cel__e));                                                     \
+            goto label;                                                                                           \
+        }                                                                                                         \
+    } while (0)
+#define CEL_CUBLAS_CHECK(err, call)                                                                               \
+    do {                                                                                                          \
+        cublasStatus_t cel__b = (call);                                                                           \
+        if (cel__b != CUBLAS_STATUS_SUCCESS)                                                                      \
+            return cel_error_set((err), CEL_ERR_DEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call,                \
+                                 cublasGetStatusString(cel__b));                                                  \
+    } while (0)
+
+/* ------------------------------------------------------------- launchers */
+
+/* Converts n elements (a multiple of the dtype's block) of src (device, in
+ * dtype t's layout: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K) into BF16
+ * (dst_bf16) or FP32 (dst_f32); exactly one of the two is non-NULL. */
+cudaError_t cel__cuk_convert(cudaStream_t s, uint16_t *dst_bf16, float *dst_f32, const void *src, cel_dtype t,
+                             int64_t n);
+
+/* x[t][e] = emb[tokens[t]][e] for t < n_tokens (emb BF16 [n_vocab][n_embd]).
+ * Token ids must have been checked against n_vocab by the caller. */
+cudaError_t cel__cuk_embed(cudaStream_t s, float *x, const uint16_t *emb, const int32_t *tokens, int32_t n_tokens,
+                           int32_t n_embd);
+
+/* RMSNorm of n_rows rows of x ([*][n]): row r reads x row (rows ? rows[r] : r)
+ * and writes out row r as FP32 (out_f32) and/or BF16 (out_bf16). */
+cudaError_t cel__cuk_rmsnorm(cudaStream_t s, float *out_f32, uint16_t *out_bf16, const float *x, const int32_t *rows,
+                             const float *w, int32_t n_rows, int32_t n, float eps);
+
+typedef struct cel__cu_qkv_params {
+    int32_t n_tokens, n_head, n_head_kv, head_dim;
+    int32_t block_size; /* KV block, tokens */
+    int32_t rope_style; /* cel_rope_style */
+    float eps;          /* q/k norm epsilon */
+} cel__cu_qkv_params;
+
+/* Per token t of qkv ([n_tokens][(n_head + 2 n_head_kv) head_dim], FP32, in
+ * place): adds the bias (when bias != NULL), applies the per-head RMSNorm of
+ * q and k (when q_norm/k_norm != NULL), rotates q and k by RoPE at position
+ * pos[t] with inv_freq ([head_dim/2]), and writes k and v as FP16 into the
+ * layer's cache at block blk[t], slot pos[t] % block_size. Cache layout:
+ * [n_blocks][n_head_kv][block_size][head_dim]. */
+cudaError_t cel__cuk_qkv_rope(cudaStream_t s, float *qkv, const float *bias, const float *q_norm, const float *k_norm,
+                              const float *inv_freq, const int32_t *pos, const int32_t *blk, uint16_t *k_cache,
+                              uint16_t *v_cache, cel__cu_qkv_params p);
+
+typedef struct cel__cu_attn_params {
+    int32_t n_tokens, n_head, n_head_kv, head_dim, block_size;
+    int32_t q_stride; /* floats from one token's q to the next's */
+    float scale;      /* softmax scale, 1/sqrt(head_dim) */
+} cel__cu_attn_params;
+
+/* Causal attention over the paged cache: token t (position pos[t] of
+ * sequence seq[t]) attends to positions 0..pos[t] of its sequence, whose
+ * blocks are tables[tab_off[seq[t]] + position / block_size]. q is
+ * [n_tokens][q_stride] (heads first), out is BF16 [n_tokens][n_head *
+ * head_dim]. head_dim must be a multiple of 32, at most 256. */
+cudaError_t cel__cuk_attention(cudaStream_t s, uint16_t *out, const float *q, const uint16_t *k_cache,
+                               const uint16_t *v_cache, const int32_t *pos, const int32_t *seq, const int32_t *tab_off,
+                               const int32_t *tables, cel__cu_attn_params p);
+/* The number of q heads one attention block handles for this shape (a
+ * divisor of n_head / n_head_kv); exposed for tests. */
+int32_t cel__cuk_attn_group(int32_t n_head, int32_t n_head_kv, int32_t head_dim);
+
+/* h[t][i] = bf16(silu(gu[t][i]) * gu[t][n_ff + i]); gu is [n_tokens][2 n_ff]. */
+cudaError_t cel__cuk_swiglu(cudaStream_t s, uint16_t *h, const float *gu, int32_t n_tokens, int32_t n_ff);
+
+/* Small-batch GEMM for decode: y[t][o] (+)= sum_i W[o][i] x[t][i] for
+ * t < n_rows <= CEL__CU_GEMV_MAX_ROWS; W BF16 [n_out][n_in], x BF16
+ * [n_rows][n_in], y FP32 [n_rows][n_out]; accumulate adds to y (residual).
+ * n_in must be a multiple of 8 and W, x 16-byte aligned. */
+#define CEL__CU_GEMV_MAX_ROWS 8
+cudaError_t cel__cuk_gemv(cudaStream_t s, float *y, const uint16_t *W, const uint16_t *x, int32_t n_rows, int32_t n_in,
+                          int32_t n_out, int accumulate);
+
+/* Copies the first n_tokens slots of KV block src into block dst for every
+ * layer (k and v caches laid out as [n_layer][n_blocks][n_head_kv][bs][hd]). */
+cudaError_t cel__cuk_copy_block(cudaStream_t s, uint16_t *k, uint16_t *v, int32_t n_layer, int32_t n_blocks,
+                                int32_t n_head_kv, int32_t block_size, int32_t head_dim, int32_t src, int32_t dst,
+                                int32_t n_tokens);
+
+/* out[r] = index of the largest of logits[r][0..n_vocab) (lowest index on ties). */
+cudaError_t cel__cuk_argmax(cudaStream_t s, int32_t *out, const float *logits, int32_t n_rows, int32_t n_vocab);
+
+/* y[T][O] (+)= x[T][I] . W[O][I]^T: W and x BF16, y FP32 (accumulate adds
+ * to y). Our GEMV kernel when allow_gemv and T <= CEL__CU_GEMV_MAX_ROWS,
+ * else cuBLAS (BF16 tensor cores, FP32 accumulation) on stream s. */
+cel_status cel__cu_gemm(cublasHandle_t blas, cudaStream_t s, float *y, const uint16_t *W, const uint16_t *x, int32_t T,
+                        int32_t I, int32_t O, bool accumulate, bool allow_gemv, cel_error *err);
+
+/* ------------------------------------------------------ backend extensions */
+
+/* What the CUDA backend runs on, for logs and benchmarks. */
+typedef struct cel_cuda_info {
+    char device[256];
+    int cc_major, cc_minor;
+    int n_sm;
+    size_t total_mem, weight_bytes, kv_bytes, act_bytes;
+    double mem_bandwidth_gbs; /* from the memory clock and bus width; 0 when unknown */
+    int driver_version, runtime_version;
+    bool graphs;              /* CUDA graphs used for decode steps */
+} cel_cuda_info;
+cel_status cel_backend_cuda_info(cel_backend *be, cel_cuda_info *out);
+
+/* Greedy decoding on the GPU: like forward, but instead of copying logits to
+ * the host it writes argmax(logits of out_rows[i]) to tokens_out[i] (b->logits
+ * is not touched and may be NULL). */
+cel_status cel_backend_cuda_forward_argmax(cel_backend *be, const cel_batch *b, int32_t *tokens_out, cel_error *err);
+
+/* Turns CUDA graphs for decode steps on or off (default on, or off when the
+ * environment sets CELINE_CUDA_GRAPHS=0). */
+void cel_backend_cuda_set_graphs(cel_backend *be, bool on);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

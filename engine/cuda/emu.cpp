@@ -1,0 +1,651 @@
+/*
+ * emu.cpp - a CPU emulation of the CUDA runtime subset in emu.h, and the
+ * kernel launcher behind CEL_LAUNCH in emulated builds (CEL_CUDA_EMU).
+ *
+ * Purpose: run engine/cuda's kernels and host code unchanged on machines
+ * without a GPU (CI, developers' laptops), so that the op-by-op and
+ * end-to-end tests check indexing, synchronisation and bookkeeping before
+ * the code ever reaches a GPU. It is not fast and does not try to be.
+ *
+ * Execution model: a launch runs its blocks one after another; a block's
+ * threads are ucontext coroutines on the calling thread, switched only at
+ * __syncthreads, __syncwarp and warp shuffles. A barrier releases when every
+ * thread that has not exited arrived (block) or every lane of the warp
+ * arrived (warp: lanes that exited before a shuffle are a bug and fail the
+ * launch, as they would be undefined on a GPU). A launch where no thread can
+ * move fails with cudaErrorLaunchFailure instead of hanging.
+ */
+#include <errno.h>
+#include <math.h>
+#include <mutex>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <ucontext.h>
+#include <unordered_map>
+#include <vector>
+
+#include "cu_kernel.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define CEL_EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CEL_EMU_ASAN 1
+#endif
+#endif
+#ifdef CEL_EMU_ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+uint3 threadIdx, blockIdx;
+dim3 blockDim, gridDim;
+
+namespace {
+
+enum { T_READY = 0, T_WAIT_BLOCK, T_WAIT_WARP, T_DONE };
+
+struct Thr {
+    ucontext_t ctx;
+    void *stack = nullptr;
+    uint3 tid{0, 0, 0};
+    int state = T_DONE;
+    unsigned lin = 0;
+    void *fake = nullptr; /* ASan fake stack of this fiber while it is switched out */
+};
+
+#ifdef CEL_EMU_ASAN
+const size_t k_stack = 512 * 1024;
+#else
+const size_t k_stack = 128 * 1024;
+#endif
+
+struct Emu {
+    std::mutex launch_mu; /* one launch at a time (tests may use threads) */
+    std::vector<Thr> thr;
+    ucontext_t sched;
+    Thr *cur = nullptr;
+    const std::function<void()> *body = nullptr;
+    unsigned n = 0, n_done = 0, block_arrived = 0;
+    std::vector<unsigned> warp_arrived, warp_done;
+    std::vector<uint64_t> slots;       /* 32 per warp: shuffle exchange */
+    std::vector<unsigned char> dyn;    /* dynamic shared memory */
+    const void *sched_bottom = nullptr;
+    size_t sched_size = 0;
+    void *sched_fake = nullptr;
+    /* runtime state */
+    std::mutex mu;
+    std::unordered_map<void *, size_t> dev, host;
+    size_t dev_used = 0, dev_total = (size_t)4 << 30;
+    int n_devices = 1;
+    cudaError_t last = cudaSuccess;
+    char msg[256] = "";
+};
+
+Emu &E()
+{
+    static Emu *e = new Emu(); /* never freed: outlives every static destructor */
+    return *e;
+}
+
+void yield_to_sched(bool exiting)
+{
+    Emu &e = E();
+    Thr *me = e.cur;
+#ifdef CEL_EMU_ASAN
+    __sanitizer_start_switch_fiber(exiting ? nullptr : &me->fake, e.sched_bottom, e.sched_size);
+#else
+    (void)exiting;
+#endif
+    swapcontext(&me->ctx, &e.sched);
+#ifdef CEL_EMU_ASAN
+    __sanitizer_finish_switch_fiber(me->fake, nullptr, nullptr);
+#endif
+}
+
+void trampoline()
+{
+    Emu &e = E();
+#ifdef CEL_EMU_ASAN
+    __sanitizer_finish_switch_fiber(nullptr, &e.sched_bottom, &e.sched_size);
+#endif
+    (*e.body)();
+    Thr *me = e.cur;
+    me->state = T_DONE;
+    e.n_done++;
+    e.warp_done[me->lin / 32]++;
+    yield_to_sched(true);
+    abort(); /* a finished fiber is never resumed */
+}
+
+void resume(Thr *t)
+{
+    Emu &e = E();
+    e.cur = t;
+    threadIdx = t->tid;
+#ifdef CEL_EMU_ASAN
+    __sanitizer_start_switch_fiber(&e.sched_fake, t->stack, k_stack);
+#endif
+    swapcontext(&e.sched, &t->ctx);
+#ifdef CEL_EMU_ASAN
+    __sanitizer_finish_switch_fiber(e.sched_fake, nullptr, nullptr);
+#endif
+}
+
+unsigned warp_lanes(unsigned w)
+{
+    unsigned n = E().n;
+    return (n - w * 32 < 32) ? n - w * 32 : 32;
+}
+
+/* Runs the block's threads until all finished; false on a deadlock. */
+bool run_block()
+{
+    Emu &e = E();
+    unsigned n = e.n;
+    e.n_done = 0;
+    e.block_arrived = 0;
+    std::fill(e.warp_arrived.begin(), e.warp_arrived.end(), 0u);
+    std::fill(e.warp_done.begin(), e.warp_done.end(), 0u);
+    for (unsigned i = 0; i < n; i++) {
+        Thr &t = e.thr[i];
+        getcontext(&t.ctx);
+        t.ctx.uc_stack.ss_sp = t.stack;
+        t.ctx.uc_stack.ss_size = k_stack;
+        t.ctx.uc_link = nullptr;
+        makecontext(&t.ctx, trampoline, 0);
+        t.state = T_READY;
+    }
+    while (e.n_done < n) {
+        bool moved = false;
+        for (unsigned i = 0; i < n; i++) {
+            if (e.thr[i].state != T_READY) continue;
+            resume(&e.thr[i]);
+            moved = true;
+        }
+        /* release barriers whose participants all arrived */
+        if (e.block_arrived > 0 && e.block_arrived + e.n_done == n) {
+            for (unsigned i = 0; i < n; i++)
+                if (e.thr[i].state == T_WAIT_BLOCK) e.thr[i].state = T_READY;
+            e.block_arrived = 0;
+            moved = true;
+        }
+        for (unsigned w = 0; w < e.warp_arrived.size(); w++) {
+            if (e.warp_arrived[w] == 0) continue;
+            if (e.warp_done[w] > 0) {
+                snprintf(e.msg, sizeof e.msg, "emulated launch failed: lanes of warp %u exited before a warp-level sync", w);
+                return false;
+            }
+            if (e.warp_arrived[w] == warp_lanes(w)) {
+                for (unsigned i = w * 32; i < w * 32 + warp_lanes(w); i++)
+                    if (e.thr[i].state == T_WAIT_WARP) e.thr[i].state = T_READY;
+                e.warp_arrived[w] = 0;
+                moved = true;
+            }
+        }
+        if (!moved) {
+            snprintf(e.msg, sizeof e.msg,
+                     "emulated launch failed: barrier deadlock in block (%u,%u,%u) (%u of %u threads at __syncthreads, "
+                     "%u exited)",
+                     blockIdx.x, blockIdx.y, blockIdx.z, e.block_arrived, n, e.n_done);
+            return false;
+        }
+    }
+    return true;
+}
+
+void wait_warp()
+{
+    Emu &e = E();
+    Thr *me = e.cur;
+    me->state = T_WAIT_WARP;
+    e.warp_arrived[me->lin / 32]++;
+    yield_to_sched(false);
+}
+
+uint64_t shfl_bits(uint64_t v, unsigned src_of(unsigned lane, int arg, int width), int arg, int width)
+{
+    Emu &e = E();
+    Thr *me = e.cur;
+    unsigned w = me->lin / 32, lane = me->lin % 32;
+    e.slots[w * 32 + lane] = v;
+    wait_warp();
+    unsigned src = src_of(lane, arg, width);
+    uint64_t r = src < warp_lanes(w) ? e.slots[w * 32 + src] : v;
+    wait_warp();
+    return r;
+}
+unsigned src_xor(unsigned lane, int m, int width)
+{
+    (void)width;
+    return lane ^ (unsigned)m;
+}
+unsigned src_idx(unsigned lane, int s, int width)
+{
+    unsigned base = lane - lane % (unsigned)width;
+    return base + (unsigned)s % (unsigned)width;
+}
+template <typename T> T from_bits(uint64_t b)
+{
+    T v;
+    memcpy(&v, &b, sizeof v);
+    return v;
+}
+template <typename T> uint64_t to_bits(T v)
+{
+    uint64_t b = 0;
+    memcpy(&b, &v, sizeof v);
+    return b;
+}
+
+cudaError_t fail(cudaError_t code, const char *m)
+{
+    Emu &e = E();
+    snprintf(e.msg, sizeof e.msg, "%s", m);
+    e.last = code;
+    return code;
+}
+
+} // namespace
+
+void __syncthreads(void)
+{
+    Emu &e = E();
+    e.cur->state = T_WAIT_BLOCK;
+    e.block_arrived++;
+    yield_to_sched(false);
+}
+void __syncwarp(unsigned mask)
+{
+    (void)mask;
+    wait_warp();
+}
+float __shfl_xor_sync(unsigned mask, float v, int m, int width)
+{
+    (void)mask;
+    return from_bits<float>(shfl_bits(to_bits(v), src_xor, m, width));
+}
+int __shfl_xor_sync(unsigned mask, int v, int m, int width)
+{
+    (void)mask;
+    return from_bits<int>(shfl_bits(to_bits(v), src_xor, m, width));
+}
+float __shfl_sync(unsigned mask, float v, int s, int width)
+{
+    (void)mask;
+    return from_bits<float>(shfl_bits(to_bits(v), src_idx, s, width));
+}
+int __shfl_sync(unsigned mask, int v, int s, int width)
+{
+    (void)mask;
+    return from_bits<int>(shfl_bits(to_bits(v), src_idx, s, width));
+}
+
+void *cel__emu_dyn_smem(void) { return E().dyn.data(); }
+
+cudaError_t cel__emu_launch(dim3 grid, dim3 block, size_t smem, cudaStream_t s, const std::function<void()> &body)
+{
+    (void)s;
+    Emu &e = E();
+    std::lock_guard<std::mutex> lk(e.launch_mu);
+    unsigned n = block.x * block.y * block.z;
+    if (n == 0 || n > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535)
+        return fail(cudaErrorInvalidValue, "emulated launch: invalid grid or block dimensions");
+    if (smem > 228 * 1024) return fail(cudaErrorInvalidValue, "emulated launch: too much dynamic shared memory");
+    while (e.thr.size() < n) {
+        Thr t;
+        t.stack = mmap(nullptr, k_stack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (t.stack == MAP_FAILED) return fail(cudaErrorMemoryAllocation, "emulated launch: no memory for stacks");
+        e.thr.push_back(t);
+    }
+    for (unsigned z = 0, i = 0; z < block.z; z++)
+        for (unsigned y = 0; y < block.y; y++)
+            for (unsigned x = 0; x < block.x; x++, i++) {
+                e.thr[i].tid = uint3{x, y, z};
+                e.thr[i].lin = i;
+            }
+    e.n = n;
+    e.body = &body;
+    e.warp_arrived.assign((n + 31) / 32, 0u);
+    e.warp_done.assign((n + 31) / 32, 0u);
+    e.slots.assign(((n + 31) / 32) * 32, 0u);
+    e.dyn.assign(smem + 16, 0xA5); /* garbage, like real shared memory */
+    blockDim = block;
+    gridDim = grid;
+    for (unsigned bz = 0; bz < grid.z; bz++)
+        for (unsigned by = 0; by < grid.y; by++)
+            for (unsigned bx = 0; bx < grid.x; bx++) {
+                blockIdx = uint3{bx, by, bz};
+                if (!run_block()) {
+                    e.last = cudaErrorLaunchFailure;
+                    return cudaErrorLaunchFailure;
+                }
+            }
+    return cudaSuccess;
+}
+
+/* ------------------------------------------------------------ runtime API */
+extern "C" {
+
+const char *cel__emu_cudaGetErrorString(cudaError_t err)
+{
+    switch (err) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInsufficientDriver: return "CUDA driver version is insufficient for CUDA runtime version";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorNotSupported: return "operation not supported (CPU emulation)";
+    case cudaErrorLaunchFailure: return E().msg[0] ? E().msg : "unspecified launch failure";
+    default: return "unknown error";
+    }
+}
+cudaError_t cel__emu_cudaGetLastError(void)
+{
+    cudaError_t r = E().last;
+    E().last = cudaSuccess;
+    return r;
+}
+cudaError_t cel__emu_cudaGetDeviceCount(int *n)
+{
+    *n = E().n_devices;
+    return E().n_devices > 0 ? cudaSuccess : cudaErrorNoDevice;
+}
+cudaError_t cel__emu_cudaSetDevice(int d) { return d >= 0 && d < E().n_devices ? cudaSuccess : cudaErrorInvalidValue; }
+cudaError_t cel__emu_cudaGetDevice(int *d)
+{
+    *d = 0;
+    return cudaSuccess;
+}
+cudaError_t cel__emu_cudaGetDeviceProperties(struct cudaDeviceProp *p, int d)
+{
+    (void)d;
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "CPU emulation");
+    p->totalGlobalMem = E().dev_total;
+    p->major = 9;
+    p->minor = 0;
+    p->multiProcessorCount = 1;
+    p->memoryBusWidth = 64;
+    p->l2CacheSize = 1 << 20;
+    return cudaSuccess;
+}
+cudaError_t cel__emu_cudaDeviceGetAttribute(int *v, enum cudaDeviceAttr a, int d)
+{
+    (void)d;
+    *v = a == cudaDevAttrMemoryClockRate ? 1000000 : a == cudaDevAttrGlobalMemoryBusWidth ? 64 : 0;
+    return cudaSuccess;
+}
+cudaError_t cel__emu_cudaDriverGetVersion(int *v)
+{
+    *v = 13000;
+    return cudaSuccess;
+}
+cudaError_t cel__emu_cudaRuntimeGetVersion(int *v)
+{
+    *v = 13000;
+    return cudaSuccess;
+}
+cudaError_t cel__emu_cudaMemGetInfo(size_t *free_b, size_t *total_b)
+{
+    Emu &e = E();
+    std::lock_guard<std::mutex> lk(e.mu);
+    *total_b = e.dev_total;
+    *free_b = e.dev_total > e.dev_used ? e.dev_total - e.dev_used : 0;
+    return cudaSuccess;
+}
+cudaError_t cel__emu_cudaMalloc(void **p, size_t n)
+{
+    Emu &e = E();
+    std::lock_guard<std::mutex> lk(e.mu);
+    *p = nullptr;
+    if (e.dev_used + n > e.dev_total) return cudaErrorMemoryAllocation;
+    void *m = malloc(n ? n : 1);
+    if (!m) return cudaErrorMemoryAllocation;
+    memset(m, 0xCD, n); /* uninitialised device memory is garbage, never zero */
+    e.dev[m] = n;
+    e.dev_used += n;
+    *p = m;
+    return cudaSuccess;
+}
+cudaError_t cel__emu_cudaFree(void *p)
+{
+    if (!p) return cudaSuccess;
+    Emu &e = E();
+    std::lock_guard<std::mutex> lk(e.mu);
+    auto it = e.dev.find(p);
+    if (it == e.dev.end()) return cudaErrorInvalidValue;
+    e.dev_used -= it->second;
+    e.dev.erase(it);
+    free(p);
+    return cudaSuccess;
+}
+cudaError_t cel__emu_cudaHostAlloc(void **p, size_t n, unsigned flags)
+{
+    (void)flags;
+    Emu &e = E();
+    std::lock_guard<std::mutex> lk(e.mu);
+    *p = malloc(n ? n : 1);
+    if (!*p) return cudaErrorMemoryAllocation;
+    e.host[*p] = n;
+    return cudaSuccess;
+}
+cudaError_t cel__emu_cudaFreeHost(void *p)
+{
+    if (!p) return cudaSuccess;
+    Emu &e = E();
+    std::lock_guard<std::mutex> lk(e.mu);
+    auto it = e.host.find(p);
+    if (it == e.host.end()) return cudaErrorInvalidValue;
+    e.host.erase(it);
+    free(p);
+    return cudaSuccess;
+}
+cudaError_t cel__emu_cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind k)
+{
+    (void)k;
+    if (n) memmove(dst, src, n);
+    return cudaSuccess;
+}
+cudaError_t cel__emu_cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind k, cudaStream_t s)
+{
+    (void)s;
+    return cel__emu_cudaMemcpy(dst, src, n, k);
+}
+cudaError_t cel__emu_cudaMemsetAsync(void *dst, int v, size_t n, cudaStream_t s)
+{
+    (void)s;
+    if (n) memset(dst, v, n);
+    return cudaSuccess;
+}
+cudaError_t cel__emu_cudaMemset(void *dst, int v, size_t n)
+{
+    if (n) memset(dst, v, n);
+    return cudaSuccess;
+}
+cudaError_t cel__emu_cudaPointerGetAttributes(struct cudaPointerAttributes *a, const void *p)
+{
+    Emu &e = E();
+    std::lock_guard<std::mutex> lk(e.mu);
+    memset(a, 0, sizeof *a);
+    a->type = cudaMemoryTypeUnregistered;
+    if (e.dev.count((void *)p)) a->type = cudaMemoryTypeDevice;
+    if (e.host.count((void *)p)) a->type = cudaMemoryTypeHost;
+    return cudaSuccess;
+}
+struct cel__emu_stream {
+    int dummy;
+};
+struct cel__emu_event {
+    double t;
+};
+cudaError_t cel__emu_cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
+{
+    (void)flags;
+    *s = new cel__emu_stream();
+    return cudaSuccess;
+}
+cudaError_t cel__emu_cudaStreamDestroy(cudaStream_t s)
+{
+    delete s;
+    return cudaSuccess;
+}
+cudaError_t cel__emu_cudaStreamSynchronize(cudaStream_t s)
+{
+    (void)s;
+    return cudaSuccess;
+}
+cudaError_t cel__emu_cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cel__emu_cudaEventCreate(cudaEvent_t *ev)
+{
+    *ev = new cel__emu_event();
+    return cudaSuccess;
+}
+cudaError_t cel__emu_cudaEventDestroy(cudaEvent_t ev)
+{
+    delete ev;
+    return cudaSuccess;
+}
+cudaError_t cel__emu_cudaEventRecord(cudaEvent_t ev, cudaStream_t s)
+{
+    (void)s;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ev->t = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+    return cudaSuccess;
+}
+cudaError_t cel__emu_cudaEventSynchronize(cudaEvent_t ev)
+{
+    (void)ev;
+    return cudaSuccess;
+}
+cudaError_t cel__emu_cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
+{
+    *ms = (float)(b->t - a->t);
+    return cudaSuccess;
+}
+cudaError_t cel__emu_cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode m)
+{
+    (void)s;
+    (void)m;
+    return cudaErrorNotSupported;
+}
+cudaError_t cel__emu_cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g)
+{
+    (void)s;
+    *g = nullptr;
+    return cudaErrorNotSupported;
+}
+cudaError_t cel__emu_cudaGraphInstantiate(cudaGraphExec_t *x, cudaGraph_t g, unsigned long long flags)
+{
+    (void)g;
+    (void)flags;
+    *x = nullptr;
+    return cudaErrorNotSupported;
+}
+cudaError_t cel__emu_cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t s)
+{
+    (void)x;
+    (void)s;
+    return cudaErrorNotSupported;
+}
+cudaError_t cel__emu_cudaGraphDestroy(cudaGraph_t g)
+{
+    (void)g;
+    return cudaSuccess;
+}
+cudaError_t cel__emu_cudaGraphExecDestroy(cudaGraphExec_t x)
+{
+    (void)x;
+    return cudaSuccess;
+}
+
+/* ------------------------------------------------------------------ cuBLAS */
+struct cel__emu_cublas {
+    int dummy;
+};
+cublasStatus_t cel__emu_cublasCreate(cublasHandle_t *h)
+{
+    *h = new cel__emu_cublas();
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cel__emu_cublasDestroy(cublasHandle_t h)
+{
+    delete h;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cel__emu_cublasSetStream(cublasHandle_t h, cudaStream_t s)
+{
+    (void)h;
+    (void)s;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cel__emu_cublasSetWorkspace(cublasHandle_t h, void *ws, size_t n)
+{
+    (void)h;
+    (void)ws;
+    (void)n;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cel__emu_cublasSetMathMode(cublasHandle_t h, cublasMath_t m)
+{
+    (void)h;
+    (void)m;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+static float emu_load(const void *p, cudaDataType t, size_t i)
+{
+    if (t == CUDA_R_32F) return ((const float *)p)[i];
+    uint16_t h = ((const uint16_t *)p)[i];
+    if (t == CUDA_R_16BF) return cel_d_bf16_to_f32(h);
+    return cel_d_f16_to_f32(h);
+}
+
+cublasStatus_t cel__emu_cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                                     const void *alpha, const void *A, cudaDataType at, int lda, const void *B,
+                                     cudaDataType bt, int ldb, const void *beta, void *C, cudaDataType ct, int ldc,
+                                     cublasComputeType_t comp, cublasGemmAlgo_t algo)
+{
+    (void)h;
+    (void)algo;
+    if (ct != CUDA_R_32F || comp != CUBLAS_COMPUTE_32F || at != bt || m < 0 || n < 0 || k < 0)
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (lda < (ta == CUBLAS_OP_N ? m : k) || ldb < (tb == CUBLAS_OP_N ? k : n) || ldc < m)
+        return CUBLAS_STATUS_INVALID_VALUE;
+    float al = *(const float *)alpha, be = *(const float *)beta;
+    float *c = (float *)C;
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++) {
+            float acc = 0.0f;
+            for (int l = 0; l < k; l++) {
+                size_t ai = ta == CUBLAS_OP_N ? (size_t)i + (size_t)l * (size_t)lda : (size_t)l + (size_t)i * (size_t)lda;
+                size_t bi = tb == CUBLAS_OP_N ? (size_t)l + (size_t)j * (size_t)ldb : (size_t)j + (size_t)l * (size_t)ldb;
+                acc += emu_load(A, at, ai) * emu_load(B, bt, bi);
+            }
+            float *dst = &c[(size_t)i + (size_t)j * (size_t)ldc];
+            *dst = be == 0.0f ? al * acc : al * acc + be * *dst;
+        }
+    return CUBLAS_STATUS_SUCCESS;
+}
+const char *cel__emu_cublasGetStatusString(cublasStatus_t s)
+{
+    switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    default: return "CUBLAS_STATUS_UNKNOWN";
+    }
+}
+
+void cel__emu_set_device_memory(size_t bytes)
+{
+    std::lock_guard<std::mutex> lk(E().mu);
+    E().dev_total = bytes;
+}
+void cel__emu_set_device_count(int n) { E().n_devices = n; }
+
+} /* extern "C" */

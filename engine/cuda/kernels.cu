@@ -1,0 +1,550 @@
+/*
+ * kernels.cu - the CUDA backend's custom kernels and their launchers.
+ *
+ * Each kernel mirrors one CPU reference op of engine/ops.h and is checked
+ * against it by tests/unit/test_cuda_ops.c. They favour plain, obviously
+ * correct indexing over cleverness: one block per row for per-row ops, one
+ * warp per (token, head) for RoPE, one block per (token, group of q heads
+ * sharing a kv head) for attention, one warp per output feature for the
+ * small-batch GEMV. The same file compiles for the CPU emulation
+ * (CEL_CUDA_EMU, see cu_kernel.h), which is why launches go through
+ * CEL_LAUNCH and vector loads have a scalar emulated twin.
+ */
+#include "cuda_internal.h"
+
+#include "cu_kernel.h"
+
+#define CEL__CU_THREADS 256
+
+/* ------------------------------------------------------------ small helpers */
+
+/* Sum over the block (blockDim.x a multiple of 32, at most 1024); every
+ * thread gets the total. Contains __syncthreads: call from all threads. */
+static __device__ float cel_d_block_sum(float v)
+{
+    __shared__ float red[32];
+    const int lane = threadIdx.x % 32, wid = threadIdx.x / 32, nw = blockDim.x / 32;
+    v = cel_d_warp_sum(v);
+    if (lane == 0) red[wid] = v;
+    __syncthreads();
+    if (wid == 0) {
+        float t = lane < nw ? red[lane] : 0.0f;
+        t = cel_d_warp_sum(t);
+        if (lane == 0) red[0] = t;
+    }
+    __syncthreads();
+    return red[0];
+}
+
+/* An FP16 value stored little-endian at any byte address (quant blocks). */
+static __device__ __forceinline__ float cel_d_f16_at(const uint8_t *p)
+{
+    return cel_d_f16_to_f32((uint16_t)(p[0] | ((unsigned)p[1] << 8)));
+}
+
+/* Loads D consecutive FP16 values (aligned to 4 D bytes when D is even). */
+template <int D> static __device__ __forceinline__ void cel_d_load_f16(const uint16_t *p, float (&o)[D])
+{
+#ifndef CEL_CUDA_EMU
+    if constexpr (D % 4 == 0) {
+        CEL_UNROLL
+        for (int c = 0; c < D / 4; c++) {
+            uint2 u = reinterpret_cast<const uint2 *>(p)[c];
+            o[4 * c + 0] = cel_d_f16_to_f32((uint16_t)(u.x & 0xffffu));
+            o[4 * c + 1] = cel_d_f16_to_f32((uint16_t)(u.x >> 16));
+            o[4 * c + 2] = cel_d_f16_to_f32((uint16_t)(u.y & 0xffffu));
+            o[4 * c + 3] = cel_d_f16_to_f32((uint16_t)(u.y >> 16));
+        }
+    } else if constexpr (D % 2 == 0) {
+        CEL_UNROLL
+        for (int c = 0; c < D / 2; c++) {
+            uint32_t u = reinterpret_cast<const uint32_t *>(p)[c];
+            o[2 * c + 0] = cel_d_f16_to_f32((uint16_t)(u & 0xffffu));
+            o[2 * c + 1] = cel_d_f16_to_f32((uint16_t)(u >> 16));
+        }
+    } else {
+        CEL_UNROLL
+        for (int d = 0; d < D; d++) o[d] = cel_d_f16_to_f32(p[d]);
+    }
+#else
+    for (int d = 0; d < D; d++) o[d] = cel_d_f16_to_f32(p[d]);
+#endif
+}
+
+/* Loads 8 consecutive BF16 values (16-byte aligned) as floats. */
+static __device__ __forceinline__ void cel_d_load8_bf16(const uint16_t *p, float (&o)[8])
+{
+#ifndef CEL_CUDA_EMU
+    uint4 u = *reinterpret_cast<const uint4 *>(p);
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+CEL_UNROLL
+    for (int c = 0; c < 4; c++) {
+        o[2 * c + 0] = __uint_as_float(w[c] << 16);
+        o[2 * c + 1] = __uint_as_float(w[c] & 0xffff0000u);
+    }
+#else
+    for (int d = 0; d < 8; d++) o[d] = cel_d_bf16_to_f32(p[d]);
+#endif
+}
+
+static unsigned cel__grid_for(int64_t n, int threads)
+{
+    int64_t g = (n + threads - 1) / threads;
+    if (g < 1) g = 1;
+    if (g > (1 << 20)) g = 1 << 20; /* grid-stride loops cover the rest */
+    return (unsigned)g;
+}
+
+/* ------------------------------------------------------------ dequantize */
+
+/* Element i of a tensor in ggml layout t (block layouts: Q8_0 = fp16 d + 32
+ * int8; Q4_0 = fp16 d + 16 bytes of nibbles, low nibbles first; Q4_K = fp16
+ * d, fp16 dmin, 12 bytes of 6-bit scales/mins, 128 bytes of nibbles; Q6_K =
+ * 128 bytes low 4 bits, 64 bytes high 2 bits, 16 int8 scales, fp16 d). */
+static __device__ float cel_d_dequant(const uint8_t *src, int t, int64_t i)
+{
+    switch (t) {
+    case CEL_DTYPE_F32: return reinterpret_cast<const float *>(src)[i];
+    case CEL_DTYPE_F16: return cel_d_f16_to_f32(reinterpret_cast<const uint16_t *>(src)[i]);
+    case CEL_DTYPE_BF16: return cel_d_bf16_to_f32(reinterpret_cast<const uint16_t *>(src)[i]);
+    case CEL_DTYPE_Q8_0: {
+        const uint8_t *b = src + (i / 32) * 34;
+        return (float)(int8_t)b[2 + i % 32] * cel_d_f16_at(b);
+    }
+    case CEL_DTYPE_Q4_0: {
+        const uint8_t *b = src + (i / 32) * 18;
+        int j = (int)(i % 32);
+        int q = j < 16 ? (b[2 + j] & 0xF) : (b[2 + j - 16] >> 4);
+        return (float)(q - 8) * cel_d_f16_at(b);
+    }
+    case CEL_DTYPE_Q4_K: {
+        const uint8_t *b = src + (i / 256) * 144;
+        const uint8_t *sc = b + 4, *qs = b + 16;
+        int j = (int)(i % 256), chunk = j / 64, hi = (j % 64) / 32, l = j % 32;
+        int is = 2 * chunk + hi, s, m;
+        if (is < 4) {
+            s = sc[is] & 63;
+            m = sc[is + 4] & 63;
+        } else {
+            s = (sc[is + 4] & 0xF) | ((sc[is - 4] >> 6) << 4);
+            m = (sc[is + 4] >> 4) | ((sc[is] >> 6) << 4);
+        }
+        int q = qs[chunk * 32 + l];
+        q = hi ? q >> 4 : q & 0xF;
+        float d1 = cel_d_f16_at(b) * (float)s, m1 = cel_d_f16_at(b + 2) * (float)m;
+        return d1 * (float)q - m1;
+    }
+    case CEL_DTYPE_Q6_K: {
+        const uint8_t *b = src + (i / 256) * 210;
+        int j = (int)(i % 256), half = j / 128, r = j % 128, quarter = r / 32, l = r % 32;
+        const uint8_t *ql = b + half * 64, *qh = b + 128 + half * 32;
+        const int8_t *sc = reinterpret_cast<const int8_t *>(b + 192) + half * 8;
+        int is = l / 16, q, s;
+        switch (quarter) {
+        case 0: q = (ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4); s = sc[is + 0]; break;
+        case 1: q = (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4); s = sc[is + 2]; break;
+        case 2: q = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4); s = sc[is + 4]; break;
+        default: q = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4); s = sc[is + 6]; break;
+        }
+        return cel_d_f16_at(b + 208) * (float)s * (float)(q - 32);
+    }
+    default: return 0.0f;
+    }
+}
+
+static __global__ void cel_k_convert(uint16_t *dst_bf16, float *dst_f32, const uint8_t *src, int t, int64_t n)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        float v = cel_d_dequant(src, t, i);
+        if (dst_bf16) dst_bf16[i] = cel_d_f32_to_bf16(v);
+        else dst_f32[i] = v;
+    }
+}
+
+extern "C" cudaError_t cel__cuk_convert(cudaStream_t s, uint16_t *dst_bf16, float *dst_f32, const void *src,
+                                        cel_dtype t, int64_t n)
+{
+    if (n <= 0) return cudaSuccess;
+    CEL_LAUNCH(cel_k_convert, cel__grid_for(n, CEL__CU_THREADS), CEL__CU_THREADS, 0, s, dst_bf16, dst_f32,
+               (const uint8_t *)src, (int)t, n);
+    return cudaGetLastError();
+}
+
+/* ------------------------------------------------------------ embed, norm */
+
+static __global__ void cel_k_embed(float *x, const uint16_t *emb, const int32_t *tokens, int n_embd)
+{
+    const int t = blockIdx.x;
+    const uint16_t *row = emb + (int64_t)tokens[t] * n_embd;
+    for (int e = threadIdx.x; e < n_embd; e += blockDim.x) x[(int64_t)t * n_embd + e] = cel_d_bf16_to_f32(row[e]);
+}
+
+extern "C" cudaError_t cel__cuk_embed(cudaStream_t s, float *x, const uint16_t *emb, const int32_t *tokens,
+                                      int32_t n_tokens, int32_t n_embd)
+{
+    if (n_tokens <= 0) return cudaSuccess;
+    CEL_LAUNCH(cel_k_embed, n_tokens, CEL__CU_THREADS, 0, s, x, emb, tokens, n_embd);
+    return cudaGetLastError();
+}
+
+static __global__ void cel_k_rmsnorm(float *out_f32, uint16_t *out_bf16, const float *x, const int32_t *rows,
+                                     const float *w, int n, float eps)
+{
+    const int r = blockIdx.x;
+    const float *xr = x + (int64_t)(rows ? rows[r] : r) * n;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = cel_d_block_sum(ss);
+    const float scale = 1.0f / sqrtf(ss / (float)n + eps);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float v = xr[i] * scale * w[i];
+        if (out_f32) out_f32[(int64_t)r * n + i] = v;
+        if (out_bf16) out_bf16[(int64_t)r * n + i] = cel_d_f32_to_bf16(v);
+    }
+}
+
+extern "C" cudaError_t cel__cuk_rmsnorm(cudaStream_t s, float *out_f32, uint16_t *out_bf16, const float *x,
+                                        const int32_t *rows, const float *w, int32_t n_rows, int32_t n, float eps)
+{
+    if (n_rows <= 0) return cudaSuccess;
+    CEL_LAUNCH(cel_k_rmsnorm, n_rows, CEL__CU_THREADS, 0, s, out_f32, out_bf16, x, rows, w, n, eps);
+    return cudaGetLastError();
+}
+
+/* ------------------------------------------------------ q/k/v post-process */
+
+static __global__ void cel_k_qkv_rope(float *qkv, const float *bias, const float *q_norm, const float *k_norm,
+                                      const float *inv_freq, const int32_t *pos, const int32_t *blk, uint16_t *k_cache,
+                                      uint16_t *v_cache, cel__cu_qkv_params p)
+{
+    const int t = blockIdx.x, lane = threadIdx.x % 32, w = threadIdx.x / 32, nw = blockDim.x / 32;
+    const int hd = p.head_dim, nq = p.n_head, nkv = p.n_head_kv, half = hd / 2;
+    float *row = qkv + (int64_t)t * (nq + 2 * nkv) * hd;
+    const int ps = pos[t], slot = ps % p.block_size;
+    const int64_t b = blk[t];
+    for (int u = w; u < nq + 2 * nkv; u += nw) {
+        float *x = row + (int64_t)u * hd;
+        if (bias)
+            for (int d = lane; d < hd; d += 32) x[d] += bias[(int64_t)u * hd + d];
+        const bool is_q = u < nq, is_k = !is_q && u < nq + nkv;
+        if (is_q || is_k) {
+            const float *nwt = is_q ? q_norm : k_norm;
+            if (nwt) { /* same lanes own the same elements as the bias loop: no sync needed */
+                float ss = 0.0f;
+                for (int d = lane; d < hd; d += 32) ss += x[d] * x[d];
+                ss = cel_d_warp_sum(ss);
+                const float sc = 1.0f / sqrtf(ss / (float)hd + p.eps);
+                for (int d = lane; d < hd; d += 32) x[d] = x[d] * sc * nwt[d];
+            }
+            __syncwarp();
+            for (int i = lane; i < half; i += 32) {
+                const int i0 = p.rope_style == CEL_ROPE_NEOX ? i : 2 * i;
+                const int i1 = p.rope_style == CEL_ROPE_NEOX ? i + half : 2 * i + 1;
+                const float th = (float)ps * inv_freq[i];
+                const float c = cosf(th), sn = sinf(th);
+                const float a = x[i0], bb = x[i1];
+                x[i0] = a * c - bb * sn;
+                x[i1] = a * sn + bb * c;
+            }
+            __syncwarp();
+        }
+        if (!is_q) {
+            const int h = is_k ? u - nq : u - nq - nkv;
+            uint16_t *dst = (is_k ? k_cache : v_cache) + ((b * nkv + h) * p.block_size + slot) * (int64_t)hd;
+            for (int d = lane; d < hd; d += 32) dst[d] = cel_d_f32_to_f16(x[d]);
+        }
+        __syncwarp();
+    }
+}
+
+extern "C" cudaError_t cel__cuk_qkv_rope(cudaStream_t s, float *qkv, const float *bias, const float *q_norm,
+                                         const float *k_norm, const float *inv_freq, const int32_t *pos,
+                                         const int32_t *blk, uint16_t *k_cache, uint16_t *v_cache,
+                                         cel__cu_qkv_params p)
+{
+    if (p.n_tokens <= 0) return cudaSuccess;
+    CEL_LAUNCH(cel_k_qkv_rope, p.n_tokens, 128, 0, s, qkv, bias, q_norm, k_norm, inv_freq, pos, blk, k_cache, v_cache,
+               p);
+    return cudaGetLastError();
+}
+
+/* -------------------------------------------------------------- attention */
+
+#define CEL__ATT_WARPS 8
+
+/* One block per (token, G q heads sharing one kv head). Lane l of each warp
+ * owns dims [l*D, l*D + D) of the head; warp w walks positions w, w+8, ...
+ * keeping a running max / sum / weighted V per q head (online softmax), and
+ * the warps' partial results are merged through shared memory at the end. */
+template <int D, int G>
+static __global__ void __launch_bounds__(32 * CEL__ATT_WARPS)
+    cel_k_attention(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache, const int32_t *pos,
+                    const int32_t *seq, const int32_t *tab_off, const int32_t *tables, cel__cu_attn_params p)
+{
+    constexpr int NW = CEL__ATT_WARPS, HD = 32 * D;
+    __shared__ float s_m[NW][G], s_l[NW][G];
+    __shared__ float s_acc[NW][G][HD];
+    const int t = blockIdx.x, h0 = blockIdx.y * G;
+    const int kvh = h0 / (p.n_head / p.n_head_kv);
+    const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
+    const int n_ctx = pos[t] + 1;
+    const int32_t *tab = tables + tab_off[seq[t]];
+
+    float qr[G][D], acc[G][D], m[G], l[G];
+    const float *qt = q + (int64_t)t * p.q_stride;
+CEL_UNROLL
+    for (int g = 0; g < G; g++) {
+CEL_UNROLL
+        for (int d = 0; d < D; d++) {
+            qr[g][d] = qt[(h0 + g) * HD + lane * D + d] * p.scale;
+            acc[g][d] = 0.0f;
+        }
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
+    }
+    for (int j = w; j < n_ctx; j += NW) {
+        const int64_t b = tab[j / p.block_size];
+        const int64_t off = ((b * p.n_head_kv + kvh) * p.block_size + j % p.block_size) * HD + lane * D;
+        float kr[D], vr[D];
+        cel_d_load_f16<D>(k_cache + off, kr);
+        cel_d_load_f16<D>(v_cache + off, vr);
+CEL_UNROLL
+        for (int g = 0; g < G; g++) {
+            float sdot = 0.0f;
+CEL_UNROLL
+            for (int d = 0; d < D; d++) sdot += qr[g][d] * kr[d];
+            sdot = cel_d_warp_sum(sdot);
+            const float mn = fmaxf(m[g], sdot);
+            const float corr = cel_d_fast_exp(m[g] - mn), pr = cel_d_fast_exp(sdot - mn);
+            l[g] = l[g] * corr + pr;
+CEL_UNROLL
+            for (int d = 0; d < D; d++) acc[g][d] = acc[g][d] * corr + pr * vr[d];
+            m[g] = mn;
+        }
+    }
+CEL_UNROLL
+    for (int g = 0; g < G; g++) {
+        if (lane == 0) {
+            s_m[w][g] = m[g];
+            s_l[w][g] = l[g];
+        }
+CEL_UNROLL
+        for (int d = 0; d < D; d++) s_acc[w][g][lane * D + d] = acc[g][d];
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < G * HD; idx += blockDim.x) {
+        const int g = idx / HD, d = idx % HD;
+        float M = -INFINITY;
+        for (int ww = 0; ww < NW; ww++) M = fmaxf(M, s_m[ww][g]);
+        float L = 0.0f, O = 0.0f;
+        for (int ww = 0; ww < NW; ww++) {
+            if (s_m[ww][g] == -INFINITY) continue; /* this warp saw no position */
+            const float f = cel_d_fast_exp(s_m[ww][g] - M);
+            L += s_l[ww][g] * f;
+            O += s_acc[ww][g][d] * f;
+        }
+        out[(int64_t)t * p.n_head * HD + (int64_t)(h0 + g) * HD + d] = cel_d_f32_to_bf16(O / L);
+    }
+}
+
+extern "C" int32_t cel__cuk_attn_group(int32_t n_head, int32_t n_head_kv, int32_t head_dim)
+{
+    if (n_head_kv <= 0 || n_head % n_head_kv != 0) return 0;
+    const int32_t group = n_head / n_head_kv;
+    for (int32_t g = 8; g > 1; g /= 2)
+        if (group % g == 0 && g * head_dim <= 1024) return g;
+    return 1;
+}
+
+template <int D>
+static cudaError_t cel__attn_launch_d(cudaStream_t s, int G, uint16_t *out, const float *q, const uint16_t *k,
+                                      const uint16_t *v, const int32_t *pos, const int32_t *seq, const int32_t *tab_off,
+                                      const int32_t *tables, cel__cu_attn_params p)
+{
+    const dim3 grid((unsigned)p.n_tokens, (unsigned)(p.n_head / G));
+    const unsigned threads = 32 * CEL__ATT_WARPS;
+    void (*kern)(uint16_t *, const float *, const uint16_t *, const uint16_t *, const int32_t *, const int32_t *,
+                 const int32_t *, const int32_t *, cel__cu_attn_params) = nullptr;
+    /* cel__cuk_attn_group keeps G * head_dim <= 1024 (32 KiB of shared memory) */
+    if constexpr (D <= 4) {
+        if (G == 8) kern = cel_k_attention<D, 8>;
+    }
+    if constexpr (D <= 8) {
+        if (G == 4) kern = cel_k_attention<D, 4>;
+    }
+    if (G == 2) kern = cel_k_attention<D, 2>;
+    else if (G == 1) kern = cel_k_attention<D, 1>;
+    if (G * D > 32 || (G != 1 && G != 2 && G != 4 && G != 8)) return cudaErrorInvalidValue;
+    CEL_LAUNCH(kern, grid, threads, 0, s, out, q, k, v, pos, seq, tab_off, tables, p);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cel__cuk_attention(cudaStream_t s, uint16_t *out, const float *q, const uint16_t *k_cache,
+                                          const uint16_t *v_cache, const int32_t *pos, const int32_t *seq,
+                                          const int32_t *tab_off, const int32_t *tables, cel__cu_attn_params p)
+{
+    if (p.n_tokens <= 0) return cudaSuccess;
+    const int G = cel__cuk_attn_group(p.n_head, p.n_head_kv, p.head_dim);
+    if (G <= 0 || p.head_dim % 32 != 0) return cudaErrorInvalidValue;
+    switch (p.head_dim / 32) {
+    case 1: return cel__attn_launch_d<1>(s, G, out, q, k_cache, v_cache, pos, seq, tab_off, tables, p);
+    case 2: return cel__attn_launch_d<2>(s, G, out, q, k_cache, v_cache, pos, seq, tab_off, tables, p);
+    case 3: return cel__attn_launch_d<3>(s, G, out, q, k_cache, v_cache, pos, seq, tab_off, tables, p);
+    case 4: return cel__attn_launch_d<4>(s, G, out, q, k_cache, v_cache, pos, seq, tab_off, tables, p);
+    case 8: return cel__attn_launch_d<8>(s, G, out, q, k_cache, v_cache, pos, seq, tab_off, tables, p);
+    default: return cudaErrorInvalidValue;
+    }
+}
+
+/* ----------------------------------------------------------------- SwiGLU */
+
+static __global__ void cel_k_swiglu(uint16_t *h, const float *gu, int64_t n, int n_ff)
+{
+    for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t t = idx / n_ff, i = idx % n_ff;
+        const float g = gu[t * 2 * n_ff + i], u = gu[t * 2 * n_ff + n_ff + i];
+        h[idx] = cel_d_f32_to_bf16(g / (1.0f + expf(-g)) * u);
+    }
+}
+
+extern "C" cudaError_t cel__cuk_swiglu(cudaStream_t s, uint16_t *h, const float *gu, int32_t n_tokens, int32_t n_ff)
+{
+    const int64_t n = (int64_t)n_tokens * n_ff;
+    if (n <= 0) return cudaSuccess;
+    CEL_LAUNCH(cel_k_swiglu, cel__grid_for(n, CEL__CU_THREADS), CEL__CU_THREADS, 0, s, h, gu, n, n_ff);
+    return cudaGetLastError();
+}
+
+/* ------------------------------------------------------------------- GEMV */
+
+/* One warp per output feature; lanes stride over the input in 8-element
+ * (16-byte) chunks. The reduction order of a row does not depend on R. */
+template <int R>
+static __global__ void __launch_bounds__(CEL__CU_THREADS)
+    cel_k_gemv(float *y, const uint16_t *W, const uint16_t *x, int n_in, int n_out, int accumulate)
+{
+    const int o = blockIdx.x * (CEL__CU_THREADS / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (o >= n_out) return; /* the whole warp leaves together */
+    const uint16_t *wr = W + (int64_t)o * n_in;
+    float a[R];
+CEL_UNROLL
+    for (int r = 0; r < R; r++) a[r] = 0.0f;
+CEL_UNROLL_4
+    for (int i = lane * 8; i < n_in; i += 32 * 8) {
+        float wf[8];
+        cel_d_load8_bf16(wr + i, wf);
+CEL_UNROLL
+        for (int r = 0; r < R; r++) {
+            float xf[8];
+            cel_d_load8_bf16(x + (int64_t)r * n_in + i, xf);
+CEL_UNROLL
+            for (int k = 0; k < 8; k++) a[r] += wf[k] * xf[k];
+        }
+    }
+CEL_UNROLL
+    for (int r = 0; r < R; r++) a[r] = cel_d_warp_sum(a[r]);
+    if (lane == 0) {
+CEL_UNROLL
+        for (int r = 0; r < R; r++) {
+            float *dst = y + (int64_t)r * n_out + o;
+            *dst = accumulate ? *dst + a[r] : a[r];
+        }
+    }
+}
+
+extern "C" cudaError_t cel__cuk_gemv(cudaStream_t s, float *y, const uint16_t *W, const uint16_t *x, int32_t n_rows,
+                                     int32_t n_in, int32_t n_out, int accumulate)
+{
+    if (n_rows <= 0 || n_out <= 0) return cudaSuccess;
+    if (n_rows > CEL__CU_GEMV_MAX_ROWS || n_in % 8 != 0) return cudaErrorInvalidValue;
+    const unsigned grid = (unsigned)((n_out + CEL__CU_THREADS / 32 - 1) / (CEL__CU_THREADS / 32));
+    void (*kern)(float *, const uint16_t *, const uint16_t *, int, int, int);
+    switch (n_rows) {
+    case 1: kern = cel_k_gemv<1>; break;
+    case 2: kern = cel_k_gemv<2>; break;
+    case 3: kern = cel_k_gemv<3>; break;
+    case 4: kern = cel_k_gemv<4>; break;
+    case 5: kern = cel_k_gemv<5>; break;
+    case 6: kern = cel_k_gemv<6>; break;
+    case 7: kern = cel_k_gemv<7>; break;
+    default: kern = cel_k_gemv<8>; break;
+    }
+    CEL_LAUNCH(kern, grid, CEL__CU_THREADS, 0, s, y, W, x, n_in, n_out, accumulate);
+    return cudaGetLastError();
+}
+
+/* ------------------------------------------------------------ KV, argmax */
+
+static __global__ void cel_k_copy_block(uint16_t *k, uint16_t *v, int n_blocks, int n_head_kv, int block_size,
+                                        int head_dim, int src, int dst, int n_tokens)
+{
+    const int bi = blockIdx.x;
+    const int layer = bi / (2 * n_head_kv), is_v = (bi / n_head_kv) % 2, h = bi % n_head_kv;
+    const int64_t span = (int64_t)block_size * head_dim;
+    uint16_t *base = (is_v ? v : k) + (int64_t)layer * n_blocks * n_head_kv * span;
+    const uint16_t *from = base + ((int64_t)src * n_head_kv + h) * span;
+    uint16_t *to = base + ((int64_t)dst * n_head_kv + h) * span;
+    for (int64_t i = threadIdx.x; i < (int64_t)n_tokens * head_dim; i += blockDim.x) to[i] = from[i];
+}
+
+extern "C" cudaError_t cel__cuk_copy_block(cudaStream_t s, uint16_t *k, uint16_t *v, int32_t n_layer,
+                                           int32_t n_blocks, int32_t n_head_kv, int32_t block_size, int32_t head_dim,
+                                           int32_t src, int32_t dst, int32_t n_tokens)
+{
+    if (n_tokens <= 0 || n_layer <= 0) return cudaSuccess;
+    CEL_LAUNCH(cel_k_copy_block, (unsigned)(n_layer * 2 * n_head_kv), CEL__CU_THREADS, 0, s, k, v, n_blocks, n_head_kv,
+               block_size, head_dim, src, dst, n_tokens);
+    return cudaGetLastError();
+}
+
+/* (v, i) is better than (bv, bi) when larger, or equal with a lower index. */
+static __device__ __forceinline__ bool cel_d_better(float v, int i, float bv, int bi)
+{
+    if (i < 0) return false;
+    if (bi < 0) return true;
+    return v > bv || (v == bv && i < bi);
+}
+
+static __global__ void cel_k_argmax(int32_t *out, const float *logits, int n_vocab)
+{
+    __shared__ float s_v[32];
+    __shared__ int s_i[32];
+    const int r = blockIdx.x, lane = threadIdx.x % 32, wid = threadIdx.x / 32, nw = blockDim.x / 32;
+    const float *row = logits + (int64_t)r * n_vocab;
+    float bv = -INFINITY;
+    int bi = -1;
+    for (int i = threadIdx.x; i < n_vocab; i += blockDim.x)
+        if (cel_d_better(row[i], i, bv, bi)) {
+            bv = row[i];
+            bi = i;
+        }
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (cel_d_better(ov, oi, bv, bi)) {
+            bv = ov;
+            bi = oi;
+        }
+    }
+    if (lane == 0) {
+        s_v[wid] = bv;
+        s_i[wid] = bi;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < nw; w++)
+            if (cel_d_better(s_v[w], s_i[w], bv, bi)) {
+                bv = s_v[w];
+                bi = s_i[w];
+            }
+        out[r] = bi < 0 ? 0 : bi;
+    }
+}
+
+extern "C" cudaError_t cel__cuk_argmax(cudaStream_t s, int32_t *out, const float *logits, int32_t n_rows,
+                                       int32_t n_vocab)
+{
+    if (n_rows <= 0) return cudaSuccess;
+    CEL_LAUNCH(cel_k_argmax, n_rows, CEL__CU_THREADS, 0, s, out, logits, n_vocab);
+    return cudaGetLastError();
+}

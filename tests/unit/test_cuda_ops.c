@@ -1,0 +1,666 @@
+/*
+ * test_cuda_ops.c - every CUDA kernel against the CPU reference op of
+ * engine/ops.h, through one harness: random inputs, the kernel on the
+ * device, the reference on the host, a stated tolerance per op.
+ *
+ * Built twice: as unit_test_cuda_ops (the real GPU; prints "SKIP: no CUDA
+ * device (...)" and passes where there is none, or where celine was built
+ * without CUDA) and as unit_test_cuda_ops_emu (CEL_CUDA_EMU: the same
+ * kernels run by the CPU emulation in engine/cuda/emu.cpp, everywhere).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "celine/common.h"
+#include "engine/backend.h"
+
+#if defined(CELINE_HAVE_CUDA) || defined(CEL_CUDA_EMU)
+#define HAVE_KERNELS 1
+#include "engine/cuda/cuda_internal.h"
+#include "engine/ops.h"
+#endif
+
+#ifdef HAVE_KERNELS
+
+static bool g_device;
+static cudaStream_t g_stream;
+static cublasHandle_t g_blas;
+static cel_rng g_rng;
+
+static float frand(float a) { return (float)((cel_rng_uniform(&g_rng) * 2.0 - 1.0) * a); }
+
+/* ---- device memory helpers (assert on failure: a test, not a library) ---- */
+static void *dalloc(size_t n)
+{
+    void *p = NULL;
+    assert_int_equal(cudaMalloc(&p, n ? n : 1), cudaSuccess);
+    return p;
+}
+static void *dup_to_dev(const void *h, size_t n)
+{
+    void *d = dalloc(n);
+    assert_int_equal(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice), cudaSuccess);
+    return d;
+}
+static void to_host(void *h, const void *d, size_t n)
+{
+    assert_int_equal(cudaStreamSynchronize(g_stream), cudaSuccess);
+    assert_int_equal(cudaMemcpy(h, d, n, cudaMemcpyDeviceToHost), cudaSuccess);
+}
+static void dfree(void *d) { assert_int_equal(cudaFree(d), cudaSuccess); }
+
+/* |got - want| <= atol + rtol |want| for every element; prints the worst. */
+static void check_close(const char *what, const float *got, const float *want, size_t n, float atol, float rtol)
+{
+    size_t worst = 0, bad = 0;
+    float worst_err = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        float e = fabsf(got[i] - want[i]);
+        if (!(e <= atol + rtol * fabsf(want[i]))) bad++;
+        if (!(e <= worst_err)) {
+            worst_err = e;
+            worst = i;
+        }
+    }
+    printf("  %-28s n=%-7zu max|err|=%.3g at %zu (got %.6g want %.6g)%s\n", what, n, (double)worst_err, worst,
+           n ? (double)got[worst] : 0.0, n ? (double)want[worst] : 0.0, bad ? "  FAIL" : "");
+    if (bad) fail_msg("%s: %zu of %zu elements outside tolerance (atol %g, rtol %g)", what, bad, n, (double)atol,
+                      (double)rtol);
+}
+
+static void bf16_to_f32_arr(float *dst, const uint16_t *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++) dst[i] = cel_bf16_to_fp32(src[i]);
+}
+static void f16_to_f32_arr(float *dst, const uint16_t *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++) dst[i] = cel_fp16_to_fp32(src[i]);
+}
+#define NEED_DEVICE()                                                                                              \
+    do {                                                                                                           \
+        if (!g_device) skip();                                                                                     \
+    } while (0)
+
+/* ------------------------------------------------------------ dequantize */
+static void test_convert(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    const cel_dtype types[] = {CEL_DTYPE_F32, CEL_DTYPE_F16, CEL_DTYPE_BF16, CEL_DTYPE_Q8_0,
+                               CEL_DTYPE_Q4_0, CEL_DTYPE_Q4_K, CEL_DTYPE_Q6_K};
+    const int64_t n = 256 * 6;
+    float *src = malloc(n * sizeof(float)), *ref = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float));
+    uint16_t *gotb = malloc(n * 2);
+    float *gotbf = malloc(n * sizeof(float)), *refb = malloc(n * sizeof(float));
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+        cel_dtype t = types[k];
+        for (int64_t i = 0; i < n; i++) src[i] = frand(2.0f) * (i % 97 == 0 ? 8.0f : 1.0f);
+        size_t nb = cel_dtype_row_bytes(t, n);
+        assert_true(nb > 0);
+        void *raw = malloc(nb);
+        cel_quant_row(t, src, raw, n);
+        cel_dequant_row(t, raw, ref, n);
+        void *d_raw = dup_to_dev(raw, nb);
+        float *d_f = dalloc(n * sizeof(float));
+        uint16_t *d_b = dalloc(n * 2);
+        assert_int_equal(cel__cuk_convert(g_stream, NULL, d_f, d_raw, t, n), cudaSuccess);
+        assert_int_equal(cel__cuk_convert(g_stream, d_b, NULL, d_raw, t, n), cudaSuccess);
+        to_host(got, d_f, n * sizeof(float));
+        to_host(gotb, d_b, n * 2);
+        char what[64];
+        snprintf(what, sizeof what, "convert %s -> f32", cel_dtype_name(t));
+        check_close(what, got, ref, n, 0.0f, 1e-6f);
+        bf16_to_f32_arr(gotbf, gotb, n);
+        for (int64_t i = 0; i < n; i++) refb[i] = cel_bf16_to_fp32(cel_fp32_to_bf16(ref[i]));
+        snprintf(what, sizeof what, "convert %s -> bf16", cel_dtype_name(t));
+        check_close(what, gotbf, refb, n, 0.0f, 1.0f / 128); /* at most one BF16 step apart */
+        dfree(d_raw);
+        dfree(d_f);
+        dfree(d_b);
+        free(raw);
+    }
+    free(src);
+    free(ref);
+    free(got);
+    free(gotb);
+    free(gotbf);
+    free(refb);
+}
+
+/* -------------------------------------------------------- embed, rmsnorm */
+static void test_embed(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    const int32_t V = 37, E = 96, T = 9;
+    uint16_t *emb = malloc((size_t)V * E * 2);
+    for (int64_t i = 0; i < (int64_t)V * E; i++) emb[i] = cel_fp32_to_bf16(frand(1.0f));
+    int32_t tok[9] = {0, 36, 5, 5, 17, 2, 35, 1, 20};
+    cel_tensor te = {.dtype = CEL_DTYPE_BF16, .n_dims = 2, .ne = {E, V, 1, 1}, .data = emb, .nbytes = (size_t)V * E * 2};
+    snprintf(te.name, sizeof te.name, "token_embd.weight");
+    float *ref = malloc((size_t)T * E * sizeof(float)), *got = malloc((size_t)T * E * sizeof(float));
+    for (int32_t t = 0; t < T; t++) cel_op_embed(ref + (size_t)t * E, &te, tok[t]);
+    uint16_t *d_emb = dup_to_dev(emb, (size_t)V * E * 2);
+    int32_t *d_tok = dup_to_dev(tok, sizeof tok);
+    float *d_x = dalloc((size_t)T * E * sizeof(float));
+    assert_int_equal(cel__cuk_embed(g_stream, d_x, d_emb, d_tok, T, E), cudaSuccess);
+    to_host(got, d_x, (size_t)T * E * sizeof(float));
+    check_close("embed bf16", got, ref, (size_t)T * E, 0.0f, 0.0f);
+    dfree(d_emb);
+    dfree(d_tok);
+    dfree(d_x);
+    free(emb);
+    free(ref);
+    free(got);
+}
+
+static void test_rmsnorm(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    const int32_t N = 200, R = 7, OUT = 4;
+    const int32_t rows[4] = {6, 0, 3, 3};
+    float *x = malloc((size_t)R * N * sizeof(float)), w[200];
+    for (int64_t i = 0; i < (int64_t)R * N; i++) x[i] = frand(3.0f);
+    for (int i = 0; i < N; i++) w[i] = 1.0f + frand(0.5f);
+    float *ref = malloc((size_t)R * N * sizeof(float)), *got = malloc((size_t)R * N * sizeof(float));
+    for (int32_t r = 0; r < R; r++) cel_op_rmsnorm(ref + (size_t)r * N, x + (size_t)r * N, w, N, 1e-5f);
+    float *d_x = dup_to_dev(x, (size_t)R * N * sizeof(float)), *d_w = dup_to_dev(w, sizeof w);
+    float *d_o = dalloc((size_t)R * N * sizeof(float));
+    uint16_t *d_ob = dalloc((size_t)R * N * 2);
+    int32_t *d_rows = dup_to_dev(rows, sizeof rows);
+    assert_int_equal(cel__cuk_rmsnorm(g_stream, d_o, d_ob, d_x, NULL, d_w, R, N, 1e-5f), cudaSuccess);
+    to_host(got, d_o, (size_t)R * N * sizeof(float));
+    check_close("rmsnorm f32", got, ref, (size_t)R * N, 1e-6f, 1e-5f);
+    uint16_t *gb = malloc((size_t)R * N * 2);
+    to_host(gb, d_ob, (size_t)R * N * 2);
+    bf16_to_f32_arr(got, gb, (size_t)R * N);
+    check_close("rmsnorm bf16", got, ref, (size_t)R * N, 1e-6f, 1.0f / 128);
+    /* gathered rows */
+    assert_int_equal(cel__cuk_rmsnorm(g_stream, d_o, NULL, d_x, d_rows, d_w, OUT, N, 1e-5f), cudaSuccess);
+    to_host(got, d_o, (size_t)OUT * N * sizeof(float));
+    float *refg = malloc((size_t)OUT * N * sizeof(float));
+    for (int r = 0; r < OUT; r++) memcpy(refg + (size_t)r * N, ref + (size_t)rows[r] * N, N * sizeof(float));
+    check_close("rmsnorm gathered rows", got, refg, (size_t)OUT * N, 1e-6f, 1e-5f);
+    dfree(d_x);
+    dfree(d_w);
+    dfree(d_o);
+    dfree(d_ob);
+    dfree(d_rows);
+    free(x);
+    free(ref);
+    free(got);
+    free(gb);
+    free(refg);
+}
+
+/* ------------------------------------------------------------- qkv + rope */
+static void run_qkv_rope(int32_t nh, int32_t nkv, int32_t hd, cel_rope_style style, bool bias, bool qk_norm)
+{
+    const int32_t T = 5, bs = 4, n_blocks = 6, W = (nh + 2 * nkv) * hd;
+    const int32_t pos[5] = {0, 3, 4, 17, 1000};
+    const int32_t blk[5] = {2, 2, 5, 1, 0};
+    cel_hparams hp = {.head_dim = hd, .rope_theta = 10000.0f, .rope_style = style};
+    float inv[128];
+    cel_op_rope_freqs(&hp, inv);
+    float *qkv = malloc((size_t)T * W * sizeof(float)), *b = malloc((size_t)W * sizeof(float));
+    float qn[256], kn[256];
+    for (int64_t i = 0; i < (int64_t)T * W; i++) qkv[i] = frand(2.0f);
+    for (int i = 0; i < W; i++) b[i] = frand(0.5f);
+    for (int i = 0; i < hd; i++) {
+        qn[i] = 1.0f + frand(0.3f);
+        kn[i] = 1.0f + frand(0.3f);
+    }
+    /* reference */
+    const size_t cache_n = (size_t)n_blocks * nkv * bs * hd;
+    float *ref = malloc((size_t)T * W * sizeof(float));
+    float *kref = calloc(cache_n, sizeof(float)), *vref = calloc(cache_n, sizeof(float));
+    memcpy(ref, qkv, (size_t)T * W * sizeof(float));
+    for (int32_t t = 0; t < T; t++) {
+        float *row = ref + (size_t)t * W;
+        if (bias)
+            for (int i = 0; i < W; i++) row[i] += b[i];
+        if (qk_norm) {
+            for (int32_t h = 0; h < nh; h++) cel_op_rmsnorm(row + h * hd, row + h * hd, qn, hd, 1e-6f);
+            for (int32_t h = 0; h < nkv; h++) cel_op_rmsnorm(row + (nh + h) * hd, row + (nh + h) * hd, kn, hd, 1e-6f);
+        }
+        cel_op_rope(row, nh, hd, pos[t], inv, style);
+        cel_op_rope(row + nh * hd, nkv, hd, pos[t], inv, style);
+        for (int32_t h = 0; h < nkv; h++)
+            for (int32_t d = 0; d < hd; d++) {
+                size_t at = (((size_t)blk[t] * nkv + h) * bs + pos[t] % bs) * hd + d;
+                kref[at] = cel_fp16_to_fp32(cel_fp32_to_fp16(row[(nh + h) * hd + d]));
+                vref[at] = cel_fp16_to_fp32(cel_fp32_to_fp16(row[(nh + nkv + h) * hd + d]));
+            }
+    }
+    float *d_qkv = dup_to_dev(qkv, (size_t)T * W * sizeof(float));
+    float *d_b = dup_to_dev(b, (size_t)W * sizeof(float)), *d_qn = dup_to_dev(qn, hd * 4), *d_kn = dup_to_dev(kn, hd * 4);
+    float *d_inv = dup_to_dev(inv, (size_t)hd / 2 * 4);
+    int32_t *d_pos = dup_to_dev(pos, sizeof pos), *d_blk = dup_to_dev(blk, sizeof blk);
+    uint16_t *d_k = dalloc(cache_n * 2), *d_v = dalloc(cache_n * 2);
+    assert_int_equal(cudaMemset(d_k, 0, cache_n * 2), cudaSuccess);
+    assert_int_equal(cudaMemset(d_v, 0, cache_n * 2), cudaSuccess);
+    cel__cu_qkv_params p = {T, nh, nkv, hd, bs, (int32_t)style, 1e-6f};
+    assert_int_equal(cel__cuk_qkv_rope(g_stream, d_qkv, bias ? d_b : NULL, qk_norm ? d_qn : NULL, qk_norm ? d_kn : NULL,
+                                       d_inv, d_pos, d_blk, d_k, d_v, p),
+                     cudaSuccess);
+    float *got = malloc((size_t)T * W * sizeof(float));
+    uint16_t *kh = malloc(cache_n * 2), *vh = malloc(cache_n * 2);
+    float *kg = malloc(cache_n * sizeof(float)), *vg = malloc(cache_n * sizeof(float));
+    to_host(got, d_qkv, (size_t)T * W * sizeof(float));
+    to_host(kh, d_k, cache_n * 2);
+    to_host(vh, d_v, cache_n * 2);
+    f16_to_f32_arr(kg, kh, cache_n);
+    f16_to_f32_arr(vg, vh, cache_n);
+    char what[96];
+    snprintf(what, sizeof what, "qkv_rope h%d/%d d%d %s%s%s", nh, nkv, hd, style == CEL_ROPE_NEOX ? "neox" : "norm",
+             bias ? " bias" : "", qk_norm ? " qknorm" : "");
+    /* q only (k and v rows in qkv are intermediate) */
+    float *gq = malloc((size_t)T * nh * hd * sizeof(float)), *rq = malloc((size_t)T * nh * hd * sizeof(float));
+    for (int32_t t = 0; t < T; t++) {
+        memcpy(gq + (size_t)t * nh * hd, got + (size_t)t * W, (size_t)nh * hd * sizeof(float));
+        memcpy(rq + (size_t)t * nh * hd, ref + (size_t)t * W, (size_t)nh * hd * sizeof(float));
+    }
+    check_close(what, gq, rq, (size_t)T * nh * hd, 1e-4f, 1e-4f); /* cosf/sinf of pos 1000 differ by ulps */
+    check_close("  k cache (f16)", kg, kref, cache_n, 1e-3f, 2e-3f);
+    check_close("  v cache (f16)", vg, vref, cache_n, 0.0f, 0.0f);
+    dfree(d_qkv);
+    dfree(d_b);
+    dfree(d_qn);
+    dfree(d_kn);
+    dfree(d_inv);
+    dfree(d_pos);
+    dfree(d_blk);
+    dfree(d_k);
+    dfree(d_v);
+    free(qkv);
+    free(b);
+    free(ref);
+    free(kref);
+    free(vref);
+    free(got);
+    free(kh);
+    free(vh);
+    free(kg);
+    free(vg);
+    free(gq);
+    free(rq);
+}
+
+static void test_qkv_rope(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    run_qkv_rope(4, 2, 64, CEL_ROPE_NEOX, false, false);
+    run_qkv_rope(4, 2, 64, CEL_ROPE_NORM, false, false);
+    run_qkv_rope(2, 1, 128, CEL_ROPE_NEOX, true, false);
+    run_qkv_rope(3, 3, 32, CEL_ROPE_NEOX, false, true);
+    run_qkv_rope(8, 2, 96, CEL_ROPE_NORM, true, true);
+}
+
+/* -------------------------------------------------------------- attention */
+typedef struct kv_ctx {
+    const float *k, *v; /* host float copies of the caches */
+    const int32_t *table;
+    int32_t bs, nkv, hd;
+    float buf[2][8 * 256];
+} kv_ctx;
+
+static const float *kv_read(void *ctx, int32_t pos, int is_v)
+{
+    kv_ctx *c = ctx;
+    int32_t b = c->table[pos / c->bs], slot = pos % c->bs;
+    for (int32_t h = 0; h < c->nkv; h++)
+        memcpy(c->buf[is_v] + (size_t)h * c->hd,
+               (is_v ? c->v : c->k) + (((size_t)b * c->nkv + h) * c->bs + slot) * c->hd, (size_t)c->hd * sizeof(float));
+    return c->buf[is_v];
+}
+
+static void run_attention(int32_t nh, int32_t nkv, int32_t hd)
+{
+    /* three sequences: a prefill chunk after a cached prefix, a decode token
+     * far into its context, and a fresh 1-token prompt */
+    enum { S = 3 };
+    const int32_t bs = 16, n_blocks = 24;
+    const int32_t n_past[S] = {21, 150, 0}, n_new[S] = {6, 1, 1};
+    int32_t tables[S][12];
+    int32_t nblk[S];
+    int32_t T = 0;
+    for (int s = 0; s < S; s++) T += n_new[s];
+    /* block tables: a permutation so that neighbours are not adjacent */
+    int32_t next = 0;
+    for (int s = 0; s < S; s++) {
+        nblk[s] = (n_past[s] + n_new[s] + bs - 1) / bs;
+        for (int i = 0; i < nblk[s]; i++) tables[s][i] = (next++ * 7) % n_blocks;
+    }
+    assert_true(next <= n_blocks);
+    const size_t cache_n = (size_t)n_blocks * nkv * bs * hd;
+    uint16_t *kh = malloc(cache_n * 2), *vh = malloc(cache_n * 2);
+    float *kf = malloc(cache_n * sizeof(float)), *vf = malloc(cache_n * sizeof(float));
+    for (size_t i = 0; i < cache_n; i++) {
+        kh[i] = cel_fp32_to_fp16(frand(2.0f));
+        vh[i] = cel_fp32_to_fp16(frand(1.0f));
+    }
+    f16_to_f32_arr(kf, kh, cache_n);
+    f16_to_f32_arr(vf, vh, cache_n);
+    const int32_t qs = (nh + 2 * nkv) * hd; /* q rows inside a qkv buffer, as in the backend */
+    float *q = malloc((size_t)T * qs * sizeof(float));
+    for (int64_t i = 0; i < (int64_t)T * qs; i++) q[i] = frand(1.5f);
+    int32_t pos[16], seq[16], off[S], flat[64];
+    int32_t t = 0, at = 0;
+    for (int s = 0; s < S; s++) {
+        off[s] = at;
+        for (int i = 0; i < nblk[s]; i++) flat[at++] = tables[s][i];
+        for (int i = 0; i < n_new[s]; i++, t++) {
+            pos[t] = n_past[s] + i;
+            seq[t] = s;
+        }
+    }
+    /* reference: cel_op_attention per sequence */
+    float *ref = calloc((size_t)T * nh * hd, sizeof(float));
+    float *qc = malloc((size_t)T * nh * hd * sizeof(float));
+    for (int32_t r = 0; r < T; r++) memcpy(qc + (size_t)r * nh * hd, q + (size_t)r * qs, (size_t)nh * hd * sizeof(float));
+    kv_ctx *c = malloc(sizeof *c);
+    t = 0;
+    for (int s = 0; s < S; s++) {
+        c->k = kf;
+        c->v = vf;
+        c->table = tables[s];
+        c->bs = bs;
+        c->nkv = nkv;
+        c->hd = hd;
+        cel_op_attention(ref + (size_t)t * nh * hd, qc + (size_t)t * nh * hd, n_new[s], n_past[s], nh, nkv, hd, kv_read, c);
+        t += n_new[s];
+    }
+    float *d_q = dup_to_dev(q, (size_t)T * qs * sizeof(float));
+    uint16_t *d_k = dup_to_dev(kh, cache_n * 2), *d_v = dup_to_dev(vh, cache_n * 2);
+    int32_t *d_pos = dup_to_dev(pos, (size_t)T * 4), *d_seq = dup_to_dev(seq, (size_t)T * 4);
+    int32_t *d_off = dup_to_dev(off, sizeof off), *d_tab = dup_to_dev(flat, (size_t)at * 4);
+    uint16_t *d_out = dalloc((size_t)T * nh * hd * 2);
+    cel__cu_attn_params p = {T, nh, nkv, hd, bs, qs, 1.0f / sqrtf((float)hd)};
+    assert_int_equal(cel__cuk_attention(g_stream, d_out, d_q, d_k, d_v, d_pos, d_seq, d_off, d_tab, p), cudaSuccess);
+    uint16_t *ob = malloc((size_t)T * nh * hd * 2);
+    float *got = malloc((size_t)T * nh * hd * sizeof(float));
+    to_host(ob, d_out, (size_t)T * nh * hd * 2);
+    bf16_to_f32_arr(got, ob, (size_t)T * nh * hd);
+    char what[96];
+    snprintf(what, sizeof what, "attention h%d/%d d%d (G=%d)", nh, nkv, hd, cel__cuk_attn_group(nh, nkv, hd));
+    check_close(what, got, ref, (size_t)T * nh * hd, 2e-3f, 1.0f / 128);
+    dfree(d_q);
+    dfree(d_k);
+    dfree(d_v);
+    dfree(d_pos);
+    dfree(d_seq);
+    dfree(d_off);
+    dfree(d_tab);
+    dfree(d_out);
+    free(kh);
+    free(vh);
+    free(kf);
+    free(vf);
+    free(q);
+    free(ref);
+    free(qc);
+    free(c);
+    free(ob);
+    free(got);
+}
+
+static void test_attention(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    assert_int_equal(cel__cuk_attn_group(32, 8, 64), 4);
+    assert_int_equal(cel__cuk_attn_group(14, 2, 64), 1);
+    assert_int_equal(cel__cuk_attn_group(16, 2, 256), 4);
+    run_attention(8, 2, 64);   /* G = 4 (Llama-3.2-1B's group) */
+    run_attention(4, 4, 128);  /* no GQA */
+    run_attention(6, 2, 32);   /* group 3 -> G = 1 */
+    run_attention(16, 2, 256); /* group 8, G limited to 4 by shared memory */
+    run_attention(2, 1, 96);   /* G = 2, odd lane width */
+}
+
+/* ------------------------------------------------------- swiglu, matmul */
+static void test_swiglu(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    const int32_t T = 3, F = 300;
+    float *gu = malloc((size_t)T * 2 * F * sizeof(float)), *ref = malloc((size_t)T * F * sizeof(float));
+    for (int64_t i = 0; i < (int64_t)T * 2 * F; i++) gu[i] = frand(6.0f);
+    for (int32_t t = 0; t < T; t++)
+        cel_op_swiglu(ref + (size_t)t * F, gu + (size_t)t * 2 * F, gu + (size_t)t * 2 * F + F, F);
+    float *d_gu = dup_to_dev(gu, (size_t)T * 2 * F * sizeof(float));
+    uint16_t *d_h = dalloc((size_t)T * F * 2), *hb = malloc((size_t)T * F * 2);
+    assert_int_equal(cel__cuk_swiglu(g_stream, d_h, d_gu, T, F), cudaSuccess);
+    to_host(hb, d_h, (size_t)T * F * 2);
+    float *got = malloc((size_t)T * F * sizeof(float));
+    bf16_to_f32_arr(got, hb, (size_t)T * F);
+    check_close("swiglu -> bf16", got, ref, (size_t)T * F, 1e-6f, 1.0f / 128);
+    dfree(d_gu);
+    dfree(d_h);
+    free(gu);
+    free(ref);
+    free(hb);
+    free(got);
+}
+
+/* y = x W^T against cel_op_matmul, through the GEMV kernel and cuBLAS. */
+static void run_gemm(int32_t T, int32_t I, int32_t O, bool allow_gemv, bool accumulate)
+{
+    uint16_t *w = malloc((size_t)O * I * 2), *xb = malloc((size_t)T * I * 2);
+    float *x = malloc((size_t)T * I * sizeof(float)), *ref = malloc((size_t)T * O * sizeof(float));
+    float *y0 = malloc((size_t)T * O * sizeof(float)), *got = malloc((size_t)T * O * sizeof(float));
+    for (int64_t i = 0; i < (int64_t)O * I; i++) w[i] = cel_fp32_to_bf16(frand(1.0f));
+    for (int64_t i = 0; i < (int64_t)T * I; i++) {
+        xb[i] = cel_fp32_to_bf16(frand(1.0f));
+        x[i] = cel_bf16_to_fp32(xb[i]);
+    }
+    for (int64_t i = 0; i < (int64_t)T * O; i++) y0[i] = accumulate ? frand(4.0f) : 0.0f;
+    cel_tensor tw = {.dtype = CEL_DTYPE_BF16, .n_dims = 2, .ne = {I, O, 1, 1}, .data = w, .nbytes = (size_t)O * I * 2};
+    snprintf(tw.name, sizeof tw.name, "w");
+    cel_op_matmul(ref, &tw, x, T, NULL);
+    for (int64_t i = 0; i < (int64_t)T * O; i++) ref[i] += y0[i];
+    uint16_t *d_w = dup_to_dev(w, (size_t)O * I * 2), *d_x = dup_to_dev(xb, (size_t)T * I * 2);
+    float *d_y = dup_to_dev(y0, (size_t)T * O * sizeof(float));
+    cel_error err;
+    cel_status st = cel__cu_gemm(g_blas, g_stream, d_y, d_w, d_x, T, I, O, accumulate, allow_gemv, &err);
+    if (st != CEL_OK) fail_msg("cel__cu_gemm: %s", err.msg);
+    to_host(got, d_y, (size_t)T * O * sizeof(float));
+    char what[96];
+    snprintf(what, sizeof what, "%s T%d %dx%d%s", allow_gemv && T <= 8 ? "gemv" : "cublas", T, I, O,
+             accumulate ? " +=" : "");
+    /* sums of I products of values <= 1 in FP32, different orders */
+    check_close(what, got, ref, (size_t)T * O, 1e-4f * sqrtf((float)I), 1e-4f);
+    dfree(d_w);
+    dfree(d_x);
+    dfree(d_y);
+    free(w);
+    free(xb);
+    free(x);
+    free(ref);
+    free(y0);
+    free(got);
+}
+
+static void test_gemm(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    for (int32_t T = 1; T <= 8; T++) run_gemm(T, 264, 37, true, T % 2 == 0);
+    run_gemm(3, 256, 40, false, false); /* cuBLAS, small */
+    run_gemm(19, 128, 72, true, true);  /* cuBLAS (T > 8), residual */
+    run_gemm(40, 512, 100, false, false);
+}
+
+/* gemv rows must not depend on the other rows (batch invariance) */
+static void test_gemv_batch_invariance(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    const int32_t I = 1024, O = 33;
+    uint16_t *w = malloc((size_t)O * I * 2), *x = malloc((size_t)8 * I * 2);
+    for (int64_t i = 0; i < (int64_t)O * I; i++) w[i] = cel_fp32_to_bf16(frand(1.0f));
+    for (int64_t i = 0; i < (int64_t)8 * I; i++) x[i] = cel_fp32_to_bf16(frand(1.0f));
+    uint16_t *d_w = dup_to_dev(w, (size_t)O * I * 2), *d_x = dup_to_dev(x, (size_t)8 * I * 2);
+    float *d_y = dalloc((size_t)8 * O * sizeof(float));
+    float one[33], all[8 * 33];
+    assert_int_equal(cel__cuk_gemv(g_stream, d_y, d_w, d_x, 8, I, O, 0), cudaSuccess);
+    to_host(all, d_y, sizeof all);
+    for (int r = 0; r < 8; r++) {
+        assert_int_equal(cel__cuk_gemv(g_stream, d_y, d_w, d_x + (size_t)r * I, 1, I, O, 0), cudaSuccess);
+        to_host(one, d_y, sizeof one);
+        assert_memory_equal(one, all + (size_t)r * O, sizeof one);
+    }
+    dfree(d_w);
+    dfree(d_x);
+    dfree(d_y);
+    free(w);
+    free(x);
+}
+
+/* ---------------------------------------------------------- copy, argmax */
+static void test_copy_block(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    const int32_t L = 3, NB = 5, nkv = 2, bs = 4, hd = 32;
+    const size_t n = (size_t)L * NB * nkv * bs * hd;
+    uint16_t *k = malloc(n * 2), *v = malloc(n * 2), *k2 = malloc(n * 2), *v2 = malloc(n * 2);
+    for (size_t i = 0; i < n; i++) {
+        k[i] = (uint16_t)(cel_rng_next(&g_rng) & 0x3bff);
+        v[i] = (uint16_t)(cel_rng_next(&g_rng) & 0x3bff);
+    }
+    uint16_t *d_k = dup_to_dev(k, n * 2), *d_v = dup_to_dev(v, n * 2);
+    assert_int_equal(cel__cuk_copy_block(g_stream, d_k, d_v, L, NB, nkv, bs, hd, 3, 1, 3), cudaSuccess);
+    to_host(k2, d_k, n * 2);
+    to_host(v2, d_v, n * 2);
+    for (int32_t l = 0; l < L; l++)
+        for (int32_t b = 0; b < NB; b++)
+            for (int32_t h = 0; h < nkv; h++)
+                for (int32_t s = 0; s < bs; s++)
+                    for (int32_t d = 0; d < hd; d++) {
+                        size_t at = ((((size_t)l * NB + b) * nkv + h) * bs + s) * hd + d;
+                        size_t from = ((((size_t)l * NB + 3) * nkv + h) * bs + s) * hd + d;
+                        bool copied = b == 1 && s < 3;
+                        assert_int_equal(k2[at], copied ? k[from] : k[at]);
+                        assert_int_equal(v2[at], copied ? v[from] : v[at]);
+                    }
+    dfree(d_k);
+    dfree(d_v);
+    free(k);
+    free(v);
+    free(k2);
+    free(v2);
+}
+
+static void test_argmax(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    const int32_t R = 4, V = 1000;
+    float *l = malloc((size_t)R * V * sizeof(float));
+    for (int64_t i = 0; i < (int64_t)R * V; i++) l[i] = frand(5.0f);
+    l[0 * V + 999] = 9.0f;
+    l[1 * V + 0] = 9.0f;
+    l[2 * V + 700] = 9.0f; /* tie: the lower index wins */
+    l[2 * V + 300] = 9.0f;
+    for (int i = 0; i < V; i++) l[3 * V + i] = -INFINITY;
+    l[3 * V + 513] = -1e30f;
+    float *d_l = dup_to_dev(l, (size_t)R * V * sizeof(float));
+    int32_t *d_o = dalloc(R * 4), o[4];
+    assert_int_equal(cel__cuk_argmax(g_stream, d_o, d_l, R, V), cudaSuccess);
+    to_host(o, d_o, sizeof o);
+    assert_int_equal(o[0], 999);
+    assert_int_equal(o[1], 0);
+    assert_int_equal(o[2], 300);
+    assert_int_equal(o[3], 513);
+    dfree(d_l);
+    dfree(d_o);
+    free(l);
+}
+
+/* Errors surface as codes, never as crashes: bad shapes are refused. */
+static void test_launch_errors(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    assert_int_not_equal(cel__cuk_gemv(g_stream, NULL, NULL, NULL, 9, 64, 4, 0), cudaSuccess);
+    assert_int_not_equal(cel__cuk_gemv(g_stream, NULL, NULL, NULL, 2, 60, 4, 0), cudaSuccess);
+    cel__cu_attn_params p = {1, 4, 4, 48, 16, 48 * 12, 0.1f};
+    assert_int_not_equal(cel__cuk_attention(g_stream, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, p), cudaSuccess);
+    cudaGetLastError();
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    cel_rng_seed(&g_rng, 20240607);
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n <= 0) {
+        printf("SKIP: no CUDA device (%s)\n", e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+        cudaGetLastError();
+        return 0;
+    }
+    if (cudaSetDevice(0) != cudaSuccess || cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking) != cudaSuccess ||
+        cublasCreate(&g_blas) != CUBLAS_STATUS_SUCCESS || cublasSetStream(g_blas, g_stream) != CUBLAS_STATUS_SUCCESS) {
+        printf("SKIP: no CUDA device (setup failed)\n");
+        return 0;
+    }
+    struct cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
+    g_device = true;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (g_device) {
+        cublasDestroy(g_blas);
+        cudaStreamDestroy(g_stream);
+    }
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_convert),   cmocka_unit_test(test_embed),
+        cmocka_unit_test(test_rmsnorm),   cmocka_unit_test(test_qkv_rope),
+        cmocka_unit_test(test_attention), cmocka_unit_test(test_swiglu),
+        cmocka_unit_test(test_gemm),      cmocka_unit_test(test_gemv_batch_invariance),
+        cmocka_unit_test(test_copy_block), cmocka_unit_test(test_argmax),
+        cmocka_unit_test(test_launch_errors),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
+
+#else /* built without CUDA: the backend must say so */
+
+static void test_no_cuda(void **state)
+{
+    (void)state;
+    printf("SKIP: no CUDA device (celine was built without CUDA)\n");
+    cel_backend *be = (cel_backend *)1;
+    cel_error err;
+    cel_error_clear(&err);
+    assert_int_equal(cel_backend_cuda_create(NULL, NULL, &be, &err), CEL_ERR_UNSUPPORTED);
+    assert_null(be);
+    assert_non_null(strstr(err.msg, "built without CUDA"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_no_cuda)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
+#endif
