@@ -95,10 +95,36 @@ static bool article_follows(const mtok *t)
 /* Normalized option text for matching an answer given as text. */
 static size_t norm(const char *s, size_t n, char *o, size_t cap) { return cel__normalize_open(s, n, o, cap); }
 
+/* Drops LaTeX wrappers from a span: \text{Paris} -> Paris ($, braces and
+ * backslash commands go; \, and friends become spaces). */
+static size_t strip_latex(const char *s, size_t n, char *o, size_t cap)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n && k + 1 < cap; i++) {
+        char c = s[i];
+        if (c == '\\') {
+            size_t j = i + 1;
+            while (j < n && ((s[j] | 0x20) >= 'a' && (s[j] | 0x20) <= 'z')) j++;
+            if (j == i + 1 && j < n) j++;
+            i = j - 1;
+            o[k++] = ' ';
+            continue;
+        }
+        if (c == '{' || c == '}' || c == '$') continue;
+        o[k++] = c;
+    }
+    o[k] = '\0';
+    return k;
+}
+
 static int match_choice_text(const cel_verify_item *it, const char *s, size_t n)
 {
     if (!it->n_choices || n == 0 || n > 2000) return -1;
-    char a[512], b[512];
+    char a[512], b[512], raw[512];
+    if (memchr(s, '\\', n) || memchr(s, '$', n) || memchr(s, '{', n)) {
+        n = strip_latex(s, n, raw, sizeof raw);
+        s = raw;
+    }
     size_t la = norm(s, n, a, sizeof a);
     if (la == 0 || la >= sizeof a - 1) return -1;
     int found = -1;

@@ -27,7 +27,14 @@ static void oput(obuf *b, const char *s, size_t n)
     }
 }
 
-static bool isspace_cp(uint32_t cp) { return cel__fold_cp(cp) == ' '; }
+/* White space proper (folding also maps dashes and slashes to ' ': those
+ * split words later, but do not end a token, so "-5" stays a number). */
+static bool isspace_cp(uint32_t cp)
+{
+    if (cp == '-' || cp == '/' || cp == '_' || (cp >= 0x2010 && cp <= 0x2015) || cp == 0x2212 || cp == 0x2044)
+        return false;
+    return cel__fold_cp(cp) == ' ';
+}
 
 /* Number words: value, and whether it multiplies (hundred, thousand, ...). */
 static bool number_word(const char *w, size_t n, double *v, int *mul)
@@ -97,9 +104,7 @@ size_t cel__normalize_open(const char *s, size_t n, char *out, size_t cap)
         while (e < n) {
             size_t q = e;
             uint32_t cp = cel__utf8_next(s, n, &q);
-            if (isspace_cp(cp) && cp != '-' && cp != '/' && cp != '_' && cp != 0x2013 && cp != 0x2014 && cp != 0x2010 &&
-                cp != 0x2212)
-                break;
+            if (isspace_cp(cp)) break;
             e = q;
         }
         if (e == j) break;

@@ -20,7 +20,7 @@ typedef struct vcase {
     int expect; /* 1 correct, 0 wrong */
 } vcase;
 
-static cel_verifier *tv_make(const cel_verify_config *cfg)
+static inline cel_verifier *tv_make(const cel_verify_config *cfg)
 {
     cel_verifier *v = NULL;
     cel_error e;
@@ -32,7 +32,7 @@ static cel_verifier *tv_make(const cel_verify_config *cfg)
     return v;
 }
 
-static cel_verify_result tv_grade(const cel_verifier *v, cel_task task, const char *resp, const char *ref,
+static inline cel_verify_result tv_grade(const cel_verifier *v, cel_task task, const char *resp, const char *ref,
                                   const char *const *choices, size_t n_choices)
 {
     cel_verify_item it;
@@ -55,7 +55,7 @@ static cel_verify_result tv_grade(const cel_verifier *v, cel_task task, const ch
 }
 
 /* Runs a table; prints every row that disagrees; returns the number of failures. */
-static int tv_run_table(const cel_verifier *v, cel_task task, const char *name, const vcase *rows, size_t n,
+static inline int tv_run_table(const cel_verifier *v, cel_task task, const char *name, const vcase *rows, size_t n,
                         const char *wrap)
 {
     int fails = 0;
