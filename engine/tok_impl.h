@@ -103,6 +103,10 @@ struct cel_tokenizer {
     char *chat_template;
 };
 
+/* ---- loading from memory (tok_json.c): a tokenizer.json text, no
+ * tokenizer_config.json; label names the source in errors (fuzzing, tests) ---- */
+cel_status cel__tok_load_json_mem(const char *data, size_t len, const char *label, cel_tokenizer **out, cel_error *err);
+
 /* ---- building (tokenizer.c) ---- */
 cel_status cel__tok_new(cel_tok_kind kind, int32_t n_vocab, cel_tokenizer **out, cel_error *err);
 /* Sets token id's bytes and attributes; must be called once per id, ids < n_vocab. */

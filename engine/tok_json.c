@@ -599,14 +599,12 @@ static bool looks_like_encoder(json_t *root)
     return true;
 }
 
-static cel_status load_json_impl(load_ctx *c)
+/* Parses the JSON text of a tokenizer (data, len); with_config: also read the
+ * tokenizer_config.json beside c->path. */
+static cel_status load_json_impl(load_ctx *c, const char *data, size_t len, bool with_config)
 {
-    char *data = NULL;
-    size_t len = 0;
-    CEL_TRY(cel_read_file(c->path, MAX_JSON_BYTES, &data, &len, c->err));
     json_error_t je;
     json_t *root = json_loadb(data, len, 0, &je);
-    free(data);
     if (!root) {
         cel_error_set(c->err, CEL_ERR_FORMAT, "%s:%d:%d: invalid JSON: %s", c->path, je.line, je.column, je.text);
         return CEL_ERR_FORMAT;
@@ -614,11 +612,12 @@ static cel_status load_json_impl(load_ctx *c)
     cel_status st;
     if (!json_is_object(root)) st = fail(c, CEL_ERR_FORMAT, "not a JSON object%s", "");
     else if (!json_is_object(json_object_get(root, "model")) && looks_like_encoder(root)) /* "model" is a GPT-2 token */
-        st = build_from_encoder(c, root);
+        st = with_config ? build_from_encoder(c, root)
+                         : fail(c, CEL_ERR_UNSUPPORTED, "GPT-2 encoder.json needs vocab.bpe beside it%s", "");
     else
         st = build_from_hf(c, root);
     json_decref(root);
-    if (!st) st = load_config(c);
+    if (!st && with_config) st = load_config(c);
     if (!st && c->t->eos < 0) {
         const char *names[] = {"</s>", "<|endoftext|>", "<|end_of_text|>", "<|im_end|>"};
         for (size_t i = 0; i < 4 && c->t->eos < 0; i++) c->t->eos = cel_tokenizer_find(c->t, names[i]);
@@ -627,12 +626,29 @@ static cel_status load_json_impl(load_ctx *c)
     return st;
 }
 
+cel_status cel__tok_load_json_mem(const char *data, size_t len, const char *label, cel_tokenizer **out, cel_error *err)
+{
+    *out = NULL;
+    load_ctx c = {.path = label ? label : "<memory>", .err = err};
+    cel_status st = load_json_impl(&c, data, len, false);
+    if (st) {
+        cel_tokenizer_free(c.t);
+        return st;
+    }
+    *out = c.t;
+    return CEL_OK;
+}
+
 cel_status cel_tokenizer_load_json(const char *path, cel_tokenizer **out, cel_error *err)
 {
     *out = NULL;
     if (!path) return cel_error_set(err, CEL_ERR_INVALID, "cel_tokenizer_load_json: no path");
     load_ctx c = {.path = path, .err = err};
-    cel_status st = load_json_impl(&c);
+    char *data = NULL;
+    size_t len = 0;
+    CEL_TRY(cel_read_file(path, MAX_JSON_BYTES, &data, &len, err));
+    cel_status st = load_json_impl(&c, data, len, true);
+    free(data);
     if (st) {
         cel_tokenizer_free(c.t);
         return st;
