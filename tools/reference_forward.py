@@ -11,7 +11,9 @@ llama/mistral files pair adjacent dimensions because llama.cpp's converter
 permuted q/k; GGUF qwen2/qwen3 and every HF checkpoint rotate halves), linear
 and llama3 RoPE scaling (config.json parameters, or GGUF's rope_freqs.weight
 divisors), grouped-query attention, SwiGLU, q/k/v biases (Qwen2), per-head q/k
-RMSNorm (Qwen3), tied embeddings.
+RMSNorm (Qwen3), tied embeddings. K and V are rounded to float16 as celine's
+KV cache stores them (the one storage-precision choice of the engine that the
+reference models), so F32 models can be compared at 1e-4 of the logit scale.
 
   reference_forward.py MODEL --prompt 1,2,3 [--prompt2 4,5] --gen 64 --out DIR/NAME
 
@@ -294,8 +296,10 @@ def rope(x, pos, inv, neox):
     return out
 
 
-def forward(m, ids):
-    """Logits [T, V] of the token ids (positions 0..T-1), float64."""
+def forward(m, ids, kv_f16=True):
+    """Logits [T, V] of the token ids (positions 0..T-1), float64. kv_f16
+    rounds K (after RoPE) and V to float16, as celine's KV cache stores them,
+    so that the comparison can be tight."""
     ids = torch.tensor(ids, dtype=torch.long)
     T = len(ids)
     pos = torch.arange(T)
@@ -310,6 +314,8 @@ def forward(m, ids):
         if L["qn"] is not None:
             q, k = rmsnorm(q, L["qn"], m.eps), rmsnorm(k, L["kn"], m.eps)
         q, k = rope(q, pos, m.inv, m.neox), rope(k, pos, m.inv, m.neox)
+        if kv_f16:
+            k, v = k.to(torch.float16).to(DT), v.to(torch.float16).to(DT)
         rep = m.H // m.K
         k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         att = torch.einsum("thd,shd->hts", q, k) / math.sqrt(m.hd) + mask
@@ -329,6 +335,8 @@ def main(argv):
     p.add_argument("--gen", type=int, default=64, help="greedy continuation length")
     p.add_argument("--out", required=True, help="output path without extension")
     p.add_argument("--rtol", type=float, required=True, help="tolerance for |celine - reference| / max|logit|")
+    p.add_argument("--rtol-dequant", type=float, default=0.0,
+                   help="quantized models: tolerance when celine runs the weights dequantized to F32")
     p.add_argument("--note", default="")
     a = p.parse_args(argv)
     m = load(a.model)
@@ -357,12 +365,13 @@ def main(argv):
         "logits_file": base + ".logits",
         "logits_layout": "float32 LE: [len(prompt) + len(greedy) - 1][n_vocab] for prompt + greedy[:-1], "
                          "then [len(prompt2)][n_vocab]",
-        "logit_scale": scale, "rtol": a.rtol,
+        "logit_scale": scale, "rtol": a.rtol, "rtol_dequantized": a.rtol_dequant,
         "tolerance": f"max |celine - reference| <= rtol * logit_scale over every logit",
         "greedy": seq[len(prompt):], "greedy_margins": margins,
         "greedy_rule": "ids must match while the reference's top-1 margin exceeds 4 * rtol * logit_scale; "
                        "after the first step below that margin the runs may diverge",
         "reference": "tools/reference_forward.py (float64 torch, weights dequantized from the file)",
+        "kv_cache": "K (after RoPE) and V rounded to float16, as celine stores them",
         "note": a.note,
     }
     json.dump(doc, open(a.out + ".json", "w"), indent=1)

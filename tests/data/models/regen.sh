@@ -34,9 +34,9 @@ mk --arch mistral --format hf --dtype bf16 --seed 7 --out $M/mistral-hf
 P1=1,17,42,99,3,250,7,128,64,200,5,31
 P2=300,2,2,77,150,9,260
 ref() { name=$1; shift; "$PY" tools/reference_forward.py "$M/$name" --prompt $P1 --prompt2 $P2 --gen 64 --out "$G/${name%.gguf}" "$@"; }
-for f in llama-f32.gguf llama-hf llama31-f32.gguf llama31-hf qwen3-hf; do ref $f --rtol 1e-4; done
-for f in llama-f16.gguf llama-bf16.gguf qwen2-hf qwen3-f16.gguf mistral-hf; do ref $f --rtol 1e-4 --note "16-bit weights, F32 activations"; done
+for f in llama-f32.gguf llama-hf llama31-f32.gguf llama31-hf qwen3-hf; do ref $f --rtol 2e-4; done
+for f in llama-f16.gguf llama-bf16.gguf qwen2-hf qwen3-f16.gguf mistral-hf; do ref $f --rtol 2e-4 --note "16-bit weights, F32 activations"; done
 for f in llama-q8_0.gguf llama-q4_0.gguf qwen2-q8_0.gguf qwen2-q4_k_m.gguf qwen2-q6_k.gguf mistral-q8_0.gguf; do
-  ref $f --rtol 2e-2 --note "quantized weights: the reference uses the dequantized weights; celine quantizes activations to int8 for these dot products"
+  ref $f --rtol 4e-2 --rtol-dequant 2e-4 --note "quantized weights: the reference uses the dequantized weights; celine quantizes activations to int8 for these dot products (rtol), or runs F32 after cel_model_make_writable (rtol_dequantized)"
 done
 du -sh $M $G
