@@ -1106,18 +1106,32 @@ void cel_sched_get_counters(cel_sched *s, cel_sched_counters *c)
     pthread_mutex_unlock(&s->mu);
 }
 
-cel_status cel_sched_drop_prefix_cache(cel_sched *s, cel_error *err)
+cel_status cel_sched_weights_changed(cel_sched *s, cel_status (*fn)(void *ctx, cel_error *err), void *ctx,
+                                     cel_error *err)
 {
     pthread_mutex_lock(&s->mu);
-    bool on = s->thread_on;
+    bool was_on = s->thread_on;
     pthread_mutex_unlock(&s->mu);
-    if (on) return cel_error_set(err, CEL_ERR_BUSY, "engine: stop the engine thread before changing weights");
+    cel_sched_stop(s); /* the thread must not step while the weights change */
+    cel_status st = CEL_OK;
     if (!idle(s))
-        return cel_error_set(err, CEL_ERR_BUSY, "engine: %d sequences running and %d waiting; weights can change only "
-                             "when idle", s->n_run, s->n_wait);
-    cel_kv_drop_cache(&s->kv);
-    publish_stats(s, 0, false);
-    return CEL_OK;
+        st = cel_error_set(err, CEL_ERR_BUSY,
+                           "engine: %d sequences running and %d waiting; weights can change only when idle", s->n_run,
+                           s->n_wait);
+    if (st == CEL_OK) {
+        cel_kv_drop_cache(&s->kv);
+        publish_stats(s, 0, false);
+        if (fn) st = fn(ctx, err);
+    }
+    if (was_on) {
+        cel_error e2;
+        cel_status st2 = cel_sched_start(s, &e2);
+        if (st == CEL_OK && st2 != CEL_OK) {
+            if (err) *err = e2;
+            st = st2;
+        }
+    }
+    return st;
 }
 
 /* ------------------------------------------------------------ generate */
@@ -1221,10 +1235,10 @@ cel_status cel_sched_generate(cel_sched *s, const int32_t *prompt, size_t n_prom
     for (uint32_t i = 0; i < n; i++) {
         gen_sample *x = &g.smp[i];
         if (st == CEL_OK) {
-            if (cel_buf_reserve(&x->text, 1) != CEL_OK) {
+            out[i].text = cel_buf_steal(&x->text); /* "" when nothing was emitted */
+            if (!out[i].text) {
                 st = cel_error_set(err, CEL_ERR_NOMEM, "generate: out of memory");
             } else {
-                out[i].text = cel_buf_steal(&x->text);
                 out[i].ids = x->ids;
                 out[i].logprobs = x->lps;
                 out[i].n_ids = x->n;

@@ -527,7 +527,7 @@ static void test_prefix_cache_reuse(void **state)
 
     /* weights changed: the cache is dropped */
     cel_error err;
-    assert_int_equal(cel_sched_drop_prefix_cache(s, &err), CEL_OK);
+    assert_int_equal(cel_sched_weights_changed(s, NULL, NULL, &err), CEL_OK);
     req_out od = {0};
     submit(s, a, 70, 1, samp(0, 0, 1), &od);
     run(s);
@@ -840,6 +840,13 @@ static void test_generate_collects(void **state)
     assert_int_equal(c[0].ids[0], 40);
     assert_int_equal(c[0].finish, CEL_FINISH_STOP);
     assert_true(c[0].logprobs[0] < 0 && c[0].logprobs[0] > -0.1f); /* 10 vs <= 4: nearly certain */
+    cel_completion_free(&c[0]);
+    /* a stop string right at the start: empty text, still a string */
+    const char *stop0[] = {"hel"};
+    sp.stop = stop0;
+    assert_int_equal(cel_sched_generate(s, p, 1, 1, &sp, c, &err), CEL_OK);
+    assert_string_equal(c[0].text, "");
+    assert_int_equal(c[0].n_ids, 2);
     cel_completion_free(&c[0]);
     assert_int_equal(cel_sched_generate(s, p, 1, 0, &sp, c, &err), CEL_ERR_INVALID);
     cel_sched_free(s);
