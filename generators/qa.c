@@ -446,7 +446,9 @@ cel_status cel_gen_parse_qa_items(const char *text, size_t len, cel_task task, i
         const char *le = nl ? nl : end;
         char letter = 0;
         const char *c = NULL;
-        line_kind k = classify(p, le, !mcq, mcq, &letter, &c);
+        /* option lines are recognised in open mode too: an open item with
+         * options is malformed (an MCQ in disguise, its answer a letter) */
+        line_kind k = classify(p, le, !mcq, true, &letter, &c);
         const char *ls = p;
         while (ls < le && is_blank(*ls)) ls++;
         bool blank = ls == le;
