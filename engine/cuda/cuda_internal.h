@@ -45,6 +45,11 @@
 extern "C" {
 #endif
 
+#ifdef CEL_CUDA_EMU
+/* backend.h declared the real name; declare the emulated one */
+cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params *p, cel_backend **out, cel_error *err);
+#endif
+
 /* Checks a CUDA runtime call; on failure sets err to CEL_ERR_DEVICE with the
  * file, line, call and cudaGetErrorString, and returns from the function. */
 #define CEL_CUDA_CHECK(err, call)                                                                                 \

