@@ -116,6 +116,16 @@ void cel_verify_config_default(cel_verify_config *c)
     c->seed = 0x5eed5eedULL;
 }
 
+size_t cel_verify_struct_size(int which)
+{
+    switch (which) {
+    case 0: return sizeof(cel_verify_config);
+    case 1: return sizeof(cel_verify_item);
+    case 2: return sizeof(cel_verify_result);
+    default: return 0;
+    }
+}
+
 /* ---------------------------------------------------------------- arena */
 
 struct cel__chunk {

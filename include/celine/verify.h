@@ -117,6 +117,11 @@ cel_status cel_verify_batch(const cel_verifier *v, const cel_verify_item *items,
 cel_status cel_advantages(const double *r, const uint64_t *group_ids, size_t n, cel_adv_mode mode, bool whiten,
                           double *adv_out, cel_error *err);
 
+/* sizeof of the public structs, so bindings that mirror them (Python ctypes)
+ * can check their layout at load time: which = 0 config, 1 item, 2 result;
+ * 0 for anything else. */
+size_t cel_verify_struct_size(int which);
+
 #ifdef __cplusplus
 }
 #endif
