@@ -43,6 +43,10 @@ enum {
  * bounds memory and time; real text never has a pre-token this long, so ids
  * only differ from the reference on such adversarial input. */
 #define CEL__TOK_MAX_PIECE (64 * 1024)
+/* The same bound for a SentencePiece segment that cannot be cut into words
+ * (a vocabulary with ▁ inside tokens): larger, since ordinary documents are
+ * one segment there. */
+#define CEL__TOK_MAX_SEGMENT (1024 * 1024)
 
 /* How an SPM tokenizer adds the leading ▁. */
 typedef enum cel__spm_prefix {

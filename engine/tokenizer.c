@@ -507,17 +507,18 @@ static cel_status emit_unknown(work *w, const unsigned char *s, size_t n)
     return out_push(w, t->unk);
 }
 
-/* BPE over one piece (already normalized / pre-tokenized). */
-static cel_status bpe_piece(work *w, const char *p, size_t n)
+/* BPE over one piece (already normalized / pre-tokenized) of at most max bytes. */
+static cel_status bpe_piece_max(work *w, const char *p, size_t n, size_t max)
 {
     const cel_tokenizer *t = w->t;
     if (n == 0) return CEL_OK;
-    if (n > CEL__TOK_MAX_PIECE) {
+    while (n > max) {
         /* adversarial length: cut at a character boundary (see CEL__TOK_MAX_PIECE) */
-        size_t cut = CEL__TOK_MAX_PIECE;
-        while (cut > CEL__TOK_MAX_PIECE - 4 && ((unsigned char)p[cut] & 0xC0) == 0x80) cut--;
-        CEL_TRY(bpe_piece(w, p, cut));
-        return bpe_piece(w, p + cut, n - cut);
+        size_t cut = max;
+        while (cut > max - 4 && ((unsigned char)p[cut] & 0xC0) == 0x80) cut--;
+        CEL_TRY(bpe_piece_max(w, p, cut, max));
+        p += cut;
+        n -= cut;
     }
     if (t->ignore_merges) {
         int32_t id = cel__tok_lookup(t, p, n);
@@ -583,6 +584,8 @@ static cel_status bpe_piece(work *w, const char *p, size_t n)
     return CEL_OK;
 }
 
+static cel_status bpe_piece(work *w, const char *p, size_t n) { return bpe_piece_max(w, p, n, CEL__TOK_MAX_PIECE); }
+
 /* Byte-level: the regex splits the segment; gaps between matches (invalid UTF-8)
  * are pieces of their own. */
 static cel_status pretokenize_regex(work *w, const char *s, size_t n)
@@ -627,7 +630,7 @@ static cel_status encode_spm(work *w, const char *s, size_t n, bool prefix)
     }
     const char *p = b->data ? b->data : "";
     size_t len = b->len;
-    if (!t->spm_split_words && !t->spm_split_all) return bpe_piece(w, p, len);
+    if (!t->spm_split_words && !t->spm_split_all) return bpe_piece_max(w, p, len, CEL__TOK_MAX_SEGMENT);
     size_t start = 0;
     for (size_t i = 1; i + 3 <= len; i++) {
         if (memcmp(p + i, META, 3) != 0) continue;
@@ -672,6 +675,13 @@ static cel_status encode_segment(work *w, const char *s, size_t n, bool first)
 
 static inline bool is_ws(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
 
+/* Word characters for single_word added tokens: ASCII letters, digits, '_'
+ * and (approximating Unicode letters) every non-ASCII byte. */
+static inline bool is_word_byte(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_' || c >= 0x80;
+}
+
 /* Is there an added token at s[i]? Returns its id (longest that applies) or -1. */
 static int32_t match_added(const cel_tokenizer *t, const char *s, size_t n, size_t i, bool parse_special)
 {
@@ -684,8 +694,8 @@ static int32_t match_added(const cel_tokenizer *t, const char *s, size_t n, size
         if (!(a & CEL__TOK_USER) && !parse_special) continue;
         if (a & CEL__TOK_SINGLE_WORD) {
             /* a whole word only: not glued to word characters on either side */
-            unsigned char before = i ? (unsigned char)s[i - 1] : ' ', after = i + len < n ? (unsigned char)s[i + len] : ' ';
-            if (!(is_ws(before) || before < 0x30) || !(is_ws(after) || after < 0x30)) continue;
+            if ((i > 0 && is_word_byte((unsigned char)s[i - 1])) || (i + len < n && is_word_byte((unsigned char)s[i + len])))
+                continue;
         }
         return id;
     }
@@ -713,7 +723,7 @@ cel_status cel_tokenize(const cel_tokenizer *t, const char *text, size_t len, in
             i++;
             continue;
         }
-        size_t end = seg == 0 ? i : i, seg_end = end;
+        size_t seg_end = i;
         if (t->tok_attr[id] & CEL__TOK_LSTRIP)
             while (seg_end > seg && is_ws((unsigned char)text[seg_end - 1])) seg_end--;
         st = encode_segment(&w, text + seg, seg_end - seg, seg == 0);

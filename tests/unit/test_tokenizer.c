@@ -54,7 +54,8 @@ static cel_tokenizer *byte_tok(void)
     cel_buf_init(&j);
     cel_buf_puts(&j, "{\"version\":\"1.0\",\"added_tokens\":["
                      "{\"id\":262,\"content\":\"<|end|>\",\"special\":true,\"lstrip\":false,\"rstrip\":false,\"normalized\":false,\"single_word\":false},"
-                     "{\"id\":263,\"content\":\"<tag>\",\"special\":false,\"lstrip\":true,\"rstrip\":true,\"normalized\":false,\"single_word\":false}],"
+                     "{\"id\":263,\"content\":\"<tag>\",\"special\":false,\"lstrip\":true,\"rstrip\":true,\"normalized\":false,\"single_word\":false},"
+                     "{\"id\":264,\"content\":\"wow\",\"special\":false,\"single_word\":true}],"
                      "\"normalizer\":null,"
                      "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":"
                      "\"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}{1,3}| ?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+\"},"
@@ -135,7 +136,7 @@ static void test_byte_bpe(void **state)
     (void)state;
     cel_tokenizer *t = byte_tok();
     assert_int_equal(cel_tokenizer_kind(t), CEL_TOK_BPE_BYTE);
-    assert_int_equal(cel_tokenizer_n_vocab(t), 264);
+    assert_int_equal(cel_tokenizer_n_vocab(t), 265);
     assert_string_equal(cel_tokenizer_pre_name(t), "llama3");
     EXPECT(t, "hello", 0, 259);
     EXPECT(t, "hellhello", 0, 258, 259);            /* one \p{L}+ piece; merges by rank */
@@ -153,6 +154,9 @@ static void test_byte_bpe(void **state)
     free(ids);
     /* non-special added tokens are always split; lstrip/rstrip eat the spaces around */
     EXPECT(t, "hello  <tag>  hello", 0, 259, 263, 259);
+    /* single_word added tokens match whole words only */
+    EXPECT(t, "wow.", 0, 264, '.');
+    EXPECT(t, "wowo", 0, 'w', 'o', 'w', 'o');
     /* invalid UTF-8 is encoded byte-wise, never rejected */
     EXPECT(t, "\xff\xfe" "hello\x80", 0, 0xff, 0xfe, 259, 0x80);
     assert_int_equal(cel_tokenizer_find(t, "<|end|>"), 262);
