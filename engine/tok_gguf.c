@@ -156,25 +156,38 @@ static cel_status build(const cel_gguf *g, cel_tokenizer **out, cel_error *err)
         uint64_t nm;
         CEL_TRY(cel_gguf_get_strs(g, "tokenizer.ggml.merges", &merges, &nm, err));
         CEL_TRY(cel__tok_merges_reserve(t, nm, err));
-        char la[512], lb[512];
+        char *buf = NULL;
+        size_t buf_cap = 0;
         for (uint64_t i = 0; i < nm; i++) {
             const char *s = merges[i].p;
             size_t len = (size_t)merges[i].len;
             const char *sp = memchr(s, ' ', len);
-            int na = -1, nb = -1;
-            if (sp && (size_t)(sp - s) <= sizeof la && len - (size_t)(sp + 1 - s) <= sizeof lb) {
-                na = cel__bytelevel_decode(s, (size_t)(sp - s), la);
-                nb = cel__bytelevel_decode(sp + 1, len - (size_t)(sp + 1 - s), lb);
+            int32_t l = -1, r = -1;
+            if (sp) {
+                if (len > buf_cap) {
+                    char *nb = realloc(buf, len);
+                    if (!nb) {
+                        free(buf);
+                        return cel_error_set(err, CEL_ERR_NOMEM, "out of memory");
+                    }
+                    buf = nb;
+                    buf_cap = len;
+                }
+                size_t al = (size_t)(sp - s);
+                int na = cel__bytelevel_decode(s, al, buf), nb = cel__bytelevel_decode(sp + 1, len - al - 1, buf + al);
+                if (na >= 0) l = cel__tok_lookup(t, buf, (size_t)na);
+                if (nb >= 0) r = cel__tok_lookup(t, buf + al, (size_t)nb);
             }
-            int32_t l = na >= 0 ? cel__tok_lookup(t, la, (size_t)na) : -1;
-            int32_t r = nb >= 0 ? cel__tok_lookup(t, lb, (size_t)nb) : -1;
             st = l >= 0 && r >= 0 ? cel__tok_add_merge(t, l, r, (int32_t)i, err) : CEL_ERR_NOT_FOUND;
-            if (st == CEL_ERR_NOT_FOUND)
+            if (st) {
+                free(buf);
+                if (st != CEL_ERR_NOT_FOUND) return st;
                 return cel_error_set(err, CEL_ERR_FORMAT,
                                      "tokenizer.ggml.merges[%llu] ('%.*s') is not two tokens of the vocabulary",
                                      (unsigned long long)i, (int)(len > 64 ? 64 : len), s);
-            CEL_TRY(st);
+            }
         }
+        free(buf);
         cel_gguf_str pre = {"default", 7};
         st = cel_gguf_get_str(g, "tokenizer.ggml.pre", &pre, err);
         if (st == CEL_ERR_NOT_FOUND) cel_error_clear(err);

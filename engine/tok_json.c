@@ -286,23 +286,21 @@ static void parse_decoder(load_ctx *c, json_t *d)
 static cel_status add_merge_strings(load_ctx *c, size_t idx, const char *a, size_t al, const char *b, size_t bl)
 {
     cel_tokenizer *t = c->t;
-    char sa[512], sb[512];
     int32_t l, r;
     if (c->byte_level) {
-        if (al > sizeof sa || bl > sizeof sb) goto bad;
-        int na = cel__bytelevel_decode(a, al, sa), nb = cel__bytelevel_decode(b, bl, sb);
-        if (na < 0 || nb < 0) goto bad;
-        l = cel__tok_lookup(t, sa, (size_t)na);
-        r = cel__tok_lookup(t, sb, (size_t)nb);
+        char stack[1024];
+        char *buf = al + bl <= sizeof stack ? stack : malloc(al + bl);
+        if (!buf) return cel_error_set(c->err, CEL_ERR_NOMEM, "out of memory");
+        int na = cel__bytelevel_decode(a, al, buf), nb = cel__bytelevel_decode(b, bl, buf + al);
+        l = na < 0 ? -1 : cel__tok_lookup(t, buf, (size_t)na);
+        r = nb < 0 ? -1 : cel__tok_lookup(t, buf + al, (size_t)nb);
+        if (buf != stack) free(buf);
     } else {
         l = cel__tok_lookup(t, a, al);
         r = cel__tok_lookup(t, b, bl);
     }
-    if (l < 0 || r < 0) goto bad;
-    cel_status st = cel__tok_add_merge(t, l, r, (int32_t)idx, c->err);
-    if (st == CEL_ERR_NOT_FOUND) goto bad;
-    return st;
-bad:
+    cel_status st = l < 0 || r < 0 ? CEL_ERR_NOT_FOUND : cel__tok_add_merge(t, l, r, (int32_t)idx, c->err);
+    if (st != CEL_ERR_NOT_FOUND) return st;
     cel_error_set(c->err, CEL_ERR_FORMAT, "merge %zu ('%.*s' '%.*s') refers to a token that is not in the vocabulary",
                   idx, (int)(al > 64 ? 64 : al), a, (int)(bl > 64 ? 64 : bl), b);
     cel_error_prefix(c->err, "%s", c->path);

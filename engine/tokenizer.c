@@ -389,9 +389,7 @@ int32_t cel_tokenizer_find(const cel_tokenizer *t, const char *piece)
             if (t->tok_len[id] == len && memcmp(tok_str(t, id), piece, len) == 0) return id;
         }
     }
-    int32_t id = cel__tok_lookup(t, piece, len);
-    if (id >= 0 || t->kind != CEL_TOK_SPM_BPE) return id;
-    return -1;
+    return cel__tok_lookup(t, piece, len);
 }
 
 /* ------------------------------------------------------------ encoding */
