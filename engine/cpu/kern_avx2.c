@@ -53,6 +53,16 @@ AVX2_INLINE float hmax8(__m256 v)
 
 AVX2_INLINE float h2f(const void *p) { return _cvtsh_ss(cel__rd16(p)); }
 
+/* Decode streams weights from DRAM in tiles of 4 rows; rows of a few KiB are
+ * too short for the hardware prefetcher to lock onto 4 interleaved streams,
+ * so each step of a tile prefetches its share of the next tile (pf, the
+ * rows right after this tile's; NULL: none) linearly. */
+AVX2_INLINE void prefetch_span(const uint8_t *pf, size_t off, size_t n)
+{
+    if (!pf) return;
+    for (size_t b = 0; b < n; b += 64) _mm_prefetch((const char *)(pf + off + b), _MM_HINT_T0);
+}
+
 /* w . x for int8 w, x in 32 lanes -> 8 int32 partial sums, as floats. */
 AVX2_INLINE __m256 dot_i8(__m256i aw, __m256i w, __m256i x)
 {
@@ -150,13 +160,14 @@ AVX2 static void quant_q8_256(const float *x, void *dst, int64_t n)
 #define UNROLL _Pragma("GCC unroll 4")
 
 AVX2_INLINE void tile_q8_0(const int NW, const int NX, int64_t n, const uint8_t *w, size_t ws, const uint8_t *x,
-                           size_t xs, float *y, size_t ys)
+                           size_t xs, float *y, size_t ys, const uint8_t *pf)
 {
     __m256 acc[4][4];
     UNROLL for (int a = 0; a < NW; a++) UNROLL for (int b = 0; b < NX; b++) acc[a][b] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / 32; i++) {
         __m256i xv[4];
         float xd[4];
+        prefetch_span(pf, (size_t)i * NW * 34, NW * 34);
         UNROLL for (int b = 0; b < NX; b++)
         {
             const int8_t *xr = (const int8_t *)(x + (size_t)b * xs);
@@ -178,7 +189,7 @@ AVX2_INLINE void tile_q8_0(const int NW, const int NX, int64_t n, const uint8_t 
 }
 
 AVX2_INLINE void tile_q4_0(const int NW, const int NX, int64_t n, const uint8_t *w, size_t ws, const uint8_t *x,
-                           size_t xs, float *y, size_t ys)
+                           size_t xs, float *y, size_t ys, const uint8_t *pf)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8);
     __m256 acc[4][4];
@@ -186,6 +197,7 @@ AVX2_INLINE void tile_q4_0(const int NW, const int NX, int64_t n, const uint8_t 
     for (int64_t i = 0; i < n / 32; i++) {
         __m256i xv[4];
         float xd[4];
+        prefetch_span(pf, (size_t)i * NW * 18, NW * 18);
         UNROLL for (int b = 0; b < NX; b++)
         {
             const int8_t *xr = (const int8_t *)(x + (size_t)b * xs);
@@ -209,13 +221,14 @@ AVX2_INLINE void tile_q4_0(const int NW, const int NX, int64_t n, const uint8_t 
 }
 
 AVX2_INLINE void tile_q4_k(const int NW, const int NX, int64_t n, const uint8_t *w, size_t ws, const uint8_t *x,
-                           size_t xs, float *y, size_t ys)
+                           size_t xs, float *y, size_t ys, const uint8_t *pf)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256 acc[4][4];
     UNROLL for (int a = 0; a < NW; a++) UNROLL for (int b = 0; b < NX; b++) acc[a][b] = _mm256_setzero_ps();
     const int64_t nb = n / 256;
     for (int64_t i = 0; i < nb; i++) {
+        prefetch_span(pf, (size_t)i * NW * 144, NW * 144);
         UNROLL for (int a = 0; a < NW; a++)
         {
             const cel__blk_q4_k *bw = (const cel__blk_q4_k *)(w + (size_t)a * ws + (size_t)i * 144);
@@ -257,13 +270,14 @@ AVX2_INLINE void tile_q4_k(const int NW, const int NX, int64_t n, const uint8_t 
 }
 
 AVX2_INLINE void tile_q6_k(const int NW, const int NX, int64_t n, const uint8_t *w, size_t ws, const uint8_t *x,
-                           size_t xs, float *y, size_t ys)
+                           size_t xs, float *y, size_t ys, const uint8_t *pf)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(0x03);
     __m256 acc[4][4];
     UNROLL for (int a = 0; a < NW; a++) UNROLL for (int b = 0; b < NX; b++) acc[a][b] = _mm256_setzero_ps();
     const int64_t nb = n / 256;
     for (int64_t i = 0; i < nb; i++) {
+        prefetch_span(pf, (size_t)i * NW * 210, NW * 210);
         UNROLL for (int a = 0; a < NW; a++)
         {
             const cel__blk_q6_k *bw = (const cel__blk_q6_k *)(w + (size_t)a * ws + (size_t)i * 210);
@@ -308,9 +322,9 @@ AVX2_INLINE void tile_q6_k(const int NW, const int NX, int64_t n, const uint8_t 
 
 /* Float weights: 8 elements per step converted to float in registers; a tail
  * (n % 8) is summed with scalar FMAs after the vector part, per pair. */
-#define FLOAT_TILE(NAME, LOADW, TAILW)                                                                             \
+#define FLOAT_TILE(NAME, LOADW, TAILW, EB)                                                                          \
     AVX2_INLINE void NAME(const int NW, const int NX, int64_t n, const uint8_t *w, size_t ws, const uint8_t *x,   \
-                          size_t xs, float *y, size_t ys)                                                          \
+                          size_t xs, float *y, size_t ys, const uint8_t *pf)                                       \
     {                                                                                                              \
         __m256 acc[4][4];                                                                                          \
         float tail[4][4];                                                                                          \
@@ -322,6 +336,7 @@ AVX2_INLINE void tile_q6_k(const int NW, const int NX, int64_t n, const uint8_t 
         int64_t n8 = n & ~(int64_t)7;                                                                              \
         for (int64_t i = 0; i < n8; i += 8) {                                                                      \
             __m256 wv[4];                                                                                          \
+            prefetch_span(pf, (size_t)i * NW * (EB), (size_t)(8 * NW * (EB)));                                     \
             UNROLL for (int a = 0; a < NW; a++) wv[a] = LOADW(w + (size_t)a * ws, i);                              \
             UNROLL for (int b = 0; b < NX; b++)                                                                    \
             {                                                                                                      \
@@ -350,9 +365,9 @@ AVX2_INLINE float tail_f32(const uint8_t *w, int64_t i) { return ((const float *
 AVX2_INLINE float tail_f16(const uint8_t *w, int64_t i) { return h2f(w + 2 * i); }
 AVX2_INLINE float tail_bf16(const uint8_t *w, int64_t i) { return cel_bf16_to_fp32(cel__rd16(w + 2 * i)); }
 
-FLOAT_TILE(tile_f32, load_f32, tail_f32)
-FLOAT_TILE(tile_f16, load_f16, tail_f16)
-FLOAT_TILE(tile_bf16, load_bf16, tail_bf16)
+FLOAT_TILE(tile_f32, load_f32, tail_f32, 4)
+FLOAT_TILE(tile_f16, load_f16, tail_f16, 2)
+FLOAT_TILE(tile_bf16, load_bf16, tail_bf16, 2)
 
 /* Covers nw x nx with tiles: groups of 4 activation rows take NWB x 4 tiles
  * (then 1 x 4 for leftover weight rows); leftover activation rows take 4 x 1
@@ -367,14 +382,18 @@ FLOAT_TILE(tile_bf16, load_bf16, tail_bf16)
         for (; r + 4 <= nx; r += 4) {                                                                              \
             int o = 0;                                                                                             \
             for (; o + NWB <= nw; o += NWB)                                                                        \
-                TILE(NWB, 4, n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys);      \
-            for (; o < nw; o++) TILE(1, 4, n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys); \
+                TILE(NWB, 4, n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, NULL); \
+            for (; o < nw; o++)                                                                                    \
+                TILE(1, 4, n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, NULL);   \
         }                                                                                                          \
         for (; r < nx; r++) {                                                                                      \
             int o = 0;                                                                                             \
-            for (; o + 4 <= nw; o += 4)                                                                            \
-                TILE(4, 1, n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys);        \
-            for (; o < nw; o++) TILE(1, 1, n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys); \
+            for (; o + 4 <= nw; o += 4) {                                                                          \
+                const uint8_t *pf = (nx < 4 && o + 8 <= nw) ? w + (size_t)(o + 4) * ws : NULL;                     \
+                TILE(4, 1, n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, pf);     \
+            }                                                                                                      \
+            for (; o < nw; o++)                                                                                    \
+                TILE(1, 1, n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, NULL);   \
         }                                                                                                          \
     }
 

@@ -106,10 +106,14 @@ void cel__matmul(const cel__kern *k, cel_pool *pool, const float *x, size_t x_st
         cel_pool_run(n_rows > 1 ? pool : NULL, n_rows, grain, quant_rows, &qc);
     }
 
-    /* 2. weight tiles: narrow for decode (balance), wide for batches (fewer
-     * passes over the activation block) */
+    /* 2. weight tiles of 64 rows (long sequential runs for the prefetchers,
+     * few passes over the activation block), narrower only when that would
+     * leave fewer than 4 tiles per thread to balance */
     mm_ctx c = {.n_jobs = n_mm, .n_in = n_in, .n_rows = n_rows};
-    c.tw = n_rows >= 16 ? 64 : 16;
+    int64_t all_out = 0;
+    for (int i = 0; i < n_mm; i++) all_out += mm[i].w->ne[1];
+    c.tw = 64;
+    while (c.tw > 16 && all_out / c.tw < 4 * (int64_t)cel_pool_size(pool)) c.tw /= 2;
     int64_t total = 0;
     size_t max_xs = 0;
     for (int i = 0; i < n_mm; i++) {
