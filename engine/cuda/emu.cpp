@@ -8,7 +8,7 @@
  * the code ever reaches a GPU. It is not fast and does not try to be.
  *
  * Execution model: a launch runs its blocks one after another; a block's
- * threads are ucontext coroutines on the calling thread, switched only at
+ * threads are coroutines on the calling thread, switched only at
  * __syncthreads, __syncwarp and warp shuffles. A barrier releases when every
  * thread that has not exited arrived (block) or every lane of the warp
  * arrived (warp: lanes that exited before a shuffle are a bug and fail the
@@ -48,8 +48,22 @@ namespace {
 
 enum { T_READY = 0, T_WAIT_BLOCK, T_WAIT_WARP, T_DONE };
 
+/* Context switching: a few instructions of assembly on x86-64 (swapcontext
+ * makes a sigprocmask system call per switch, which made the emulation ten
+ * times slower), ucontext elsewhere. */
+#if defined(__x86_64__)
+#define CEL_EMU_FASTCTX 1
+struct Ctx {
+    void *sp;
+};
+#else
+struct Ctx {
+    ucontext_t uc;
+};
+#endif
+
 struct Thr {
-    ucontext_t ctx;
+    Ctx ctx;
     void *stack = nullptr;
     uint3 tid{0, 0, 0};
     int state = T_DONE;
@@ -66,7 +80,7 @@ const size_t k_stack = 128 * 1024;
 struct Emu {
     std::mutex launch_mu; /* one launch at a time (tests may use threads) */
     std::vector<Thr> thr;
-    ucontext_t sched;
+    Ctx sched;
     Thr *cur = nullptr;
     const std::function<void()> *body = nullptr;
     unsigned n = 0, n_done = 0, block_arrived = 0;
@@ -91,6 +105,45 @@ Emu &E()
     return *e;
 }
 
+void trampoline();
+
+#ifdef CEL_EMU_FASTCTX
+extern "C" void cel__emu_ctx_switch(void **save_sp, void *new_sp);
+__asm__(".text\n"
+        ".globl cel__emu_ctx_switch\n"
+        ".type cel__emu_ctx_switch,@function\n"
+        "cel__emu_ctx_switch:\n"
+        "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+        "  movq %rsp, (%rdi)\n"
+        "  movq %rsi, %rsp\n"
+        "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+        "  ret\n"
+        ".size cel__emu_ctx_switch,.-cel__emu_ctx_switch\n");
+
+/* A fresh context whose first switch "returns" into trampoline with the
+ * stack aligned as after a call (rsp = 8 mod 16). */
+void ctx_init(Ctx *c, void *stack, size_t size)
+{
+    uintptr_t top = ((uintptr_t)stack + size) & ~(uintptr_t)15;
+    uintptr_t x = top - 8;
+    void **sp = (void **)(x - 56);
+    for (int i = 0; i < 6; i++) sp[i] = nullptr; /* r15 r14 r13 r12 rbx rbp */
+    sp[6] = (void *)&trampoline;
+    c->sp = sp;
+}
+void ctx_switch(Ctx *from, Ctx *to) { cel__emu_ctx_switch(&from->sp, to->sp); }
+#else
+void ctx_init(Ctx *c, void *stack, size_t size)
+{
+    getcontext(&c->uc);
+    c->uc.uc_stack.ss_sp = stack;
+    c->uc.uc_stack.ss_size = size;
+    c->uc.uc_link = nullptr;
+    makecontext(&c->uc, trampoline, 0);
+}
+void ctx_switch(Ctx *from, Ctx *to) { swapcontext(&from->uc, &to->uc); }
+#endif
+
 void yield_to_sched(bool exiting)
 {
     Emu &e = E();
@@ -100,7 +153,7 @@ void yield_to_sched(bool exiting)
 #else
     (void)exiting;
 #endif
-    swapcontext(&me->ctx, &e.sched);
+    ctx_switch(&me->ctx, &e.sched);
 #ifdef CEL_EMU_ASAN
     __sanitizer_finish_switch_fiber(me->fake, nullptr, nullptr);
 #endif
@@ -129,7 +182,7 @@ void resume(Thr *t)
 #ifdef CEL_EMU_ASAN
     __sanitizer_start_switch_fiber(&e.sched_fake, t->stack, k_stack);
 #endif
-    swapcontext(&e.sched, &t->ctx);
+    ctx_switch(&e.sched, &t->ctx);
 #ifdef CEL_EMU_ASAN
     __sanitizer_finish_switch_fiber(e.sched_fake, nullptr, nullptr);
 #endif
@@ -152,11 +205,7 @@ bool run_block()
     std::fill(e.warp_done.begin(), e.warp_done.end(), 0u);
     for (unsigned i = 0; i < n; i++) {
         Thr &t = e.thr[i];
-        getcontext(&t.ctx);
-        t.ctx.uc_stack.ss_sp = t.stack;
-        t.ctx.uc_stack.ss_size = k_stack;
-        t.ctx.uc_link = nullptr;
-        makecontext(&t.ctx, trampoline, 0);
+        ctx_init(&t.ctx, t.stack, k_stack);
         t.state = T_READY;
     }
     while (e.n_done < n) {

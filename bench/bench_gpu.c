@@ -1,0 +1,467 @@
+/*
+ * bench_gpu.c - the CUDA backend's speed on a random-weight model in a real
+ * shape (default: Llama-3.2-1B in BF16), built in memory so the GPU machine
+ * needs no model file.
+ *
+ *   bench_gpu [--out FILE.json] [--layers N] [--prompt N] [--steps N]
+ *             [--batches 1,64,256] [--bandwidth GBPS]
+ *
+ * For each batch size B: B sequences of --prompt tokens are prefilled in
+ * chunks of max_batch_tokens, then --steps decode steps of B tokens run and
+ * are timed twice: with logits copied to the host (what the engine's CPU
+ * sampler consumes) and with greedy argmax on the GPU
+ * (cel_backend_cuda_forward_argmax). Batch-1 decode is also reported as a
+ * share of the memory-bandwidth roofline: bytes of weights read per token
+ * (every layer matrix + the output projection) over the card's bandwidth.
+ * Prints a summary and writes the figures as JSON. Without a CUDA device
+ * (or without CUDA in the build) it prints a SKIP line and writes
+ * {"skipped": ...}.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "celine/common.h"
+#include "celine/engine.h"
+#include "engine/backend.h"
+
+#ifdef CELINE_HAVE_CUDA
+#include "engine/cuda/cuda_internal.h"
+#endif
+
+typedef struct opts {
+    const char *out;
+    int32_t layers, prompt, steps;
+    int32_t batches[8];
+    int n_batches;
+    double bandwidth_gbs;
+} opts;
+
+static int parse(int argc, char **argv, opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->layers = 16;
+    o->prompt = 128;
+    o->steps = 32;
+    o->batches[0] = 1;
+    o->batches[1] = 64;
+    o->batches[2] = 256;
+    o->n_batches = 3;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--out") && v) o->out = argv[++i];
+        else if (!strcmp(a, "--layers") && v) o->layers = atoi(argv[++i]);
+        else if (!strcmp(a, "--prompt") && v) o->prompt = atoi(argv[++i]);
+        else if (!strcmp(a, "--steps") && v) o->steps = atoi(argv[++i]);
+        else if (!strcmp(a, "--bandwidth") && v) o->bandwidth_gbs = atof(argv[++i]);
+        else if (!strcmp(a, "--batches") && v) {
+            o->n_batches = 0;
+            for (char *s = argv[++i]; *s && o->n_batches < 8;) {
+                o->batches[o->n_batches++] = (int32_t)strtol(s, &s, 10);
+                if (*s == ',') s++;
+                else break;
+            }
+        } else {
+            fprintf(stderr, "usage: bench_gpu [--out FILE.json] [--layers N] [--prompt N] [--steps N] "
+                            "[--batches 1,64,256] [--bandwidth GBPS]\n");
+            return -1;
+        }
+    }
+    if (o->layers < 1 || o->prompt < 1 || o->steps < 1 || o->n_batches < 1) {
+        fprintf(stderr, "bench_gpu: --layers, --prompt, --steps and --batches must be positive\n");
+        return -1;
+    }
+    for (int i = 0; i < o->n_batches; i++)
+        if (o->batches[i] < 1 || o->batches[i] > 1024) {
+            fprintf(stderr, "bench_gpu: batch sizes must be in 1..1024\n");
+            return -1;
+        }
+    return 0;
+}
+
+static void write_skip(const opts *o, const char *why)
+{
+    printf("SKIP: no CUDA device (%s)\n", why);
+    if (!o->out) return;
+    FILE *f = fopen(o->out, "w");
+    if (!f) return;
+    fprintf(f, "{\"skipped\": \"%s\"}\n", why);
+    fclose(f);
+}
+
+#ifdef CELINE_HAVE_CUDA
+
+/* ------------------------------------------------------------ the model */
+typedef struct bmodel {
+    cel_model m;
+    cel_layer *layers;
+    cel_tensor *t;
+    int n;
+    uint16_t *pool; /* random BF16 values every matrix points into */
+    float *ones;
+} bmodel;
+
+static cel_tensor *bt(bmodel *b, const char *name, cel_dtype dt, int64_t in, int64_t out, void *data)
+{
+    cel_tensor *x = &b->t[b->n++];
+    snprintf(x->name, sizeof x->name, "%s", name);
+    x->dtype = dt;
+    x->n_dims = out > 1 ? 2 : 1;
+    x->ne[0] = in;
+    x->ne[1] = out;
+    x->ne[2] = x->ne[3] = 1;
+    x->data = data;
+    x->nbytes = cel_dtype_row_bytes(dt, in) * (size_t)out;
+    return x;
+}
+
+/* Llama-3.2-1B's shape (vocab 128256, hidden 2048, 32 heads / 8 KV heads of
+ * 64, FFN 8192, tied embeddings, llama3 RoPE scaling) with `layers` layers.
+ * Every matrix reads the same random pool: contents do not change speed. */
+static int bmodel_build(bmodel *b, int32_t layers)
+{
+    memset(b, 0, sizeof *b);
+    cel_hparams *hp = &b->m.hp;
+    hp->arch = CEL_ARCH_LLAMA;
+    hp->n_vocab = 128256;
+    hp->n_embd = 2048;
+    hp->n_layer = layers;
+    hp->n_head = 32;
+    hp->n_head_kv = 8;
+    hp->head_dim = 64;
+    hp->n_ff = 8192;
+    hp->n_ctx_train = 131072;
+    hp->rms_eps = 1e-5f;
+    hp->rope_theta = 500000.0f;
+    hp->rope_style = CEL_ROPE_NEOX;
+    hp->rope_scaling = CEL_ROPE_SCALING_LLAMA3;
+    hp->rope_factor = 32.0f;
+    hp->rope_low_freq_factor = 1.0f;
+    hp->rope_high_freq_factor = 4.0f;
+    hp->rope_orig_ctx = 8192;
+    hp->tied_embeddings = true;
+    const int64_t E = hp->n_embd, Q = (int64_t)hp->n_head * hp->head_dim, KV = (int64_t)hp->n_head_kv * hp->head_dim;
+    const int64_t F = hp->n_ff, V = hp->n_vocab;
+    const size_t pool_n = (size_t)V * (size_t)E; /* the largest matrix */
+    b->pool = malloc(pool_n * 2);
+    b->ones = malloc((size_t)(E > 64 ? E : 64) * sizeof(float));
+    b->t = calloc((size_t)(8 + 12 * layers), sizeof *b->t);
+    b->layers = calloc((size_t)layers, sizeof *b->layers);
+    if (!b->pool || !b->ones || !b->t || !b->layers) return -1;
+    cel_rng r;
+    cel_rng_seed(&r, 1234);
+    for (size_t i = 0; i < pool_n; i += 4) {
+        uint64_t v = cel_rng_next(&r);
+        for (size_t k = 0; k < 4 && i + k < pool_n; k++) {
+            /* uniform in about +-0.03: bf16 with exponent of 2^-6 .. 2^-5 and a random sign and mantissa */
+            uint16_t bits = (uint16_t)(v >> (16 * k));
+            b->pool[i + k] = (uint16_t)((bits & 0x807f) | 0x3c80);
+        }
+    }
+    for (int64_t i = 0; i < (E > 64 ? E : 64); i++) b->ones[i] = 1.0f;
+    b->m.tok_embd = bt(b, "token_embd.weight", CEL_DTYPE_BF16, E, V, b->pool);
+    b->m.output = b->m.tok_embd;
+    b->m.output_norm = bt(b, "output_norm.weight", CEL_DTYPE_F32, E, 1, b->ones);
+    b->m.layers = b->layers;
+    for (int32_t l = 0; l < layers; l++) {
+        cel_layer *ly = &b->layers[l];
+        ly->attn_norm = bt(b, "attn_norm", CEL_DTYPE_F32, E, 1, b->ones);
+        ly->ffn_norm = bt(b, "ffn_norm", CEL_DTYPE_F32, E, 1, b->ones);
+        ly->wq = bt(b, "attn_q", CEL_DTYPE_BF16, E, Q, b->pool);
+        ly->wk = bt(b, "attn_k", CEL_DTYPE_BF16, E, KV, b->pool);
+        ly->wv = bt(b, "attn_v", CEL_DTYPE_BF16, E, KV, b->pool);
+        ly->wo = bt(b, "attn_output", CEL_DTYPE_BF16, Q, E, b->pool);
+        ly->w_gate = bt(b, "ffn_gate", CEL_DTYPE_BF16, E, F, b->pool);
+        ly->w_up = bt(b, "ffn_up", CEL_DTYPE_BF16, E, F, b->pool);
+        ly->w_down = bt(b, "ffn_down", CEL_DTYPE_BF16, F, E, b->pool);
+    }
+    b->m.tensors = b->t;
+    b->m.n_tensors = (size_t)b->n;
+    return 0;
+}
+
+static void bmodel_free(bmodel *b)
+{
+    free(b->pool);
+    free(b->ones);
+    free(b->t);
+    free(b->layers);
+}
+
+/* ------------------------------------------------------------- batches */
+typedef struct bbatch {
+    cel_batch b;
+    cel_batch_seq *s;
+    int32_t *tokens, *out_rows, *tables;
+    int32_t max_blocks; /* per sequence */
+} bbatch;
+
+/* Sequence i of batch owns blocks [i * max_blocks, (i + 1) * max_blocks). */
+static void bb_seq(bbatch *bb, int32_t i, int32_t n_past, int32_t n_new, int32_t first)
+{
+    cel_batch_seq *s = &bb->s[bb->b.n_seqs++];
+    s->block_table = bb->tables + (size_t)i * bb->max_blocks;
+    s->n_blocks = bb->max_blocks;
+    s->n_past = n_past;
+    s->n_new = n_new;
+    s->first = first;
+    for (int32_t j = 0; j < n_new; j++) bb->tokens[first + j] = (int32_t)((i * 7919 + (n_past + j) * 104729) % 128000);
+    bb->out_rows[bb->b.n_out++] = first + n_new - 1;
+}
+
+typedef struct decode_res {
+    int32_t batch;
+    double prefill_tok_s, tok_s_logits, tok_s_argmax, ms_logits, ms_argmax;
+    bool finite;
+} decode_res;
+
+static int run_batch(cel_backend *be, int32_t B, const opts *o, int32_t max_tokens, int32_t V, float *logits,
+                     decode_res *res)
+{
+    cel_error err;
+    bbatch bb;
+    memset(&bb, 0, sizeof bb);
+    const int32_t bs = be->block_size;
+    const int32_t total = o->prompt + 3 * (o->steps + 2);
+    bb.max_blocks = (total + bs - 1) / bs;
+    if ((int64_t)B * bb.max_blocks > be->n_blocks) {
+        fprintf(stderr, "bench_gpu: batch %d needs %d KV blocks, the pool has %d\n", (int)B, (int)(B * bb.max_blocks),
+                (int)be->n_blocks);
+        return -1;
+    }
+    bb.s = calloc((size_t)(B > max_tokens ? B : max_tokens), sizeof *bb.s);
+    bb.tokens = calloc((size_t)(B > max_tokens ? B : max_tokens), sizeof(int32_t));
+    bb.out_rows = calloc((size_t)(B > max_tokens ? B : max_tokens), sizeof(int32_t));
+    bb.tables = malloc((size_t)B * bb.max_blocks * sizeof(int32_t));
+    int32_t *argmax = calloc((size_t)B, sizeof(int32_t));
+    if (!bb.s || !bb.tokens || !bb.out_rows || !bb.tables || !argmax) return -1;
+    for (int64_t i = 0; i < (int64_t)B * bb.max_blocks; i++) bb.tables[i] = (int32_t)i;
+    memset(res, 0, sizeof *res);
+    res->batch = B;
+    res->finite = true;
+    int rc = 0;
+
+    /* prefill: whole prompts packed into chunks of max_tokens (a prompt longer than that is split) */
+    double t0 = cel_now_sec();
+    int32_t done_seq = 0, done_tok = 0;
+    while (done_seq < B) {
+        bb.b.n_seqs = 0;
+        bb.b.n_out = 0;
+        int32_t T = 0;
+        while (done_seq < B && T < max_tokens) {
+            int32_t n = o->prompt - done_tok;
+            if (n > max_tokens - T) n = max_tokens - T;
+            bb_seq(&bb, done_seq, done_tok, n, T);
+            T += n;
+            done_tok += n;
+            if (done_tok == o->prompt) {
+                done_seq++;
+                done_tok = 0;
+            }
+        }
+        bb.b.n_tokens = T;
+        bb.b.tokens = bb.tokens;
+        bb.b.seqs = bb.s;
+        bb.b.out_rows = bb.out_rows;
+        bb.b.logits = logits;
+        if (be->v->forward(be, &bb.b, &err) != CEL_OK) {
+            fprintf(stderr, "bench_gpu: prefill: %s\n", err.msg);
+            rc = -1;
+            goto out;
+        }
+    }
+    res->prefill_tok_s = (double)B * o->prompt / (cel_now_sec() - t0);
+
+    /* decode: two warm-up steps (the second captures the CUDA graph), then timed steps */
+    int32_t pos = o->prompt;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int32_t step = 0; step < o->steps + 2; step++) {
+            if (step == 2) t0 = cel_now_sec();
+            bb.b.n_seqs = 0;
+            bb.b.n_out = 0;
+            for (int32_t i = 0; i < B; i++) bb_seq(&bb, i, pos, 1, i);
+            bb.b.n_tokens = B;
+            bb.b.tokens = bb.tokens;
+            bb.b.seqs = bb.s;
+            bb.b.out_rows = bb.out_rows;
+            bb.b.logits = logits;
+            cel_status st = pass == 0 ? be->v->forward(be, &bb.b, &err)
+                                      : cel_backend_cuda_forward_argmax(be, &bb.b, argmax, &err);
+            if (st != CEL_OK) {
+                fprintf(stderr, "bench_gpu: decode (batch %d): %s\n", (int)B, err.msg);
+                rc = -1;
+                goto out;
+            }
+            pos++;
+        }
+        double dt = cel_now_sec() - t0;
+        double tok_s = (double)B * o->steps / dt, ms = dt * 1e3 / o->steps;
+        if (pass == 0) {
+            res->tok_s_logits = tok_s;
+            res->ms_logits = ms;
+            for (int64_t i = 0; i < (int64_t)B * V; i += 997)
+                if (!isfinite(logits[i])) res->finite = false;
+        } else {
+            res->tok_s_argmax = tok_s;
+            res->ms_argmax = ms;
+        }
+    }
+out:
+    free(bb.s);
+    free(bb.tokens);
+    free(bb.out_rows);
+    free(bb.tables);
+    free(argmax);
+    return rc;
+}
+
+/* Device-to-device copy bandwidth (bytes read + written per second). */
+static double measure_copy_gbs(void)
+{
+    const size_t n = (size_t)1 << 30;
+    void *a = NULL, *b = NULL;
+    cudaEvent_t e0, e1;
+    double gbs = 0.0;
+    if (cudaMalloc(&a, n) != cudaSuccess || cudaMalloc(&b, n) != cudaSuccess) goto out;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice);
+    cudaEventRecord(e0, 0);
+    for (int i = 0; i < 5; i++) cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice);
+    cudaEventRecord(e1, 0);
+    cudaEventSynchronize(e1);
+    float ms = 0.0f;
+    cudaEventElapsedTime(&ms, e0, e1);
+    if (ms > 0.0f) gbs = 2.0 * 5.0 * (double)n / (ms * 1e-3) / 1e9;
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+out:
+    cudaGetLastError();
+    if (a) cudaFree(a);
+    if (b) cudaFree(b);
+    return gbs;
+}
+
+static void logger(void *ud, cel_log_level level, const char *msg)
+{
+    (void)ud;
+    (void)level;
+    fprintf(stderr, "%s\n", msg);
+}
+
+int main(int argc, char **argv)
+{
+    opts o;
+    if (parse(argc, argv, &o) != 0) return 2;
+    int ndev = 0;
+    cudaError_t ce = cudaGetDeviceCount(&ndev);
+    if (ce != cudaSuccess || ndev <= 0) {
+        write_skip(&o, ce != cudaSuccess ? cudaGetErrorString(ce) : "0 devices");
+        return 0;
+    }
+    double copy_gbs = measure_copy_gbs();
+
+    bmodel bm;
+    double t0 = cel_now_sec();
+    if (bmodel_build(&bm, o.layers) != 0) {
+        fprintf(stderr, "bench_gpu: out of host memory for the model\n");
+        return 1;
+    }
+    const cel_hparams *hp = &bm.m.hp;
+    int32_t max_b = 1;
+    for (int i = 0; i < o.n_batches; i++)
+        if (o.batches[i] > max_b) max_b = o.batches[i];
+    cel_backend_params p;
+    memset(&p, 0, sizeof p);
+    p.block_size = 16;
+    p.max_batch_tokens = max_b > 512 ? max_b : 512;
+    int32_t per_seq = (o.prompt + 3 * (o.steps + 2) + 15) / 16;
+    p.kv_bytes = cel_backend_kv_block_bytes(hp, 16, CEL_BACKEND_CUDA) * (size_t)max_b * (size_t)per_seq;
+    p.log.fn = logger;
+    p.log.min_level = CEL_LOG_INFO;
+    cel_backend *be = NULL;
+    cel_error err;
+    if (cel_backend_cuda_create(&bm.m, &p, &be, &err) != CEL_OK) {
+        fprintf(stderr, "bench_gpu: %s\n", err.msg);
+        bmodel_free(&bm);
+        return 1;
+    }
+    double load_s = cel_now_sec() - t0;
+    cel_cuda_info info;
+    cel_backend_cuda_info(be, &info);
+    double bw = o.bandwidth_gbs > 0 ? o.bandwidth_gbs : info.mem_bandwidth_gbs;
+    if (bw <= 0 && strstr(info.device, "H100")) bw = 3350.0; /* SXM5 HBM3 datasheet figure */
+    if (bw <= 0 && strstr(info.device, "H200")) bw = 4800.0;
+    const double E = hp->n_embd, Q = (double)hp->n_head * hp->head_dim, KV = (double)hp->n_head_kv * hp->head_dim;
+    const double bytes_tok = 2.0 * (hp->n_layer * ((Q + 2 * KV) * E + Q * E + 3.0 * hp->n_ff * E) + (double)hp->n_vocab * E);
+    float *logits = malloc((size_t)max_b * hp->n_vocab * sizeof(float));
+    if (!logits) return 1;
+    printf("bench_gpu: %s (sm_%d%d, %d SMs), driver %d, runtime %d; bandwidth %.0f GB/s (spec), %.0f GB/s "
+           "(measured copy)\n",
+           info.device, info.cc_major, info.cc_minor, info.n_sm, info.driver_version, info.runtime_version,
+           info.mem_bandwidth_gbs, copy_gbs);
+    printf("model: Llama-3.2-1B shape, %d layers, BF16, %.2f GB of weights read per token; loaded in %.1f s\n",
+           (int)hp->n_layer, bytes_tok / 1e9, load_s);
+
+    decode_res res[8];
+    int ok = 0;
+    for (int i = 0; i < o.n_batches; i++) {
+        if (run_batch(be, o.batches[i], &o, p.max_batch_tokens, hp->n_vocab, logits, &res[i]) != 0) break;
+        ok++;
+        printf("batch %4d: prefill %8.0f tok/s | decode %9.0f tok/s (%.2f ms/step, logits to host) | %9.0f tok/s "
+               "(%.2f ms/step, GPU argmax)%s\n",
+               (int)res[i].batch, res[i].prefill_tok_s, res[i].tok_s_logits, res[i].ms_logits, res[i].tok_s_argmax,
+               res[i].ms_argmax, res[i].finite ? "" : "  NON-FINITE LOGITS");
+    }
+    double roof = bw > 0 ? bw * 1e9 / bytes_tok : 0.0;
+    for (int i = 0; i < ok; i++)
+        if (res[i].batch == 1 && roof > 0)
+            printf("batch 1 vs roofline (%.0f tok/s at %.0f GB/s): %.1f%% (logits to host), %.1f%% (GPU argmax)\n", roof,
+                   bw, 100.0 * res[i].tok_s_logits / roof, 100.0 * res[i].tok_s_argmax / roof);
+
+    if (o.out) {
+        FILE *f = fopen(o.out, "w");
+        if (!f) {
+            fprintf(stderr, "bench_gpu: cannot write %s\n", o.out);
+        } else {
+            fprintf(f, "{\n  \"device\": \"%s\", \"cc\": \"%d.%d\", \"sms\": %d, \"driver\": %d, \"runtime\": %d,\n",
+                    info.device, info.cc_major, info.cc_minor, info.n_sm, info.driver_version, info.runtime_version);
+            fprintf(f, "  \"bandwidth_gbs_spec\": %.1f, \"bandwidth_gbs_used\": %.1f, \"copy_gbs_measured\": %.1f,\n",
+                    info.mem_bandwidth_gbs, bw, copy_gbs);
+            fprintf(f, "  \"model\": {\"shape\": \"llama-3.2-1b\", \"layers\": %d, \"dtype\": \"bf16\", "
+                       "\"weight_bytes_per_token\": %.0f},\n",
+                    (int)hp->n_layer, bytes_tok);
+            fprintf(f, "  \"prompt\": %d, \"steps\": %d, \"graphs\": %s, \"load_s\": %.2f,\n", (int)o.prompt,
+                    (int)o.steps, info.graphs ? "true" : "false", load_s);
+            fprintf(f, "  \"roofline_tok_s_batch1\": %.1f,\n  \"runs\": [\n", roof);
+            for (int i = 0; i < ok; i++)
+                fprintf(f,
+                        "    {\"batch\": %d, \"prefill_tok_s\": %.1f, \"decode_tok_s_logits\": %.1f, "
+                        "\"decode_ms_step_logits\": %.3f, \"decode_tok_s_argmax\": %.1f, \"decode_ms_step_argmax\": "
+                        "%.3f, \"roofline_pct_logits\": %.1f, \"roofline_pct_argmax\": %.1f, \"finite\": %s}%s\n",
+                        (int)res[i].batch, res[i].prefill_tok_s, res[i].tok_s_logits, res[i].ms_logits,
+                        res[i].tok_s_argmax, res[i].ms_argmax,
+                        roof > 0 ? 100.0 * res[i].tok_s_logits / res[i].batch / roof : 0.0,
+                        roof > 0 ? 100.0 * res[i].tok_s_argmax / res[i].batch / roof : 0.0,
+                        res[i].finite ? "true" : "false", i + 1 < ok ? "," : "");
+            fprintf(f, "  ]\n}\n");
+            fclose(f);
+        }
+    }
+    free(logits);
+    cel_backend_free(be);
+    bmodel_free(&bm);
+    return ok == o.n_batches ? 0 : 1;
+}
+
+#else /* built without CUDA */
+
+int main(int argc, char **argv)
+{
+    opts o;
+    if (parse(argc, argv, &o) != 0) return 2;
+    write_skip(&o, "celine was built without CUDA");
+    return 0;
+}
+#endif
