@@ -677,9 +677,10 @@ static cel_status hf_shards(const char *dir, char ***names, size_t *n, json_t **
         json_t *v;
         json_object_foreach(wm, k, v) {
             if (!json_is_string(v) || !plain_file_name(json_string_value(v))) {
+                cel_error_set(err, CEL_ERR_FORMAT, "%s: weight_map['%.100s'] is not a file name in the folder", path,
+                              k); /* before the decref: k belongs to root */
                 json_decref(root);
-                return cel_error_set(err, CEL_ERR_FORMAT, "%s: weight_map['%.100s'] is not a file name in the folder",
-                                     path, k);
+                return CEL_ERR_FORMAT;
             }
             const char *f = json_string_value(v);
             bool seen = false;
