@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config libuv1-dev libjansson-dev libcurl4-openssl-dev libpcre2-dev
       libzstd-dev libhttp-parser-dev zstd)
 if [ "${1:-}" = "--test" ]; then
-  pkgs+=(libcmocka-dev clang libclang-rt-14-dev python3 npm nodejs wrk curl ca-certificates)
+  pkgs+=(libcmocka-dev clang libclang-rt-14-dev python3 python3-numpy npm nodejs wrk curl ca-certificates)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
