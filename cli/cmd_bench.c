@@ -111,13 +111,14 @@ static json_t *json_list(const double *v, int n)
 static int run(int argc, char **argv)
 {
     const char *model = NULL, *backend = "cpu";
-    int64_t batch = 1, P = 512, G = 128, threads = 0, reps = 3, samples = 16, batch_tokens = 512;
+    int64_t batch = 1, P = 512, G = 128, threads = 0, reps = 3, samples = 16, batch_tokens = 512, DP = -1;
     bool json = false, no_shared = false;
     const cel_cli_opt opts[] = {
         {"model", CEL_OPT_STR, &model, "PATH", "model: a .gguf file or a Hugging Face folder"},
         {"batch", CEL_OPT_INT, &batch, "B", "parallel sequences (default 1)"},
         {"prompt-tokens", CEL_OPT_INT, &P, "P", "prompt tokens per sequence (default 512)"},
         {"gen-tokens", CEL_OPT_INT, &G, "G", "generated tokens per sequence (default 128)"},
+        {"decode-prompt-tokens", CEL_OPT_INT, &DP, "N", "prompt tokens in the decode run (default: P; 1 measures decode from an empty context, like llama-bench's tg)"},
         {"threads", CEL_OPT_INT, &threads, "N", "CPU threads (default: all cores)"},
         {"reps", CEL_OPT_INT, &reps, "R", "repetitions; medians are reported (default 3)"},
         {"samples", CEL_OPT_INT, &samples, "N", "samples of one prompt in the shared-prefix case (default 16)"},
@@ -133,7 +134,8 @@ static int run(int argc, char **argv)
         cel_cli_fail(name, "--model is required (see --help)");
         return 2;
     }
-    if (batch < 1 || batch > 4096 || P < 1 || P > 1000000 || G < 2 || G > 1000000 || reps < 1 || reps > 1000 ||
+    if (DP < 0) DP = P;
+    if (DP < 1 || DP > 1000000 || batch < 1 || batch > 4096 || P < 1 || P > 1000000 || G < 2 || G > 1000000 || reps < 1 || reps > 1000 ||
         samples < 1 || samples > 4096 || threads < 0 || threads > 4096 || batch_tokens < 1 || batch_tokens > 1 << 20) {
         cel_cli_fail(name, "out of range: --batch 1..4096, --prompt-tokens >= 1, --gen-tokens >= 2, --reps 1..1000, "
                            "--samples 1..4096, --batch-tokens >= 1");
@@ -153,13 +155,13 @@ static int run(int argc, char **argv)
     if (cel_model_load(model, &mo, &m, &err)) return cel_cli_fail(name, "%s", err.msg);
     const int32_t bs = 16;
     int64_t seqs = batch > samples || no_shared ? batch : samples;
-    int64_t per_seq = (P + G + bs) / bs + 1;
+    int64_t per_seq = ((P > DP ? P : DP) + G + bs) / bs + 1;
     cel_engine_params ep;
     memset(&ep, 0, sizeof ep);
     ep.backend = bk;
     ep.n_threads = (int32_t)threads;
     ep.block_size = bs;
-    ep.n_ctx = (int32_t)(P + G + 1);
+    ep.n_ctx = (int32_t)((P > DP ? P : DP) + G + 1);
     ep.max_seqs = (int32_t)seqs;
     ep.max_batch_tokens = (int32_t)batch_tokens;
     ep.kv_bytes = cel_backend_kv_block_bytes(&m->hp, bs, bk) * (size_t)(seqs * per_seq + 2 * per_seq);
@@ -189,7 +191,7 @@ static int run(int argc, char **argv)
         if ((status = run_once(name, e, V, (int)batch, 1, (int)P, 1, seed + 1, &r))) goto done;
         pre[k] = (double)(batch * P) / r.seconds;
         /* decode: tokens after every sequence has its first one */
-        if ((status = run_once(name, e, V, (int)batch, 1, (int)P, (int)G, seed + 2, &r))) goto done;
+        if ((status = run_once(name, e, V, (int)batch, 1, (int)DP, (int)G, seed + 2, &r))) goto done;
         dec[k] = r.decode_tok_s;
         if (!no_shared) {
             if ((status = run_once(name, e, V, 1, 1, (int)P, 1, seed + 3, &r))) goto done;
@@ -215,6 +217,7 @@ static int run(int argc, char **argv)
         json_object_set_new(o, "batch", json_integer(batch));
         json_object_set_new(o, "prompt_tokens", json_integer(P));
         json_object_set_new(o, "gen_tokens", json_integer(G));
+        json_object_set_new(o, "decode_prompt_tokens", json_integer(DP));
         json_object_set_new(o, "reps", json_integer(R));
         json_object_set_new(o, "prefill_tok_s", json_real(pre_m));
         json_object_set_new(o, "prefill_tok_s_all", json_list(pre_all, R));
@@ -235,8 +238,8 @@ static int run(int argc, char **argv)
     } else {
         printf("model %s, %s backend, %lld threads, %d repetitions (medians)\n", model, backend, (long long)threads, R);
         printf("prefill  %lld x %lld tokens: %.1f tokens/s\n", (long long)batch, (long long)P, pre_m);
-        printf("decode   %lld x %lld tokens: %.2f tokens/s aggregate (%.2f per sequence)\n", (long long)batch,
-               (long long)G, dec_m, dec_m / (double)batch);
+        printf("decode   %lld x %lld tokens after %lld prompt tokens: %.2f tokens/s aggregate (%.2f per sequence)\n",
+               (long long)batch, (long long)G, (long long)DP, dec_m, dec_m / (double)batch);
         if (!no_shared)
             printf("shared   %lld samples of one %lld-token prompt: %.3f s vs %.3f s for one sample (%.2fx), "
                    "%llu prompt tokens computed\n",
@@ -258,9 +261,10 @@ const cel_cli_cmd cel_cli_cmd_bench = {
     "bench",
     "measure the engine's prefill and decode speed and the cost of n samples of one prompt",
     "Usage: celine bench --model PATH [--batch B] [--prompt-tokens P] [--gen-tokens G] [options]\n\n"
-    "Runs B sequences of P random prompt tokens each, first generating one token\n"
-    "(prefill speed: B*P / time), then G tokens (decode speed: tokens generated after\n"
-    "every sequence has its first token / time, summed over the batch). Then the\n"
+    "Runs B sequences of P random prompt tokens each, generating one token (prefill\n"
+    "speed: B*P / time), then B sequences of --decode-prompt-tokens prompt tokens\n"
+    "generating G tokens each (decode speed: tokens generated after every sequence\n"
+    "has its first token / that time, summed over the batch). Then the\n"
     "shared-prefix case: --samples samples of one P-token prompt (they share its KV\n"
     "blocks) against one sample of another prompt; the ratio is their time to the\n"
     "first token of every sample. Prompts are random and distinct, so the prefix\n"
