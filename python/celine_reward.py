@@ -29,7 +29,7 @@ __all__ = ["Verifier", "trl_reward", "make_trl_reward", "reward_func", "compute_
 _TASKS = {"auto": 0, "math": 1, "mcq": 2, "open": 3}
 _TASK_NAMES = {v: k for k, v in _TASKS.items()}
 _ADV = {"none": 0, "grpo": 1, "dr_grpo": 2, "rloo": 3}
-_SOURCES = ["none", "boxed", "answer_phrase", "mcq_letter", "mcq_text", "last_number", "whole"]
+_SOURCES = ["none", "boxed", "answer_phrase", "mcq_letter", "mcq_text", "last_number", "whole", "last_math"]
 _FORMAT = {"none": 0, "boxed": 1, "answer": 2, "think": 4}
 _EXTRACT_MAX = 512
 

@@ -53,6 +53,7 @@ typedef struct P {
     bool has_pk;
     unsigned depth, max_depth;
     int abs_depth;
+    bool decimal_comma; /* the whole answer is one number written with a decimal comma ("2,5") */
     const char **why;
 } P;
 
@@ -138,7 +139,8 @@ static const kw words[] = {
     {"ln", TK_FUNC, CEL__F_LN, 0}, {"log", TK_FUNC, CEL__F_LOG, 0}, {"exp", TK_FUNC, CEL__F_EXP, 0},
     {"sqrt", TK_FUNC, CEL__F_SQRT, 0}, {"abs", TK_FUNC, CEL__F_ABS, 0}, {"pi", TK_CONST, CEL__C_PI, 0},
     {"inf", TK_CONST, CEL__C_INF, 0}, {"infty", TK_CONST, CEL__C_INF, 0}, {"infinity", TK_CONST, CEL__C_INF, 0},
-    {"and", TK_OP, ',', 0}, {"or", TK_OP, ',', 0},
+    {"and", TK_OP, ',', 0}, {"or", TK_OP, ',', 0}, {"percent", TK_PCT, 0, 0}, {"percentage", TK_PCT, 0, 0},
+    {"pct", TK_PCT, 0, 0},
 };
 
 /* Two- and three-letter unit words that must not split into variables. */
@@ -182,12 +184,13 @@ static bool three_digits(const P *p, size_t i)
 static void lex_number(P *p, tok *t)
 {
     char dig[48];
-    size_t nd = 0, nfrac = 0, ndig_int = 0;
+    size_t nd = 0, nfrac = 0, ndig_int = 0, group = 0, ngroups = 0;
     bool overflow = false, leading = true;
     const char *s = p->s;
     while (p->pos < p->n) {
         char c = s[p->pos];
         if (isd(c)) {
+            group++;
             if (leading && c == '0' && ndig_int == 0) {
                 ndig_int++;
                 p->pos++;
@@ -200,23 +203,40 @@ static void lex_number(P *p, tok *t)
             p->pos++;
             continue;
         }
+        /* a thousands separator follows a first group of 1-3 digits (not a
+         * lone 0) or a group of exactly 3, and precedes exactly 3 digits */
         size_t sep = 0;
-        if (ndig_int >= 1 && nfrac == 0) {
-            if (c == ',' && p->paren == 0 && three_digits(p, p->pos + 1)) sep = 1;
-            else if (c == '{' && p->pos + 3 <= p->n && s[p->pos + 1] == ',' && s[p->pos + 2] == '}' &&
-                     three_digits(p, p->pos + 3))
-                sep = 3;
-            else if (c == '\\' && p->pos + 1 < p->n && (s[p->pos + 1] == ',' || s[p->pos + 1] == '!' || s[p->pos + 1] == ' ') &&
-                     three_digits(p, p->pos + 2))
+        bool group_ok = ngroups == 0 ? (group >= 1 && group <= 3 && !(group == 1 && leading)) : group == 3;
+        if (group_ok && !p->decimal_comma) {
+            size_t q = p->pos;
+            if (c == ',' && p->paren == 0 && three_digits(p, q + 1)) sep = 1;
+            else if (c == ',' && q + 2 < p->n && s[q + 1] == '\\' && s[q + 2] == '!') {
+                size_t k = q + 3; /* "32,\! 349": LaTeX ignores the space */
+                while (k < p->n && s[k] == ' ') k++;
+                if (three_digits(p, k)) sep = k - q;
+            }
+            else if (c == '{' && q + 3 <= p->n && s[q + 1] == ',' && s[q + 2] == '}' && three_digits(p, q + 3)) sep = 3;
+            else if (c == '\\' && q + 1 < p->n && (s[q + 1] == ',' || s[q + 1] == '!' || s[q + 1] == ' ') &&
+                     three_digits(p, q + 2))
                 sep = 2;
+            else if (c == ' ' && p->paren == 0 && three_digits(p, q + 1) && (q + 4 >= p->n || s[q + 4] != '/'))
+                sep = 1;
         }
         if (sep) {
             p->pos += sep;
+            group = 0;
+            ngroups++;
             continue;
         }
         break;
     }
-    if (p->pos < p->n && s[p->pos] == '.' && p->pos + 1 < p->n && isd(s[p->pos + 1])) {
+    if (p->decimal_comma && p->pos + 1 < p->n && s[p->pos] == ',' && isd(s[p->pos + 1])) {
+        p->pos++;
+        while (p->pos < p->n && isd(s[p->pos])) {
+            if (nd < 40) dig[nd++] = s[p->pos], nfrac++;
+            p->pos++;
+        }
+    } else if (p->pos < p->n && s[p->pos] == '.' && p->pos + 1 < p->n && isd(s[p->pos + 1])) {
         p->pos++;
         while (p->pos < p->n && isd(s[p->pos])) {
             if (nd < 40) dig[nd++] = s[p->pos], nfrac++;
@@ -959,9 +979,9 @@ static cel__node *parse_primary(P *p)
                 r = mktext(p, "", 0);
                 break;
             }
+            /* LaTeX braces only group: {1,3} is the list 1,3 (\{1,3\} is a set) */
             r = parse_list(p);
             if (r && !expect_op(p, '}')) r = NULL;
-            if (r && r->kind == CEL__N_LIST) r->kind = CEL__N_SET;
         } else if (t.id == '|') {
             p->abs_depth++;
             cel__node *x = parse_sum(p);
@@ -1168,6 +1188,35 @@ static bool is_intlit(const cel__node *x)
     return x->kind == CEL__N_NUM && (x->flags & CEL__NF_INTLIT);
 }
 
+/* After an integer literal w: " n/d" (spaces only, no line break) with
+ * integer literals n and d makes the mixed number w + n/d (sign of w applied
+ * to the whole). A zero denominator makes the whole answer invalid. */
+static cel__node *parse_spaced_mixed(P *p, cel__node *w)
+{
+    tok *t = peek(p);
+    size_t gap_b = t->b;
+    while (gap_b > 0 && (p->s[gap_b - 1] == ' ' || p->s[gap_b - 1] == '\t')) gap_b--;
+    if (gap_b == t->b || !t->intlit || !t->exact) return NULL;
+    for (size_t i = gap_b; i < t->b; i++)
+        if (p->s[i] != ' ' && p->s[i] != '\t') return NULL;
+    if (t->e >= p->n || p->s[t->e] != '/' || t->e + 1 >= p->n || !isd(p->s[t->e + 1])) return NULL;
+    tok num = next(p);
+    next(p); /* '/' */
+    tok den = next(p);
+    if (den.k != TK_NUM || !den.intlit || !den.exact) return fail(p, "bad mixed number");
+    if (den.num == 0) return fail(p, "zero denominator");
+    cel__node *fr = mk2(p, CEL__N_DIV, mknum(p, num.num, 1), mknum(p, den.num, 1));
+    cel__node *r = w->kind == CEL__N_NEG ? mk1(p, CEL__N_NEG, mk2(p, CEL__N_ADD, w->kid[0], fr))
+                                         : mk2(p, CEL__N_ADD, w, fr);
+    /* "4 4/9%" scales the whole mixed number */
+    for (int guard = 0; r && guard < 4; guard++) {
+        tok *u = peek(p);
+        if (u->k == TK_PCT) next(p), r = mk1(p, CEL__N_PCT, r);
+        else break;
+    }
+    return r;
+}
+
 static cel__node *parse_term(P *p)
 {
     if (!enter(p)) return NULL;
@@ -1185,9 +1234,16 @@ static cel__node *parse_term(P *p)
             factors++;
         } else if (starts_primary(p, t)) {
             if (t->k == TK_NUM && !(f->kind == CEL__N_TEXT)) {
-                /* "2 3" is not a product anyone writes on purpose */
-                f = fail(p, "two numbers in a row");
-                break;
+                /* "4 4/9" is a mixed number; any other "2 3" is not a product
+                 * anyone writes on purpose */
+                cel__node *m = factors == 1 && is_intlit(f) ? parse_spaced_mixed(p, f) : NULL;
+                if (!m) {
+                    f = fail(p, "two numbers in a row");
+                    break;
+                }
+                f = m;
+                factors++;
+                continue;
             }
             cel__node *g = parse_power(p);
             if (!g) {
@@ -1292,6 +1348,30 @@ static cel__node *parse_list(P *p)
     return mkn(p, CEL__N_LIST, &k);
 }
 
+/* The whole answer is one number with a decimal comma: "2,5", "1000,99",
+ * "0,111" - but not "1,000" (a thousands separator). */
+static bool lone_decimal_comma(const char *s, size_t n)
+{
+    size_t i = 0, e = n;
+    while (i < e && (s[i] == ' ' || s[i] == '$')) i++;
+    while (e > i && (s[e - 1] == ' ' || s[e - 1] == '$')) e--;
+    if (i < e && (s[i] == '-' || s[i] == '+')) i++;
+    size_t a = i;
+    while (i < e && isd(s[i])) i++;
+    size_t int_len = i - a;
+    if (int_len == 0 || i >= e || s[i] != ',') return false;
+    size_t b = ++i;
+    while (i < e && isd(s[i])) i++;
+    size_t frac_len = i - b;
+    if (i != e || frac_len == 0) return false;
+    /* "0,5" and two or more decimals read as a decimal comma; "2,3" stays
+     * the list of two roots and "1,000" a thousands separator */
+    if (int_len == 1 && s[a] == '0') return true;
+    if (frac_len == 1) return false;
+    bool thousands = frac_len == 3 && int_len <= 3;
+    return !thousands;
+}
+
 cel__node *cel__latex_parse(cel__ctx *c, const char *s, size_t n, const char **why)
 {
     const char *dummy = NULL;
@@ -1304,6 +1384,7 @@ cel__node *cel__latex_parse(cel__ctx *c, const char *s, size_t n, const char **w
     P p;
     memset(&p, 0, sizeof p);
     p.c = c, p.s = s, p.n = n, p.max_depth = c->cfg->max_depth, p.why = why;
+    p.decimal_comma = lone_decimal_comma(s, n);
     cel__node *r = parse_list(&p);
     if (r && peek(&p)->k != TK_END) {
         *why = "unexpected text after the expression";

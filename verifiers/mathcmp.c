@@ -512,9 +512,44 @@ static bool naming_lhs(const cel__node *x)
     return false;
 }
 
+static bool is_eq_rel(const cel__node *x) { return x->kind == CEL__N_REL && x->op == CEL__R_EQ; }
+
+/* "x = 5+5+1 = 11" -> (x, 11); "x = 1/3 \approx 0.33" -> x = 1/3. */
+static const cel__node *normalize_chain(cel__ctx *c, const cel__node *x)
+{
+    while (x->kind == CEL__N_REL && x->op == CEL__R_APPROX && is_eq_rel(x->kid[0])) x = x->kid[0];
+    if (!is_eq_rel(x) || !is_eq_rel(x->kid[0])) return x;
+    const cel__node *first = x->kid[0];
+    while (is_eq_rel(first)) first = first->kid[0];
+    cel__node *r = mknode(c, CEL__N_REL, 2);
+    if (!r) return x;
+    r->op = CEL__R_EQ;
+    r->kid[0] = (cel__node *)first;
+    r->kid[1] = x->kid[1];
+    r->flags = (uint8_t)((first->flags | x->kid[1]->flags) & (CEL__NF_HAS_PM | CEL__NF_HAS_VAR));
+    return r;
+}
+
 static const cel__node *unwrap(cel__ctx *c, const cel__node *x, const cel__node *other)
 {
     for (int guard = 0; guard < 16 && x; guard++) {
+        if (x->kind == CEL__N_REL && x->op == CEL__R_APPROX && is_eq_rel(x->kid[0])) {
+            x = x->kid[0]; /* "t = 2/3 \approx 0.67": the approximation is not the answer */
+            continue;
+        }
+        if (is_eq_rel(x) && is_eq_rel(x->kid[0])) {
+            /* against a bare value, a chain's last right side is the answer;
+             * against an equation, the chain reads as (first = last) */
+            if (other->kind != CEL__N_REL) {
+                x = x->kid[1];
+                continue;
+            }
+            const cel__node *y = normalize_chain(c, x);
+            if (y != x) {
+                x = y;
+                continue;
+            }
+        }
         if (x->kind == CEL__N_REL && other->kind != CEL__N_REL &&
             ((x->op == CEL__R_EQ && naming_lhs(x->kid[0])) || x->op == CEL__R_APPROX ||
              (x->op == CEL__R_IN && naming_lhs(x->kid[0])))) {
@@ -680,17 +715,25 @@ static bool rel_eq(cel__ctx *c, const cel__node *a, const cel__node *b, int dept
         return true;
     if (flip[a->op & 7] == b->op && eq(c, a->kid[0], b->kid[1], depth + 1) && eq(c, a->kid[1], b->kid[0], depth + 1))
         return true;
-    if (a->op == CEL__R_EQ && b->op == CEL__R_EQ && ((a->flags | b->flags) & CEL__NF_HAS_VAR) &&
-        !has_text(a, 0) && !has_text(b, 0) && !is_container(a->kid[0]) && !is_container(a->kid[1]) &&
-        !is_container(b->kid[0]) && !is_container(b->kid[1])) {
-        /* equations with the same solutions up to a factor: 2x+2y=2 vs x+y=1.
-         * Compare (l1-r1)*k = (l2-r2) with k from one evaluation point. */
+    if (c->fail) return false;
+    /* canonical forms: l < r (or <=, =, !=), with > and >= turned around */
+    const cel__node *al = a->kid[0], *ar = a->kid[1], *bl = b->kid[0], *br = b->kid[1];
+    int ao = a->op, bo = b->op;
+    if (ao == CEL__R_GT || ao == CEL__R_GE) ao = flip[ao], al = a->kid[1], ar = a->kid[0];
+    if (bo == CEL__R_GT || bo == CEL__R_GE) bo = flip[bo], bl = b->kid[1], br = b->kid[0];
+    bool ordered = ao == CEL__R_LT || ao == CEL__R_LE;
+    if (ao == bo && (ordered || ao == CEL__R_EQ || ao == CEL__R_NE) && ((a->flags | b->flags) & CEL__NF_HAS_VAR) &&
+        !has_text(a, 0) && !has_text(b, 0) && !is_container(al) && !is_container(ar) && !is_container(bl) &&
+        !is_container(br) && !is_eq_rel(al) && !is_eq_rel(bl)) {
+        /* relations with the same solutions up to a factor: 2x+2y=2 vs x+y=1,
+         * -x > -1 vs x < 1. Compare (l1-r1) = k (l2-r2) with k from one
+         * evaluation point (k > 0 for inequalities). */
         cel__node *da = mknode(c, CEL__N_ADD, 2), *db = mknode(c, CEL__N_ADD, 2);
         cel__node *na = mknode(c, CEL__N_NEG, 1), *nb = mknode(c, CEL__N_NEG, 1);
         if (!da || !db || !na || !nb) return false;
-        na->kid[0] = a->kid[1], nb->kid[0] = b->kid[1];
-        da->kid[0] = a->kid[0], da->kid[1] = na;
-        db->kid[0] = b->kid[0], db->kid[1] = nb;
+        na->kid[0] = (cel__node *)ar, nb->kid[0] = (cel__node *)br;
+        da->kid[0] = (cel__node *)al, da->kid[1] = na;
+        db->kid[0] = (cel__node *)bl, db->kid[1] = nb;
         env V;
         memset(&V, 0, sizeof V);
         collect_vars(&V, da, 0);
@@ -702,6 +745,7 @@ static bool rel_eq(cel__ctx *c, const cel__node *a, const cel__node *b, int dept
         double complex k = x.z / y.z;
         cel__node *kn = mknode(c, CEL__N_NUM, 0), *m = mknode(c, CEL__N_MUL, 2);
         if (!kn || !m || fabs(cimag(k)) > 1e-12 || cabs(k) < 1e-12) return false;
+        if (ordered && creal(k) < 0) return false;
         kn->exact = false, kn->approx = creal(k);
         m->kid[0] = kn, m->kid[1] = db;
         return scalar_eq_bits(c, da, 0, m, 0, false, false);
@@ -774,9 +818,66 @@ static size_t raw_norm(const char *s, size_t n, char *o, size_t cap)
     return k;
 }
 
-/* Equal answers as written (after light normalization) or as mathematics. */
-static bool answers_equal(cel__ctx *c, const char *a, size_t an, const char *ref, size_t rn, const char **why)
+/* The last math segment ($...$, $$...$$, \(...\), \[...\]) of s[0..n). */
+static bool last_math_segment(const char *s, size_t n, cel__span *out)
 {
+    bool found = false;
+    size_t i = 0;
+    while (i < n) {
+        size_t b = 0, e = 0, after = 0;
+        if (s[i] == '\\' && i + 1 < n && (s[i + 1] == '(' || s[i + 1] == '[')) {
+            const char close[2] = {'\\', s[i + 1] == '(' ? ')' : ']'};
+            size_t k = i + 2;
+            while (k + 1 < n && !(s[k] == close[0] && s[k + 1] == close[1])) k++;
+            if (k + 1 >= n) break;
+            b = i + 2, e = k, after = k + 2;
+        } else if (s[i] == '\\') {
+            i += 2; /* \$ is a dollar sign, not math */
+            continue;
+        } else if (s[i] == '$') {
+            bool dbl = i + 1 < n && s[i + 1] == '$';
+            size_t k = i + (dbl ? 2 : 1);
+            while (k < n && !(s[k] == '$' && s[k - 1] != '\\')) k++;
+            if (k >= n) break;
+            b = i + (dbl ? 2 : 1), e = k, after = k + (dbl && k + 1 < n && s[k + 1] == '$' ? 2 : 1);
+        } else {
+            i++;
+            continue;
+        }
+        if (e > b) {
+            out->p = s + b, out->n = e - b, out->off = b, out->src = CEL_EXTRACT_LAST_MATH;
+            found = true;
+        }
+        i = after;
+    }
+    return found;
+}
+
+/* The fallback answer of free text: its last math segment or its last number,
+ * whichever ends later (a number inside the segment belongs to it). */
+static bool last_value(const char *s, size_t n, cel__span *out)
+{
+    cel__span m, k;
+    bool hm = last_math_segment(s, n, &m), hk = cel__last_number(s, n, &k);
+    if (hm && hk) {
+        *out = k.off + k.n > m.off + m.n ? k : m;
+        return true;
+    }
+    if (hm) *out = m;
+    else if (hk) *out = k;
+    return hm || hk;
+}
+
+static bool tree_has_text(const cel__node *x) { return x && has_text(x, 0); }
+
+/* Equal answers as written (after light normalization) or as mathematics.
+ * alt: the answer is free text (an answer phrase); when it does not parse or
+ * reads as prose, its last math segment or number is compared instead and
+ * *used is set to it. */
+static bool answers_equal(cel__ctx *c, cel__span *ans, const char *ref, size_t rn, const char **why, bool alt)
+{
+    const char *a = ans->p;
+    size_t an = ans->n;
     char na[512], nr[512];
     size_t la = raw_norm(a, an, na, sizeof na), lr = raw_norm(ref, rn, nr, sizeof nr);
     if (la < sizeof na && la == lr && memcmp(na, nr, la) == 0 && la > 0) return true;
@@ -785,6 +886,20 @@ static bool answers_equal(cel__ctx *c, const char *a, size_t an, const char *ref
     if (c->fail) return false;
     cel__node *ta = cel__latex_parse(c, a, an, &w);
     if (c->fail) return false;
+    if (alt && (!ta || tree_has_text(ta))) {
+        cel__span v;
+        if (last_value(a, an, &v) && v.n < an) {
+            v.off += ans->off;
+            cel__trim_answer(&v);
+            cel__node *tv = v.n ? cel__latex_parse(c, v.p, v.n, &w) : NULL;
+            if (c->fail) return false;
+            if (tv) {
+                ta = tv;
+                v.src = ans->src;
+                *ans = v;
+            }
+        }
+    }
     if (!ta) {
         /* "x = 5 (after simplifying)": try the part after the last '=' */
         const char *eqs = NULL;
@@ -804,34 +919,88 @@ static bool answers_equal(cel__ctx *c, const char *a, size_t an, const char *ref
     return cel__math_equal(c, ta, tr);
 }
 
+/* "\boxed{1}, \boxed{2}" (several answers boxed one by one at the end):
+ * the list "1, 2". Boxes count as adjacent when only white space, commas,
+ * '$', '.' or "and" separate them. sp is the last box's content; on a join
+ * it becomes an arena copy (offset: the first box's). */
+static void join_adjacent_boxed(cel__ctx *c, const char *s, cel__span *sp)
+{
+    enum { MAXB = 16 };
+    cel__span box[MAXB];
+    int nb = 0;
+    box[nb++] = *sp;
+    size_t start = sp->off; /* content start of the earliest box so far */
+    while (nb < MAXB) {
+        /* the text before "\boxed{" of the earliest box */
+        size_t k = start;
+        while (k > 0 && s[k - 1] != '\\') k--;
+        if (k == 0) break;
+        size_t cmd = k - 1; /* index of '\' */
+        size_t e = cmd;
+        for (;;) {
+            while (e > 0 && (s[e - 1] == ' ' || s[e - 1] == ',' || s[e - 1] == '$' || s[e - 1] == '\n' ||
+                             s[e - 1] == '.'))
+                e--;
+            if (e >= 3 && strncmp(s + e - 3, "and", 3) == 0) e -= 3;
+            else break;
+        }
+        if (e == 0 || s[e - 1] != '}') break;
+        cel__span prev;
+        if (!cel__last_boxed(s, e, &prev) || prev.off + prev.n + 1 != e) break;
+        box[nb++] = prev;
+        start = prev.off;
+    }
+    if (nb == 1) return;
+    size_t total = 0;
+    for (int i = 0; i < nb; i++) total += box[i].n + 2;
+    char *j = cel__alloc(c, total + 1);
+    if (!j) return;
+    size_t w = 0;
+    for (int i = nb - 1; i >= 0; i--) {
+        memcpy(j + w, box[i].p, box[i].n);
+        w += box[i].n;
+        if (i) j[w++] = ',', j[w++] = ' ';
+    }
+    j[w] = '\0';
+    sp->p = j, sp->n = w, sp->off = box[nb - 1].off;
+}
+
 void cel__grade_math(cel__ctx *c, const cel_verify_item *it, const char *resp, size_t n, cel_verify_result *r)
 {
     size_t reg = cel__answer_region(resp, n);
     const char *s = resp + reg;
     size_t sn = n - reg;
     cel__span sp;
-    bool got = cel__last_boxed(s, sn, &sp);
+    bool got = cel__last_boxed(s, sn, &sp), phrase = false;
+    if (got) join_adjacent_boxed(c, s, &sp);
     if (!got && cel__answer_phrase(c, s, sn, &sp)) {
-        got = true;
+        got = phrase = true;
         cel__cut_sentence(&sp);
     }
-    if (!got && !c->fail && c->cfg->last_number_fallback) got = cel__last_number(s, sn, &sp);
+    if (!got && !c->fail && c->cfg->last_number_fallback) got = last_value(s, sn, &sp);
     if (!got) {
         cel__set_reason(r, c->fail ? c->fail : "no_answer");
         return;
     }
     sp.off += reg;
     cel__trim_answer(&sp);
-    cel__set_extracted(r, sp.p, sp.n, sp.off, sp.src);
     if (sp.n == 0) {
+        cel__set_extracted(r, sp.p, sp.n, sp.off, sp.src);
         cel__set_reason(r, "no_answer");
         return;
     }
     if (sp.n > c->cfg->max_answer_bytes) {
+        cel__set_extracted(r, sp.p, sp.n, sp.off, sp.src);
         cel__set_reason(r, "answer_too_long");
         return;
     }
+    /* a reference written as a worked solution: its last \boxed{} */
+    cel__span ref = {it->reference, strlen(it->reference), 0, CEL_EXTRACT_NONE};
+    cel__span rb;
+    if (cel__last_boxed(ref.p, ref.n, &rb)) ref = rb;
+    cel__trim_answer(&ref);
     const char *why = NULL;
-    r->correct = answers_equal(c, sp.p, sp.n, it->reference, strlen(it->reference), &why);
+    r->correct = answers_equal(c, &sp, ref.p, ref.n, &why, phrase && c->cfg->last_number_fallback);
+    cel__set_extracted(r, sp.p, sp.n, sp.off, sp.src);
     cel__set_reason(r, r->correct ? "correct" : why ? why : "wrong_answer");
 }

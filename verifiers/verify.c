@@ -69,6 +69,7 @@ const char *cel_extract_source_name(cel_extract_source s)
     case CEL_EXTRACT_MCQ_TEXT: return "mcq_text";
     case CEL_EXTRACT_LAST_NUMBER: return "last_number";
     case CEL_EXTRACT_WHOLE: return "whole";
+    case CEL_EXTRACT_LAST_MATH: return "last_math";
     }
     return "unknown";
 }

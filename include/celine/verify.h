@@ -74,6 +74,7 @@ typedef enum cel_extract_source {
     CEL_EXTRACT_MCQ_TEXT,      /* the option's text */
     CEL_EXTRACT_LAST_NUMBER,
     CEL_EXTRACT_WHOLE,         /* the whole (short) response */
+    CEL_EXTRACT_LAST_MATH,     /* the last $...$ / \(...\) / \[...\] segment (fallback, like LAST_NUMBER) */
 } cel_extract_source;
 const char *cel_extract_source_name(cel_extract_source s);
 

@@ -96,6 +96,45 @@ static const vcase containers[] = {
     {"x \\in [2, 5]", "[2,5]", 1}, {"[2,5]", "(2,5)", 0}, {"(1, 1000)", "(1,1000)", 1},
 };
 
+/* Notation seen in model outputs and graders' regressions (written here). */
+static const vcase notation[] = {
+    {"2 500", "2500", 1}, {"12 345 678", "12345678", 1}, {"\\$25,\\!000", "25000", 1}, {"3,\\!141", "3141", 1},
+    {"7 3/4", "\\frac{31}{4}", 1}, {"-7 3/4", "-7.75", 1}, {"7 3/4", "7", 0}, {"7 3/0", "7", 0}, {"2 1/2\\%", "0.025", 1},
+    {"35 percent", "0.35", 1}, {"35 pct", "35\\%", 1}, {"35 percentage", "35", 1}, {"0,25", "0.25", 1},
+    {"3,75", "3.75", 1}, {"2,3", "3,2", 1}, {"2,3", "2.3", 0}, {"4,096", "4096", 1},
+    {"y = 3 + 4 = 7", "7", 1}, {"y = 3 + 4 = 7", "y=7", 1}, {"t = 2/3 \\approx 0.67", "\\frac23", 1},
+    {"8 = 2a + b", "2a+b", 0}, {"3p + q = 0", "0", 0}, {"w = 4", "4", 1},
+    {"-y < -2", "y > 2", 1}, {"-y < -2", "y < 2", 0}, {"2y \\le 6", "y \\le 3", 1}, {"3 \\geq t", "t \\le 3", 1},
+    {"y = 2x - 4", "2x - y - 4 = 0", 1}, {"y = 2x - 4", "2x - y + 4 = 0", 0}, {"{2,5}", "(2,5)", 1},
+    {"{5,2}", "(2,5)", 0}, {"\\left( \\tfrac{1}{4}, 2 \\right)", "(0.25,2)", 1}, {"\\frac52\\pi", "\\frac{5\\pi}{2}", 1},
+    {"\\sqrt5+\\sqrt3", "\\sqrt{3}+\\sqrt{5}", 1}, {"\\tan^2\\theta + 1", "\\sec^2\\theta", 1},
+    {"\\begin{pmatrix}\\frac12 \\\\ 3\\end{pmatrix}", "\\begin{pmatrix}0.5\\\\3\\end{pmatrix}", 1},
+    {"\\left[\\begin{array}{cc}1 & 0 \\\\ 0 & 2\\end{array}\\right]", "\\begin{pmatrix}1&0\\\\0&2\\end{pmatrix}", 1},
+    {"\\{-2\\} \\cup [1,4)", "\\{-2\\}\\cup[1,4)", 1}, {"\\{-2\\} \\cup [1,4)", "\\{-2\\}\\cup[1,4]", 0},
+    {"7 \\text{ and } 8", "7, 8", 1}, {"101_2", "101_2", 1}, {"42 \\textnormal{ km}", "42", 1},
+};
+
+/* Whole responses against references written as worked solutions. */
+static const vcase worked[] = {
+    {"So the total is \\boxed{36}.", "We add the parts: $12+24=\\boxed{36}$.", 1},
+    {"So the total is \\boxed{35}.", "We add the parts: $12+24=\\boxed{36}$.", 0},
+    {"Final Answer: The number of marbles is 48. I hope it is correct.", "48", 1},
+    {"Final Answer: The smallest $k$ is 9.", "9", 1},
+    {"Final Answer: The smallest $k$ is 9.", "k", 0},
+    {"Answer: Tom needs 15 more minutes", "15", 1},
+    {"Thus the point is $(4, -1)$. Hope that helps", "(4,-1)", 1},
+    {"Thus the point is $(4, -1)$. Hope that helps", "(4,1)", 0},
+    {"The probability works out to 3/8 overall", "\\frac38", 1},
+    {"We find $x=7$ and so the sum is 19", "19", 1},
+    {"The investment grows to $\\$12,\\!500.75$.", "12500.75", 1},
+    {"which gives an increase of 40%.", "40\\%", 1},
+    {"The roots are $\\boxed{3}$ and $\\boxed{-5}$.", "-5, 3", 1},
+    {"The roots are $\\boxed{3}$ and $\\boxed{-5}$.", "3", 0},
+    {"First \\boxed{3}. Later we see more. Finally \\boxed{4}", "4", 1},
+    {"is $\\boxed{45,\\! 200}$", "45200", 1},
+    {"is $\\boxed{45, 200}$", "45200", 0},
+};
+
 static const vcase wrong_or_garbage[] = {
     {"", "1", 0}, {"\\frac{1}{0}", "1", 0}, {"0/0", "0", 0}, {"((((", "1", 0}, {"1+", "1", 0}, {"x", "3", 0},
     {"3x", "3", 0}, {"\\frac{2", "1", 0}, {"\\sqrt{}", "0", 0}, {"\\text{}", "0", 0}, {"2 3", "6", 0},
@@ -116,6 +155,8 @@ static void test_math_tables(void **state)
     fails += tv_run_table(v, CEL_TASK_MATH, "containers", containers, NROWS(containers), "\\boxed{%s}");
     fails += tv_run_table(v, CEL_TASK_MATH, "wrong_or_garbage", wrong_or_garbage, NROWS(wrong_or_garbage),
                           "\\boxed{%s}");
+    fails += tv_run_table(v, CEL_TASK_MATH, "notation", notation, NROWS(notation), "\\boxed{%s}");
+    fails += tv_run_table(v, CEL_TASK_MATH, "worked", worked, NROWS(worked), NULL);
     cel_verifier_free(v);
     assert_int_equal(fails, 0);
 }
