@@ -83,11 +83,22 @@ bool cel__last_boxed(const char *s, size_t n, cel__span *out)
     return false;
 }
 
-/* Case-insensitive "answer" inside s[0..n)? A cheap filter before the regex. */
+/* Might s[0..n) hold an answer keyword? A cheap filter before the regex:
+ * "answer" in any case, the Latin-script keywords of other languages, or
+ * any non-ASCII byte (Cyrillic, CJK, Indic, Arabic keywords). */
 static bool has_answer_word(const char *s, size_t n)
 {
-    for (size_t i = 0; i + 6 <= n; i++)
-        if ((s[i] | 0x20) == 'a' && (s[i + 1] | 0x20) == 'n' && strncasecmp(s + i, "answer", 6) == 0) return true;
+    static const char *const keys[] = {"answer", "ponse", "respuesta", "antwort", "risposta", "resposta", "jawaban",
+                                       "jibu"};
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i] | 0x20;
+        if ((unsigned char)s[i] >= 0x80) return true;
+        if (c != 'a' && c != 'p' && c != 'r' && c != 'j') continue;
+        for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+            size_t m = strlen(keys[k]);
+            if (i + m <= n && strncasecmp(s + i, keys[k], m) == 0) return true;
+        }
+    }
     return false;
 }
 

@@ -145,6 +145,21 @@ static int match_choice_text(const cel_verify_item *it, const char *s, size_t n)
 static pick parse_span(const cel_verify_item *it, int nopt, const char *s, size_t n, bool strict)
 {
     pick pk = {PICK_NONE, -1, false};
+    /* full-width forms ("Ｃ", "（Ｂ）") read as their ASCII letters */
+    char folded[1024];
+    bool wide = false;
+    for (size_t i = 0; i < n && !wide; i++) wide = (unsigned char)s[i] >= 0x80;
+    if (wide) {
+        size_t i = 0, k = 0;
+        while (i < n && k + 4 < sizeof folded) {
+            size_t b = i;
+            uint32_t cp = cel__utf8_next(s, n, &i);
+            if (cp >= 0xFF01 && cp <= 0xFF5E) folded[k++] = (char)(cp - 0xFEE0);
+            else if (cp == 0x3000) folded[k++] = ' ';
+            else memcpy(folded + k, s + b, i - b), k += i - b;
+        }
+        s = folded, n = k;
+    }
     mtok t[MAXTOK];
     int k = tokenize(s, n, t, MAXTOK);
     int i = 0;

@@ -250,17 +250,26 @@ int cel__re_match(cel__ctx *c, int which, const char *s, size_t n, size_t start,
 /* The answer phrase: "Answer:", "The answer is", "final answer is",
  * "correct answer:", with markdown bold around the keyword. */
 static const char *const re_answer =
-    "(?i)\\b(?:(?:final|correct|right|best)\\s+)?answer(?:\\s*(?:\\*\\*|__))?\\s*(?:is\\b\\s*:?|:|=)";
+    "(?i)(?:\\b(?:(?:final|correct|right|best)\\s+)?answer(?:\\s*(?:\\*\\*|__))?\\s*(?:is\\b\\s*:?|:|=|[-\\x{2013}\\x{2014}]\\s)"
+    /* the same keyword in the languages of multilingual evaluations */
+    "|(?:\\b(?:r\\x{e9}ponse|respuesta|antwort|risposta|resposta|jawaban|jibu)|\\x{41e}\\x{442}\\x{432}\\x{435}\\x{442}"
+    "|\\x{7b54}\\x{6848}|\\x{89e3}\\x{7b54}|\\x{56de}\\x{7b54}|\\x{c815}\\x{b2f5}|\\x{c6f8}\\x{b2f5}"
+    "|\\x{909}\\x{924}\\x{94d}\\x{924}\\x{930}|\\x{989}\\x{9a4}\\x{9cd}\\x{9a4}\\x{9b0}"
+    "|\\x{627}\\x{644}\\x{625}\\x{62c}\\x{627}\\x{628}\\x{629})(?:\\s*(?:\\*\\*|__))?\\s*(?::|\\x{ff1a}))";
 /* Committed option phrases for MCQ when no answer phrase exists: "option C is
  * correct", "the correct choice is (C)", "I choose C". Keywords any case, the
  * letter in capitals unless it follows option/choice. */
 static const char *const re_mcq =
     "(?i)(?:\\b(?:option|choice)\\s*[\\(\\[]?\\s*([a-z])\\s*[\\)\\]]?\\s*(?:is|seems|appears|would\\s+be)\\s+"
     "(?:the\\s+)?(?:correct|right|best|true|answer)\\b"
-    "|\\b(?:correct|right|best)\\s+(?:option|choice)\\s*(?:is|would\\s+be|:)\\s*:?\\s*(?:option\\s*|choice\\s*)?"
+    "|\\b(?:correct|right|best|final)\\s+(?:option|choice)\\s*(?:is|would\\s+be|:)\\s*:?\\s*(?:option\\s*|choice\\s*)?"
     "[\\(\\[]?\\s*(?:\\*\\*)?((?-i:[A-Z]))\\b"
-    "|\\bI(?:\\s+would|'ll|\\s+will)?\\s+(?:choose|pick|select|go\\s+with)\\s+(?:option\\s*|choice\\s*)?[\\(\\[]?"
-    "((?-i:[A-Z]))\\b)";
+    "|\\b(?:I|we)(?:\\s+would|'ll|\\s+will)?\\s+(?:choose|pick|select|go\\s+with)\\s+(?:option\\s*|choice\\s*)?[\\(\\[]?"
+    "((?-i:[A-Z]))\\b"
+    /* "(D) is correct", "B is the correct answer" */
+    "|[\\(\\[]((?-i:[A-Z]))[\\)\\]]\\s+(?:is|would\\s+be)\\s+(?:the\\s+)?(?:correct|right|best|answer)\\b"
+    "|(?<![\\w'])((?-i:[A-Z]))(?![\\w'])\\s+(?:is|would\\s+be)\\s+(?:the\\s+)?"
+    "(?:(?:correct|right|best)\\s+(?:answer|option|choice)|answer)\\b)";
 
 cel_status cel_verifier_create(const cel_verify_config *cfg, cel_verifier **out, cel_error *err)
 {
@@ -290,7 +299,10 @@ cel_status cel_verifier_create(const cel_verify_config *cfg, cel_verifier **out,
     for (int i = 0; i < CEL__RE_COUNT; i++) {
         int ec;
         PCRE2_SIZE eo;
-        v->re[i] = pcre2_compile((PCRE2_SPTR)pats[i], PCRE2_ZERO_TERMINATED, 0, &ec, &eo, NULL);
+        /* UTF mode for the multilingual keywords; responses are checked for
+         * valid UTF-8 by PCRE2 itself (invalid input: no match, not a crash) */
+        v->re[i] = pcre2_compile((PCRE2_SPTR)pats[i], PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_MATCH_INVALID_UTF, &ec,
+                                 &eo, NULL);
         if (!v->re[i]) {
             PCRE2_UCHAR msg[160];
             pcre2_get_error_message(ec, msg, sizeof msg);
