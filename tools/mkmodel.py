@@ -175,7 +175,9 @@ def encode(x, t):
     if t == "BF16":
         return to_bf16_bits(x).tobytes()
     fn = dict(Q8_0=quant_q8_0, Q4_0=quant_q4_0, Q4_K=quant_q4_k, Q6_K=quant_q6_k)[t]
-    return fn(x.reshape(-1)).tobytes()
+    flat = x.reshape(-1)
+    step = 1 << 20  # a multiple of every block size: bounds the quantizers' temporaries
+    return b"".join(fn(flat[i:i + step]).tobytes() for i in range(0, flat.size, step))
 
 
 # ---------------------------------------------------------------- tokenizers
@@ -372,7 +374,8 @@ def truncate_tokenizer(path, n_keep):
     """Loads a real tokenizer.json (and the tokenizer_config.json beside it) and,
     when n_keep is smaller than its base vocabulary, keeps the first n_keep
     base tokens (bytes come first in these vocabularies), the merges among them,
-    and the added tokens renumbered after them."""
+    the added tokens that already sit inside them, and up to 16 added tokens
+    from after the base vocabulary, renumbered to follow what was kept."""
     tok = json.load(open(path, encoding="utf-8"))
     cfg_path = os.path.join(os.path.dirname(path), "tokenizer_config.json")
     cfg = json.load(open(cfg_path, encoding="utf-8")) if os.path.exists(cfg_path) else {}
@@ -381,18 +384,20 @@ def truncate_tokenizer(path, n_keep):
     n_base = len(vocab)
     if n_keep is None or n_keep >= n_base + len(added):
         return tok, cfg
-    keep_added = added[:max(0, min(len(added), 16))]
-    n_base_keep = max(256, n_keep - len(keep_added))
+    high = [t for t in added if t["id"] >= n_base][:16]  # specials after the base vocabulary: renumbered
+    n_base_keep = max(256, n_keep - len(high))
+    low = [t for t in added if t["id"] < min(n_base, n_base_keep)]  # inside it (SentencePiece <unk> <s> </s>)
     vocab = {s: i for s, i in vocab.items() if i < n_base_keep}
     merges = []
     for m in tok["model"].get("merges", []):
         a, b = m.split(" ", 1) if isinstance(m, str) else m
         if a in vocab and b in vocab and a + b in vocab:
             merges.append(m)
-    remap = {}
-    for k, t in enumerate(keep_added):
+    remap = {t["id"]: t["id"] for t in low}
+    for k, t in enumerate(high):
         remap[t["id"]] = n_base_keep + k
         t["id"] = n_base_keep + k
+    keep_added = low + high
     tok["model"]["vocab"] = vocab
     tok["model"]["merges"] = merges
     tok["added_tokens"] = keep_added
