@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# tests/gpu/run.sh OUT_DIR - the one GPU check of the CUDA backend, for a machine
+# with an NVIDIA GPU, nvcc, CMake and (for the comparison) python3 + torch +
+# transformers. Builds celine's engine with CUDA (CELINE_ENGINE_ONLY: no
+# libuv/curl/zstd/http-parser needed), runs the CUDA tests, the GPU benchmark
+# and the PyTorch + transformers baseline, and writes into OUT_DIR:
+#   build.log      environment, configure and build output
+#   tests.log      test_cuda_ops, test_cuda_backend, compute-sanitizer memcheck
+#   bench.log      bench_gpu and gpu_torch.py output
+#   bench_gpu.json celine's figures        torch.json  the baseline's
+#   summary.json   pass/fail of each step, the figures, and the issue's targets
+# Each step has its own timeout so one hang cannot eat the budget; the whole
+# run is meant to finish within 8 minutes on one H100.
+#
+# Missing dev packages: when pkg-config (or libpcre2-8 / jansson / cmocka) is
+# not on the machine, .gpudeps/ at the repo root may hold Debian packages
+# extracted with dpkg -x (libpcre2-dev libpcre2-8-0 libjansson-dev libjansson4
+# libcmocka-dev libcmocka0 pkgconf-bin libpkgconf3); their .pc files are
+# rewritten to point there.
+set -uo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+OUT="${1:?usage: tests/gpu/run.sh OUT_DIR}"
+mkdir -p "$OUT" && OUT="$(cd "$OUT" && pwd)"
+BUILD="${CELINE_GPU_BUILD:-$ROOT/build-gpu}"
+DEPS="$ROOT/.gpudeps"
+JOBS="$(nproc 2>/dev/null || echo 4)"
+T0=$(date +%s)
+declare -A STATUS
+
+log() { echo "[gpu $(($(date +%s) - T0))s] $*" | tee -a "$OUT/build.log"; }
+: >"$OUT/build.log"
+: >"$OUT/tests.log"
+: >"$OUT/bench.log"
+
+# ---- environment
+{
+  echo "== environment"
+  uname -a
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.memory --format=csv 2>&1 || echo "nvidia-smi: not available"
+  (command -v nvcc >/dev/null && nvcc --version) || /usr/local/cuda/bin/nvcc --version 2>&1 || echo "nvcc: not found"
+  cmake --version 2>&1 | head -1
+  (cc --version 2>&1 | head -1) || true
+  python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' 2>&1 | tail -1
+} >>"$OUT/build.log" 2>&1
+
+# ---- dependencies: pkg-config, PCRE2, jansson, cmocka
+PKGCONF="$(command -v pkg-config || command -v pkgconf || true)"
+if [ -z "$PKGCONF" ] && [ -x "$DEPS/usr/bin/pkgconf" ]; then
+  PKGCONF="$DEPS/usr/bin/pkgconf"
+  export LD_LIBRARY_PATH="$DEPS/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  log "pkg-config: using $PKGCONF"
+fi
+if [ -z "$PKGCONF" ]; then
+  log "FATAL: no pkg-config on this machine and none in $DEPS (add pkgconf-bin + libpkgconf3 there)"
+  echo '{"build": "fail", "reason": "no pkg-config"}' >"$OUT/summary.json"
+  exit 1
+fi
+missing=()
+for m in libpcre2-8 jansson cmocka; do "$PKGCONF" --exists "$m" || missing+=("$m"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "not found by pkg-config: ${missing[*]}"
+  if [ -d "$DEPS/usr/lib/x86_64-linux-gnu/pkgconfig" ]; then
+    PCDIR="$(mktemp -d)"
+    for pc in "$DEPS"/usr/lib/x86_64-linux-gnu/pkgconfig/*.pc "$DEPS"/usr/share/pkgconfig/*.pc; do
+      [ -e "$pc" ] && sed -e "s|=/usr|=$DEPS/usr|g" "$pc" >"$PCDIR/$(basename "$pc")"
+    done
+    export PKG_CONFIG_PATH="$PCDIR${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+    export LD_LIBRARY_PATH="$DEPS/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    log "using $DEPS (PKG_CONFIG_PATH=$PCDIR)"
+    still=()
+    for m in "${missing[@]}"; do "$PKGCONF" --exists "$m" || still+=("$m"); done
+    [ ${#still[@]} -gt 0 ] && log "still missing after $DEPS: ${still[*]}"
+  else
+    log "no $DEPS folder to fall back on"
+  fi
+fi
+"$PKGCONF" --exists cmocka || log "WARNING: cmocka missing: the CUDA tests will not be built (bench only)"
+
+# ---- configure + build
+GEN="Unix Makefiles"
+command -v ninja >/dev/null && GEN=Ninja
+if [ -f "$BUILD/CMakeCache.txt" ] && ! grep -q "^CMAKE_GENERATOR:INTERNAL=$GEN\$" "$BUILD/CMakeCache.txt"; then rm -rf "$BUILD"; fi
+log "configure ($BUILD)"
+if timeout 180 cmake -S "$ROOT" -B "$BUILD" -G "$GEN" -DCMAKE_BUILD_TYPE=Release -DCELINE_ENGINE_ONLY=ON \
+  -DCELINE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DCELINE_TESTS=ON -DPKG_CONFIG_EXECUTABLE="$PKGCONF" \
+  >>"$OUT/build.log" 2>&1; then
+  STATUS[configure]=pass
+else
+  STATUS[configure]=fail
+fi
+if [ "${STATUS[configure]}" = pass ]; then
+  log "build (-j$JOBS)"
+  if timeout 300 cmake --build "$BUILD" -j "$JOBS" >>"$OUT/build.log" 2>&1; then STATUS[build]=pass; else STATUS[build]=fail; fi
+else
+  STATUS[build]=skipped
+fi
+log "configure ${STATUS[configure]}, build ${STATUS[build]}"
+
+# ---- tests
+run_test() { # name timeout cmd...
+  local name="$1" to="$2"
+  shift 2
+  if [ ! -x "$1" ]; then
+    STATUS[$name]=missing
+    echo "== $name: not built" >>"$OUT/tests.log"
+    return
+  fi
+  echo "== $name" >>"$OUT/tests.log"
+  local t=$(date +%s) tmp="$OUT/.test.out"
+  if CMOCKA_MESSAGE_OUTPUT=stdout timeout "$to" "$@" >"$tmp" 2>&1; then STATUS[$name]=pass; else STATUS[$name]="fail(rc=$?)"; fi
+  if grep -q "^SKIP: no CUDA device" "$tmp" && [ "${STATUS[$name]}" = pass ]; then STATUS[$name]=skipped; fi
+  cat "$tmp" >>"$OUT/tests.log"
+  rm -f "$tmp"
+  log "$name: ${STATUS[$name]} ($(($(date +%s) - t))s)"
+}
+if [ "${STATUS[build]}" = pass ]; then
+  run_test test_cuda_ops 120 "$BUILD/test_cuda_ops"
+  run_test test_cuda_backend 150 "$BUILD/test_cuda_backend"
+  if command -v compute-sanitizer >/dev/null; then
+    run_test memcheck_cuda_ops 150 compute-sanitizer --tool memcheck --error-exitcode 9 "$BUILD/test_cuda_ops"
+  else
+    STATUS[memcheck_cuda_ops]=missing
+  fi
+fi
+
+# ---- benchmarks
+if [ -x "$BUILD/bench_gpu" ]; then
+  log "bench_gpu"
+  echo "== bench_gpu" >>"$OUT/bench.log"
+  if timeout 180 "$BUILD/bench_gpu" --out "$OUT/bench_gpu.json" >>"$OUT/bench.log" 2>&1; then STATUS[bench_gpu]=pass; else STATUS[bench_gpu]="fail(rc=$?)"; fi
+  log "bench_gpu: ${STATUS[bench_gpu]}"
+else
+  STATUS[bench_gpu]=missing
+fi
+if python3 -c 'import torch, transformers' >/dev/null 2>&1; then
+  log "gpu_torch.py (PyTorch + transformers generate, batch 64)"
+  echo "== gpu_torch.py" >>"$OUT/bench.log"
+  if PYTHONUNBUFFERED=1 timeout 240 python3 "$ROOT/bench/gpu_torch.py" --out "$OUT/torch.json" >>"$OUT/bench.log" 2>&1; then
+    STATUS[torch]=pass
+  else
+    STATUS[torch]="fail(rc=$?)"
+  fi
+  log "gpu_torch.py: ${STATUS[torch]}"
+else
+  STATUS[torch]=missing
+fi
+
+# ---- summary
+{
+  for k in "${!STATUS[@]}"; do echo "$k=${STATUS[$k]}"; done
+} >"$OUT/.status"
+python3 - "$OUT" <<'PY' 2>&1 | tee -a "$OUT/build.log"
+import json, os, sys
+out = sys.argv[1]
+st = dict(l.strip().split("=", 1) for l in open(os.path.join(out, ".status")) if "=" in l)
+def load(n):
+    try:
+        return json.load(open(os.path.join(out, n)))
+    except Exception as e:
+        return {"error": str(e)}
+b, t = load("bench_gpu.json"), load("torch.json")
+runs = {r["batch"]: r for r in b.get("runs", [])}
+s = {"status": st, "celine": b, "torch": t, "targets": {}}
+tg = s["targets"]
+if 1 in runs:
+    tg["batch1_roofline_pct_logits"] = runs[1]["roofline_pct_logits"]
+    tg["batch1_roofline_pct_argmax"] = runs[1]["roofline_pct_argmax"]
+    tg["batch1_roofline_ok(>=70)"] = max(runs[1]["roofline_pct_logits"], runs[1]["roofline_pct_argmax"]) >= 70
+if 256 in runs:
+    tg["batch256_tok_s_logits"] = runs[256]["decode_tok_s_logits"]
+    tg["batch256_tok_s_argmax"] = runs[256]["decode_tok_s_argmax"]
+    tg["batch256_ok(>=20000)"] = max(runs[256]["decode_tok_s_logits"], runs[256]["decode_tok_s_argmax"]) >= 20000
+tb = t.get("decode_tok_s") if isinstance(t, dict) else None
+if 64 in runs and tb:
+    tg["vs_torch_batch64_logits"] = runs[64]["decode_tok_s_logits"] / tb
+    tg["vs_torch_batch64_argmax"] = runs[64]["decode_tok_s_argmax"] / tb
+    tg["vs_torch_ok(>=5)"] = max(tg["vs_torch_batch64_logits"], tg["vs_torch_batch64_argmax"]) >= 5
+json.dump(s, open(os.path.join(out, "summary.json"), "w"), indent=1)
+print("== summary")
+for k in sorted(st):
+    print(f"  {k:20s} {st[k]}")
+for k, v in tg.items():
+    print(f"  {k:32s} {v:.2f}" if isinstance(v, float) else f"  {k:32s} {v}")
+PY
+rm -f "$OUT/.status"
+log "done in $(($(date +%s) - T0)) s; results in $OUT"
+ok=1
+for k in configure build test_cuda_ops test_cuda_backend bench_gpu; do
+  [ "${STATUS[$k]:-missing}" = pass ] || ok=0
+done
+[ $ok = 1 ]
