@@ -80,7 +80,10 @@ static inline void cel__q4k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint
 /* ------------------------------------------------------------ activations */
 /* The activation row format a weight dtype's dot product wants:
  *   F32   (F32, F16, BF16 weights): the float row itself;
- *   Q8_32 (Q8_0, Q4_0): int8 qs[n] | float d[n/32]            (x ~ d * qs per 32);
+ *   Q8_32 (Q8_0, Q4_0): int8 qs[n] | float d[n/32] | pad to 64 | float dx[ceil(n/64)][16]
+ *          (x ~ d * qs per 32; dx, written and read only by the AVX-512
+ *          table, holds each pair of block scales spread over 16 lanes:
+ *          8 x d[2p], 8 x d[2p + 1] (0 past the last block));
  *   Q8_256 (Q4_K, Q6_K): int8 qs[n] | float d[n/256] | int16 bsum[n/16]
  *          (one scale per 256, plus the sums of each 16 qs for the K-quants'
  *          min / offset terms).
@@ -88,6 +91,8 @@ static inline void cel__q4k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint
 typedef enum cel__act_kind { CEL__ACT_F32 = 0, CEL__ACT_Q8_32 = 1, CEL__ACT_Q8_256 = 2 } cel__act_kind;
 
 cel__act_kind cel__act_kind_for(cel_dtype t);
+/* Offset of the expanded scale pairs (dx) in a Q8_32 row of n elements. */
+static inline size_t cel__act_q8_32_dx_offset(int64_t n) { return ((size_t)n + (size_t)(n / 32) * 4 + 63) & ~(size_t)63; }
 /* Bytes of one quantized activation row of n elements (kind Q8_32 / Q8_256;
  * n a multiple of 32 / 256); for F32, 4 * n rounded up to 64. */
 size_t cel__act_row_bytes(cel__act_kind k, int64_t n);
@@ -121,8 +126,28 @@ const cel__kern *cel__kern_scalar(void);
 /* NULL when the CPU (checked at run time) lacks AVX2 + FMA + F16C or the
  * compiler could not build the AVX2 kernels. */
 const cel__kern *cel__kern_avx2(void);
+/* NULL without AVX-512 F/BW/VL/VNNI (plus AVX2/FMA/F16C). Float formats and
+ * Q8_0 / Q4_0 at 16 lanes (VNNI dot products); K-quants and the float
+ * helpers are the AVX2 ones. */
+const cel__kern *cel__kern_avx512(void);
 /* The table this process uses: the best the CPU supports. */
 const cel__kern *cel__kern_best(void);
+/* Every table this CPU can run, scalar first (for tests and benchmarks);
+ * returns how many were written to out (at most max). */
+int cel__kern_all(const cel__kern **out, int max);
+
+/* AVX2 functions the AVX-512 table reuses (kern_avx2.c). */
+void cel__avx2_quant_q8_32(const float *x, void *dst, int64_t n);
+void cel__avx2_quant_q8_256(const float *x, void *dst, int64_t n);
+void cel__avx2_dot_q4_k(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y,
+                        size_t ys);
+void cel__avx2_dot_q6_k(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y,
+                        size_t ys);
+void cel__avx2_attn_step(const float *q, const float *k, const float *v, int n, int d, float scale, float *m, float *l,
+                         float *acc);
+void cel__avx2_swiglu(float *out, const float *gate, const float *up, int64_t n);
+void cel__avx2_fp16_to_f32(const uint16_t *src, float *dst, int64_t n);
+void cel__avx2_f32_to_fp16(const float *src, uint16_t *dst, int64_t n);
 /* The dot kernel of a weight dtype, or NULL if unsupported. */
 cel__dot_fn cel__kern_dot(const cel__kern *k, cel_dtype t);
 

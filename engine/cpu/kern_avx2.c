@@ -110,7 +110,7 @@ AVX2_INLINE __m256i quant32(const float *x, __m256 id)
 
 AVX2_INLINE __m256 abs8(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
 
-AVX2 static void quant_q8_32(const float *x, void *dst, int64_t n)
+AVX2 void cel__avx2_quant_q8_32(const float *x, void *dst, int64_t n)
 {
     int8_t *qs = dst;
     float *d = (float *)(qs + n);
@@ -125,7 +125,7 @@ AVX2 static void quant_q8_32(const float *x, void *dst, int64_t n)
     }
 }
 
-AVX2 static void quant_q8_256(const float *x, void *dst, int64_t n)
+AVX2 void cel__avx2_quant_q8_256(const float *x, void *dst, int64_t n)
 {
     int8_t *qs = dst;
     float *d = (float *)(qs + n);
@@ -369,12 +369,15 @@ FLOAT_TILE(tile_f32, load_f32, tail_f32, 4)
 FLOAT_TILE(tile_f16, load_f16, tail_f16, 2)
 FLOAT_TILE(tile_bf16, load_bf16, tail_bf16, 2)
 
-/* Covers nw x nx with tiles: groups of 4 activation rows take NWB x 4 tiles
+/* The K-quant dot functions and the float helpers are shared with the
+ * AVX-512 table (kern_avx512.c), hence their cel__avx2_ names.
+ *
+ * Covers nw x nx with tiles: groups of 4 activation rows take NWB x 4 tiles
  * (then 1 x 4 for leftover weight rows); leftover activation rows take 4 x 1
  * tiles (then 1 x 1). Loops run activation groups outermost so a group stays
  * in L1 while the weight rows stream past it. */
-#define DOT_FN(NAME, TILE, NWB)                                                                                    \
-    AVX2 static void NAME(int64_t n, const void *wp, size_t ws, int nw, const void *xp, size_t xs, int nx,         \
+#define DOT_FN(LINK, NAME, TILE, NWB)                                                                                  \
+    AVX2 LINK void NAME(int64_t n, const void *wp, size_t ws, int nw, const void *xp, size_t xs, int nx,                    \
                           float *y, size_t ys)                                                                     \
     {                                                                                                              \
         const uint8_t *w = wp, *x = xp;                                                                            \
@@ -397,13 +400,13 @@ FLOAT_TILE(tile_bf16, load_bf16, tail_bf16, 2)
         }                                                                                                          \
     }
 
-DOT_FN(dot_q8_0, tile_q8_0, 1)
-DOT_FN(dot_q4_0, tile_q4_0, 1)
-DOT_FN(dot_q4_k, tile_q4_k, 1)
-DOT_FN(dot_q6_k, tile_q6_k, 1)
-DOT_FN(dot_f32, tile_f32, 2)
-DOT_FN(dot_f16, tile_f16, 2)
-DOT_FN(dot_bf16, tile_bf16, 2)
+DOT_FN(static, dot_q8_0, tile_q8_0, 1)
+DOT_FN(static, dot_q4_0, tile_q4_0, 1)
+DOT_FN(, cel__avx2_dot_q4_k, tile_q4_k, 1)
+DOT_FN(, cel__avx2_dot_q6_k, tile_q6_k, 1)
+DOT_FN(static, dot_f32, tile_f32, 2)
+DOT_FN(static, dot_f16, tile_f16, 2)
+DOT_FN(static, dot_bf16, tile_bf16, 2)
 
 /* ------------------------------------------------------------- float ops */
 
@@ -421,7 +424,7 @@ AVX2_INLINE float dot_f(const float *a, const float *b, int d)
     return hsum8(_mm256_add_ps(s0, s1)) + t;
 }
 
-AVX2 static void attn_step(const float *q, const float *k, const float *v, int n, int d, float scale, float *m,
+AVX2 void cel__avx2_attn_step(const float *q, const float *k, const float *v, int n, int d, float scale, float *m,
                            float *l, float *acc)
 {
     float s[256 + 8];
@@ -453,7 +456,7 @@ AVX2 static void attn_step(const float *q, const float *k, const float *v, int n
     *l = sum;
 }
 
-AVX2 static void swiglu(float *out, const float *gate, const float *up, int64_t n)
+AVX2 void cel__avx2_swiglu(float *out, const float *gate, const float *up, int64_t n)
 {
     const __m256 one = _mm256_set1_ps(1.0f);
     int64_t i = 0;
@@ -466,14 +469,14 @@ AVX2 static void swiglu(float *out, const float *gate, const float *up, int64_t 
     for (; i < n; i++) out[i] = gate[i] * up[i] / (1.0f + expf(-gate[i]));
 }
 
-AVX2 static void fp16_to_f32(const uint16_t *src, float *dst, int64_t n)
+AVX2 void cel__avx2_fp16_to_f32(const uint16_t *src, float *dst, int64_t n)
 {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
     for (; i < n; i++) dst[i] = cel_fp16_to_fp32(src[i]);
 }
 
-AVX2 static void f32_to_fp16(const float *src, uint16_t *dst, int64_t n)
+AVX2 void cel__avx2_f32_to_fp16(const float *src, uint16_t *dst, int64_t n)
 {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -488,14 +491,14 @@ static const cel__kern kern_avx2 = {
     .dot_bf16 = dot_bf16,
     .dot_q8_0 = dot_q8_0,
     .dot_q4_0 = dot_q4_0,
-    .dot_q4_k = dot_q4_k,
-    .dot_q6_k = dot_q6_k,
-    .quant_q8_32 = quant_q8_32,
-    .quant_q8_256 = quant_q8_256,
-    .attn_step = attn_step,
-    .swiglu = swiglu,
-    .fp16_to_f32 = fp16_to_f32,
-    .f32_to_fp16 = f32_to_fp16,
+    .dot_q4_k = cel__avx2_dot_q4_k,
+    .dot_q6_k = cel__avx2_dot_q6_k,
+    .quant_q8_32 = cel__avx2_quant_q8_32,
+    .quant_q8_256 = cel__avx2_quant_q8_256,
+    .attn_step = cel__avx2_attn_step,
+    .swiglu = cel__avx2_swiglu,
+    .fp16_to_f32 = cel__avx2_fp16_to_f32,
+    .f32_to_fp16 = cel__avx2_f32_to_fp16,
 };
 
 /* AVX2 and FMA through the compiler's run-time check (which also verifies

@@ -250,6 +250,16 @@ cel__dot_fn cel__kern_dot(const cel__kern *k, cel_dtype t)
 
 const cel__kern *cel__kern_best(void)
 {
-    const cel__kern *k = cel__kern_avx2();
+    const cel__kern *k = cel__kern_avx512();
+    if (!k) k = cel__kern_avx2();
     return k ? k : &kern_scalar;
+}
+
+int cel__kern_all(const cel__kern **out, int max)
+{
+    const cel__kern *all[3] = {&kern_scalar, cel__kern_avx2(), cel__kern_avx512()};
+    int n = 0;
+    for (int i = 0; i < 3; i++)
+        if (all[i] && n < max) out[n++] = all[i];
+    return n;
 }

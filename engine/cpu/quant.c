@@ -406,7 +406,7 @@ size_t cel__act_row_bytes(cel__act_kind k, int64_t n)
 {
     size_t b;
     switch (k) {
-    case CEL__ACT_Q8_32: b = (size_t)n + (size_t)(n / 32) * 4; break;
+    case CEL__ACT_Q8_32: b = cel__act_q8_32_dx_offset(n) + (size_t)((n + 63) / 64) * 64; break;
     case CEL__ACT_Q8_256: b = (size_t)n + (size_t)(n / 256) * 4 + (size_t)(n / 16) * 2; break;
     default: b = (size_t)n * 4; break;
     }

@@ -168,9 +168,9 @@ static void test_swiglu(void **state)
         double want = g[i] / (1.0 + exp(-(double)g[i])) * u[i];
         assert_true(fabs(out[i] - want) <= 1e-6 * fabs(want) + 1e-30);
     }
-    const cel__kern *ks[2] = {cel__kern_scalar(), cel__kern_avx2()};
-    for (int k = 0; k < 2; k++) {
-        if (!ks[k]) continue;
+    const cel__kern *ks[4];
+    int nk = cel__kern_all(ks, 4);
+    for (int k = 0; k < nk; k++) {
         ks[k]->swiglu(o2, g, u, N);
         for (int i = 0; i < N; i++) assert_true(fabsf(o2[i] - out[i]) <= 2e-6f * fabsf(out[i]) + 1e-30f);
     }
@@ -201,16 +201,18 @@ static void test_half_kernels(void **state)
     fill(x, N, 6, 70000.0f);
     for (int i = 0; i < 100; i++) x[i] *= 1e-9f; /* subnormal halves */
     x[100] = INFINITY;
-    const cel__kern *ks = cel__kern_scalar(), *kv = cel__kern_avx2();
-    ks->f32_to_fp16(x, h1, N);
+    const cel__kern *ks[4];
+    int nk = cel__kern_all(ks, 4);
+    ks[0]->f32_to_fp16(x, h1, N);
     for (int i = 0; i < N; i++) assert_int_equal(h1[i], cel_fp32_to_fp16(x[i]));
-    ks->fp16_to_f32(h1, a, N);
+    ks[0]->fp16_to_f32(h1, a, N);
     for (int i = 0; i < N; i++) assert_true(a[i] == cel_fp16_to_fp32(h1[i]));
-    if (!kv) return;
-    kv->f32_to_fp16(x, h2, N);
-    assert_memory_equal(h1, h2, sizeof h1);
-    kv->fp16_to_f32(h1, b, N);
-    assert_memory_equal(a, b, sizeof a);
+    for (int k = 1; k < nk; k++) {
+        ks[k]->f32_to_fp16(x, h2, N);
+        assert_memory_equal(h1, h2, sizeof h1);
+        ks[k]->fp16_to_f32(h1, b, N);
+        assert_memory_equal(a, b, sizeof a);
+    }
 }
 
 /* --------------------------------------------------------------- matmul */
@@ -293,24 +295,27 @@ static void test_matmul_fast(void **state)
     cel_pool *pool;
     cel_error err;
     assert_int_equal(cel_pool_create(2, &pool, &err), CEL_OK);
-    const cel__kern *tables[2] = {cel__kern_scalar(), cel__kern_avx2()};
-    if (!tables[1]) print_message("AVX2 kernels unavailable on this CPU: only the scalar table is tested\n");
+    const cel__kern *tables[4];
+    int nt = cel__kern_all(tables, 4);
+    print_message("kernel tables on this CPU: %d (best: %s)\n", nt, cel__kern_best()->name);
+    /* odd row counts exercise every tile shape; 1056 = 33 blocks of 32 (an odd
+     * count: the AVX-512 pair loop's single-block tail) */
     const int64_t n_rows = 11;
     for (size_t k = 0; k < N_DTYPES; k++) {
         cel_dtype t = ALL_DTYPES[k];
-        /* float formats also get a width with a tail (n % 8 != 0) */
-        int64_t widths[2] = {512, cel_dtype_block_elems(t) == 1 ? 100 : 1024};
-        for (int wi = 0; wi < 2; wi++) {
+        int64_t be = cel_dtype_block_elems(t);
+        int64_t widths[3] = {512, be == 1 ? 100 : 1024, be == 1 ? 37 : be == 32 ? 1056 : 256};
+        for (int wi = 0; wi < 3; wi++) {
             int64_t n_in = widths[wi], n_out = 37;
             float *wf, *x = malloc(n_in * n_rows * sizeof *x);
             fill(x, n_in * n_rows, 30 + wi, 2.0f);
             x[5] = 40.0f; /* an outlier widens one activation block */
             cel_tensor w = make_weight(t, n_in, n_out, 40 + k, &wf);
             double *yr = malloc(n_out * n_rows * sizeof *yr);
-            float *y[2] = {malloc(n_out * n_rows * 4), malloc(n_out * n_rows * 4)};
+            float *y[4];
             plain_matmul(yr, wf, x, n_in, n_out, n_rows);
-            for (int ti = 0; ti < 2; ti++) {
-                if (!tables[ti]) continue;
+            for (int ti = 0; ti < nt; ti++) {
+                y[ti] = malloc(n_out * n_rows * 4);
                 run_fast(tables[ti], pool, &w, x, n_in, n_rows, y[ti]);
                 for (int64_t r = 0; r < n_rows; r++)
                     for (int64_t o = 0; o < n_out; o++) {
@@ -321,21 +326,22 @@ static void test_matmul_fast(void **state)
                                      cel_dtype_name(t), (long long)n_in, (long long)r, (long long)o, e, b);
                     }
             }
-            if (tables[1]) {
-                /* SIMD vs scalar: same integer sums, float sums in another order */
+            /* SIMD vs scalar: same integer sums, float sums in another order */
+            for (int ti = 1; ti < nt; ti++)
                 for (int64_t r = 0; r < n_rows; r++)
                     for (int64_t o = 0; o < n_out; o++) {
                         double sabs = 0;
                         for (int64_t i = 0; i < n_in; i++) sabs += fabs((double)wf[o * n_in + i] * x[r * n_in + i]);
-                        assert_true(fabs(y[0][r * n_out + o] - y[1][r * n_out + o]) <= 2e-6 * sabs + 1e-6);
+                        if (fabs(y[0][r * n_out + o] - y[ti][r * n_out + o]) > 2e-6 * sabs + 1e-6)
+                            fail_msg("%s vs scalar, %s: row %lld out %lld differ by %g", tables[ti]->name,
+                                     cel_dtype_name(t), (long long)r, (long long)o,
+                                     fabs(y[0][r * n_out + o] - y[ti][r * n_out + o]));
                     }
-            }
             free(w.data);
             free(wf);
             free(x);
             free(yr);
-            free(y[0]);
-            free(y[1]);
+            for (int ti = 0; ti < nt; ti++) free(y[ti]);
         }
     }
     cel_pool_free(pool);
@@ -350,7 +356,8 @@ static void test_batch_invariance(void **state)
     cel_pool *pool;
     cel_error err;
     assert_int_equal(cel_pool_create(2, &pool, &err), CEL_OK);
-    const cel__kern *tables[2] = {cel__kern_scalar(), cel__kern_avx2()};
+    const cel__kern *tables[4];
+    int nt = cel__kern_all(tables, 4);
     const int64_t n_in = 256, n_out = 70, max_rows = 70;
     float *x = malloc(n_in * max_rows * sizeof *x);
     fill(x, n_in * max_rows, 50, 1.5f);
@@ -358,8 +365,7 @@ static void test_batch_invariance(void **state)
     for (size_t k = 0; k < N_DTYPES; k++) {
         float *wf;
         cel_tensor w = make_weight(ALL_DTYPES[k], n_in, n_out, 60 + k, &wf);
-        for (int ti = 0; ti < 2; ti++) {
-            if (!tables[ti]) continue;
+        for (int ti = 0; ti < nt; ti++) {
             for (int64_t r = 0; r < max_rows; r++) run_fast(tables[ti], NULL, &w, x + r * n_in, n_in, 1, solo + r * n_out);
             const int64_t sizes[] = {2, 3, 4, 5, 8, 16, 17, 64, 70};
             for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
@@ -480,11 +486,11 @@ static void test_attn_step(void **state)
     fill(q, ANEW * AH * AD, 95, 3.0f);
     kv_ctx c = {k, v, AHKV * AD};
     cel_op_attention(ref, q, ANEW, APAST, AH, AHKV, AD, kv_at, &c);
-    const cel__kern *tables[2] = {cel__kern_scalar(), cel__kern_avx2()};
+    const cel__kern *tables[4];
+    int nt = cel__kern_all(tables, 4);
     float kb[16 * AD], vb[16 * AD], acc[AD];
-    float out[2][ANEW * AH * AD];
-    for (int ti = 0; ti < 2; ti++) {
-        if (!tables[ti]) continue;
+    static float out[4][ANEW * AH * AD];
+    for (int ti = 0; ti < nt; ti++) {
         for (int t = 0; t < ANEW; t++)
             for (int h = 0; h < AH; h++) {
                 int g = h / (AH / AHKV), n = APAST + t + 1;
@@ -505,8 +511,8 @@ static void test_attn_step(void **state)
                 }
             }
     }
-    if (tables[1])
-        for (int i = 0; i < ANEW * AH * AD; i++) assert_true(fabsf(out[0][i] - out[1][i]) < 1e-5f);
+    for (int ti = 1; ti < nt; ti++)
+        for (int i = 0; i < ANEW * AH * AD; i++) assert_true(fabsf(out[0][i] - out[ti][i]) < 1e-5f);
     free(k);
     free(v);
     free(q);
