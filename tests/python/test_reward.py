@@ -7,6 +7,32 @@ import sys
 import threading
 import unittest
 
+
+
+def _preload_sanitizer_runtime():
+    """A library built with -DCELINE_SANITIZE=ON needs the ASan runtime loaded
+    first: re-run this test with it in LD_PRELOAD (leak checks off: the
+    interpreter itself is not leak-clean)."""
+    lib = os.environ.get("CELINE_VERIFY_LIB")
+    if not lib or os.environ.get("CELINE_TEST_PRELOADED"):
+        return
+    try:
+        import subprocess
+        out = subprocess.run(["ldd", lib], capture_output=True, text=True, timeout=30).stdout
+    except Exception:
+        return
+    libs = [line.split("=>")[1].split("(")[0].strip() for line in out.splitlines()
+            if "=>" in line and ("libasan" in line or "libubsan" in line)]
+    if not libs:
+        return
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = ":".join(libs + ([env["LD_PRELOAD"]] if env.get("LD_PRELOAD") else []))
+    env["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=1"
+    env["CELINE_TEST_PRELOADED"] = "1"
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+
+_preload_sanitizer_runtime()
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
 import celine_reward as cr  # noqa: E402
 
