@@ -697,6 +697,10 @@ static cel_status build_batch(cel_sched *s, int32_t *n_tok_out, int32_t *n_bs_ou
         s->run[i]->n_new = 0;
         s->run[i]->out = -1;
     }
+    for (int32_t i = 0; i < s->n_run; i++)
+        if (s->run[i]->n_toks <= s->run[i]->n_computed) /* an invariant broke: end it rather than hang */
+            finish_seq(s, s->run[i], CEL_FINISH_ERROR, "internal error: a sequence with nothing to compute");
+    compact_run(s);
     /* pass 1: decodes, oldest first */
     for (int32_t i = 0; i < s->n_run && budget > 0; i++) {
         seq *q = s->run[i];
@@ -809,11 +813,22 @@ static cel_status sample_one(cel_sched *s, seq *q, const float *logits, cel_erro
     return accept_token(s, q, &so, err);
 }
 
+/* Samples q's next token; a failure (out of memory, logits that are not
+ * finite) ends this sample with an error event and nothing else. */
+static void sample_or_fail(cel_sched *s, seq *q, const float *logits)
+{
+    cel_error e;
+    cel_error_clear(&e);
+    if (sample_one(s, q, logits, &e) == CEL_OK) return;
+    cel_log(&s->p.log, CEL_LOG_ERROR, "request %llu sample %u: %s", (unsigned long long)q->r->id, q->sample, e.msg);
+    if (q->state != SEQ_DONE) finish_seq(s, q, CEL_FINISH_ERROR, e.msg);
+}
+
 /* q's prompt is done: it becomes sample q->sample and forks one child per
  * other sample of its group. The children share every prompt block (the
  * partly filled last one is copied when a child first writes to it); each
  * draws its first token from the same logits with its own RNG stream. */
-static cel_status fork_and_sample(cel_sched *s, seq *q, const float *logits, cel_error *err)
+static void fork_and_sample(cel_sched *s, seq *q, const float *logits)
 {
     sreq *r = q->r;
     const uint32_t n = q->n_group;
@@ -821,6 +836,8 @@ static cel_status fork_and_sample(cel_sched *s, seq *q, const float *logits, cel
     q->n_group = 1;
     int32_t first_born = s->n_born;
     for (uint32_t i = 1; i < n; i++) {
+        cel_error e;
+        cel_error *err = &e;
         seq *c = calloc(1, sizeof *c);
         cel_status st = c ? CEL_OK : CEL_ERR_NOMEM;
         if (c) {
@@ -852,13 +869,12 @@ static cel_status fork_and_sample(cel_sched *s, seq *q, const float *logits, cel
         }
         s->born[s->n_born++] = c;
     }
-    init_sampler(s, q);
-    CEL_TRY(sample_one(s, q, logits, err));
-    for (int32_t i = first_born; i < s->n_born; i++) {
-        init_sampler(s, s->born[i]);
-        CEL_TRY(sample_one(s, s->born[i], logits, err));
+    /* every sample gets its first token or, failing that, its final event */
+    for (int32_t i = first_born - 1; i < s->n_born; i++) {
+        seq *t = i < first_born ? q : s->born[i];
+        init_sampler(s, t);
+        sample_or_fail(s, t, logits);
     }
-    return CEL_OK;
 }
 
 /* ------------------------------------------------------------ step */
@@ -981,12 +997,8 @@ static cel_status step(cel_sched *s, bool *did, cel_error *err)
         seq *q = s->b_ptr[i];
         if (q->out < 0 || q->state != SEQ_RUNNING) continue;
         const float *row = s->logits + (size_t)q->out * (size_t)s->n_vocab;
-        cel_status st = q->has_sampler ? sample_one(s, q, row, err) : fork_and_sample(s, q, row, err);
-        if (st != CEL_OK) {
-            finish_seq(s, q, CEL_FINISH_ERROR, err ? err->msg : "sampling failed");
-            CEL_TRY(settle(s, err));
-            return st;
-        }
+        if (q->has_sampler) sample_or_fail(s, q, row);
+        else fork_and_sample(s, q, row);
     }
     CEL_TRY(settle(s, err));
     publish_stats(s, n_tok, true);

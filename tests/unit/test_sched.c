@@ -30,6 +30,7 @@ typedef struct mock {
     int mode;
     int32_t *slot_tok, *slot_pos;
     int fail_next;           /* forward calls to fail */
+    int32_t nan_after;       /* rows whose last token is this get NaN logits (-1: never) */
     uint64_t n_forward, n_tokens, n_copies;
     int32_t max_batch;       /* largest n_tokens seen */
     char bad[256];           /* first inconsistency seen */
@@ -99,6 +100,8 @@ static cel_status mock_forward(cel_backend *be, const cel_batch *b, cel_error *e
             h = cel_mix64(h ^ (uint64_t)(uint32_t)last);
         }
         mock_logits(m, h, last, b->logits + (size_t)o * V);
+        if (last == m->nan_after)
+            for (int32_t v = 0; v < V; v++) b->logits[(size_t)o * V + (size_t)v] = NAN;
     }
     return CEL_OK;
 }
@@ -136,6 +139,7 @@ static mock *mock_new(int32_t n_blocks, int32_t bs, int mode)
     m->be.n_blocks = n_blocks;
     m->model.hp.n_vocab = V;
     m->mode = mode;
+    m->nan_after = -1;
     m->slot_tok = calloc((size_t)n_blocks * (size_t)bs, sizeof *m->slot_tok);
     m->slot_pos = malloc((size_t)n_blocks * (size_t)bs * sizeof *m->slot_pos);
     for (int32_t i = 0; i < n_blocks * bs; i++) m->slot_pos[i] = -1;
@@ -733,6 +737,42 @@ static void test_forward_failure(void **state)
     mock_free(&m->be);
 }
 
+static void test_sampling_failure_is_per_sample(void **state)
+{
+    (void)state;
+    mock *m = mock_new(64, 16, MOCK_HASH);
+    m->nan_after = 33;
+    cel_sched *s = mk(m, params(4096, 512));
+    int32_t a[5] = {1, 2, 3, 4, 33}, b[5] = {1, 2, 3, 4, 5};
+    req_out oa = {0}, ob = {0}, oc = {0};
+    submit(s, a, 5, 3, samp(1.0f, 1, 6), &oa); /* its first logits are NaN: all three samples fail */
+    submit(s, b, 5, 2, samp(1.0f, 2, 6), &ob); /* same batch, unaffected */
+    run(s);
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(oa.s[k].fin, CEL_FINISH_ERROR);
+        assert_int_equal(oa.s[k].n_final, 1);
+        assert_non_null(strstr(oa.s[k].error, "not finite"));
+    }
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(ob.s[k].n_final, 1);
+        assert_true(ob.s[k].fin == CEL_FINISH_LENGTH || ob.s[k].fin == CEL_FINISH_ERROR);
+        /* a sample that drew token 33 fails at that point; the others finish */
+        bool drew = false;
+        for (int i = 0; i < ob.s[k].n; i++) drew |= ob.s[k].ids[i] == 33;
+        assert_int_equal(ob.s[k].fin == CEL_FINISH_ERROR, drew);
+        if (!drew) assert_int_equal(ob.s[k].n, 6);
+    }
+    submit(s, b, 5, 1, samp(0, 0, 4), &oc); /* the engine goes on */
+    run(s);
+    assert_int_equal(oc.s[0].fin, CEL_FINISH_LENGTH);
+    cel_engine_stats st;
+    cel_sched_get_stats(s, &st);
+    assert_int_equal(st.kv_blocks_used, 0);
+    assert_int_equal(st.running, 0);
+    cel_sched_free(s);
+    mock_free(&m->be);
+}
+
 /* ---- threads ---- */
 
 typedef struct tctx {
@@ -870,6 +910,7 @@ int main(void)
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_queue_bound_and_free_cancels),
         cmocka_unit_test(test_forward_failure),
+        cmocka_unit_test(test_sampling_failure_is_per_sample),
         cmocka_unit_test(test_engine_thread),
         cmocka_unit_test(test_generate_collects),
     };
