@@ -33,7 +33,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 
 /* ------------------------------------------------------------- helpers */
 
-const char *cel__status_reason(int status)
+const char *cel__srv_status_reason(int status)
 {
     switch (status) {
     case 100: return "Continue";
@@ -76,7 +76,7 @@ static const char *default_error_type(int status)
     }
 }
 
-cel_status cel__error_json(cel_buf *out, int status, const char *type, const char *code, const char *msg)
+cel_status cel__srv_error_json(cel_buf *out, int status, const char *type, const char *code, const char *msg)
 {
     json_t *e = json_object();
     json_t *root = json_object();
@@ -184,7 +184,7 @@ static void put_head(cel_http_req *r, int status, const char *ctype, long long c
     if (s->stopping) r->keep_alive = false;
     cel_buf *b = &r->out;
     size_t before = b->len;
-    cel_status st = cel_buf_printf(b, "HTTP/1.1 %d %s\r\nServer: celine\r\n", status, cel__status_reason(status));
+    cel_status st = cel_buf_printf(b, "HTTP/1.1 %d %s\r\nServer: celine\r\n", status, cel__srv_status_reason(status));
     if (st == CEL_OK && ctype) st = cel_buf_printf(b, "Content-Type: %s\r\n", ctype);
     if (st == CEL_OK) {
         if (content_length >= 0)
@@ -217,11 +217,11 @@ static void req_complete(cel_http_req *r)
 {
     cel_server *s = r->srv;
     r->state = CEL__RQ_DONE;
-    cel__metrics_count(&s->metrics, r->route, r->status ? r->status : 499,
+    cel__srv_metrics_count(&s->metrics, r->route, r->status ? r->status : 499,
                        (double)(cel_now_ns() - r->t_start) * 1e-9);
     if (!r->conn) {
         req_free(r);
-        cel__check_finished(s);
+        cel__srv_check_finished(s);
         return;
     }
     conn_flush(r->conn);
@@ -259,7 +259,7 @@ void cel_http_respond_error(cel_http_req *r, int status, const char *type, const
     if (status == 429 || (status == 503 && !(code && strcmp(code, "model_not_loaded") == 0)))
         extra = "Retry-After: 1\r\n";
     if (status == 401) extra = "WWW-Authenticate: Bearer\r\n";
-    if (cel__error_json(&b, status, type, code, msg) == CEL_OK)
+    if (cel__srv_error_json(&b, status, type, code, msg) == CEL_OK)
         cel_http_respond(r, status, "application/json", b.data, b.len, extra);
     else
         cel_http_respond(r, 500, "text/plain", "out of memory\n", 14, NULL);
@@ -292,7 +292,7 @@ cel_status cel_http_stream_write(cel_http_req *r, const void *data, size_t len)
         r->srv->metrics.conn_dropped_slow++;
         cel_log(&r->srv->cfg.log, CEL_LOG_WARN, "server: dropping a streaming client: %zu bytes unsent (cap %zu)",
                 c->queued + c->wlen + len, r->srv->cfg.max_write_bytes);
-        cel__conn_close(c);
+        cel__srv_conn_close(c);
         return CEL_ERR_LIMIT;
     }
     size_t before = r->out.len;
@@ -302,7 +302,7 @@ cel_status cel_http_stream_write(cel_http_req *r, const void *data, size_t len)
     if (st == CEL_OK && r->chunked) st = cel_buf_puts(&r->out, "\r\n");
     if (st != CEL_OK) {
         r->out.len = before;
-        cel__conn_close(c);
+        cel__srv_conn_close(c);
         return CEL_ERR_NOMEM;
     }
     c->queued += r->out.len - before;
@@ -336,7 +336,7 @@ static void on_write(uv_write_t *w, int status)
     c->writing = false;
     if (c->closing) return;
     if (status < 0) {
-        cel__conn_close(c);
+        cel__srv_conn_close(c);
         return;
     }
     if (c->phase == CEL__PH_WRITE) conn_set_phase(c, CEL__PH_NONE);
@@ -407,7 +407,7 @@ static void conn_flush(cel__conn *c)
             bool taken = false;
             char *data = r->out.data + r->out_off;
             if (!conn_write(c, data, pending, whole, &taken)) {
-                cel__conn_close(c);
+                cel__srv_conn_close(c);
                 return;
             }
             c->queued -= pending;
@@ -437,7 +437,7 @@ static void conn_flush(cel__conn *c)
         else if (c->phase != CEL__PH_FIRST)
             conn_set_phase(c, c->srv->stopping ? CEL__PH_NONE : CEL__PH_IDLE);
         if (c->srv->stopping && !c->writing) {
-            cel__conn_close(c);
+            cel__srv_conn_close(c);
             return;
         }
     }
@@ -467,17 +467,17 @@ static void on_timer(uv_timer_t *t)
                                    in_head ? "headers" : "body",
                                    in_head ? s->cfg.header_timeout_ms : s->cfg.body_timeout_ms);
         } else {
-            cel__conn_close(c);
+            cel__srv_conn_close(c);
         }
         break;
     case CEL__PH_FIRST:
         s->metrics.timeouts++;
-        cel__conn_close(c); /* connected, never sent a byte */
+        cel__srv_conn_close(c); /* connected, never sent a byte */
         break;
     case CEL__PH_IDLE:
     case CEL__PH_WRITE:
     case CEL__PH_LINGER:
-        cel__conn_close(c);
+        cel__srv_conn_close(c);
         break;
     case CEL__PH_NONE: break;
     }
@@ -517,7 +517,9 @@ static int fail_parse(cel__conn *c, int status, const char *msg)
 {
     c->err_status = status;
     c->err_msg = msg;
-    return 1; /* makes http_parser stop with HPE_CB_* */
+    /* makes http_parser stop with HPE_CB_*; not 1 or 2, which on_headers_complete
+     * would take as "no body" / "upgrade" */
+    return -1;
 }
 
 static int on_message_begin(http_parser *p)
@@ -542,7 +544,7 @@ static int count_head(cel__conn *c, size_t n)
 static int on_url(http_parser *p, const char *at, size_t n)
 {
     cel__conn *c = p->data;
-    if (count_head(c, n)) return 1;
+    if (count_head(c, n)) return -1;
     if (cel_buf_append(&c->cur->url, at, n) != CEL_OK) return fail_parse(c, 500, "out of memory");
     return 0;
 }
@@ -551,7 +553,7 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
 {
     cel__conn *c = p->data;
     cel_http_req *r = c->cur;
-    if (count_head(c, n + 4)) return 1; /* ": " and CRLF count too */
+    if (count_head(c, n + 4)) return -1; /* ": " and CRLF count too */
     if (r->last_was_value || r->n_hdrs == 0) {
         if (r->n_hdrs) cel_buf_putc(&r->hdrs, '\0'); /* ends the previous value */
         if (r->n_hdrs >= c->srv->cfg.max_headers)
@@ -567,7 +569,7 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
 {
     cel__conn *c = p->data;
     cel_http_req *r = c->cur;
-    if (count_head(c, n)) return 1;
+    if (count_head(c, n)) return -1;
     if (!r->last_was_value) {
         cel_buf_putc(&r->hdrs, '\0'); /* ends the name */
         r->last_was_value = true;
@@ -656,7 +658,7 @@ static int on_message_complete(http_parser *p)
     r->keep_alive = http_should_keep_alive(p) && !p->upgrade && !c->srv->stopping;
     if (!r->keep_alive) c->discard = true; /* nothing after this request is read */
     r->state = CEL__RQ_HANDLER;
-    cel__dispatch(r);
+    cel__srv_dispatch(r);
     /* stop at this message boundary when we must not read on */
     if (!can_parse(c)) http_parser_pause(p, 1);
     return 0;
@@ -681,7 +683,7 @@ static void parse_failed(cel__conn *c, int status, const char *msg)
     c->discard = true;
     conn_set_phase(c, CEL__PH_NONE);
     if (!r) {
-        cel__conn_close(c);
+        cel__srv_conn_close(c);
         return;
     }
     r->state = CEL__RQ_HANDLER;
@@ -748,13 +750,13 @@ static void conn_pump(cel__conn *c)
     }
 }
 
-void cel__conn_feed(cel__conn *c, const char *data, size_t len)
+void cel__srv_conn_feed(cel__conn *c, const char *data, size_t len)
 {
     if (c->closing || len == 0) return;
     if (c->discard) return; /* after a final response: ignore what follows */
     if (c->in.len > c->in_off || !can_parse(c) || c->in_pump) {
         /* keep order: behind what is already waiting */
-        if (cel_buf_append(&c->in, data, len) != CEL_OK) cel__conn_close(c);
+        if (cel_buf_append(&c->in, data, len) != CEL_OK) cel__srv_conn_close(c);
         conn_pump(c);
         return;
     }
@@ -763,7 +765,7 @@ void cel__conn_feed(cel__conn *c, const char *data, size_t len)
     c->in_pump = false;
     if (c->closing) return;
     if (n < len && !c->discard && cel_buf_append(&c->in, data + n, len - n) != CEL_OK) {
-        cel__conn_close(c);
+        cel__srv_conn_close(c);
         return;
     }
     conn_pump(c);
@@ -783,12 +785,12 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     cel__conn *c = (cel__conn *)st;
     if (nread < 0) {
-        cel__conn_close(c); /* EOF or reset: the client is gone */
+        cel__srv_conn_close(c); /* EOF or reset: the client is gone */
         return;
     }
     if (nread == 0) return;
     if (c->phase == CEL__PH_FIRST || c->phase == CEL__PH_IDLE) conn_set_phase(c, CEL__PH_NONE);
-    cel__conn_feed(c, buf->base, (size_t)nread);
+    cel__srv_conn_feed(c, buf->base, (size_t)nread);
 }
 
 static void on_handle_closed(uv_handle_t *h)
@@ -808,7 +810,7 @@ static void on_handle_closed(uv_handle_t *h)
     cel_buf_free(&c->in);
     free(c->wbuf);
     free(c);
-    cel__check_finished(s);
+    cel__srv_check_finished(s);
 }
 
 static void on_shutdown(uv_shutdown_t *sh, int status)
@@ -816,7 +818,7 @@ static void on_shutdown(uv_shutdown_t *sh, int status)
     cel__conn *c = sh->data;
     if (c->closing) return;
     if (status < 0) {
-        cel__conn_close(c);
+        cel__srv_conn_close(c);
         return;
     }
     /* FIN sent: read (and drop) until the client closes, briefly, so that
@@ -830,16 +832,16 @@ static void conn_finish_close(cel__conn *c)
 {
     if (c->closing || c->shut_started) return;
     if (c->virt) {
-        cel__conn_close(c);
+        cel__srv_conn_close(c);
         return;
     }
     c->shut_started = true;
     c->discard = true;
     c->shut.data = c;
-    if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, on_shutdown) != 0) cel__conn_close(c);
+    if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, on_shutdown) != 0) cel__srv_conn_close(c);
 }
 
-void cel__conn_close(cel__conn *c)
+void cel__srv_conn_close(cel__conn *c)
 {
     if (c->closing) return;
     c->closing = true;
@@ -864,13 +866,13 @@ void cel__conn_close(cel__conn *c)
         }
         r = next;
     }
-    if (c->virt) return; /* freed by cel__conn_virtual_free, never under the parser */
+    if (c->virt) return; /* freed by cel__srv_conn_virtual_free, never under the parser */
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
 }
 
-void cel__conn_drain(cel__conn *c)
+void cel__srv_conn_drain(cel__conn *c)
 {
     if (c->closing) return;
     if (!c->head) {
@@ -878,7 +880,7 @@ void cel__conn_drain(cel__conn *c)
             c->close_after = true;
             c->discard = true;
         } else {
-            cel__conn_close(c);
+            cel__srv_conn_close(c);
         }
         return;
     }
@@ -900,7 +902,7 @@ void cel__conn_drain(cel__conn *c)
     c->discard = true;
     for (cel_http_req *q = c->head; q; q = q->next) q->keep_alive = false;
     if (!c->head) {
-        cel__conn_close(c);
+        cel__srv_conn_close(c);
         return;
     }
     conn_flush(c);
@@ -919,7 +921,7 @@ static cel__conn *conn_new(cel_server *s)
     return c;
 }
 
-cel__conn *cel__conn_virtual(cel_server *s, cel_buf *sink)
+cel__conn *cel__srv_conn_virtual(cel_server *s, cel_buf *sink)
 {
     cel__conn *c = conn_new(s);
     if (!c) return NULL;
@@ -930,20 +932,20 @@ cel__conn *cel__conn_virtual(cel_server *s, cel_buf *sink)
     return c;
 }
 
-void cel__conn_virtual_free(cel__conn *c)
+void cel__srv_conn_virtual_free(cel__conn *c)
 {
     cel_server *s = c->srv;
-    cel__conn_close(c);
+    cel__srv_conn_close(c);
     if (s->conns == c) s->conns = c->next;
     if (c->prev) c->prev->next = c->next;
     if (c->next) c->next->prev = c->prev;
     s->n_conns--;
     cel_buf_free(&c->in);
     free(c);
-    cel__check_finished(s);
+    cel__srv_check_finished(s);
 }
 
-cel_status cel__conn_accept(cel_server *s)
+cel_status cel__srv_conn_accept(cel_server *s)
 {
     cel__conn *c = conn_new(s);
     if (!c) return CEL_ERR_NOMEM;
@@ -960,7 +962,7 @@ cel_status cel__conn_accept(cel_server *s)
         s->n_conns++;
     }
     if (uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)&c->tcp) != 0) {
-        cel__conn_close(c);
+        cel__srv_conn_close(c);
         return CEL_ERR_IO;
     }
     uv_tcp_nodelay(&c->tcp, 1);
@@ -968,12 +970,12 @@ cel_status cel__conn_accept(cel_server *s)
         s->metrics.conn_rejected++;
         /* answer 503 without reading; too many lingering rejects: just close */
         if (s->n_lingering_rejects > 64) {
-            cel__conn_close(c);
+            cel__srv_conn_close(c);
             return CEL_OK;
         }
         cel_buf b;
         cel_buf_init(&b);
-        cel__error_json(&b, 503, "service_unavailable", "too_many_connections",
+        cel__srv_error_json(&b, 503, "service_unavailable", "too_many_connections",
                         "the server has reached its connection limit; retry later");
         cel_buf resp;
         cel_buf_init(&resp);
@@ -982,7 +984,7 @@ cel_status cel__conn_accept(cel_server *s)
                        "Content-Length: %zu\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s",
                        b.len, b.data ? b.data : "");
         cel_buf_free(&b);
-        cel__metrics_count(&s->metrics, CEL__MAX_ROUTES, 503, 0);
+        cel__srv_metrics_count(&s->metrics, CEL__MAX_ROUTES, 503, 0);
         c->close_after = true;
         c->discard = true;
         bool taken = false;
@@ -991,7 +993,7 @@ cel_status cel__conn_accept(cel_server *s)
         bool ok = conn_write(c, data, len, true, &taken);
         if (!taken) free(data);
         if (!ok) {
-            cel__conn_close(c);
+            cel__srv_conn_close(c);
             return CEL_OK;
         }
         if (!c->writing) conn_finish_close(c);

@@ -51,13 +51,13 @@ typedef struct cel__workq {
     bool started;
 } cel__workq;
 
-cel_status cel__workq_init(cel__workq *q, uv_loop_t *loop, int n_threads, uint32_t max, cel_error *err);
+cel_status cel__srv_workq_init(cel__workq *q, uv_loop_t *loop, int n_threads, uint32_t max, cel_error *err);
 /* Loop thread. CEL_ERR_BUSY when max jobs are already active. */
-cel_status cel__workq_push(cel__workq *q, cel__job *job);
-uint32_t cel__workq_active(cel__workq *q);
+cel_status cel__srv_workq_push(cel__workq *q, cel__job *job);
+uint32_t cel__srv_workq_active(cel__workq *q);
 /* Stops and joins the threads (jobs still waiting are run first so their
  * done callbacks balance), closes the async handle. */
-void cel__workq_stop(cel__workq *q);
+void cel__srv_workq_stop(cel__workq *q);
 
 /* ------------------------------------------------------------- metrics */
 #define CEL__HIST_MAX 20
@@ -68,8 +68,8 @@ typedef struct cel__hist {
     double sum;
     uint64_t count;
 } cel__hist;
-void cel__hist_init(cel__hist *h, const double *bounds, int n);
-void cel__hist_observe(cel__hist *h, double v);
+void cel__srv_hist_init(cel__hist *h, const double *bounds, int n);
+void cel__srv_hist_observe(cel__hist *h, double v);
 
 #define CEL__STATUS_SLOTS 16
 typedef struct cel__route_stats {
@@ -89,10 +89,10 @@ typedef struct cel__metrics {
     cel__hist tpot;      /* seconds between a sample's tokens */
     cel__hist batch;     /* reward items per request */
 } cel__metrics;
-void cel__metrics_init(cel__metrics *m);
-void cel__metrics_count(cel__metrics *m, int route, int status, double seconds);
+void cel__srv_metrics_init(cel__metrics *m);
+void cel__srv_metrics_count(cel__metrics *m, int route, int status, double seconds);
 /* Appends the Prometheus text exposition of everything to out. */
-cel_status cel__metrics_render(cel_server *s, cel_buf *out);
+cel_status cel__srv_metrics_render(cel_server *s, cel_buf *out);
 
 /* ---------------------------------------------------------- connections */
 typedef enum cel__phase {
@@ -227,69 +227,69 @@ struct cel_server {
 };
 
 /* http.c */
-cel_status cel__conn_accept(cel_server *s);
+cel_status cel__srv_conn_accept(cel_server *s);
 /* A connection with no socket whose output is appended to sink (tests, fuzzing). */
-cel__conn *cel__conn_virtual(cel_server *s, cel_buf *sink);
-void cel__conn_feed(cel__conn *c, const char *data, size_t len);
+cel__conn *cel__srv_conn_virtual(cel_server *s, cel_buf *sink);
+void cel__srv_conn_feed(cel__conn *c, const char *data, size_t len);
 /* Closes (if still open) and frees a virtual connection. */
-void cel__conn_virtual_free(cel__conn *c);
+void cel__srv_conn_virtual_free(cel__conn *c);
 /* Client gone / server closing: aborts pending requests, closes the handles. */
-void cel__conn_close(cel__conn *c);
+void cel__srv_conn_close(cel__conn *c);
 /* During shutdown: closes the connection now if nothing is in flight,
  * otherwise lets in-flight responses finish and then closes. */
-void cel__conn_drain(cel__conn *c);
-const char *cel__status_reason(int status);
+void cel__srv_conn_drain(cel__conn *c);
+const char *cel__srv_status_reason(int status);
 /* The OpenAI error body {"error": {...}} for status/type/code/message into out. */
-cel_status cel__error_json(cel_buf *out, int status, const char *type, const char *code, const char *msg);
+cel_status cel__srv_error_json(cel_buf *out, int status, const char *type, const char *code, const char *msg);
 
 /* server.c */
-void cel__dispatch(cel_http_req *r);
-void cel__check_finished(cel_server *s);
-cel_status cel__post_node(cel_server *s, cel__post *node);
+void cel__srv_dispatch(cel_http_req *r);
+void cel__srv_check_finished(cel_server *s);
+cel_status cel__srv_post_node(cel_server *s, cel__post *node);
 /* The verifier for a required format (thread-safe; created on first use). */
-cel_status cel__verifier_get(cel_server *s, uint32_t format, const cel_verifier **out, cel_error *err);
+cel_status cel__srv_verifier_get(cel_server *s, uint32_t format, const cel_verifier **out, cel_error *err);
 /* Built-in routes. */
-void cel__route_health(cel_http_req *r, void *ud);
-void cel__route_metrics(cel_http_req *r, void *ud);
-void cel__route_reward(cel_http_req *r, void *ud);
-void cel__route_get_reward(cel_http_req *r, void *ud);
-void cel__route_models(cel_http_req *r, void *ud);
-void cel__route_completions(cel_http_req *r, void *ud);
-void cel__route_chat(cel_http_req *r, void *ud);
-void cel__route_tokenize(cel_http_req *r, void *ud);
-void cel__route_detokenize(cel_http_req *r, void *ud);
+void cel__srv_route_health(cel_http_req *r, void *ud);
+void cel__srv_route_metrics(cel_http_req *r, void *ud);
+void cel__srv_route_reward(cel_http_req *r, void *ud);
+void cel__srv_route_get_reward(cel_http_req *r, void *ud);
+void cel__srv_route_models(cel_http_req *r, void *ud);
+void cel__srv_route_completions(cel_http_req *r, void *ud);
+void cel__srv_route_chat(cel_http_req *r, void *ud);
+void cel__srv_route_tokenize(cel_http_req *r, void *ud);
+void cel__srv_route_detokenize(cel_http_req *r, void *ud);
 
 /* model.c */
-void cel__model_start_load(cel_server *s);
-void cel__model_join(cel_server *s);
+void cel__srv_model_start_load(cel_server *s);
+void cel__srv_model_join(cel_server *s);
 /* Cancels every in-flight generation (shutdown grace over). */
-void cel__gen_cancel_all(cel_server *s);
+void cel__srv_gen_cancel_all(cel_server *s);
 /* Frees the engine (in-flight requests end with CANCELLED events, posted). */
-void cel__engine_shutdown(cel_server *s);
-void cel__model_free(cel_server *s);
+void cel__srv_engine_shutdown(cel_server *s);
+void cel__srv_model_free(cel_server *s);
 
 /* json.c */
 /* Parses a request body; CEL_ERR_INVALID with line/column on bad JSON. */
-cel_status cel__json_parse(const char *body, size_t len, json_t **out, cel_error *err);
+cel_status cel__srv_json_parse(const char *body, size_t len, json_t **out, cel_error *err);
 /* A JSON string from bytes that may not be valid UTF-8 (invalid bytes
  * become U+FFFD); NULL only when out of memory. */
-json_t *cel__json_str(const char *s, size_t n);
+json_t *cel__srv_json_str(const char *s, size_t n);
 /* Appends the compact serialisation of v to out. */
-cel_status cel__json_dump(const json_t *v, cel_buf *out);
-bool cel__utf8_valid(const char *s, size_t n);
+cel_status cel__srv_json_dump(const json_t *v, cel_buf *out);
+bool cel__srv_utf8_valid(const char *s, size_t n);
 /* Typed getters that fail with a message naming the key. A missing key (or
  * JSON null) leaves *out unchanged and succeeds. */
-cel_status cel__json_get_bool(const json_t *o, const char *key, bool *out, cel_error *err);
-cel_status cel__json_get_int(const json_t *o, const char *key, int64_t lo, int64_t hi, int64_t *out, cel_error *err);
-cel_status cel__json_get_num(const json_t *o, const char *key, double lo, double hi, double *out, cel_error *err);
-cel_status cel__json_get_str(const json_t *o, const char *key, const char **out, cel_error *err);
+cel_status cel__srv_json_get_bool(const json_t *o, const char *key, bool *out, cel_error *err);
+cel_status cel__srv_json_get_int(const json_t *o, const char *key, int64_t lo, int64_t hi, int64_t *out, cel_error *err);
+cel_status cel__srv_json_get_num(const json_t *o, const char *key, double lo, double hi, double *out, cel_error *err);
+cel_status cel__srv_json_get_str(const json_t *o, const char *key, const char **out, cel_error *err);
 
 /* reward.c: pure helpers, exposed for unit tests */
 /* Grades a /v1/reward body; fills out with the JSON answer or returns an
  * error (status_out = HTTP status to answer with) with err set. */
-cel_status cel__reward_run(cel_server *s, const char *body, size_t len, cel_buf *out, int *status_out,
+cel_status cel__srv_reward_run(cel_server *s, const char *body, size_t len, cel_buf *out, int *status_out,
                            size_t *n_items, cel_error *err);
-cel_status cel__get_reward_run(cel_server *s, const char *body, size_t len, cel_buf *out, int *status_out,
+cel_status cel__srv_get_reward_run(cel_server *s, const char *body, size_t len, cel_buf *out, int *status_out,
                                size_t *n_items, cel_error *err);
 
 #endif

@@ -10,12 +10,12 @@
 
 #include "internal.h"
 
-cel_status cel__json_parse(const char *body, size_t len, json_t **out, cel_error *err)
+cel_status cel__srv_json_parse(const char *body, size_t len, json_t **out, cel_error *err)
 {
     json_error_t je;
     *out = NULL;
     if (len == 0) return cel_error_set(err, CEL_ERR_INVALID, "the request body is empty; send a JSON object");
-    json_t *v = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *v = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
     if (!v)
         return cel_error_set(err, CEL_ERR_INVALID, "request body is not valid JSON: %s (line %d, column %d)", je.text,
                              je.line, je.column);
@@ -48,7 +48,7 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
     return len;
 }
 
-bool cel__utf8_valid(const char *s, size_t n)
+bool cel__srv_utf8_valid(const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
     for (size_t i = 0; i < n;) {
@@ -60,10 +60,10 @@ bool cel__utf8_valid(const char *s, size_t n)
     return true;
 }
 
-json_t *cel__json_str(const char *s, size_t n)
+json_t *cel__srv_json_str(const char *s, size_t n)
 {
     if (!s) s = "", n = 0;
-    if (cel__utf8_valid(s, n)) return json_stringn(s, n);
+    if (cel__srv_utf8_valid(s, n)) return json_stringn(s, n);
     cel_buf b;
     cel_buf_init(&b);
     const unsigned char *p = (const unsigned char *)s;
@@ -87,13 +87,13 @@ static int dump_cb(const char *buf, size_t size, void *data)
     return cel_buf_append(data, buf, size) == CEL_OK ? 0 : -1;
 }
 
-cel_status cel__json_dump(const json_t *v, cel_buf *out)
+cel_status cel__srv_json_dump(const json_t *v, cel_buf *out)
 {
     if (json_dump_callback(v, dump_cb, out, JSON_COMPACT) != 0) return CEL_ERR_NOMEM;
     return CEL_OK;
 }
 
-cel_status cel__json_get_bool(const json_t *o, const char *key, bool *out, cel_error *err)
+cel_status cel__srv_json_get_bool(const json_t *o, const char *key, bool *out, cel_error *err)
 {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) return CEL_OK;
@@ -102,7 +102,7 @@ cel_status cel__json_get_bool(const json_t *o, const char *key, bool *out, cel_e
     return CEL_OK;
 }
 
-cel_status cel__json_get_int(const json_t *o, const char *key, int64_t lo, int64_t hi, int64_t *out, cel_error *err)
+cel_status cel__srv_json_get_int(const json_t *o, const char *key, int64_t lo, int64_t hi, int64_t *out, cel_error *err)
 {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) return CEL_OK;
@@ -122,7 +122,7 @@ cel_status cel__json_get_int(const json_t *o, const char *key, int64_t lo, int64
     return CEL_OK;
 }
 
-cel_status cel__json_get_num(const json_t *o, const char *key, double lo, double hi, double *out, cel_error *err)
+cel_status cel__srv_json_get_num(const json_t *o, const char *key, double lo, double hi, double *out, cel_error *err)
 {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) return CEL_OK;
@@ -134,7 +134,7 @@ cel_status cel__json_get_num(const json_t *o, const char *key, double lo, double
     return CEL_OK;
 }
 
-cel_status cel__json_get_str(const json_t *o, const char *key, const char **out, cel_error *err)
+cel_status cel__srv_json_get_str(const json_t *o, const char *key, const char **out, cel_error *err)
 {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) return CEL_OK;

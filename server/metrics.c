@@ -16,7 +16,7 @@ static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 102
 
 #define N_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
-void cel__hist_init(cel__hist *h, const double *bounds, int n)
+void cel__srv_hist_init(cel__hist *h, const double *bounds, int n)
 {
     memset(h, 0, sizeof *h);
     if (n > CEL__HIST_MAX) n = CEL__HIST_MAX;
@@ -24,7 +24,7 @@ void cel__hist_init(cel__hist *h, const double *bounds, int n)
     memcpy(h->bounds, bounds, (size_t)n * sizeof *bounds);
 }
 
-void cel__hist_observe(cel__hist *h, double v)
+void cel__srv_hist_observe(cel__hist *h, double v)
 {
     int i = 0;
     while (i < h->n_bounds && v > h->bounds[i]) i++;
@@ -33,21 +33,21 @@ void cel__hist_observe(cel__hist *h, double v)
     h->count++;
 }
 
-void cel__metrics_init(cel__metrics *m)
+void cel__srv_metrics_init(cel__metrics *m)
 {
     memset(m, 0, sizeof *m);
     for (int i = 0; i <= CEL__MAX_ROUTES; i++)
-        cel__hist_init(&m->routes[i].latency, latency_bounds, N_OF(latency_bounds));
-    cel__hist_init(&m->ttft, ttft_bounds, N_OF(ttft_bounds));
-    cel__hist_init(&m->tpot, tpot_bounds, N_OF(tpot_bounds));
-    cel__hist_init(&m->batch, batch_bounds, N_OF(batch_bounds));
+        cel__srv_hist_init(&m->routes[i].latency, latency_bounds, N_OF(latency_bounds));
+    cel__srv_hist_init(&m->ttft, ttft_bounds, N_OF(ttft_bounds));
+    cel__srv_hist_init(&m->tpot, tpot_bounds, N_OF(tpot_bounds));
+    cel__srv_hist_init(&m->batch, batch_bounds, N_OF(batch_bounds));
 }
 
-void cel__metrics_count(cel__metrics *m, int route, int status, double seconds)
+void cel__srv_metrics_count(cel__metrics *m, int route, int status, double seconds)
 {
     if (route < 0 || route > CEL__MAX_ROUTES) route = CEL__MAX_ROUTES;
     cel__route_stats *rs = &m->routes[route];
-    cel__hist_observe(&rs->latency, seconds);
+    cel__srv_hist_observe(&rs->latency, seconds);
     for (int i = 0; i < CEL__STATUS_SLOTS; i++) {
         if (rs->status[i] == status) {
             rs->count[i]++;
@@ -105,7 +105,7 @@ static void route_label(cel_buf *b, const cel_server *s, int i)
     cel_buf_puts(b, "\"");
 }
 
-cel_status cel__metrics_render(cel_server *s, cel_buf *b)
+cel_status cel__srv_metrics_render(cel_server *s, cel_buf *b)
 {
     const cel__metrics *m = &s->metrics;
     size_t before = b->len;
@@ -164,7 +164,7 @@ cel_status cel__metrics_render(cel_server *s, cel_buf *b)
                    "celine_queue_depth{queue=\"engine\"} %d\n"
                    "# HELP celine_queue_rejections_total Requests answered 429 because a queue was full.\n"
                    "# TYPE celine_queue_rejections_total counter\nceline_queue_rejections_total %llu\n",
-                   cel__workq_active(&s->wq), es.queued, (unsigned long long)m->busy_rejections);
+                   cel__srv_workq_active(&s->wq), es.queued, (unsigned long long)m->busy_rejections);
     cel_buf_printf(b,
                    "# HELP celine_model_ready 1 when a model is loaded and generation is available.\n"
                    "# TYPE celine_model_ready gauge\nceline_model_ready %d\n"

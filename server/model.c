@@ -19,13 +19,13 @@ static void on_loaded(void *ud)
         cel_log(&s->cfg.log, CEL_LOG_ERROR, "server: model '%s' failed to load: %s", s->cfg.model_path,
                 s->model_err.msg);
         cel_server_stop(s);
-        cel__check_finished(s);
+        cel__srv_check_finished(s);
         return;
     }
     s->model_state = CEL__MODEL_READY;
     cel_log(&s->cfg.log, CEL_LOG_INFO, "server: model '%s' ready (%s, chat template %s, context %d)", s->model_name,
             cel_arch_name(s->model->hp.arch), cel_chat_kind_name(s->chat_kind), s->n_ctx);
-    cel__check_finished(s);
+    cel__srv_check_finished(s);
 }
 
 static void loader_main(void *arg)
@@ -76,7 +76,7 @@ static void loader_main(void *arg)
     }
 }
 
-void cel__model_start_load(cel_server *s)
+void cel__srv_model_start_load(cel_server *s)
 {
     s->model_state = CEL__MODEL_LOADING;
     if (uv_thread_create(&s->loader, loader_main, s) != 0) {
@@ -88,20 +88,20 @@ void cel__model_start_load(cel_server *s)
     s->loader_started = true;
 }
 
-void cel__model_join(cel_server *s)
+void cel__srv_model_join(cel_server *s)
 {
     if (!s->loader_started) return;
     uv_thread_join(&s->loader);
     s->loader_started = false;
 }
 
-void cel__engine_shutdown(cel_server *s)
+void cel__srv_engine_shutdown(cel_server *s)
 {
     if (s->engine) cel_engine_free(s->engine); /* pending requests get CANCELLED events */
     s->engine = NULL;
 }
 
-void cel__model_free(cel_server *s)
+void cel__srv_model_free(cel_server *s)
 {
     if (s->model) cel_model_free(s->model);
     s->model = NULL;

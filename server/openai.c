@@ -139,7 +139,7 @@ static void gen_free(cel__gen *g)
     for (size_t i = 0; i < g->n_stops; i++) free(g->stops[i]);
     free(g->stop_ids);
     free(g);
-    cel__check_finished(s);
+    cel__srv_check_finished(s);
 }
 
 static void gen_on_abort(void *ud)
@@ -152,7 +152,7 @@ static void gen_on_abort(void *ud)
     }
 }
 
-void cel__gen_cancel_all(cel_server *s)
+void cel__srv_gen_cancel_all(cel_server *s)
 {
     for (cel__gen *g = s->gens; g; g = g->next) gen_on_abort(g);
 }
@@ -171,7 +171,7 @@ static json_t *piece_json(const cel_tokenizer *t, int32_t id, json_t **bytes_out
     cel_buf b;
     cel_buf_init(&b);
     cel_detokenize(t, &id, 1, false, &b, NULL);
-    json_t *s = cel__json_str(b.data ? b.data : "", b.len);
+    json_t *s = cel__srv_json_str(b.data ? b.data : "", b.len);
     if (bytes_out) {
         json_t *arr = json_array();
         for (size_t i = 0; i < b.len; i++) json_array_append_new(arr, json_integer((unsigned char)b.data[i]));
@@ -214,7 +214,7 @@ static json_t *chunk_base(const cel__gen *g)
     json_object_set_new(o, "object", json_string(g->chat ? (g->stream ? "chat.completion.chunk" : "chat.completion")
                                                          : "text_completion"));
     json_object_set_new(o, "created", json_integer(g->created));
-    json_object_set_new(o, "model", cel__json_str(g->s->model_name, strlen(g->s->model_name)));
+    json_object_set_new(o, "model", cel__srv_json_str(g->s->model_name, strlen(g->s->model_name)));
     return o;
 }
 
@@ -276,7 +276,7 @@ static void sse_write(cel__gen *g, const json_t *chunk)
     cel_buf b;
     cel_buf_init(&b);
     cel_buf_puts(&b, "data: ");
-    if (cel__json_dump(chunk, &b) == CEL_OK && cel_buf_puts(&b, "\n\n") == CEL_OK)
+    if (cel__srv_json_dump(chunk, &b) == CEL_OK && cel_buf_puts(&b, "\n\n") == CEL_OK)
         cel_http_stream_write(g->req, b.data, b.len); /* a failure aborts the request (abort hook cancels) */
     cel_buf_free(&b);
 }
@@ -296,10 +296,10 @@ static void send_choice_chunk(cel__gen *g, uint32_t idx, const char *text, size_
             json_object_set_new(delta, "role", json_string("assistant"));
             sm->role_sent = true;
         }
-        if (len || !finish) json_object_set_new(delta, "content", cel__json_str(text, len));
+        if (len || !finish) json_object_set_new(delta, "content", cel__srv_json_str(text, len));
         json_object_set_new(choice, "delta", delta);
     } else {
-        json_object_set_new(choice, "text", cel__json_str(text, len));
+        json_object_set_new(choice, "text", cel__srv_json_str(text, len));
     }
     json_object_set_new(choice, "logprobs", lp ? lp : json_null());
     json_object_set_new(choice, "finish_reason", finish ? json_string(finish) : json_null());
@@ -327,7 +327,7 @@ static void gen_finish(cel__gen *g)
             cel_buf b;
             cel_buf_init(&b);
             cel_buf_puts(&b, "data: ");
-            cel__error_json(&b, 500, "server_error", "engine_error", error);
+            cel__srv_error_json(&b, 500, "server_error", "engine_error", error);
             cel_buf_puts(&b, "\n\n");
             cel_http_stream_write(r, b.data, b.len);
             cel_buf_free(&b);
@@ -353,7 +353,7 @@ static void gen_finish(cel__gen *g)
                 gen_sample *sm = &g->samples[i];
                 json_t *c = json_object();
                 json_object_set_new(c, "index", json_integer(i));
-                json_t *txt = cel__json_str(sm->text.data, sm->text.len);
+                json_t *txt = cel__srv_json_str(sm->text.data, sm->text.len);
                 if (g->chat) {
                     json_t *m = json_object();
                     json_object_set_new(m, "role", json_string("assistant"));
@@ -370,7 +370,7 @@ static void gen_finish(cel__gen *g)
             json_object_set_new(o, "usage", usage_json(g));
             cel_buf b;
             cel_buf_init(&b);
-            if (cel__json_dump(o, &b) == CEL_OK)
+            if (cel__srv_json_dump(o, &b) == CEL_OK)
                 cel_http_respond(r, 200, "application/json", b.data, b.len, NULL);
             else
                 cel_http_respond_error(r, 500, NULL, NULL, "out of memory writing the answer");
@@ -399,9 +399,9 @@ static void on_event(void *ud)
         s->metrics.gen_tokens++;
         if (!g->first_token) {
             g->first_token = true;
-            cel__hist_observe(&s->metrics.ttft, (double)(e->t - g->t_start) * 1e-9);
+            cel__srv_hist_observe(&s->metrics.ttft, (double)(e->t - g->t_start) * 1e-9);
         } else if (sm->t_last) {
-            cel__hist_observe(&s->metrics.tpot, (double)(e->t - sm->t_last) * 1e-9);
+            cel__srv_hist_observe(&s->metrics.tpot, (double)(e->t - sm->t_last) * 1e-9);
         }
         sm->t_last = e->t;
         sm->n_gen = e->n_gen;
@@ -458,7 +458,7 @@ static void engine_cb(void *ud, const cel_token_event *ev)
     e->text_len = tl;
     if (tl) memcpy(e->text, ev->text, tl);
     e->text[tl] = '\0';
-    if (cel__post_node(g->s, &e->node) != CEL_OK) {
+    if (cel__srv_post_node(g->s, &e->node) != CEL_OK) {
         free(e->error);
         free(e);
     }
@@ -487,7 +487,7 @@ static cel_status parse_sampling(cel__gen *g, json_t *o)
     bool b;
 #define NUM(key, lo, hi, field)                                                                                    \
     x = (double)sp->field;                                                                                         \
-    if (cel__json_get_num(o, key, lo, hi, &x, err) != CEL_OK) return bad(g, "invalid_parameter");                 \
+    if (cel__srv_json_get_num(o, key, lo, hi, &x, err) != CEL_OK) return bad(g, "invalid_parameter");                 \
     sp->field = (float)x
     NUM("temperature", 0, 100, temperature);
     NUM("top_p", 0, 1, top_p);
@@ -501,38 +501,38 @@ static cel_status parse_sampling(cel__gen *g, json_t *o)
         return bad(g, "invalid_parameter");
     }
     i = 0;
-    if (cel__json_get_int(o, "top_k", -1, 1 << 20, &i, err) != CEL_OK) return bad(g, "invalid_parameter");
+    if (cel__srv_json_get_int(o, "top_k", -1, 1 << 20, &i, err) != CEL_OK) return bad(g, "invalid_parameter");
     sp->top_k = i < 0 ? 0 : (int32_t)i;
     i = (int64_t)(g->default_seed & INT64_MAX);
-    if (cel__json_get_int(o, "seed", INT64_MIN, INT64_MAX, &i, err) != CEL_OK) return bad(g, "invalid_parameter");
+    if (cel__srv_json_get_int(o, "seed", INT64_MIN, INT64_MAX, &i, err) != CEL_OK) return bad(g, "invalid_parameter");
     sp->seed = (uint64_t)i;
     i = sp->max_tokens;
     const char *mt_key = g->chat && json_object_get(o, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
-    if (cel__json_get_int(o, mt_key, 1, s->n_ctx, &i, err) != CEL_OK) return bad(g, "invalid_parameter");
+    if (cel__srv_json_get_int(o, mt_key, 1, s->n_ctx, &i, err) != CEL_OK) return bad(g, "invalid_parameter");
     sp->max_tokens = (int32_t)i;
     i = 1;
-    if (cel__json_get_int(o, "n", 1, s->cfg.max_n, &i, err) != CEL_OK) return bad(g, "invalid_parameter");
+    if (cel__srv_json_get_int(o, "n", 1, s->cfg.max_n, &i, err) != CEL_OK) return bad(g, "invalid_parameter");
     g->n = (uint32_t)i;
     b = false;
-    if (cel__json_get_bool(o, "ignore_eos", &b, err) != CEL_OK) return bad(g, "invalid_parameter");
+    if (cel__srv_json_get_bool(o, "ignore_eos", &b, err) != CEL_OK) return bad(g, "invalid_parameter");
     sp->ignore_eos = b;
-    if (cel__json_get_bool(o, "stream", &g->stream, err) != CEL_OK) return bad(g, "invalid_parameter");
+    if (cel__srv_json_get_bool(o, "stream", &g->stream, err) != CEL_OK) return bad(g, "invalid_parameter");
     json_t *so = json_object_get(o, "stream_options");
     if (so && !json_is_null(so)) {
         if (!json_is_object(so)) {
             cel_error_set(err, CEL_ERR_INVALID, "'stream_options' must be an object");
             return bad(g, "invalid_parameter");
         }
-        if (cel__json_get_bool(so, "include_usage", &g->include_usage, err) != CEL_OK)
+        if (cel__srv_json_get_bool(so, "include_usage", &g->include_usage, err) != CEL_OK)
             return bad(g, "invalid_parameter");
     }
     /* logprobs: completions take a count, chat takes a flag plus top_logprobs */
     json_t *lpv = json_object_get(o, "logprobs");
     if (g->chat) {
         b = false;
-        if (cel__json_get_bool(o, "logprobs", &b, err) != CEL_OK) return bad(g, "invalid_parameter");
+        if (cel__srv_json_get_bool(o, "logprobs", &b, err) != CEL_OK) return bad(g, "invalid_parameter");
         i = 0;
-        if (cel__json_get_int(o, "top_logprobs", 0, MAX_TOP_LOGPROBS, &i, err) != CEL_OK)
+        if (cel__srv_json_get_int(o, "top_logprobs", 0, MAX_TOP_LOGPROBS, &i, err) != CEL_OK)
             return bad(g, "invalid_parameter");
         if (i > 0 && !b) {
             cel_error_set(err, CEL_ERR_INVALID, "'top_logprobs' needs 'logprobs': true");
@@ -542,7 +542,7 @@ static cel_status parse_sampling(cel__gen *g, json_t *o)
         g->n_top = (int)i;
     } else if (lpv && !json_is_null(lpv)) {
         i = 0;
-        if (cel__json_get_int(o, "logprobs", 0, MAX_TOP_LOGPROBS, &i, err) != CEL_OK) return bad(g, "invalid_parameter");
+        if (cel__srv_json_get_int(o, "logprobs", 0, MAX_TOP_LOGPROBS, &i, err) != CEL_OK) return bad(g, "invalid_parameter");
         g->want_logprobs = true;
         g->n_top = (int)i;
     }
@@ -648,7 +648,7 @@ static cel_status render_messages(cel_server *s, json_t *msgs, bool add_gen, cel
     for (size_t i = 0; st == CEL_OK && i < n; i++) {
         json_t *o = json_array_get(msgs, i);
         const char *role = NULL;
-        if (!json_is_object(o) || cel__json_get_str(o, "role", &role, err) != CEL_OK || !role) {
+        if (!json_is_object(o) || cel__srv_json_get_str(o, "role", &role, err) != CEL_OK || !role) {
             st = cel_error_set(err, CEL_ERR_INVALID, "messages[%zu] needs a string 'role'", i);
             break;
         }
@@ -698,7 +698,7 @@ static void prep_work(void *ud)
     const char *body = cel_http_req_body(g->req, &len);
     json_t *o = NULL;
     g->err_status = 0;
-    if (cel__json_parse(body, len, &o, err) != CEL_OK) {
+    if (cel__srv_json_parse(body, len, &o, err) != CEL_OK) {
         bad(g, "invalid_json");
         return;
     }
@@ -724,7 +724,7 @@ static void prep_work(void *ud)
     } else {
         json_t *p = json_object_get(o, "prompt");
         bool add_special = true;
-        if (cel__json_get_bool(o, "add_special_tokens", &add_special, err) != CEL_OK) {
+        if (cel__srv_json_get_bool(o, "add_special_tokens", &add_special, err) != CEL_OK) {
             bad(g, "invalid_parameter");
             json_decref(o);
             return;
@@ -846,13 +846,13 @@ static void start_gen(cel_http_req *r, bool chat)
     if (cel_http_defer(r, prep_work, prep_done, g) != CEL_OK) free(g);
 }
 
-void cel__route_completions(cel_http_req *r, void *ud)
+void cel__srv_route_completions(cel_http_req *r, void *ud)
 {
     (void)ud;
     start_gen(r, false);
 }
 
-void cel__route_chat(cel_http_req *r, void *ud)
+void cel__srv_route_chat(cel_http_req *r, void *ud)
 {
     (void)ud;
     start_gen(r, true);
@@ -860,7 +860,7 @@ void cel__route_chat(cel_http_req *r, void *ud)
 
 /* ---------------------------------------------------------------- models */
 
-void cel__route_models(cel_http_req *r, void *ud)
+void cel__srv_route_models(cel_http_req *r, void *ud)
 {
     (void)ud;
     cel_server *s = cel_http_req_server(r);
@@ -868,7 +868,7 @@ void cel__route_models(cel_http_req *r, void *ud)
     json_object_set_new(o, "object", json_string("list"));
     if (s->model_state == CEL__MODEL_READY) {
         json_t *m = json_object();
-        json_object_set_new(m, "id", cel__json_str(s->model_name, strlen(s->model_name)));
+        json_object_set_new(m, "id", cel__srv_json_str(s->model_name, strlen(s->model_name)));
         json_object_set_new(m, "object", json_string("model"));
         json_object_set_new(m, "created", json_integer(0));
         json_object_set_new(m, "owned_by", json_string("celine"));
@@ -879,7 +879,7 @@ void cel__route_models(cel_http_req *r, void *ud)
     json_object_set_new(o, "data", data);
     cel_buf b;
     cel_buf_init(&b);
-    cel__json_dump(o, &b);
+    cel__srv_json_dump(o, &b);
     cel_http_respond(r, 200, "application/json", b.data, b.len, NULL);
     cel_buf_free(&b);
     json_decref(o);
@@ -907,7 +907,7 @@ static void tok_work(void *ud)
     json_t *o = NULL;
     j->status = 400;
     j->code = "invalid_request";
-    if (cel__json_parse(body, len, &o, &j->err) != CEL_OK) return;
+    if (cel__srv_json_parse(body, len, &o, &j->err) != CEL_OK) return;
     json_t *ans = json_object();
     if (!json_is_object(o)) {
         cel_error_set(&j->err, CEL_ERR_INVALID, "the body must be a JSON object");
@@ -916,7 +916,7 @@ static void tok_work(void *ud)
         bool skip = false;
         if (!json_is_array(ids)) {
             cel_error_set(&j->err, CEL_ERR_INVALID, "'tokens' must be an array of token ids");
-        } else if (cel__json_get_bool(o, "skip_special_tokens", &skip, &j->err) == CEL_OK) {
+        } else if (cel__srv_json_get_bool(o, "skip_special_tokens", &skip, &j->err) == CEL_OK) {
             size_t n = json_array_size(ids);
             int32_t *v = malloc((n ? n : 1) * sizeof *v);
             int32_t nv = cel_tokenizer_n_vocab(t);
@@ -933,8 +933,8 @@ static void tok_work(void *ud)
             cel_buf text;
             cel_buf_init(&text);
             if (ok && cel_detokenize(t, v, n, skip, &text, &j->err) == CEL_OK) {
-                json_object_set_new(ans, "content", cel__json_str(text.data, text.len));
-                json_object_set_new(ans, "prompt", cel__json_str(text.data, text.len));
+                json_object_set_new(ans, "content", cel__srv_json_str(text.data, text.len));
+                json_object_set_new(ans, "prompt", cel__srv_json_str(text.data, text.len));
                 j->status = 200;
             }
             cel_buf_free(&text);
@@ -948,14 +948,14 @@ static void tok_work(void *ud)
         json_t *msgs = json_object_get(o, "messages");
         json_t *tv = json_object_get(o, "content");
         if (!tv) tv = json_object_get(o, "prompt");
-        cel_status st = cel__json_get_bool(o, "add_special", &add_special, &j->err);
-        if (st == CEL_OK) st = cel__json_get_bool(o, "add_special_tokens", &add_special, &j->err);
-        if (st == CEL_OK) st = cel__json_get_bool(o, "with_pieces", &pieces, &j->err);
+        cel_status st = cel__srv_json_get_bool(o, "add_special", &add_special, &j->err);
+        if (st == CEL_OK) st = cel__srv_json_get_bool(o, "add_special_tokens", &add_special, &j->err);
+        if (st == CEL_OK) st = cel__srv_json_get_bool(o, "with_pieces", &pieces, &j->err);
         size_t tlen = 0;
         int flags = CEL_TOKENIZE_PARSE_SPECIAL;
         if (st == CEL_OK && msgs) {
             bool add_gen = true;
-            st = cel__json_get_bool(o, "add_generation_prompt", &add_gen, &j->err);
+            st = cel__srv_json_get_bool(o, "add_generation_prompt", &add_gen, &j->err);
             if (st == CEL_OK) st = render_messages(s, msgs, add_gen, &rendered, &j->err);
             text = rendered.data ? rendered.data : "";
             tlen = rendered.len;
@@ -991,7 +991,7 @@ static void tok_work(void *ud)
         free(ids);
         cel_buf_free(&rendered);
     }
-    if (j->status == 200 && cel__json_dump(ans, &j->out) != CEL_OK) {
+    if (j->status == 200 && cel__srv_json_dump(ans, &j->out) != CEL_OK) {
         j->status = 500;
         cel_error_set(&j->err, CEL_ERR_NOMEM, "out of memory writing the answer");
     }
@@ -1024,13 +1024,13 @@ static void start_tok(cel_http_req *r, bool detok)
     if (cel_http_defer(r, tok_work, tok_done, j) != CEL_OK) free(j);
 }
 
-void cel__route_tokenize(cel_http_req *r, void *ud)
+void cel__srv_route_tokenize(cel_http_req *r, void *ud)
 {
     (void)ud;
     start_tok(r, false);
 }
 
-void cel__route_detokenize(cel_http_req *r, void *ud)
+void cel__srv_route_detokenize(cel_http_req *r, void *ud)
 {
     (void)ud;
     start_tok(r, true);

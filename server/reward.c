@@ -109,7 +109,7 @@ static cel_status items_from_json(json_t *arr, item_store *st, cel_error *err)
             return s;
         }
         const char *task = "auto";
-        if (cel__json_get_str(o, "task", &task, err) != CEL_OK || !cel_task_parse(task, &it->task)) {
+        if (cel__srv_json_get_str(o, "task", &task, err) != CEL_OK || !cel_task_parse(task, &it->task)) {
             store_free(st);
             return cel_error_set(err, CEL_ERR_INVALID, "items[%zu]: 'task' must be \"math\", \"mcq\", \"open\" or "
                                                        "\"auto\"", i);
@@ -143,16 +143,16 @@ static json_t *result_json(const cel_verify_item *it, const cel_verify_result *r
     if (id_in)
         json_object_set(o, "id", id_in);
     else if (it->id)
-        json_object_set_new(o, "id", cel__json_str(it->id, strlen(it->id)));
+        json_object_set_new(o, "id", cel__srv_json_str(it->id, strlen(it->id)));
     json_object_set_new(o, "reward", json_real(r->reward));
     json_object_set_new(o, "correct", json_boolean(r->correct));
     json_object_set_new(o, "format_ok", json_boolean(r->format_ok));
     json_object_set_new(o, "task", json_string(cel_task_name(r->task)));
     json_object_set_new(o, "extracted",
-                        r->has_extracted ? cel__json_str(r->extracted, strnlen(r->extracted, sizeof r->extracted))
+                        r->has_extracted ? cel__srv_json_str(r->extracted, strnlen(r->extracted, sizeof r->extracted))
                                          : json_null());
     json_object_set_new(o, "source", json_string(cel_extract_source_name(r->source)));
-    json_object_set_new(o, "reason", cel__json_str(r->reason, strnlen(r->reason, sizeof r->reason)));
+    json_object_set_new(o, "reason", cel__srv_json_str(r->reason, strnlen(r->reason, sizeof r->reason)));
     if (r->task == CEL_TASK_OPEN) json_object_set_new(o, "f1", json_real(r->f1));
     if (r->has_advantage) json_object_set_new(o, "advantage", json_real(r->advantage));
     return o;
@@ -205,13 +205,13 @@ static cel_status load_items_file(cel_server *s, const char *rel, json_t **arr_o
     return CEL_OK;
 }
 
-cel_status cel__reward_run(cel_server *s, const char *body, size_t len, cel_buf *out, int *status_out,
+cel_status cel__srv_reward_run(cel_server *s, const char *body, size_t len, cel_buf *out, int *status_out,
                            size_t *n_items, cel_error *err)
 {
     *status_out = 400;
     *n_items = 0;
     json_t *root = NULL;
-    CEL_TRY(cel__json_parse(body, len, &root, err));
+    CEL_TRY(cel__srv_json_parse(body, len, &root, err));
     json_t *items = NULL, *owned_items = NULL;
     cel_adv_mode mode = CEL_ADV_NONE;
     bool whiten = false;
@@ -221,16 +221,16 @@ cel_status cel__reward_run(cel_server *s, const char *body, size_t len, cel_buf 
         items = root;
     } else if (json_is_object(root)) {
         const char *adv = NULL, *fmt = NULL, *file = NULL;
-        st = cel__json_get_str(root, "advantage", &adv, err);
+        st = cel__srv_json_get_str(root, "advantage", &adv, err);
         if (st == CEL_OK && adv && !cel_adv_mode_parse(adv, &mode))
             st = cel_error_set(err, CEL_ERR_INVALID, "'advantage' must be \"grpo\", \"dr_grpo\", \"rloo\" or "
                                                      "\"none\", not \"%s\"", adv);
-        if (st == CEL_OK) st = cel__json_get_bool(root, "whiten", &whiten, err);
-        if (st == CEL_OK) st = cel__json_get_str(root, "format", &fmt, err);
+        if (st == CEL_OK) st = cel__srv_json_get_bool(root, "whiten", &whiten, err);
+        if (st == CEL_OK) st = cel__srv_json_get_str(root, "format", &fmt, err);
         if (st == CEL_OK && fmt && !cel_format_parse(fmt, &format))
             st = cel_error_set(err, CEL_ERR_INVALID, "'format' must be none, boxed, answer, think or a comma list, "
                                                      "not \"%s\"", fmt);
-        if (st == CEL_OK) st = cel__json_get_str(root, "file", &file, err);
+        if (st == CEL_OK) st = cel__srv_json_get_str(root, "file", &file, err);
         if (st == CEL_OK) {
             items = json_object_get(root, "items");
             if (file && items)
@@ -255,7 +255,7 @@ cel_status cel__reward_run(cel_server *s, const char *body, size_t len, cel_buf 
     if (st == CEL_OK) st = items_from_json(items, &is, err);
     const cel_verifier *v = NULL;
     if (st == CEL_OK) {
-        st = cel__verifier_get(s, format, &v, err);
+        st = cel__srv_verifier_get(s, format, &v, err);
         if (st != CEL_OK) *status_out = 500;
     }
     cel_verify_result *res = NULL;
@@ -283,7 +283,7 @@ cel_status cel__reward_run(cel_server *s, const char *body, size_t len, cel_buf 
         json_object_set_new(o, "advantages", advs);
         json_object_set_new(o, "advantage_mode", json_string(cel_adv_mode_name(mode)));
         json_object_set_new(o, "errors", json_integer((json_int_t)n_err));
-        st = cel__json_dump(o, out);
+        st = cel__srv_json_dump(o, out);
         json_decref(o);
         if (st != CEL_OK) st = cel_error_set(err, st, "out of memory writing the answer"), *status_out = 500;
         else *status_out = 200;
@@ -298,13 +298,13 @@ cel_status cel__reward_run(cel_server *s, const char *body, size_t len, cel_buf 
 /* OpenRLHF: {"query": [full texts], "prompts": [prompts], "labels": [answers]}
  * -> {"rewards": [...]}. A query that starts with its prompt is graded on the
  * rest (the response). */
-cel_status cel__get_reward_run(cel_server *s, const char *body, size_t len, cel_buf *out, int *status_out,
+cel_status cel__srv_get_reward_run(cel_server *s, const char *body, size_t len, cel_buf *out, int *status_out,
                                size_t *n_items, cel_error *err)
 {
     *status_out = 400;
     *n_items = 0;
     json_t *root = NULL;
-    CEL_TRY(cel__json_parse(body, len, &root, err));
+    CEL_TRY(cel__srv_json_parse(body, len, &root, err));
     cel_status st = CEL_OK;
     json_t *q = json_object_get(root, "query");
     json_t *p = json_object_get(root, "prompts");
@@ -365,7 +365,7 @@ cel_status cel__get_reward_run(cel_server *s, const char *body, size_t len, cel_
     }
     const cel_verifier *v = NULL;
     if (st == CEL_OK) {
-        st = cel__verifier_get(s, s->default_format, &v, err);
+        st = cel__srv_verifier_get(s, s->default_format, &v, err);
         if (st != CEL_OK) *status_out = 500;
     }
     if (st == CEL_OK) {
@@ -385,7 +385,7 @@ cel_status cel__get_reward_run(cel_server *s, const char *body, size_t len, cel_
         json_object_set_new(o, "rewards", rw);
         json_object_set_new(o, "scores", sc);
         json_object_set_new(o, "extra_logs", logs);
-        st = cel__json_dump(o, out);
+        st = cel__srv_json_dump(o, out);
         json_decref(o);
         if (st != CEL_OK) st = cel_error_set(err, st, "out of memory writing the answer"), *status_out = 500;
         else *status_out = 200;
@@ -404,9 +404,9 @@ static void reward_work(void *ud)
     reward_job *j = ud;
     cel_error_clear(&j->err);
     if (j->openrlhf)
-        cel__get_reward_run(j->s, j->body, j->len, &j->out, &j->status, &j->n_items, &j->err);
+        cel__srv_get_reward_run(j->s, j->body, j->len, &j->out, &j->status, &j->n_items, &j->err);
     else
-        cel__reward_run(j->s, j->body, j->len, &j->out, &j->status, &j->n_items, &j->err);
+        cel__srv_reward_run(j->s, j->body, j->len, &j->out, &j->status, &j->n_items, &j->err);
 }
 
 static void reward_done(cel_http_req *r, void *ud)
@@ -415,7 +415,7 @@ static void reward_done(cel_http_req *r, void *ud)
     cel_server *s = j->s;
     if (j->n_items) {
         s->metrics.items_graded += j->n_items;
-        cel__hist_observe(&s->metrics.batch, (double)j->n_items);
+        cel__srv_hist_observe(&s->metrics.batch, (double)j->n_items);
     }
     if (j->status == 200) {
         cel_http_respond(r, 200, "application/json", j->out.data, j->out.len, NULL);
@@ -441,13 +441,13 @@ static void start(cel_http_req *r, bool openrlhf)
     if (cel_http_defer(r, reward_work, reward_done, j) != CEL_OK) free(j);
 }
 
-void cel__route_reward(cel_http_req *r, void *ud)
+void cel__srv_route_reward(cel_http_req *r, void *ud)
 {
     (void)ud;
     start(r, false);
 }
 
-void cel__route_get_reward(cel_http_req *r, void *ud)
+void cel__srv_route_get_reward(cel_http_req *r, void *ud)
 {
     (void)ud;
     start(r, true);

@@ -134,7 +134,7 @@ static bool authorized(cel_http_req *r)
     return key_equal(h, n, key);
 }
 
-void cel__dispatch(cel_http_req *r)
+void cel__srv_dispatch(cel_http_req *r)
 {
     cel_server *s = r->srv;
     const char *method = cel_http_req_method(r);
@@ -180,7 +180,7 @@ void cel__dispatch(cel_http_req *r)
         cel_buf_init(&b);
         char msg[200];
         snprintf(msg, sizeof msg, "method %s is not allowed on %s", method, r->path);
-        cel__error_json(&b, 405, NULL, "method_not_allowed", msg);
+        cel__srv_error_json(&b, 405, NULL, "method_not_allowed", msg);
         cel_http_respond(r, 405, "application/json", b.data, b.len, allow);
         cel_buf_free(&b);
         return;
@@ -211,7 +211,7 @@ static void on_post(uv_async_t *a)
     }
 }
 
-cel_status cel__post_node(cel_server *s, cel__post *node)
+cel_status cel__srv_post_node(cel_server *s, cel__post *node)
 {
     node->next = NULL;
     pthread_mutex_lock(&s->post_mu);
@@ -250,7 +250,7 @@ cel_status cel_server_post(cel_server *s, void (*fn)(void *ud), void *ud)
     if (!b) return CEL_ERR_NOMEM;
     b->fn = fn, b->ud = ud;
     b->node.fn = run_box, b->node.ud = b;
-    cel_status st = cel__post_node(s, &b->node);
+    cel_status st = cel__srv_post_node(s, &b->node);
     if (st != CEL_OK) free(b);
     return st;
 }
@@ -293,7 +293,7 @@ const cel_logger *cel_server_logger(const cel_server *s) { return &s->cfg.log; }
 
 /* ------------------------------------------------------------- verifiers */
 
-cel_status cel__verifier_get(cel_server *s, uint32_t format, const cel_verifier **out, cel_error *err)
+cel_status cel__srv_verifier_get(cel_server *s, uint32_t format, const cel_verifier **out, cel_error *err)
 {
     format &= 7u;
     pthread_mutex_lock(&s->ver_mu);
@@ -311,7 +311,7 @@ cel_status cel__verifier_get(cel_server *s, uint32_t format, const cel_verifier 
 
 /* ------------------------------------------------------- built-in routes */
 
-void cel__route_health(cel_http_req *r, void *ud)
+void cel__srv_route_health(cel_http_req *r, void *ud)
 {
     (void)ud;
     cel_server *s = r->srv;
@@ -338,12 +338,12 @@ void cel__route_health(cel_http_req *r, void *ud)
         cel_http_respond(r, 200, "application/json", ok_none, sizeof ok_none - 1, NULL);
 }
 
-void cel__route_metrics(cel_http_req *r, void *ud)
+void cel__srv_route_metrics(cel_http_req *r, void *ud)
 {
     (void)ud;
     cel_buf b;
     cel_buf_init(&b);
-    if (cel__metrics_render(r->srv, &b) != CEL_OK) {
+    if (cel__srv_metrics_render(r->srv, &b) != CEL_OK) {
         cel_buf_free(&b);
         cel_http_respond_error(r, 500, NULL, NULL, "out of memory rendering metrics");
         return;
@@ -372,7 +372,7 @@ cel_status cel_http_defer(cel_http_req *r, void (*work)(void *ud), void (*done)(
         return CEL_ERR_NOMEM;
     }
     job->work = work, job->ud = ud, job->req = r, job->req_done = done, job->done = defer_done;
-    if (cel__workq_push(&s->wq, job) != CEL_OK) {
+    if (cel__srv_workq_push(&s->wq, job) != CEL_OK) {
         free(job);
         s->metrics.busy_rejections++;
         cel_http_respond_error(r, 429, "rate_limit_error", "queue_full",
@@ -389,7 +389,7 @@ static void on_connection(uv_stream_t *listener, int status)
 {
     cel_server *s = listener->data;
     if (status < 0 || s->stopping) return;
-    cel__conn_accept(s);
+    cel__srv_conn_accept(s);
 }
 
 static void close_cb_noop(uv_handle_t *h) { (void)h; }
@@ -400,12 +400,12 @@ static void on_grace(uv_timer_t *t)
 {
     cel_server *s = t->data;
     s->force = true;
-    cel__gen_cancel_all(s);
+    cel__srv_gen_cancel_all(s);
     for (cel__conn *c = s->conns, *next; c; c = next) {
         next = c->next;
-        if (!c->virt) cel__conn_close(c);
+        if (!c->virt) cel__srv_conn_close(c);
     }
-    cel__check_finished(s);
+    cel__srv_check_finished(s);
 }
 
 static void begin_shutdown(cel_server *s)
@@ -416,17 +416,17 @@ static void begin_shutdown(cel_server *s)
     }
     s->stopping = true;
     cel_log(&s->cfg.log, CEL_LOG_INFO, "server: shutting down (in flight: %u connections, %u generations, %u jobs)",
-            s->n_conns, s->n_gens, cel__workq_active(&s->wq));
+            s->n_conns, s->n_gens, cel__srv_workq_active(&s->wq));
     if (s->listening) {
         uv_close((uv_handle_t *)&s->listener, close_cb_noop);
         s->listening = false;
     }
     for (cel__conn *c = s->conns, *next; c; c = next) {
         next = c->next;
-        cel__conn_drain(c);
+        cel__srv_conn_drain(c);
     }
     uv_timer_start(&s->grace_timer, on_grace, s->cfg.shutdown_grace_ms, 0);
-    cel__check_finished(s);
+    cel__srv_check_finished(s);
 }
 
 static void on_stop_post(void *ud) { begin_shutdown(ud); }
@@ -438,10 +438,10 @@ static void on_signal(uv_signal_t *h, int signum)
     begin_shutdown(s);
 }
 
-void cel__check_finished(cel_server *s)
+void cel__srv_check_finished(cel_server *s)
 {
     if (!s->stopping || s->finished || !s->running) return;
-    if (s->n_conns || s->n_lingering_rejects || s->n_gens || cel__workq_active(&s->wq)) return;
+    if (s->n_conns || s->n_lingering_rejects || s->n_gens || cel__srv_workq_active(&s->wq)) return;
     if (s->model_state == CEL__MODEL_LOADING) return; /* the loader posts back; wait for it */
     s->finished = true;
     uv_stop(&s->loop);
@@ -479,15 +479,15 @@ static cel_status bind_listener(cel_server *s, cel_error *err)
 
 static cel_status register_builtins(cel_server *s, cel_error *err)
 {
-    CEL_TRY(cel_server_route(s, "GET", "/health", CEL_ROUTE_PUBLIC, cel__route_health, NULL, err));
-    CEL_TRY(cel_server_route(s, "GET", "/metrics", 0, cel__route_metrics, NULL, err));
-    CEL_TRY(cel_server_route(s, "GET", "/v1/models", 0, cel__route_models, NULL, err));
-    CEL_TRY(cel_server_route(s, "POST", "/v1/completions", 0, cel__route_completions, NULL, err));
-    CEL_TRY(cel_server_route(s, "POST", "/v1/chat/completions", 0, cel__route_chat, NULL, err));
-    CEL_TRY(cel_server_route(s, "POST", "/tokenize", 0, cel__route_tokenize, NULL, err));
-    CEL_TRY(cel_server_route(s, "POST", "/detokenize", 0, cel__route_detokenize, NULL, err));
-    CEL_TRY(cel_server_route(s, "POST", "/v1/reward", 0, cel__route_reward, NULL, err));
-    CEL_TRY(cel_server_route(s, "POST", "/get_reward", 0, cel__route_get_reward, NULL, err));
+    CEL_TRY(cel_server_route(s, "GET", "/health", CEL_ROUTE_PUBLIC, cel__srv_route_health, NULL, err));
+    CEL_TRY(cel_server_route(s, "GET", "/metrics", 0, cel__srv_route_metrics, NULL, err));
+    CEL_TRY(cel_server_route(s, "GET", "/v1/models", 0, cel__srv_route_models, NULL, err));
+    CEL_TRY(cel_server_route(s, "POST", "/v1/completions", 0, cel__srv_route_completions, NULL, err));
+    CEL_TRY(cel_server_route(s, "POST", "/v1/chat/completions", 0, cel__srv_route_chat, NULL, err));
+    CEL_TRY(cel_server_route(s, "POST", "/tokenize", 0, cel__srv_route_tokenize, NULL, err));
+    CEL_TRY(cel_server_route(s, "POST", "/detokenize", 0, cel__srv_route_detokenize, NULL, err));
+    CEL_TRY(cel_server_route(s, "POST", "/v1/reward", 0, cel__srv_route_reward, NULL, err));
+    CEL_TRY(cel_server_route(s, "POST", "/get_reward", 0, cel__srv_route_get_reward, NULL, err));
     return CEL_OK;
 }
 
@@ -503,7 +503,7 @@ cel_status cel_server_create(const cel_server_config *cfg, cel_server **out, cel
     if (!s) return cel_error_set(err, CEL_ERR_NOMEM, "server: out of memory");
     pthread_mutex_init(&s->post_mu, NULL);
     pthread_mutex_init(&s->ver_mu, NULL);
-    cel__metrics_init(&s->metrics);
+    cel__srv_metrics_init(&s->metrics);
     s->id_counter = cel_mix64(cel_now_ns() ^ (uint64_t)(uintptr_t)s);
     cel_status st = copy_config(s, cfg, err);
     if (st != CEL_OK) goto fail;
@@ -531,7 +531,7 @@ cel_status cel_server_create(const cel_server_config *cfg, cel_server **out, cel
     }
     /* the default verifier now, so a bad configuration fails at start */
     const cel_verifier *v;
-    st = cel__verifier_get(s, s->default_format, &v, err);
+    st = cel__srv_verifier_get(s, s->default_format, &v, err);
     if (st != CEL_OK) goto fail;
     st = register_builtins(s, err);
     if (st != CEL_OK) goto fail;
@@ -546,7 +546,7 @@ cel_status cel_server_create(const cel_server_config *cfg, cel_server **out, cel
     s->post_async.data = s;
     uv_timer_init(&s->loop, &s->grace_timer);
     s->grace_timer.data = s;
-    st = cel__workq_init(&s->wq, &s->loop, s->cfg.n_threads, s->cfg.max_queue, err);
+    st = cel__srv_workq_init(&s->wq, &s->loop, s->cfg.n_threads, s->cfg.max_queue, err);
     if (st != CEL_OK) goto fail;
     if (s->cfg.install_signals) {
         uv_signal_init(&s->loop, &s->sig_int);
@@ -573,8 +573,8 @@ cel_status cel_server_run(cel_server *s, cel_error *err)
     if (s->running || s->finished)
         return cel_error_set(err, CEL_ERR_INVALID, "server: cel_server_run called twice");
     s->running = true;
-    if (s->cfg.model_path) cel__model_start_load(s);
-    cel__check_finished(s); /* a stop requested before run */
+    if (s->cfg.model_path) cel__srv_model_start_load(s);
+    cel__srv_check_finished(s); /* a stop requested before run */
     while (!s->finished) uv_run(&s->loop, UV_RUN_DEFAULT);
     s->running = false;
     if (s->model_state == CEL__MODEL_FAILED) {
@@ -593,20 +593,20 @@ static void close_walk(uv_handle_t *h, void *arg)
 void cel_server_free(cel_server *s)
 {
     if (!s) return;
-    cel__model_join(s);
+    cel__srv_model_join(s);
     if (s->loop_ok) {
         /* virtual connections (tests) are freed by their owners; drop any left */
-        while (s->conns && s->conns->virt) cel__conn_virtual_free(s->conns);
-        for (cel__conn *c = s->conns; c; c = c->next) cel__conn_close(c);
-        cel__workq_stop(&s->wq);        /* delivers finished jobs */
-        cel__gen_cancel_all(s);
-        cel__engine_shutdown(s);        /* posts the last (CANCELLED) events */
+        while (s->conns && s->conns->virt) cel__srv_conn_virtual_free(s->conns);
+        for (cel__conn *c = s->conns; c; c = c->next) cel__srv_conn_close(c);
+        cel__srv_workq_stop(&s->wq);        /* delivers finished jobs */
+        cel__srv_gen_cancel_all(s);
+        cel__srv_engine_shutdown(s);        /* posts the last (CANCELLED) events */
         on_post(&s->post_async);        /* delivers them: every generation is freed */
         pthread_mutex_lock(&s->post_mu);
         s->post_closed = true;
         pthread_mutex_unlock(&s->post_mu);
         on_post(&s->post_async);
-        cel__model_free(s);
+        cel__srv_model_free(s);
         uv_walk(&s->loop, close_walk, NULL);
         uv_run(&s->loop, UV_RUN_DEFAULT);
         uv_loop_close(&s->loop);

@@ -57,7 +57,7 @@ static void on_done(uv_async_t *a)
     }
 }
 
-cel_status cel__workq_init(cel__workq *q, uv_loop_t *loop, int n_threads, uint32_t max, cel_error *err)
+cel_status cel__srv_workq_init(cel__workq *q, uv_loop_t *loop, int n_threads, uint32_t max, cel_error *err)
 {
     if (n_threads <= 0) n_threads = cel_cpu_count();
     if (n_threads < 1) n_threads = 1;
@@ -83,7 +83,7 @@ cel_status cel__workq_init(cel__workq *q, uv_loop_t *loop, int n_threads, uint32
     q->n_threads = 0;
     for (int i = 0; i < n_threads; i++) {
         if (pthread_create(&q->threads[i], NULL, worker_main, q) != 0) {
-            cel__workq_stop(q);
+            cel__srv_workq_stop(q);
             return cel_error_set(err, CEL_ERR_INTERNAL, "server: cannot start worker thread %d", i);
         }
         q->n_threads++;
@@ -92,7 +92,7 @@ cel_status cel__workq_init(cel__workq *q, uv_loop_t *loop, int n_threads, uint32
     return CEL_OK;
 }
 
-cel_status cel__workq_push(cel__workq *q, cel__job *job)
+cel_status cel__srv_workq_push(cel__workq *q, cel__job *job)
 {
     if (atomic_load(&q->n_active) >= q->max) return CEL_ERR_BUSY;
     atomic_fetch_add(&q->n_active, 1);
@@ -109,9 +109,9 @@ cel_status cel__workq_push(cel__workq *q, cel__job *job)
     return CEL_OK;
 }
 
-uint32_t cel__workq_active(cel__workq *q) { return atomic_load(&q->n_active); }
+uint32_t cel__srv_workq_active(cel__workq *q) { return atomic_load(&q->n_active); }
 
-void cel__workq_stop(cel__workq *q)
+void cel__srv_workq_stop(cel__workq *q)
 {
     if (!q->threads) return;
     pthread_mutex_lock(&q->mu);
