@@ -232,16 +232,18 @@ int cel__re_match(cel__ctx *c, int which, const char *s, size_t n, size_t start,
             return -1;
         }
     }
-    /* a regex scan costs about a unit per 16 bytes: keeps one pathological
-     * response from running the budget past its share */
-    if (!cel__charge(c, 1 + (n - start) / 16)) return -1;
     int rc = pcre2_match(c->v->re[which], (PCRE2_SPTR)s, n, start, 0, c->md, c->v->mctx);
+    /* a scan costs a unit per 16 bytes it passed over: a caller that walks
+     * the matches of a long text pays for the text once, not per match */
+    PCRE2_SIZE *o = pcre2_get_ovector_pointer(c->md);
+    size_t scanned = rc >= 0 && o[1] >= start ? o[1] - start : n - start;
+    if (!cel__charge(c, 1 + scanned / 16)) return -1;
     if (rc == PCRE2_ERROR_NOMATCH) return 0;
     if (rc < 0) {
         if (!c->fail) c->fail = "regex_limit";
         return -1;
     }
-    *ov = pcre2_get_ovector_pointer(c->md);
+    *ov = o;
     return rc == 0 ? 8 : rc;
 }
 
@@ -473,13 +475,12 @@ static cel_task resolve_task(cel__ctx *c, const cel_verify_item *it)
         if (letters == 1) mathy = true;
     }
     if (!mathy) return CEL_TASK_OPEN;
-    /* a number with words around it ("1,000 people") is still math: units drop */
+    /* a number with words around it ("1,000 people") is still math: units
+     * drop. A reference that does not parse (or hits a bound) is graded as
+     * open text; the bound is not held against the response. */
     const char *why = NULL;
-    cel__ctx sub = *c;
-    sub.fail = NULL;
-    cel__node *t = cel__latex_parse(&sub, r, n, &why);
-    c->work = sub.work;
-    c->arena = sub.arena;
+    cel__node *t = cel__latex_parse(c, r, n, &why);
+    c->fail = NULL;
     return t ? CEL_TASK_MATH : CEL_TASK_OPEN;
 }
 
