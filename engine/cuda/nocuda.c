@@ -5,7 +5,7 @@
  * -DCELINE_CUDA=OFF), so the engine links the same way in every build and a
  * request for the CUDA backend fails with a message saying why.
  */
-#include "backend.h"
+#include "../backend.h"
 
 cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params *p, cel_backend **out, cel_error *err)
 {
