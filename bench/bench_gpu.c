@@ -395,14 +395,26 @@ int main(int argc, char **argv)
     if (bw <= 0 && strstr(info.device, "H200")) bw = 4800.0;
     const double E = hp->n_embd, Q = (double)hp->n_head * hp->head_dim, KV = (double)hp->n_head_kv * hp->head_dim;
     const double bytes_tok = 2.0 * (hp->n_layer * ((Q + 2 * KV) * E + Q * E + 3.0 * hp->n_ff * E) + (double)hp->n_vocab * E);
-    float *logits = malloc((size_t)max_b * hp->n_vocab * sizeof(float));
+    /* pinned, so the backend copies logits straight into it (as an engine that
+     * allocates its logits buffer with cudaHostAlloc would); CELINE_BENCH_PAGEABLE=1
+     * measures the staging path instead */
+    float *logits = NULL;
+    const char *pg = getenv("CELINE_BENCH_PAGEABLE");
+    bool pinned = !(pg && !strcmp(pg, "1")) &&
+                  cudaHostAlloc((void **)&logits, (size_t)max_b * hp->n_vocab * sizeof(float), cudaHostAllocDefault) ==
+                      cudaSuccess;
+    if (!pinned) {
+        cudaGetLastError();
+        logits = malloc((size_t)max_b * hp->n_vocab * sizeof(float));
+    }
     if (!logits) return 1;
     printf("bench_gpu: %s (sm_%d%d, %d SMs), driver %d, runtime %d; bandwidth %.0f GB/s (spec), %.0f GB/s "
            "(measured copy)\n",
            info.device, info.cc_major, info.cc_minor, info.n_sm, info.driver_version, info.runtime_version,
            info.mem_bandwidth_gbs, copy_gbs);
-    printf("model: Llama-3.2-1B shape, %d layers, BF16, %.2f GB of weights read per token; loaded in %.1f s\n",
-           (int)hp->n_layer, bytes_tok / 1e9, load_s);
+    printf("model: Llama-3.2-1B shape, %d layers, BF16, %.2f GB of weights read per token; loaded in %.1f s; "
+           "logits buffer %s\n",
+           (int)hp->n_layer, bytes_tok / 1e9, load_s, pinned ? "pinned" : "pageable");
 
     decode_res res[8];
     int ok = 0;
@@ -432,8 +444,8 @@ int main(int argc, char **argv)
             fprintf(f, "  \"model\": {\"shape\": \"llama-3.2-1b\", \"layers\": %d, \"dtype\": \"bf16\", "
                        "\"weight_bytes_per_token\": %.0f},\n",
                     (int)hp->n_layer, bytes_tok);
-            fprintf(f, "  \"prompt\": %d, \"steps\": %d, \"graphs\": %s, \"load_s\": %.2f,\n", (int)o.prompt,
-                    (int)o.steps, info.graphs ? "true" : "false", load_s);
+            fprintf(f, "  \"prompt\": %d, \"steps\": %d, \"graphs\": %s, \"logits_host_pinned\": %s, \"load_s\": %.2f,\n",
+                    (int)o.prompt, (int)o.steps, info.graphs ? "true" : "false", pinned ? "true" : "false", load_s);
             fprintf(f, "  \"roofline_tok_s_batch1\": %.1f,\n  \"runs\": [\n", roof);
             for (int i = 0; i < ok; i++)
                 fprintf(f,
@@ -449,7 +461,8 @@ int main(int argc, char **argv)
             fclose(f);
         }
     }
-    free(logits);
+    if (pinned) cudaFreeHost(logits);
+    else free(logits);
     cel_backend_free(be);
     bmodel_free(&bm);
     return ok == o.n_batches ? 0 : 1;
