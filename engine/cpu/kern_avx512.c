@@ -189,8 +189,11 @@ FLOAT_TILE(tile_bf16, load_bf16, 2)
         int r = 0;                                                                                                 \
         for (; r + 4 <= nx; r += 4) {                                                                              \
             int o = 0;                                                                                             \
-            for (; o + NWB <= nw; o += NWB)                                                                        \
-                TILE(NWB, 4, n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, NULL); \
+            for (; o + NWB <= nw; o += NWB) {                                                                      \
+                /* the first group pulls the weights from memory: prefetch */                                      \
+                const uint8_t *pf = (r == 0 && o + 2 * NWB <= nw) ? w + (size_t)(o + NWB) * ws : NULL;              \
+                TILE(NWB, 4, n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, pf);   \
+            }                                                                                                      \
             for (; o < nw; o++)                                                                                    \
                 TILE(1, 4, n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, NULL);   \
         }                                                                                                          \
