@@ -394,13 +394,19 @@ static void on_connection(uv_stream_t *listener, int status)
 
 static void close_cb_noop(uv_handle_t *h) { (void)h; }
 
-/* Loop thread: the grace period is over; cancel what is still generating and
- * drop connections still open. */
+/* Loop thread: the grace period is over. First cancel what is still
+ * generating (cancelled streams still end with their final chunk and
+ * [DONE]); a second later, drop connections still open. */
 static void on_grace(uv_timer_t *t)
 {
     cel_server *s = t->data;
-    s->force = true;
-    cel__srv_gen_cancel_all(s);
+    if (!s->force) {
+        s->force = true;
+        cel__srv_gen_cancel_all(s);
+        uv_timer_start(&s->grace_timer, on_grace, 1000, 0);
+        cel__srv_check_finished(s);
+        return;
+    }
     for (cel__conn *c = s->conns, *next; c; c = next) {
         next = c->next;
         if (!c->virt) cel__srv_conn_close(c);
@@ -410,8 +416,9 @@ static void on_grace(uv_timer_t *t)
 
 static void begin_shutdown(cel_server *s)
 {
-    if (s->stopping) {
-        if (!s->force) on_grace(&s->grace_timer); /* second signal: stop now */
+    if (s->stopping) { /* a second signal: cancel and drop now */
+        if (!s->force) on_grace(&s->grace_timer);
+        on_grace(&s->grace_timer);
         return;
     }
     s->stopping = true;

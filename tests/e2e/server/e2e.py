@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """End-to-end tests of `celine serve` over real loopback sockets.
 
-Usage: e2e.py SUITE   (api | limits | shutdown | generate)
+Usage: e2e.py SUITE   (api | limits | shutdown | generate | openai_client)
 Environment: CELINE (the binary), CELINE_SRC (the source tree).
 
 Every wait is bounded; every server is started on an ephemeral port
@@ -525,10 +525,240 @@ def suite_shutdown():
     finally:
         check(srv.stop() == 0, "exit 0")
 
+# ---------------------------------------------------------------- generate
+
+MODEL = os.path.join(SRC, "tests", "data", "models", "qwen2-q8_0.gguf")
+
+
+def need_model():
+    if os.path.exists(MODEL):
+        return True
+    if os.environ.get("CI") == "true" or os.environ.get("CELINE_REQUIRE_FIXTURES") == "1":
+        check(False, "test model %s exists" % MODEL)
+        return False
+    print("SKIP: %s is missing" % MODEL)
+    return False
+
+
+def sse_events(raw):
+    """The `data:` payloads of an SSE body, in order."""
+    out = []
+    for block in raw.decode("utf-8", errors="replace").split("\n\n"):
+        for ln in block.split("\n"):
+            if ln.startswith("data: "):
+                out.append(ln[6:])
+    return out
+
+
+def stream_post(srv, path, body, timeout=60):
+    c = srv.conn(timeout)
+    c.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    data = r.read()  # http.client undoes the chunked coding
+    c.close()
+    return r.status, dict(r.getheaders()), data
+
+
+def gauge(srv, name):
+    st, h, m = srv.request("GET", "/metrics")
+    return metric(m.decode(), name)
+
+
+def wait_gauge(srv, name, value, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if gauge(srv, name) == value:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def suite_generate():
+    if not need_model():
+        return
+    srv = Server("--model", MODEL, "--max-n", "8", "--max-write-bytes", "4096")
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            st, h, body = srv.json("GET", "/health")
+            if st == 200:
+                break
+            check(st == 503 and body.get("status") == "loading", "503 'loading' until the model is ready")
+            time.sleep(0.05)
+        check(st == 200 and body == {"status": "ok", "model": True}, "GET /health 200 once the model is ready")
+        st, h, body = srv.json("GET", "/v1/models")
+        check(st == 200 and body["data"][0]["id"] == "qwen2-q8_0", "GET /v1/models names the model")
+
+        print("chat, non-streaming, n > 1")
+        msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
+        req = {"messages": msgs, "max_tokens": 7, "n": 3, "seed": 11, "temperature": 0.9, "ignore_eos": True}
+        st, h, body = srv.json("POST", "/v1/chat/completions", req)
+        check(st == 200 and body["object"] == "chat.completion" and len(body["choices"]) == 3, "n = 3 choices")
+        check([c["index"] for c in body["choices"]] == [0, 1, 2], "choice indices")
+        check(all(c["finish_reason"] == "length" and c["message"]["role"] == "assistant" for c in body["choices"]),
+              "each choice ends by length")
+        u = body["usage"]
+        check(u["completion_tokens"] == 21 and u["total_tokens"] == u["prompt_tokens"] + 21 and u["prompt_tokens"] > 5,
+              "usage counts prompt and 3 x 7 generated tokens (%s)" % u)
+        st2, h2, body2 = srv.json("POST", "/v1/chat/completions", req)
+        check([c["message"]["content"] for c in body2["choices"]] == [c["message"]["content"] for c in body["choices"]],
+              "the same seed gives the same samples")
+
+        print("chat, streaming (SSE)")
+        sreq = dict(req, n=1, stream=True, stream_options={"include_usage": True})
+        st, h, raw = stream_post(srv, "/v1/chat/completions", sreq)
+        ev = sse_events(raw)
+        check(st == 200 and h.get("Content-Type") == "text/event-stream" and h.get("Transfer-Encoding") == "chunked",
+              "SSE response over chunked transfer coding")
+        check(len(ev) >= 3 and ev[-1] == "[DONE]", "the stream ends with data: [DONE]")
+        chunks = [json.loads(e) for e in ev[:-1]]
+        check(all(c["object"] == "chat.completion.chunk" for c in chunks), "chunks are chat.completion.chunk")
+        check(chunks[0]["choices"][0]["delta"].get("role") == "assistant", "the first delta carries the role")
+        text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+        fin = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+        check(fin == ["length"], "one finish_reason at the end (%s)" % fin)
+        check(chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 7,
+              "a last chunk carries usage")
+        st, h, one = srv.json("POST", "/v1/chat/completions", dict(req, n=1))
+        check(text == one["choices"][0]["message"]["content"], "streamed text equals the non-streamed text")
+
+        print("stop strings, max_tokens, logprobs")
+        base = {"prompt": "Once upon a time", "max_tokens": 24, "seed": 7, "temperature": 1.0, "ignore_eos": True}
+        st, h, full = srv.json("POST", "/v1/completions", base)
+        ftext = full["choices"][0]["text"]
+        check(st == 200 and full["choices"][0]["finish_reason"] == "length" and full["usage"]["completion_tokens"] == 24,
+              "max_tokens stops with 'length'")
+        # a character whose first occurrence is not at the start, so the cut text is not empty
+        stop = next((ch for i, ch in enumerate(ftext) if i > 0 and ftext.find(ch) == i and ch.isascii() and
+                     ch.isprintable() and ch != " "), None) or ftext[len(ftext) // 2]
+        st, h, cut = srv.json("POST", "/v1/completions", dict(base, stop=[stop, "@@never@@"]))
+        want = ftext[:ftext.find(stop)]
+        check(st == 200 and cut["choices"][0]["finish_reason"] == "stop" and cut["choices"][0]["text"] == want,
+              "stop string %r cuts the text before it (%r)" % (stop, cut["choices"][0]["text"]))
+        st, h, lp = srv.json("POST", "/v1/chat/completions", dict(req, n=1, max_tokens=5, logprobs=True, top_logprobs=3))
+        content = (lp["choices"][0].get("logprobs") or {}).get("content") or []
+        check(st == 200 and len(content) == 5 and all(len(t["top_logprobs"]) == 3 and t["logprob"] <= 0 for t in content),
+              "chat logprobs: one entry per token with 3 alternatives")
+        st, h, lp = srv.json("POST", "/v1/completions", dict(base, max_tokens=4, logprobs=2))
+        l = lp["choices"][0]["logprobs"]
+        check(len(l["tokens"]) == 4 and len(l["token_logprobs"]) == 4 and len(l["top_logprobs"]) == 4,
+              "completion logprobs: parallel arrays")
+
+        print("tokenize / detokenize")
+        st, h, tk = srv.json("POST", "/tokenize", {"content": "Hello world", "add_special": False})
+        check(st == 200 and tk["count"] == len(tk["tokens"]) > 0, "POST /tokenize")
+        st, h, dt = srv.json("POST", "/detokenize", {"tokens": tk["tokens"]})
+        check(st == 200 and dt["content"] == "Hello world", "POST /detokenize round-trips")
+        st, h, tm = srv.json("POST", "/tokenize", {"messages": msgs})
+        check(st == 200 and tm["count"] > tk["count"], "tokenize renders chat messages")
+        st, h, body = srv.json("POST", "/detokenize", {"tokens": [10 ** 9]})
+        check(st == 400 and is_openai_error(body), "an unknown token id -> 400")
+
+        print("request errors")
+        for bad, why in [({"messages": msgs, "n": 9}, "'n' is 9"),
+                         ({"messages": msgs, "temperature": -1}, "'temperature'"),
+                         ({"messages": msgs, "max_tokens": 10 ** 7}, "'max_tokens'"),
+                         ({"messages": [{"role": "robot", "content": "x"}]}, "role 'robot'"),
+                         ({"messages": []}, "'messages'"),
+                         ({"messages": msgs, "stop": [1, 2]}, "'stop'"),
+                         ({"messages": msgs, "top_logprobs": 3}, "needs 'logprobs'")]:
+            st, h, body = srv.json("POST", "/v1/chat/completions", bad)
+            check(st == 400 and is_openai_error(body) and why in body["error"]["message"],
+                  "400 naming %s (%s)" % (why, body.get("error", {}).get("message") if isinstance(body, dict) else body))
+        st, h, body = srv.json("POST", "/v1/completions", {"prompt": "x " * 5000, "max_tokens": 2})
+        check(st == 400 and is_openai_error(body, "context_length_exceeded"), "a prompt over the context -> 400")
+        st, h, body = srv.json("POST", "/v1/completions", {"prompt": [1, 2, 99999]})
+        check(st == 400 and "not a token id" in body["error"]["message"], "prompt token ids are checked")
+
+        print("client disconnect mid-stream")
+        before = gauge(srv, "celine_generation_cancelled_total")
+        s = srv.sock()
+        body = json.dumps({"prompt": "Tell me", "max_tokens": 3000, "ignore_eos": True, "stream": True}).encode()
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        got = recv_until(s, b"data: ", timeout=30)
+        check(b"data: " in got, "the stream started")
+        check(gauge(srv, "celine_generations_in_flight") == 1, "one generation in flight")
+        s.close()
+        check(wait_gauge(srv, "celine_generations_in_flight", 0), "the generation stops when the client goes")
+        check(gauge(srv, "celine_generation_cancelled_total") == before + 1, "counted as cancelled")
+        check(wait_gauge(srv, "celine_kv_blocks_used", 0), "its KV blocks are freed")
+        gen_total = gauge(srv, "celine_generated_tokens_total")
+        time.sleep(0.3)
+        check(gauge(srv, "celine_generated_tokens_total") == gen_total, "no tokens are generated after the cancel")
+
+        print("a streaming client that does not read is dropped")
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        s.connect(("127.0.0.1", srv.port))
+        # 8 samples x 4000 tokens with logprobs: far more than loopback socket buffers hold
+        body = json.dumps({"prompt": "Go", "max_tokens": 4000, "n": 8, "ignore_eos": True, "stream": True,
+                           "logprobs": 5}).encode()
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        dropped = wait_gauge(srv, "celine_http_slow_clients_dropped_total", 1, timeout=60)
+        check(dropped, "the slow reader is dropped at --max-write-bytes")
+        check(wait_gauge(srv, "celine_generations_in_flight", 0), "and its generation is cancelled")
+        s.close()
+        st, h, body = srv.json("GET", "/health")
+        check(st == 200, "the server is fine afterwards")
+        st, h, m = srv.request("GET", "/metrics")
+        text = m.decode()
+        check((metric(text, "celine_time_to_first_token_seconds_count") or 0) >= 5 and
+              (metric(text, "celine_time_per_output_token_seconds_count") or 0) > 20, "latency histograms filled")
+        check((metric(text, "celine_prompt_tokens_total") or 0) > 0 and (metric(text, "celine_generated_tokens_total") or 0) > 100,
+              "token counters")
+    finally:
+        check(srv.stop() == 0, "exit 0")
+
+    print("SIGTERM during a long stream: grace, then cancel")
+    srv = Server("--model", MODEL, "--shutdown-grace-ms", "500")
+    try:
+        wait_health = time.time() + 60
+        while time.time() < wait_health and srv.json("GET", "/health")[0] != 200:
+            time.sleep(0.05)
+        s = srv.sock()
+        body = json.dumps({"prompt": "Tell me", "max_tokens": 4000, "ignore_eos": True, "stream": True}).encode()
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        recv_until(s, b"data: ", timeout=30)
+        t0 = time.time()
+        srv.proc.send_signal(signal.SIGTERM)
+        rest = recv_all(s, limit=1 << 26, idle=10)
+        s.close()
+        rc = srv.stop(timeout=30)
+        check(b'"finish_reason":"cancelled"' in rest and b"data: [DONE]" in rest, "the stream ends cleanly, cancelled")
+        check(rc == 0 and time.time() - t0 < 10, "exit 0 after the grace period (%.1fs)" % (time.time() - t0))
+    finally:
+        srv.stop()
+
+
+def suite_openai_client():
+    if not need_model():
+        return
+    pkg = os.path.join(SRC, ".fixtures", "node_modules", "openai")
+    if not os.path.exists(os.path.join(pkg, "package.json")):
+        if os.environ.get("CI") == "true" or os.environ.get("CELINE_REQUIRE_FIXTURES") == "1":
+            check(False, "the openai npm package is installed (scripts/fixtures-server.sh)")
+            return
+        print("SKIP: run scripts/fixtures-server.sh to install the openai npm package")
+        return
+    srv = Server("--model", MODEL, "--api-key", "sk-test")
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and srv.json("GET", "/health")[0] != 200:
+            time.sleep(0.05)
+        r = subprocess.run(["node", os.path.join(os.path.dirname(os.path.abspath(__file__)), "openai_client.cjs"),
+                            "http://127.0.0.1:%d" % srv.port, "sk-test", pkg], capture_output=True, timeout=300)
+        sys.stdout.write(r.stdout.decode())
+        sys.stdout.write(r.stderr.decode())
+        check(r.returncode == 0, "the openai npm client passes its checks")
+    finally:
+        check(srv.stop() == 0, "exit 0")
+
+
 
 def main():
     suite = sys.argv[1] if len(sys.argv) > 1 else "api"
-    {"api": suite_api, "limits": suite_limits, "shutdown": suite_shutdown}[suite]()
+    {"api": suite_api, "limits": suite_limits, "shutdown": suite_shutdown, "generate": suite_generate,
+     "openai_client": suite_openai_client}[suite]()
     if failures:
         print("%d check(s) failed:" % len(failures))
         for f in failures:
