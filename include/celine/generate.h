@@ -315,8 +315,8 @@ typedef struct cel_remote_config {
     size_t max_response_bytes; /* larger responses fail the attempt (default 16 MiB) */
     bool send_seed;          /* pass each sample's seed (default true) */
     uint64_t jitter_seed;    /* back-off jitter stream */
-    const cel_tokenizer *tokenizer; /* counting; NULL: cel_gen_approx_tokens */
-    cel_logger log;
+    cel_gen_counter counter; /* token counting (e.g. cel_gen_counter_tokenizer); fn NULL: cel_gen_approx_tokens */
+    cel_logger log;          /* retries and failures are logged at WARN */
 } cel_remote_config;
 void cel_remote_config_default(cel_remote_config *c);
 cel_status cel_gen_remote_create(const cel_remote_config *cfg, cel_gen_backend **out, cel_error *err);
