@@ -509,7 +509,9 @@ cel_status cel_verify_grade(const cel_verifier *v, const cel_verify_item *it, ce
     const cel_verify_config *cfg = &v->cfg;
     size_t n = it->response_len ? it->response_len : strlen(it->response);
     r->task = it->task;
-    if (n > cfg->max_response_bytes || strlen(it->reference) > cfg->max_answer_bytes) {
+    /* a reference may be a worked solution (its \boxed{} is the answer): it
+     * gets the response's size cap; the parser caps what it reads of it */
+    if (n > cfg->max_response_bytes || strlen(it->reference) > cfg->max_response_bytes) {
         r->reward = cfg->reward_wrong;
         cel__set_reason(r, "too_long");
         return CEL_OK;
