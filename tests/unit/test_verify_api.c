@@ -184,6 +184,33 @@ static void test_bounds_fail_closed(void **state)
     cel_verifier_free(v);
 }
 
+/* A reference written as a long worked solution: its last \boxed{} is the
+ * gold answer even past max_answer_bytes; the fallback source is reported. */
+static void test_worked_reference_and_sources(void **state)
+{
+    (void)state;
+    cel_verifier *v = tv_make(NULL);
+    cel_buf ref;
+    cel_buf_init(&ref);
+    for (int i = 0; i < 200; i++) cel_buf_puts(&ref, "We add the next term and simplify the sum again. ");
+    cel_buf_puts(&ref, "So the total is $\\boxed{\\frac{7}{3}}$.");
+    assert_true(ref.len > 4096);
+    cel_verify_result r = tv_grade(v, CEL_TASK_MATH, "Answer: $2\\frac13$", ref.data, NULL, 0);
+    assert_true(r.correct);
+    r = tv_grade(v, CEL_TASK_MATH, "Answer: $2\\frac14$", ref.data, NULL, 0);
+    assert_false(r.correct);
+    cel_buf_free(&ref);
+    r = tv_grade(v, CEL_TASK_MATH, "we find the point $(3, 4)$ works", "(3,4)", NULL, 0);
+    assert_true(r.correct);
+    assert_int_equal(r.source, CEL_EXTRACT_LAST_MATH);
+    assert_string_equal(cel_extract_source_name(r.source), "last_math");
+    assert_string_equal(r.extracted, "(3, 4)");
+    r = tv_grade(v, CEL_TASK_MATH, "with $x$ we get 12 in the end", "12", NULL, 0);
+    assert_true(r.correct);
+    assert_int_equal(r.source, CEL_EXTRACT_LAST_NUMBER);
+    cel_verifier_free(v);
+}
+
 static void test_invalid_items(void **state)
 {
     (void)state;
@@ -345,6 +372,7 @@ int main(void)
         cmocka_unit_test(test_names_and_parsing), cmocka_unit_test(test_config_validation),
         cmocka_unit_test(test_format_and_rewards), cmocka_unit_test(test_bounds_fail_closed),
         cmocka_unit_test(test_invalid_items),      cmocka_unit_test(test_advantages),
+        cmocka_unit_test(test_worked_reference_and_sources),
         cmocka_unit_test(test_batch),              cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
