@@ -236,12 +236,23 @@ static void lex_number(P *p, tok *t)
             if (nd < 40) dig[nd++] = s[p->pos], nfrac++;
             p->pos++;
         }
-    } else if (p->pos < p->n && s[p->pos] == '.' && p->pos + 1 < p->n && isd(s[p->pos + 1])) {
+    } else if (p->pos < p->n && s[p->pos] == '.' && p->pos + 1 < p->n &&
+               (isd(s[p->pos + 1]) || (p->n - p->pos > 10 && memcmp(s + p->pos + 1, "\\overline{", 10) == 0))) {
         p->pos++;
         while (p->pos < p->n && isd(s[p->pos])) {
             if (nd < 40) dig[nd++] = s[p->pos], nfrac++;
             p->pos++;
         }
+    }
+    /* a repeating block: 0.\overline{3} = 1/3, 0.1\overline{6} = 1/6 */
+    int64_t rep = 0;
+    int nrep = 0;
+    if (nfrac + (p->pos > 0 && s[p->pos - 1] == '.') > 0 && p->n - p->pos > 10 &&
+        memcmp(s + p->pos, "\\overline{", 10) == 0) {
+        size_t k = p->pos + 10;
+        while (k < p->n && isd(s[k]) && nrep < 9) rep = rep * 10 + (s[k] - '0'), nrep++, k++;
+        if (nrep > 0 && k < p->n && s[k] == '}') p->pos = k + 1;
+        else nrep = 0;
     }
     long ex = 0;
     bool has_exp = false;
@@ -287,6 +298,24 @@ static void lex_number(P *p, tok *t)
     for (size_t i = 0; i < nd; i++) v = v * 10 + (dig[i] - '0');
     if (overflow) v *= pow(10.0, (double)(ndig_int - 40 > 0 ? ndig_int - 40 : 0));
     t->approx = v * pow(10.0, (double)scale);
+    if (nrep > 0) {
+        /* digits A with f decimals then block R of r digits:
+         * (A (10^r - 1) + R) / (10^f (10^r - 1)) */
+        int64_t p10r = 1, p10f = 1, num, den, t1;
+        for (int i = 0; i < nrep; i++) p10r *= 10;
+        bool ok = fits && nfrac <= 9 && !has_exp;
+        for (size_t i = 0; ok && i < nfrac; i++) p10f *= 10;
+        ok = ok && !__builtin_mul_overflow(m, p10r - 1, &t1) && !__builtin_add_overflow(t1, rep, &num) &&
+             !__builtin_mul_overflow(p10f, p10r - 1, &den);
+        t->intlit = false;
+        if (ok) {
+            int64_t g = gcd64(num, den);
+            t->exact = true, t->num = num / g, t->den = den / g;
+        } else {
+            t->exact = false;
+            t->approx += (double)rep / ((double)p10f * (double)(p10r - 1));
+        }
+    }
     if (t->exact) t->approx = (double)t->num / (double)t->den;
 }
 
@@ -955,6 +984,7 @@ static cel__node *parse_primary(P *p)
         r = mk(p, CEL__N_NUM, 0);
         if (!r) break;
         r->exact = t.exact, r->num = t.num, r->den = t.den, r->approx = t.approx;
+        r->str = p->s + t.b, r->len = t.e - t.b; /* the digits as written (big integers compare by them) */
         if (t.intlit && t.exact) r->flags |= CEL__NF_INTLIT;
         break;
     }

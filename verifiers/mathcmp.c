@@ -753,12 +753,90 @@ static bool rel_eq(cel__ctx *c, const cel__node *a, const cel__node *b, int dept
     return false;
 }
 
+/* Digits of an integer literal too big for int64, without separators and
+ * leading zeros; 0 when the literal is not such an integer. */
+static size_t big_digits(const cel__node *x, char *out, size_t cap)
+{
+    if (x->kind != CEL__N_NUM || x->exact || !x->str) return 0;
+    size_t k = 0;
+    for (size_t i = 0; i < x->len; i++) {
+        char ch = x->str[i];
+        if (ch >= '0' && ch <= '9') {
+            if (k == 0 && ch == '0') continue;
+            if (k + 1 >= cap) return 0;
+            out[k++] = ch;
+        } else if (!(ch == ',' || ch == ' ' || ch == '{' || ch == '}' || ch == '\\' || ch == '!')) {
+            return 0; /* a decimal point, an exponent: not an integer literal */
+        }
+    }
+    return k;
+}
+
+/* x < a, a <= x, a < x < b ... with x a lone variable, as an interval. */
+static cel__node *rel_to_interval(cel__ctx *c, const cel__node *r)
+{
+    if (r->kind != CEL__N_REL) return NULL;
+    int op = r->op;
+    if (op != CEL__R_LT && op != CEL__R_LE && op != CEL__R_GT && op != CEL__R_GE) return NULL;
+    const cel__node *lo = NULL, *hi = NULL;
+    bool lo_closed = false, hi_closed = false;
+    const cel__node *l = r->kid[0], *rr = r->kid[1];
+    bool less = op == CEL__R_LT || op == CEL__R_LE, closed = op == CEL__R_LE || op == CEL__R_GE;
+    if (l->kind == CEL__N_REL) {
+        /* a < x < b: the inner relation must be the same direction */
+        const cel__node *in = l;
+        if (in->op != op && !((in->op == CEL__R_LT || in->op == CEL__R_LE) == less &&
+                              (in->op == CEL__R_LT || in->op == CEL__R_LE || in->op == CEL__R_GT || in->op == CEL__R_GE)))
+            return NULL;
+        if (in->kid[1]->kind != CEL__N_VAR || in->kid[0]->kind == CEL__N_REL) return NULL;
+        bool in_closed = in->op == CEL__R_LE || in->op == CEL__R_GE;
+        if (less) lo = in->kid[0], lo_closed = in_closed, hi = rr, hi_closed = closed;
+        else hi = in->kid[0], hi_closed = in_closed, lo = rr, lo_closed = closed;
+    } else if (l->kind == CEL__N_VAR) {
+        if (less) hi = rr, hi_closed = closed;
+        else lo = rr, lo_closed = closed;
+    } else if (rr->kind == CEL__N_VAR) {
+        if (less) lo = l, lo_closed = closed;
+        else hi = l, hi_closed = closed;
+    } else {
+        return NULL;
+    }
+    cel__node *t = mknode(c, CEL__N_TUPLE, 2);
+    if (!t) return NULL;
+    if (!lo) {
+        cel__node *inf = mknode(c, CEL__N_CONST, 0), *neg = mknode(c, CEL__N_NEG, 1);
+        if (!inf || !neg) return NULL;
+        inf->op = CEL__C_INF, neg->kid[0] = inf, lo = neg;
+    }
+    if (!hi) {
+        cel__node *inf = mknode(c, CEL__N_CONST, 0);
+        if (!inf) return NULL;
+        inf->op = CEL__C_INF, hi = inf;
+    }
+    t->kid[0] = (cel__node *)lo, t->kid[1] = (cel__node *)hi;
+    t->lb = lo_closed ? '[' : '(';
+    t->rb = hi_closed ? ']' : ')';
+    return t;
+}
+
 static bool eq(cel__ctx *c, const cel__node *a, const cel__node *b, int depth)
 {
     if (depth > 64 || !cel__charge(c, 1)) return false;
     a = unwrap(c, a, b);
     b = unwrap(c, b, a);
     if (!a || !b) return false;
+    /* an inequality in one variable against an interval: x < 2 = (-\infty, 2) */
+    if (a->kind == CEL__N_REL && (b->kind == CEL__N_TUPLE || b->kind == CEL__N_UNION)) {
+        cel__node *t = rel_to_interval(c, a);
+        if (t) a = t;
+    } else if (b->kind == CEL__N_REL && (a->kind == CEL__N_TUPLE || a->kind == CEL__N_UNION)) {
+        cel__node *t = rel_to_interval(c, b);
+        if (t) b = t;
+    }
+    /* integers too big for exact arithmetic compare digit by digit */
+    char da[128], db[128];
+    size_t la = big_digits(a, da, sizeof da), lb = la ? big_digits(b, db, sizeof db) : 0;
+    if (la && lb) return la == lb && memcmp(da, db, la) == 0;
     if (a->kind == CEL__N_REL && b->kind == CEL__N_REL) return rel_eq(c, a, b, depth);
     if (a->kind == CEL__N_REL || b->kind == CEL__N_REL) return false;
     if (is_container(a) || is_container(b)) return container_eq(c, a, b, depth);
