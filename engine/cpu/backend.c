@@ -13,12 +13,13 @@
  * The last layer continues past attention only for the rows whose logits are
  * wanted (out_rows), then the final norm and the output projection.
  *
- * KV cache: F16, laid out [layer][block][K|V][kv head][slot][head_dim], so
- * one head's keys of a block are contiguous (read as one run by attention)
- * and copy_block copies runs of slots. Attention converts a block of one kv
- * head to float once and applies it to every query row and every query head
- * of the group (GQA) in its work item; items are (sequence, kv head, chunk of
- * up to 16 query rows), spread over the pool.
+ * KV cache: F16, [layer][block][K|V][kv head][...]: keys transposed,
+ * [head_dim][slot], so attention computes the scores of 8 keys with plain
+ * vector FMAs (no horizontal sums); values [slot][head_dim]. A block of one
+ * kv head is converted to float once per attention work item and applied to
+ * every query row and every query head of the group (GQA) in the item;
+ * items are (sequence, kv head, chunk of up to 16 query rows), spread over
+ * the pool.
  *
  * Batch invariance: matmul kernels compute each row with a fixed order (see
  * cpu.h); attention for a query row walks its sequence's blocks in order with
@@ -205,11 +206,15 @@ static void derive(cpu_backend *be)
 
 /* ------------------------------------------------------------ row helpers */
 
-static uint16_t *kv_ptr(const cpu_backend *be, int32_t layer, int32_t blk, int is_v, int32_t kvh, int32_t slot)
+/* One kv head's keys ([head_dim][block_size]) or values ([block_size][head_dim])
+ * in block blk of a layer. */
+static uint16_t *kv_ptr(const cpu_backend *be, int32_t layer, int32_t blk, int is_v, int32_t kvh)
 {
     size_t run = ((size_t)layer * (size_t)be->base.n_blocks + (size_t)blk) * 2 + (size_t)is_v;
-    return be->kv + run * be->kv_run + ((size_t)kvh * (size_t)be->base.block_size + (size_t)slot) * (size_t)be->D;
+    return be->kv + run * be->kv_run + (size_t)kvh * (size_t)be->base.block_size * (size_t)be->D;
 }
+
+static size_t ldk_of(int32_t block_size) { return ((size_t)block_size + 7) & ~(size_t)7; }
 
 typedef struct {
     const float *x;
@@ -264,9 +269,12 @@ static void post_qkv_rows(void *ctx, int64_t r0, int64_t r1, int tid)
         const cel_batch_seq *s = &c->b->seqs[be->row_seq[r]];
         int32_t pos = be->row_pos[r];
         int32_t blk = s->block_table[pos / bs], slot = pos % bs;
+        uint16_t kh[1024];
         for (int32_t g = 0; g < be->Hkv; g++) {
-            be->k->f32_to_fp16(k + g * be->D, kv_ptr(be, c->layer, blk, 0, g, slot), be->D);
-            be->k->f32_to_fp16(v + g * be->D, kv_ptr(be, c->layer, blk, 1, g, slot), be->D);
+            be->k->f32_to_fp16(k + g * be->D, kh, be->D);
+            uint16_t *kt = kv_ptr(be, c->layer, blk, 0, g);
+            for (int32_t i = 0; i < be->D; i++) kt[(size_t)i * bs + slot] = kh[i];
+            be->k->f32_to_fp16(v + g * be->D, kv_ptr(be, c->layer, blk, 1, g) + (size_t)slot * be->D, be->D);
         }
     }
 }
@@ -284,8 +292,9 @@ static void attn_items(void *ctx, int64_t i0, int64_t i1, int tid)
     const attn_ctx *c = ctx;
     cpu_backend *be = c->be;
     const int32_t D = be->D, G = be->G, bs = be->base.block_size;
-    float *kf = be->tscratch + (size_t)tid * be->tscratch_stride;
-    float *vf = kf + up16((size_t)bs * D);
+    const size_t ldk = ldk_of(bs);
+    float *kf = be->tscratch + (size_t)tid * be->tscratch_stride; /* [D][ldk] */
+    float *vf = kf + up16(ldk * D);                                /* [bs][D] */
     float *acc = vf + up16((size_t)bs * D);
     float *ml = acc + up16((size_t)ATT_CHUNK * G * D); /* m then l, [rows][G] each */
     for (int64_t it = i0; it < i1; it++) {
@@ -302,15 +311,20 @@ static void attn_items(void *ctx, int64_t i0, int64_t i1, int tid)
         for (int32_t bi = 0; bi <= pmax / bs; bi++) {
             int32_t nk = pmax - bi * bs + 1 < bs ? pmax - bi * bs + 1 : bs;
             int32_t blk = s->block_table[bi];
-            be->k->fp16_to_f32(kv_ptr(be, c->layer, blk, 0, w->kvh, 0), kf, (int64_t)nk * D);
-            be->k->fp16_to_f32(kv_ptr(be, c->layer, blk, 1, w->kvh, 0), vf, (int64_t)nk * D);
+            const uint16_t *kh = kv_ptr(be, c->layer, blk, 0, w->kvh);
+            if (ldk == (size_t)bs) {
+                be->k->fp16_to_f32(kh, kf, (int64_t)bs * D);
+            } else {
+                for (int32_t i = 0; i < D; i++) be->k->fp16_to_f32(kh + (size_t)i * bs, kf + i * ldk, bs);
+            }
+            be->k->fp16_to_f32(kv_ptr(be, c->layer, blk, 1, w->kvh), vf, (int64_t)nk * D);
             for (int32_t i = 0; i < nr; i++) {
                 int32_t lim = be->row_pos[w->r0 + i] - bi * bs + 1;
                 if (lim <= 0) continue;
                 if (lim > nk) lim = nk;
                 const float *qr = be->q + (int64_t)(w->r0 + i) * be->Qd + (int64_t)w->kvh * G * D;
                 for (int32_t h = 0; h < G; h++)
-                    be->k->attn_step(qr + h * D, kf, vf, lim, D, be->scale, &m[i * G + h], &l[i * G + h],
+                    be->k->attn_step(qr + h * D, kf, (int)ldk, vf, lim, D, be->scale, &m[i * G + h], &l[i * G + h],
                                      acc + ((size_t)i * G + h) * D);
             }
         }
@@ -490,11 +504,14 @@ static cel_status cpu_copy_block(cel_backend *base, int32_t src, int32_t dst, in
         return cel_error_set(err, CEL_ERR_INVALID, "cpu backend: copy_block of %d tokens (block size %d)", n_tokens,
                              base->block_size);
     if (src == dst || n_tokens == 0) return CEL_OK;
+    size_t bs = (size_t)base->block_size, D = (size_t)be->D;
     for (int32_t l = 0; l < be->L; l++)
-        for (int is_v = 0; is_v < 2; is_v++)
-            for (int32_t g = 0; g < be->Hkv; g++)
-                memcpy(kv_ptr(be, l, dst, is_v, g, 0), kv_ptr(be, l, src, is_v, g, 0),
-                       (size_t)n_tokens * (size_t)be->D * sizeof(uint16_t));
+        for (int32_t g = 0; g < be->Hkv; g++) {
+            uint16_t *kd = kv_ptr(be, l, dst, 0, g);
+            const uint16_t *ks = kv_ptr(be, l, src, 0, g);
+            for (size_t i = 0; i < D; i++) memcpy(kd + i * bs, ks + i * bs, (size_t)n_tokens * sizeof(uint16_t));
+            memcpy(kv_ptr(be, l, dst, 1, g), kv_ptr(be, l, src, 1, g), (size_t)n_tokens * D * sizeof(uint16_t));
+        }
     return CEL_OK;
 }
 
@@ -612,8 +629,8 @@ cel_status cel_backend_cpu_create(const cel_model *m, const cel_backend_params *
     be->row_seq = alloc64((size_t)Tn * sizeof(int32_t));
     be->max_items = (int64_t)be->Hkv * (2 * Tn + 1);
     be->items = alloc64((size_t)be->max_items * sizeof(attn_item));
-    be->tscratch_stride = 2 * up16((size_t)bs * be->D) + up16((size_t)ATT_CHUNK * be->G * be->D) +
-                          up16((size_t)2 * ATT_CHUNK * be->G);
+    be->tscratch_stride = up16(ldk_of(bs) * (size_t)be->D) + up16((size_t)bs * be->D) +
+                          up16((size_t)ATT_CHUNK * be->G * be->D) + up16((size_t)2 * ATT_CHUNK * be->G);
     be->tscratch = alloc64((size_t)be->n_threads * be->tscratch_stride * sizeof(float));
     be->act = alloc64(cel__matmul_scratch_bytes(Tn, wmax));
     if (!be->derived || !be->layers || !be->inv_freq || !be->kv || !be->x || !be->xn || !be->xc || !be->q || !be->kk ||

@@ -111,12 +111,14 @@ typedef struct cel__kern {
     /* x[n] -> one activation row (formats above). n: multiple of 32 / 256. */
     void (*quant_q8_32)(const float *x, void *dst, int64_t n);
     void (*quant_q8_256)(const float *x, void *dst, int64_t n);
-    /* One online-softmax step of attention for one query q[d] over n keys
-     * (k, v: [n][d] floats): s_j = scale * q.k_j; with m the running max and
-     * l the running sum of exp(s - m), rescales acc[d] and adds
-     * sum_j exp(s_j - m) v_j. *m starts at -INFINITY, *l and acc at 0. */
-    void (*attn_step)(const float *q, const float *k, const float *v, int n, int d, float scale, float *m, float *l,
-                      float *acc);
+    /* One online-softmax step of attention for one query q[d] over n keys:
+     * keys transposed, kt[i * ldk + j] = key j's element i (ldk a multiple
+     * of 8, >= n; lanes j >= n may hold any finite value), values v[j * d + i].
+     * s_j = scale * q.k_j; with m the running max and l the running sum of
+     * exp(s - m), rescales acc[d] and adds sum_j exp(s_j - m) v_j. *m starts
+     * at -INFINITY, *l and acc at 0. n <= 256. */
+    void (*attn_step)(const float *q, const float *kt, int ldk, const float *v, int n, int d, float scale, float *m,
+                      float *l, float *acc);
     void (*swiglu)(float *out, const float *gate, const float *up, int64_t n);
     void (*fp16_to_f32)(const uint16_t *src, float *dst, int64_t n);
     void (*f32_to_fp16)(const float *src, uint16_t *dst, int64_t n);
@@ -143,8 +145,8 @@ void cel__avx2_dot_q4_k(int64_t n, const void *w, size_t ws, int nw, const void 
                         size_t ys);
 void cel__avx2_dot_q6_k(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y,
                         size_t ys);
-void cel__avx2_attn_step(const float *q, const float *k, const float *v, int n, int d, float scale, float *m, float *l,
-                         float *acc);
+void cel__avx2_attn_step(const float *q, const float *kt, int ldk, const float *v, int n, int d, float scale, float *m,
+                         float *l, float *acc);
 void cel__avx2_swiglu(float *out, const float *gate, const float *up, int64_t n);
 void cel__avx2_fp16_to_f32(const uint16_t *src, float *dst, int64_t n);
 void cel__avx2_f32_to_fp16(const float *src, uint16_t *dst, int64_t n);

@@ -158,6 +158,7 @@ AVX2 void cel__avx2_quant_q8_256(const float *x, void *dst, int64_t n)
  * rows, y / ys output. */
 
 #define UNROLL _Pragma("GCC unroll 4")
+#define UNROLL8 _Pragma("GCC unroll 8")
 
 AVX2_INLINE void tile_q8_0(const int NW, const int NX, int64_t n, const uint8_t *w, size_t ws, const uint8_t *x,
                            size_t xs, float *y, size_t ys, const uint8_t *pf)
@@ -413,29 +414,31 @@ DOT_FN(static, dot_bf16, tile_bf16, 2)
 
 /* ------------------------------------------------------------- float ops */
 
-AVX2_INLINE float dot_f(const float *a, const float *b, int d)
+/* Scores of 8 keys (transposed block, kt[i * ldk + j]) for query q[d]: four
+ * partial sums over i (i mod 4) keep four FMA chains in flight, added in a
+ * fixed order. */
+AVX2_INLINE __m256 scores8(const float *q, const float *kt, int ldk, int d)
 {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int i = 0;
-    for (; i + 16 <= d; i += 16) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    for (; i + 4 <= d; i += 4) {
+        a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(q + i), _mm256_loadu_ps(kt + (size_t)i * ldk), a0);
+        a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(q + i + 1), _mm256_loadu_ps(kt + (size_t)(i + 1) * ldk), a1);
+        a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(q + i + 2), _mm256_loadu_ps(kt + (size_t)(i + 2) * ldk), a2);
+        a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(q + i + 3), _mm256_loadu_ps(kt + (size_t)(i + 3) * ldk), a3);
     }
-    for (; i + 8 <= d; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    float t = 0.0f;
-    for (; i < d; i++) t = fmaf(a[i], b[i], t);
-    return hsum8(_mm256_add_ps(s0, s1)) + t;
+    for (; i < d; i++) a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(q + i), _mm256_loadu_ps(kt + (size_t)i * ldk), a0);
+    return _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
 }
 
-AVX2 void cel__avx2_attn_step(const float *q, const float *k, const float *v, int n, int d, float scale, float *m,
-                           float *l, float *acc)
+AVX2 void cel__avx2_attn_step(const float *q, const float *kt, int ldk, const float *v, int n, int d, float scale,
+                              float *m, float *l, float *acc)
 {
     float s[256 + 8];
+    const __m256 sc = _mm256_set1_ps(scale);
+    for (int j = 0; j < n; j += 8) _mm256_storeu_ps(s + j, _mm256_mul_ps(scores8(q, kt + j, ldk, d), sc));
     float mx = *m;
-    for (int j = 0; j < n; j++) {
-        s[j] = dot_f(q, k + (size_t)j * d, d) * scale;
-        mx = fmaxf(mx, s[j]);
-    }
+    for (int j = 0; j < n; j++) mx = fmaxf(mx, s[j]);
     for (int j = n; j < n + 8; j++) s[j] = mx; /* the last vector's spare lanes: exp(0), never summed */
     float corr = *m == -INFINITY ? 0.0f : expf(*m - mx);
     __m256 mxv = _mm256_set1_ps(mx);
@@ -444,6 +447,17 @@ AVX2 void cel__avx2_attn_step(const float *q, const float *k, const float *v, in
     for (int j = 0; j < n; j++) sum += s[j];
     int i = 0;
     __m256 cv = _mm256_set1_ps(corr);
+    /* 64 outputs at a time: eight independent FMA chains over the keys */
+    for (; i + 64 <= d; i += 64) {
+        __m256 a[8];
+        UNROLL8 for (int c = 0; c < 8; c++) a[c] = _mm256_mul_ps(_mm256_loadu_ps(acc + i + 8 * c), cv);
+        for (int j = 0; j < n; j++) {
+            __m256 p = _mm256_set1_ps(s[j]);
+            const float *vj = v + (size_t)j * d + i;
+            UNROLL8 for (int c = 0; c < 8; c++) a[c] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + 8 * c), a[c]);
+        }
+        UNROLL8 for (int c = 0; c < 8; c++) _mm256_storeu_ps(acc + i + 8 * c, a[c]);
+    }
     for (; i + 8 <= d; i += 8) {
         __m256 a = _mm256_mul_ps(_mm256_loadu_ps(acc + i), cv);
         for (int j = 0; j < n; j++)

@@ -180,14 +180,14 @@ static void dot_q6_k(int64_t n, const void *w, size_t ws, int nw, const void *x,
 
 /* ------------------------------------------------------------- float ops */
 
-static void attn_step(const float *q, const float *k, const float *v, int n, int d, float scale, float *m, float *l,
-                      float *acc)
+static void attn_step(const float *q, const float *kt, int ldk, const float *v, int n, int d, float scale, float *m,
+                      float *l, float *acc)
 {
     float s[256];
     float mx = *m;
     for (int j = 0; j < n; j++) {
         float dot = 0.0f;
-        for (int i = 0; i < d; i++) dot += q[i] * k[(size_t)j * d + i];
+        for (int i = 0; i < d; i++) dot += q[i] * kt[(size_t)i * ldk + j];
         s[j] = dot * scale;
         mx = fmaxf(mx, s[j]);
     }

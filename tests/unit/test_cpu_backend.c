@@ -215,21 +215,26 @@ static void ref_forward(const cel_model *m, const int32_t *tok, int n, float *lo
 
 /* ------------------------------------------------------- backend helpers */
 
-static cel_backend *make_backend(const cel_model *m, int threads, int32_t max_tokens)
+static cel_backend *make_backend_bs(const cel_model *m, int threads, int32_t max_tokens, int32_t bs, int32_t n_blocks)
 {
     cel_backend_params p;
     memset(&p, 0, sizeof p);
     p.n_threads = threads;
-    p.block_size = 16;
-    p.kv_bytes = cel_backend_kv_block_bytes(&m->hp, 16, CEL_BACKEND_CPU) * 64;
+    p.block_size = bs;
+    p.kv_bytes = cel_backend_kv_block_bytes(&m->hp, bs, CEL_BACKEND_CPU) * (size_t)n_blocks;
     p.max_batch_tokens = max_tokens;
     cel_backend *be = NULL;
     cel_error err;
     cel_status st = cel_backend_cpu_create(m, &p, &be, &err);
     if (st != CEL_OK) fail_msg("create: %s", err.msg);
-    assert_int_equal(be->n_blocks, 64);
-    assert_int_equal(be->block_size, 16);
+    assert_int_equal(be->n_blocks, n_blocks);
+    assert_int_equal(be->block_size, bs);
     return be;
+}
+
+static cel_backend *make_backend(const cel_model *m, int threads, int32_t max_tokens)
+{
+    return make_backend_bs(m, threads, max_tokens, 16, 64);
 }
 
 /* One sequence's part of a test batch: its tokens and blocks. */
@@ -425,6 +430,43 @@ static void test_chunked_prefill(void **state)
         cel_backend_free(single);
         free_model(tm);
     }
+}
+
+/* Block sizes other than 16 (1, 12: not a multiple of the 8-lane key
+ * vectors, 64: larger than a chunk of query rows) give the reference logits,
+ * and a prompt split across chunks still matches the whole prompt. */
+static void test_block_sizes(void **state)
+{
+    (void)state;
+    mcfg c = {CEL_ARCH_QWEN3, CEL_DTYPE_F32, CEL_DTYPE_F32, 64, 4, 2, 16, 96, 61, 2, false, 17};
+    tmodel *tm = make_model(&c);
+    enum { NP = 41 };
+    int32_t tok[NP];
+    tokens_for(tok, NP, c.V, 600);
+    float *ref = malloc((size_t)NP * c.V * 4), *a = malloc((size_t)NP * c.V * 4), *b = malloc((size_t)NP * c.V * 4);
+    ref_forward(&tm->m, tok, NP, ref);
+    const int32_t sizes[3] = {1, 12, 64};
+    int32_t table[64];
+    for (int si = 0; si < 3; si++) {
+        int32_t bs = sizes[si], need = (NP + bs - 1) / bs;
+        for (int i = 0; i < need; i++) table[i] = need - 1 - i; /* reversed order on purpose */
+        cel_backend *one = make_backend_bs(&tm->m, 2, 64, bs, need), *two = make_backend_bs(&tm->m, 2, 64, bs, need);
+        cel_error err;
+        tseq all = {tok, 0, NP, table, need};
+        if (run(one, &all, 1, a, &err) != CEL_OK) fail_msg("forward: %s", err.msg);
+        tseq p1 = {tok, 0, 13, table, need}, p2 = {tok + 13, 13, NP - 13, table, need};
+        assert_int_equal(run(two, &p1, 1, b, &err), CEL_OK);
+        assert_int_equal(run(two, &p2, 1, b + 13 * c.V, &err), CEL_OK);
+        assert_memory_equal(a, b, (size_t)NP * c.V * 4);
+        double d = max_rel_diff(a, ref, (int64_t)NP * c.V);
+        if (d > 2e-3) fail_msg("block size %d: logits differ from the reference by %g", bs, d);
+        cel_backend_free(one);
+        cel_backend_free(two);
+    }
+    free(ref);
+    free(a);
+    free(b);
+    free_model(tm);
 }
 
 /* out_rows may pick any rows in any order, repeated; n_out = 0 computes K/V only. */
@@ -654,6 +696,7 @@ int main(void)
         cmocka_unit_test(test_reference_q4_0_bf16),
         cmocka_unit_test(test_batch_equals_alone),
         cmocka_unit_test(test_chunked_prefill),
+        cmocka_unit_test(test_block_sizes),
         cmocka_unit_test(test_out_rows),
         cmocka_unit_test(test_copy_block),
         cmocka_unit_test(test_weights_changed),

@@ -498,11 +498,14 @@ static void test_attn_step(void **state)
                 memset(acc, 0, sizeof acc);
                 for (int p0 = 0; p0 < n; p0 += 16) {
                     int nb = n - p0 < 16 ? n - p0 : 16;
+                    /* keys transposed into rows of 16 (the spare lanes hold junk, finite) */
+                    for (int i = 0; i < 16 * AD; i++) kb[i] = 1e3f;
                     for (int j = 0; j < nb; j++) {
-                        memcpy(kb + j * AD, k + ((p0 + j) * AHKV + g) * AD, AD * 4);
+                        for (int i = 0; i < AD; i++) kb[i * 16 + j] = k[((p0 + j) * AHKV + g) * AD + i];
                         memcpy(vb + j * AD, v + ((p0 + j) * AHKV + g) * AD, AD * 4);
                     }
-                    tables[ti]->attn_step(q + (t * AH + h) * AD, kb, vb, nb, AD, 1.0f / sqrtf((float)AD), &m, &l, acc);
+                    tables[ti]->attn_step(q + (t * AH + h) * AD, kb, 16, vb, nb, AD, 1.0f / sqrtf((float)AD), &m, &l,
+                                          acc);
                 }
                 for (int i = 0; i < AD; i++) {
                     float o = acc[i] / l;
