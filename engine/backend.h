@@ -36,7 +36,11 @@ typedef struct cel_backend_vtbl {
     const char *name;
     /* Writes K/V of every batch token into its block slot, then computes
      * logits for out_rows. A row's result must not depend on the other rows
-     * of the batch (batch invariance): fixed per-row reduction order. */
+     * of the batch (batch invariance): fixed per-row reduction order.
+     * Malformed batches (a token outside the vocabulary, a row covered by no
+     * sequence or by two, a block index outside the pool, a table too short
+     * for n_past + n_new, more rows than max_batch_tokens) are rejected with
+     * CEL_ERR_INVALID / CEL_ERR_LIMIT before anything is written. */
     cel_status (*forward)(cel_backend *be, const cel_batch *b, cel_error *err);
     /* Copies the first n_tokens slots of block src into block dst, all
      * layers (copy-on-write when a shared block diverges). */
@@ -62,9 +66,18 @@ typedef struct cel_backend_params {
     cel_logger log;
 } cel_backend_params;
 
-/* Bytes one KV block needs for this model (K and V, all layers). */
+/* Bytes one KV block needs for this model (K and V, all layers): both
+ * backends store K and V as F16 (2 * n_layer * n_head_kv * head_dim *
+ * block_size * 2 bytes). Implemented in engine/cpu/backend.c. */
 size_t cel_backend_kv_block_bytes(const cel_hparams *hp, int32_t block_size, cel_backend_kind kind);
 
+/* The CPU backend (engine/cpu/backend.c). Checks every tensor's presence,
+ * dtype and shape against the hyper-parameters (errors name the tensor);
+ * block_size 0 means 16 (at most 256), max_batch_tokens 0 means 512,
+ * kv_bytes 0 means room for 8192 tokens, n_threads <= 0 all cores. All
+ * memory (KV pool, batch scratch) is allocated here; forward never
+ * allocates. Kernels: the best of AVX-512 (F/BW/VL/VNNI), AVX2+FMA+F16C or
+ * portable C that the CPU supports, chosen at run time. */
 cel_status cel_backend_cpu_create(const cel_model *m, const cel_backend_params *p, cel_backend **out, cel_error *err);
 /* Returns CEL_ERR_UNSUPPORTED when celine was built without CUDA, CEL_ERR_DEVICE
  * when no usable GPU/driver is present or the model does not fit. */

@@ -641,6 +641,13 @@ cel_status cel_backend_cpu_create(const cel_model *m, const cel_backend_params *
                              "cpu backend: out of memory (KV cache %zu blocks x %zu bytes, batch of %d tokens)", n_blocks,
                              blk_bytes, T);
     }
+    /* touch the batch scratch now so the first forward pays no page faults
+     * (the KV pool stays lazily mapped: it may be large and mostly unused) */
+    float *bufs[] = {be->x, be->xn, be->xc, be->q, be->kk, be->vv, be->att, be->g, be->u};
+    int64_t widths[] = {be->E, be->E, be->E, be->Qd, be->KVd, be->KVd, be->Qd, be->F, be->F};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) memset(bufs[i], 0, (size_t)(Tn * widths[i]) * sizeof(float));
+    memset(be->act, 0, cel__matmul_scratch_bytes(Tn, wmax));
+    memset(be->tscratch, 0, (size_t)be->n_threads * be->tscratch_stride * sizeof(float));
     cel_op_rope_freqs(hp, be->inv_freq);
     derive(be);
     cel_log(&p->log, CEL_LOG_INFO, "cpu backend: %s kernels, %d threads, KV cache %d blocks of %d tokens (F16, %.1f MiB)",
