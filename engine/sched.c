@@ -84,6 +84,7 @@ struct cel_sched {
     seq **run;             /* running, in (age, sample) order */
     int32_t n_run, cap_run;
     seq *wait_head;        /* waiting, oldest first */
+    seq *wait_tail;
     int32_t n_wait;
     uint64_t age_counter;
     /* per-step scratch */
@@ -220,20 +221,37 @@ static void compact_run(cel_sched *s)
     s->n_run = k;
 }
 
+/* Adds q to the waiting list: never-admitted sequences (age 0) at the end,
+ * in arrival order (O(1) through the tail); requeued ones by age, ahead of
+ * them (they are older than anything never admitted). */
 static void wait_insert(cel_sched *s, seq *q)
 {
-    seq **pp = &s->wait_head;
-    /* never-admitted sequences (age 0) go last, in arrival order; requeued
-     * ones by age, ahead of them */
-    while (*pp && (*pp)->age != 0 && (q->age == 0 || (*pp)->age < q->age ||
-                                       ((*pp)->age == q->age && (*pp)->sample < q->sample)))
-        pp = &(*pp)->next;
-    if (q->age == 0)
-        while (*pp) pp = &(*pp)->next;
-    q->next = *pp;
-    *pp = q;
     q->state = SEQ_WAITING;
     s->n_wait++;
+    if (q->age == 0 || !s->wait_head) {
+        q->next = NULL;
+        if (s->wait_tail) s->wait_tail->next = q;
+        else s->wait_head = q;
+        s->wait_tail = q;
+        return;
+    }
+    seq **pp = &s->wait_head;
+    while (*pp && (*pp)->age != 0 && ((*pp)->age < q->age || ((*pp)->age == q->age && (*pp)->sample < q->sample)))
+        pp = &(*pp)->next;
+    q->next = *pp;
+    *pp = q;
+    if (!q->next) s->wait_tail = q;
+}
+
+/* Unlinks the head of the waiting list. */
+static seq *wait_pop(cel_sched *s)
+{
+    seq *q = s->wait_head;
+    s->wait_head = q->next;
+    if (!s->wait_head) s->wait_tail = NULL;
+    q->next = NULL;
+    s->n_wait--;
+    return q;
 }
 
 static bool run_before(const seq *a, const seq *b) { return a->age < b->age || (a->age == b->age && a->sample < b->sample); }
@@ -336,8 +354,7 @@ void cel_sched_free(cel_sched *s)
     }
     s->n_run = 0;
     while (s->wait_head) {
-        seq *q = s->wait_head;
-        s->wait_head = q->next;
+        seq *q = wait_pop(s);
         finish_seq(s, q, CEL_FINISH_CANCELLED, NULL);
         retire(s, q);
     }
@@ -525,6 +542,7 @@ static void reap_cancelled(cel_sched *s, bool *did)
             any = true;
         }
     seq **pp = &s->wait_head;
+    s->wait_tail = NULL;
     while (*pp) {
         seq *q = *pp;
         if (q->r->cancelled) {
@@ -534,6 +552,7 @@ static void reap_cancelled(cel_sched *s, bool *did)
             retire(s, q);
             any = true;
         } else {
+            s->wait_tail = q;
             pp = &q->next;
         }
     }
@@ -572,8 +591,7 @@ static cel_status admit(cel_sched *s, bool *did, cel_error *err)
                 snprintf(msg, sizeof msg,
                          "prompt of %d tokens does not fit the KV pool (%d blocks of %d tokens); raise kv_bytes",
                          q->n_toks, s->kv.n_blocks, s->bs);
-            s->wait_head = q->next;
-            s->n_wait--;
+            wait_pop(s);
             finish_seq(s, q, CEL_FINISH_ERROR, msg);
             retire(s, q);
             *did = true;
@@ -594,9 +612,7 @@ static cel_status admit(cel_sched *s, bool *did, cel_error *err)
             break;
         }
         CEL_TRY(st);
-        s->wait_head = q->next;
-        s->n_wait--;
-        q->next = NULL;
+        wait_pop(s);
         q->n_computed = n_past;
         if (q->age == 0) q->age = ++s->age_counter;
         count_cached(s, q, matched);
