@@ -125,7 +125,17 @@ static cel_status check_vector(const cel_tensor *t, const char *what, int layer,
     if (t->ne[0] != n || rest != 1)
         return cel_error_set(err, CEL_ERR_FORMAT, "cpu backend: tensor '%s' (%s) has %lld x %lld elements, expected %lld",
                              t->name, what, (long long)t->ne[0], (long long)rest, (long long)n);
-    return check_matrix(t, what, layer, n, t->ne[1], err);
+    if (!cel_dtype_valid((int)t->dtype))
+        return cel_error_set(err, CEL_ERR_UNSUPPORTED, "cpu backend: tensor '%s' (%s): unsupported dtype %d", t->name,
+                             what, (int)t->dtype);
+    size_t rb = cel_dtype_row_bytes(t->dtype, n);
+    if (rb == 0)
+        return cel_error_set(err, CEL_ERR_FORMAT, "cpu backend: tensor '%s': %lld elements are not whole %s blocks",
+                             t->name, (long long)n, cel_dtype_name(t->dtype));
+    if (!t->data || t->nbytes < rb)
+        return cel_error_set(err, CEL_ERR_FORMAT, "cpu backend: tensor '%s': %zu bytes of data, %zu needed", t->name,
+                             t->data ? t->nbytes : 0, rb);
+    return CEL_OK;
 }
 
 static cel_status check_model(const cel_model *m, cel_error *err)

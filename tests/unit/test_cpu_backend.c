@@ -673,6 +673,14 @@ static void test_bad_models(void **state)
     tm->m.output->nbytes = 100;
     expect_create_err(&tm->m, &p, CEL_ERR_FORMAT, "output.weight");
     tm->m.output->nbytes = nb;
+    cel_tensor *fn = tm->m.layers[1].ffn_norm;
+    fn->nbytes = 8;
+    expect_create_err(&tm->m, &p, CEL_ERR_FORMAT, "blk.1.ffn_norm.weight");
+    fn->nbytes = 64 * 4;
+    fn->ne[1] = 2;
+    fn->n_dims = 2;
+    expect_create_err(&tm->m, &p, CEL_ERR_FORMAT, "has 64 x 2 elements");
+    fn->ne[1] = 1;
     tm->m.hp.n_head_kv = 3;
     expect_create_err(&tm->m, &p, CEL_ERR_INVALID, "n_head_kv 3");
     tm->m.hp.n_head_kv = 2;
