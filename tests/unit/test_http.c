@@ -671,6 +671,17 @@ static void test_no_model_generation(void **state)
     cel_buf_reset(&f.out);
     feed(&f, "GET /v1/models HTTP/1.1\r\n\r\n");
     assert_non_null(strstr(f.out.data, "{\"object\":\"list\",\"data\":[]}"));
+    /* while a model loads: /health is 503 with Retry-After, generation says to wait */
+    f.s->model_state = CEL__MODEL_LOADING;
+    cel_buf_reset(&f.out);
+    feed(&f, "GET /health HTTP/1.1\r\n\r\n");
+    assert_non_null(strstr(f.out.data, "HTTP/1.1 503 "));
+    assert_non_null(strstr(f.out.data, "Retry-After: 1"));
+    assert_non_null(strstr(f.out.data, "\"status\":\"loading\""));
+    cel_buf_reset(&f.out);
+    feed(&f, "POST /v1/completions HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}");
+    assert_non_null(strstr(f.out.data, "\"code\":\"model_loading\""));
+    f.s->model_state = CEL__MODEL_NONE;
     close_fx(&f);
 }
 
