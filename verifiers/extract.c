@@ -83,23 +83,76 @@ bool cel__last_boxed(const char *s, size_t n, cel__span *out)
     return false;
 }
 
-/* Might s[0..n) hold an answer keyword? A cheap filter before the regex:
- * "answer" in any case, the Latin-script keywords of other languages, or
- * any non-ASCII byte (Cyrillic, CJK, Indic, Arabic keywords). */
-static bool has_answer_word(const char *s, size_t n)
+size_t cel__last_keyword(const char *s, size_t from, size_t end, const char *const *kw, size_t nkw)
 {
-    static const char *const keys[] = {"answer", "ponse", "respuesta", "antwort", "risposta", "resposta", "jawaban",
-                                       "jibu"};
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i] | 0x20;
-        if ((unsigned char)s[i] >= 0x80) return true;
-        if (c != 'a' && c != 'p' && c != 'r' && c != 'j') continue;
-        for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
-            size_t m = strlen(keys[k]);
-            if (i + m <= n && strncasecmp(s + i, keys[k], m) == 0) return true;
+    /* which keywords start with each byte (both cases): one table look-up
+     * per byte of text, the comparisons only where a keyword could start */
+    uint32_t first[256] = {0};
+    if (nkw > 32) nkw = 32;
+    for (size_t k = 0; k < nkw; k++) {
+        unsigned char f = (unsigned char)kw[k][0];
+        first[f] |= 1u << k;
+        if (f >= 'a' && f <= 'z') first[f - 32] |= 1u << k;
+    }
+    for (size_t i = end; i-- > from;) {
+        uint32_t m = first[(unsigned char)s[i]];
+        if (!m || i + 1 >= end) continue;
+        char second = (char)(s[i + 1] | 0x20);
+        while (m) {
+            size_t k = (size_t)__builtin_ctz(m);
+            m &= m - 1;
+            if (kw[k][1] != second) continue;
+            size_t len = strlen(kw[k]);
+            if (i + len <= end && strncasecmp(s + i + 2, kw[k] + 2, len - 2) == 0) return i;
         }
     }
-    return false;
+    return SIZE_MAX;
+}
+
+size_t cel__window_end(const char *s, size_t n, size_t at)
+{
+    if (at >= n) return n;
+    while (at < n && ((s[at] | 0x20) >= 'a' && (s[at] | 0x20) <= 'z')) at++;
+    return at;
+}
+
+/* Runs `which` on s[start..end) (the text before `start` is still seen by
+ * lookbehinds and \b) and returns the end of the last match, or SIZE_MAX. */
+static size_t last_match_end(cel__ctx *c, int which, const char *s, size_t start, size_t end)
+{
+    size_t pos = start, best = SIZE_MAX;
+    for (int guard = 0; guard < 100000 && pos < end; guard++) {
+        PCRE2_SIZE *ov;
+        int rc = cel__re_match(c, which, s, end, pos, &ov);
+        if (rc <= 0) break;
+        best = ov[1];
+        pos = ov[1] > ov[0] ? ov[1] : ov[0] + 1;
+    }
+    return best;
+}
+
+/* Latin-script answer keywords (lower case) for the windowed search. */
+static const char *const answer_kw[] = {"answer", "ponse", "respuesta", "antwort", "risposta", "resposta", "jawaban",
+                                        "jibu"};
+
+/* The end of the last answer-phrase match inside the line s[ls..le), or
+ * SIZE_MAX: the regex runs in windows around keyword occurrences, last
+ * first, so a long line is not scanned position by position; a line with
+ * non-ASCII bytes is scanned whole (its keyword may be Cyrillic, CJK ...). */
+static size_t phrase_in_line(cel__ctx *c, const char *s, size_t ls, size_t le)
+{
+    bool ascii = true;
+    for (size_t i = ls; i < le && ascii; i++) ascii = (unsigned char)s[i] < 0x80;
+    if (!ascii) return last_match_end(c, CEL__RE_ANSWER, s, ls, le);
+    size_t q = le;
+    for (int guard = 0; guard < 4096 && !c->fail; guard++) {
+        q = cel__last_keyword(s, ls, q, answer_kw, sizeof answer_kw / sizeof answer_kw[0]);
+        if (q == SIZE_MAX) return SIZE_MAX;
+        size_t wb = q > ls + 32 ? q - 32 : ls, we = cel__window_end(s, le, q + 64);
+        size_t e = last_match_end(c, CEL__RE_ANSWER, s, wb, we);
+        if (e != SIZE_MAX) return e;
+    }
+    return SIZE_MAX;
 }
 
 bool cel__answer_phrase(cel__ctx *c, const char *s, size_t n, cel__span *out)
@@ -107,23 +160,12 @@ bool cel__answer_phrase(cel__ctx *c, const char *s, size_t n, cel__span *out)
     if (n == 0) return false;
     size_t line_end = n;
     for (;;) {
-        size_t ls = line_end;
-        while (ls > 0 && s[ls - 1] != '\n') ls--;
-        if (has_answer_word(s + ls, line_end - ls)) {
-            /* the last match in this line */
-            size_t pos = ls, best_end = 0;
-            bool found = false;
-            for (;;) {
-                PCRE2_SIZE *ov;
-                int rc = cel__re_match(c, CEL__RE_ANSWER, s, line_end, pos, &ov);
-                if (rc < 0) return false;
-                if (rc == 0) break;
-                found = true;
-                best_end = ov[1];
-                pos = ov[1] > ov[0] ? ov[1] : ov[0] + 1;
-                if (pos >= line_end) break;
-            }
-            if (found) {
+        const char *nl = line_end ? memrchr(s, '\n', line_end) : NULL;
+        size_t ls = nl ? (size_t)(nl - s) + 1 : 0;
+        {
+            size_t best_end = phrase_in_line(c, s, ls, line_end);
+            if (c->fail) return false;
+            if (best_end != SIZE_MAX) {
                 size_t b = best_end, e = line_end;
                 while (b < e && (s[b] == ' ' || s[b] == '\t' || s[b] == '*' || s[b] == '_' || s[b] == ':' ||
                                  s[b] == '}' || s[b] == '\r'))

@@ -81,6 +81,12 @@ bool cel__last_boxed(const char *s, size_t n, cel__span *out);
 /* The last "Answer:" / "The answer is" / "final answer is" phrase: its text up
  * to the end of the line (or the next non-empty line when the line is empty). */
 bool cel__answer_phrase(cel__ctx *c, const char *s, size_t n, cel__span *out);
+/* The last position in s[from..end) where one of the lower-case ASCII
+ * keywords kw[0..nkw) starts (any case); SIZE_MAX when none. */
+size_t cel__last_keyword(const char *s, size_t from, size_t end, const char *const *kw, size_t nkw);
+/* `at` moved to the end of the word it falls in (at most n): a regex window
+ * ending there does not cut a word (so \b at the window's end is real). */
+size_t cel__window_end(const char *s, size_t n, size_t at);
 /* The last number-like token (digits, sign, decimal point, thousands commas, fraction a/b). */
 bool cel__last_number(const char *s, size_t n, cel__span *out);
 /* Trims white space, enclosing $..$ / \(..\) / \[..\], trailing periods. */

@@ -317,21 +317,29 @@ cel_status cel__grade_mcq(cel__ctx *c, const cel_verify_item *it, const char *re
         }
     }
     if (pk.kind == PICK_NONE && !c->fail) {
-        /* committing phrases anywhere in the answer region: the last one */
-        size_t pos = 0;
+        /* committing phrases anywhere in the answer region: the last one.
+         * The regex runs in windows around its keywords, last first, so a
+         * long response is not scanned position by position. */
+        static const char *const kw[] = {"option", "choice", "correct", "right", "best", "final", "choose",
+                                         "pick", "select", "go with", "answer"};
         int letter = -1;
-        size_t loff = 0;
-        for (int guard = 0; guard < 10000 && pos < sn; guard++) {
-            PCRE2_SIZE *ov;
-            int rc = cel__re_match(c, CEL__RE_MCQ_COMMIT, s, sn, pos, &ov);
-            if (rc <= 0) break;
-            for (int g = 1; g < rc; g++)
-                if (ov[2 * g] != PCRE2_UNSET) {
-                    letter = (s[ov[2 * g]] | 0x20) - 'a';
-                    loff = ov[2 * g];
-                    break;
-                }
-            pos = ov[1] > ov[0] ? ov[1] : ov[0] + 1;
+        size_t loff = 0, q = sn;
+        for (int guard = 0; guard < 4096 && letter < 0 && !c->fail; guard++) {
+            q = cel__last_keyword(s, 0, q, kw, sizeof kw / sizeof kw[0]);
+            if (q == SIZE_MAX) break;
+            size_t pos = q > 40 ? q - 40 : 0, we = cel__window_end(s, sn, q + 90);
+            for (int g2 = 0; g2 < 64 && pos < we; g2++) {
+                PCRE2_SIZE *ov;
+                int rc = cel__re_match(c, CEL__RE_MCQ_COMMIT, s, we, pos, &ov);
+                if (rc <= 0) break;
+                for (int g = 1; g < rc; g++)
+                    if (ov[2 * g] != PCRE2_UNSET) {
+                        letter = (s[ov[2 * g]] | 0x20) - 'a';
+                        loff = ov[2 * g];
+                        break;
+                    }
+                pos = ov[1] > ov[0] ? ov[1] : ov[0] + 1;
+            }
         }
         if (letter >= 0) {
             sp.p = s + loff, sp.n = 1, sp.off = loff, sp.src = CEL_EXTRACT_MCQ_LETTER;
