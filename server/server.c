@@ -291,6 +291,16 @@ cel_status cel_server_data_path(const cel_server *s, const char *rel, char *out,
 
 const cel_logger *cel_server_logger(const cel_server *s) { return &s->cfg.log; }
 
+cel_engine *cel_server_engine(const cel_server *s)
+{
+    return s->model_state == CEL__MODEL_READY && !s->stopping ? s->engine : NULL;
+}
+
+const cel_model *cel_server_model(const cel_server *s)
+{
+    return s->model_state == CEL__MODEL_READY && !s->stopping ? s->model : NULL;
+}
+
 /* ------------------------------------------------------------- verifiers */
 
 cel_status cel__srv_verifier_get(cel_server *s, uint32_t format, const cel_verifier **out, cel_error *err)

@@ -17,6 +17,7 @@
 #define CELINE_SERVER_H
 
 #include "celine/common.h"
+#include "celine/engine.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -105,6 +106,14 @@ cel_status cel_server_post(cel_server *s, void (*fn)(void *ud), void *ud);
 cel_status cel_server_data_path(const cel_server *s, const char *rel, char *out, size_t out_size, cel_error *err);
 
 const cel_logger *cel_server_logger(const cel_server *s);
+
+/* The engine serving --model, for plug-in routes on the loop thread: NULL
+ * while the model loads, without a model, or once shutting down. Submit with
+ * cel_engine_submit; token callbacks run on the engine thread and must hand
+ * results back with cel_server_post. */
+cel_engine *cel_server_engine(const cel_server *s);
+/* The loaded model (tokenizer, chat template), or NULL as above. */
+const cel_model *cel_server_model(const cel_server *s);
 
 /* ------------------------------------------------------------- requests */
 const char *cel_http_req_method(const cel_http_req *r);

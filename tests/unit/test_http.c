@@ -671,6 +671,8 @@ static void test_no_model_generation(void **state)
     cel_buf_reset(&f.out);
     feed(&f, "GET /v1/models HTTP/1.1\r\n\r\n");
     assert_non_null(strstr(f.out.data, "{\"object\":\"list\",\"data\":[]}"));
+    assert_null(cel_server_engine(f.s));
+    assert_null(cel_server_model(f.s));
     /* while a model loads: /health is 503 with Retry-After, generation says to wait */
     f.s->model_state = CEL__MODEL_LOADING;
     cel_buf_reset(&f.out);
