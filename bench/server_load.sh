@@ -72,8 +72,9 @@ printf '%-34s %10s req/s   p50 %-9s p99 %s\n' "POST /v1/reward 1 item (full spee
   "$(p50_of "$work/reward.txt")" "$(p99_of "$work/reward.txt")"
 
 # half load: with c connections and a target of R/2 req/s, each waits about 2c/R s
-h_delay=$(( (2 * CONNS * 1000 + h_rps - 1) / h_rps ))
-r_delay=$(( (2 * CONNS * 1000 + r_rps - 1) / r_rps ))
+# (wrk's delay() counts whole milliseconds: round down, so the load is at least half)
+h_delay=$(( 2 * CONNS * 1000 / h_rps )); [ "$h_delay" -ge 1 ] || h_delay=1
+r_delay=$(( 2 * CONNS * 1000 / r_rps )); [ "$r_delay" -ge 1 ] || r_delay=1
 run_wrk health_half /health "$(paced "" "$h_delay")" "$SECS"
 run_wrk reward_half /v1/reward "$(paced "$work/reward.lua" "$r_delay")" "$SECS"
 printf '%-34s %10s req/s   p50 %-9s p99 %s\n' "GET /health (paced ~half)" "$(rps_of "$work/health_half.txt")" \
