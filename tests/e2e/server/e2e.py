@@ -644,6 +644,15 @@ def suite_generate():
         check(len(l["tokens"]) == 4 and len(l["token_logprobs"]) == 4 and len(l["top_logprobs"]) == 4,
               "completion logprobs: parallel arrays")
 
+        print("prefix cache")
+        hits = gauge(srv, "celine_prefix_cache_hits_total")
+        long_prompt = {"prompt": "The quick brown fox jumps over the lazy dog. " * 12, "max_tokens": 2}
+        srv.json("POST", "/v1/completions", long_prompt)
+        st, h, again = srv.json("POST", "/v1/completions", long_prompt)
+        cached = again["usage"]["prompt_tokens_details"]["cached_tokens"]
+        check(st == 200 and cached > 0, "a repeated prompt is served from the prefix cache (%d tokens)" % cached)
+        check(gauge(srv, "celine_prefix_cache_hits_total") >= hits + 1, "prefix-cache hits counted in /metrics")
+
         print("tokenize / detokenize")
         st, h, tk = srv.json("POST", "/tokenize", {"content": "Hello world", "add_special": False})
         check(st == 200 and tk["count"] == len(tk["tokens"]) > 0, "POST /tokenize")
