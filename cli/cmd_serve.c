@@ -112,6 +112,11 @@ static int run_serve(int argc, char **argv)
         lvl = CEL_LOG_ERROR;
     else
         return cel_cli_fail("serve", "--log-level must be debug, info, warn or error"), 2;
+    if (chat_template && strcmp(chat_template, "auto") != 0 &&
+        cel_chat_kind_from_name(chat_template) == CEL_CHAT_AUTO)
+        return cel_cli_fail("serve", "--chat-template '%s' is unknown (chatml, llama3, llama2, mistral, raw, auto)",
+                            chat_template), 2;
+    if (chat_template && strcmp(chat_template, "auto") == 0) chat_template = NULL;
     if (!api_key) api_key = getenv("CELINE_API_KEY");
 
     cfg.host = host;
