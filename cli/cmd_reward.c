@@ -8,9 +8,12 @@
  * when the item has a group. A bad line gives an error record for that line
  * and the run goes on; the exit status is 1 when any line failed.
  *
- * With advantages on, the whole input is graded as one batch (a group's
- * samples may be anywhere in the file); with --advantage none the input
- * streams through in blocks, so memory stays flat on any input size.
+ * Lines are read in blocks; each block is parsed, graded and serialized on
+ * the thread pool (JSON work dominates, so it is parallel too) and written
+ * in order. With advantages on, a group's samples may be anywhere in the
+ * input, so each line's serialized result, reward and group are kept until
+ * the end (a few hundred bytes per line); with --advantage none memory stays
+ * flat on any input size.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -26,17 +29,15 @@ static const cel_cli_cmd *self(void);
 #define MAX_LINE ((size_t)64 << 20)
 #define BLOCK 4096
 
-/* One input line: a gradable item, or an error for that line. */
+/* One input line and, once processed, its result. */
 typedef struct row {
-    size_t line;
-    json_t *obj;      /* the parsed line (owns the strings the item points to) */
-    json_t *id;       /* borrowed from obj, or NULL */
-    char *error;      /* malloc'ed message when the line is bad */
-    const char **choices;
-    char *group_buf;  /* a numeric group turned into text */
-    char *ref_buf;    /* a numeric reference turned into text */
-    bool has_group;
-    size_t item;      /* index into the batch when !error */
+    char *line;       /* the raw line (freed once processed) */
+    size_t len, lineno;
+    bool too_long;
+    char *out;        /* the serialized result without advantage (malloc'ed) */
+    char *group;      /* copy of the group key, or NULL */
+    double reward;
+    bool failed, correct;
 } row;
 
 /* Reads one line into b (without the newline). Lines over MAX_LINE are
@@ -61,13 +62,6 @@ static bool read_line(FILE *f, cel_buf *b, bool *too_long)
     return any;
 }
 
-static char *line_err(size_t line, const char *msg)
-{
-    char tmp[512];
-    snprintf(tmp, sizeof tmp, "line %zu: %s", line, msg);
-    return strdup(tmp);
-}
-
 static char *num_text(json_t *v)
 {
     char tmp[64];
@@ -76,189 +70,215 @@ static char *num_text(json_t *v)
     return strdup(tmp);
 }
 
-/* Turns a parsed line into an item; on a bad line sets r->error. */
-static void parse_row(row *r, const char *text, size_t len, cel_task default_task, cel_verify_item *it)
-{
-    json_error_t je;
-    memset(it, 0, sizeof *it);
-    r->obj = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
-    if (!r->obj) {
-        char tmp[400];
-        snprintf(tmp, sizeof tmp, "line %zu: invalid JSON at column %d: %s", r->line, je.column, je.text);
-        r->error = strdup(tmp);
-        return;
-    }
-    if (!json_is_object(r->obj)) {
-        r->error = line_err(r->line, "expected a JSON object");
-        return;
-    }
-    r->id = json_object_get(r->obj, "id");
-    json_t *task = json_object_get(r->obj, "task");
-    json_t *resp = json_object_get(r->obj, "response");
-    json_t *ref = json_object_get(r->obj, "reference");
-    json_t *choices = json_object_get(r->obj, "choices");
-    json_t *group = json_object_get(r->obj, "group");
-    it->task = default_task;
-    if (task && !json_is_null(task)) {
-        if (!json_is_string(task) || !cel_task_parse(json_string_value(task), &it->task)) {
-            r->error = line_err(r->line, "\"task\" must be \"math\", \"mcq\", \"open\" or \"auto\"");
-            return;
-        }
-    }
-    if (!json_is_string(resp)) {
-        r->error = line_err(r->line, "\"response\" is missing or not a string");
-        return;
-    }
-    it->response = json_string_value(resp);
-    it->response_len = json_string_length(resp);
-    if (it->response_len == 0) it->response = "";
-    if (json_is_string(ref)) {
-        it->reference = json_string_value(ref);
-    } else if (json_is_number(ref)) {
-        r->ref_buf = num_text(ref);
-        it->reference = r->ref_buf;
-    } else {
-        r->error = line_err(r->line, "\"reference\" is missing or not a string");
-        return;
-    }
-    if (choices && !json_is_null(choices)) {
-        if (!json_is_array(choices) || json_array_size(choices) > 26) {
-            r->error = line_err(r->line, "\"choices\" must be an array of at most 26 strings");
-            return;
-        }
-        size_t n = json_array_size(choices);
-        r->choices = calloc(n ? n : 1, sizeof *r->choices);
-        if (!r->choices) {
-            r->error = line_err(r->line, "out of memory");
-            return;
-        }
-        for (size_t i = 0; i < n; i++) {
-            json_t *c = json_array_get(choices, i);
-            if (!json_is_string(c)) {
-                r->error = line_err(r->line, "\"choices\" must hold strings");
-                return;
-            }
-            r->choices[i] = json_string_value(c);
-        }
-        it->choices = r->choices;
-        it->n_choices = n;
-    }
-    if (group && !json_is_null(group)) {
-        if (json_is_string(group)) {
-            it->group = json_string_value(group);
-        } else if (json_is_number(group)) {
-            r->group_buf = num_text(group);
-            it->group = r->group_buf;
-        } else {
-            r->error = line_err(r->line, "\"group\" must be a string or a number");
-            return;
-        }
-        r->has_group = true;
-    }
-    if (json_is_string(r->id)) it->id = json_string_value(r->id);
-}
+typedef struct {
+    const cel_verifier *v;
+    cel_task default_task;
+    bool keep_groups;
+    row *rows;
+} job;
 
-static void free_row(row *r)
-{
-    json_decref(r->obj);
-    free(r->error);
-    free(r->choices);
-    free(r->group_buf);
-    free(r->ref_buf);
-    memset(r, 0, sizeof *r);
-}
-
-/* Writes one output line. */
-static int emit(FILE *out, const row *r, const cel_verify_result *res)
+/* The error record of a line that could not be graded. */
+static json_t *error_record(json_t *id, size_t lineno, const char *msg)
 {
     json_t *o = json_object();
-    if (!o) return -1;
-    json_object_set(o, "id", r->id ? r->id : json_null());
-    if (r->error) {
-        json_object_set_new(o, "line", json_integer((json_int_t)r->line));
-        json_object_set_new(o, "reward", json_real(0.0));
-        json_object_set_new(o, "correct", json_false());
-        json_object_set_new(o, "format_ok", json_false());
-        json_object_set_new(o, "extracted", json_null());
-        json_object_set_new(o, "reason", json_string("error"));
-        json_object_set_new(o, "error", json_string(r->error));
+    if (!o) return NULL;
+    json_object_set(o, "id", id ? id : json_null());
+    json_object_set_new(o, "line", json_integer((json_int_t)lineno));
+    json_object_set_new(o, "reward", json_real(0.0));
+    json_object_set_new(o, "correct", json_false());
+    json_object_set_new(o, "format_ok", json_false());
+    json_object_set_new(o, "extracted", json_null());
+    json_object_set_new(o, "reason", json_string("error"));
+    char full[640];
+    snprintf(full, sizeof full, "line %zu: %s", lineno, msg);
+    json_object_set_new(o, "error", json_string(full));
+    return o;
+}
+
+/* Parses, grades and serializes one line (runs on a pool thread; touches
+ * only its own row). */
+static void process_row(const job *j, row *r)
+{
+    json_t *obj = NULL, *out = NULL, *id = NULL;
+    const char **choices = NULL;
+    char *ref_buf = NULL, *group_buf = NULL;
+    const char *err = NULL;
+    char errbuf[400];
+    cel_verify_item it;
+    memset(&it, 0, sizeof it);
+    it.task = j->default_task;
+    if (r->too_long) {
+        err = "longer than the line limit";
+        goto done;
+    }
+    json_error_t je;
+    obj = json_loadb(r->line, r->len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+    if (!obj) {
+        snprintf(errbuf, sizeof errbuf, "invalid JSON at column %d: %s", je.column, je.text);
+        err = errbuf;
+        goto done;
+    }
+    if (!json_is_object(obj)) {
+        err = "expected a JSON object";
+        goto done;
+    }
+    id = json_object_get(obj, "id");
+    json_t *task = json_object_get(obj, "task"), *resp = json_object_get(obj, "response");
+    json_t *ref = json_object_get(obj, "reference"), *ch = json_object_get(obj, "choices");
+    json_t *group = json_object_get(obj, "group");
+    if (task && !json_is_null(task) && (!json_is_string(task) || !cel_task_parse(json_string_value(task), &it.task))) {
+        err = "\"task\" must be \"math\", \"mcq\", \"open\" or \"auto\"";
+        goto done;
+    }
+    if (!json_is_string(resp)) {
+        err = "\"response\" is missing or not a string";
+        goto done;
+    }
+    it.response = json_string_value(resp);
+    it.response_len = json_string_length(resp);
+    if (json_is_string(ref)) {
+        it.reference = json_string_value(ref);
+    } else if (json_is_number(ref)) {
+        it.reference = ref_buf = num_text(ref);
     } else {
-        bool is_err = strncmp(res->reason, "error", 5) == 0;
-        json_object_set_new(o, "reward", json_real(res->reward));
-        json_object_set_new(o, "correct", json_boolean(res->correct));
-        json_object_set_new(o, "format_ok", json_boolean(res->format_ok));
-        json_object_set_new(o, "extracted", res->has_extracted ? json_string(res->extracted) : json_null());
-        json_object_set_new(o, "reason", json_string(is_err ? "error" : res->reason));
-        if (is_err) {
-            json_object_set_new(o, "line", json_integer((json_int_t)r->line));
-            json_object_set_new(o, "error", json_string(res->reason[5] == ':' ? res->reason + 7 : res->reason));
-        } else {
-            json_object_set_new(o, "task", json_string(cel_task_name(res->task)));
-            json_object_set_new(o, "source", json_string(cel_extract_source_name(res->source)));
-            if (res->task == CEL_TASK_OPEN) json_object_set_new(o, "f1", json_real(res->f1));
+        err = "\"reference\" is missing or not a string";
+        goto done;
+    }
+    if (ch && !json_is_null(ch)) {
+        size_t n = json_is_array(ch) ? json_array_size(ch) : 0;
+        if (!json_is_array(ch) || n > 26) {
+            err = "\"choices\" must be an array of at most 26 strings";
+            goto done;
         }
-        if (r->has_group && res->has_advantage) json_object_set_new(o, "advantage", json_real(res->advantage));
+        choices = calloc(n ? n : 1, sizeof *choices);
+        if (!choices) {
+            err = "out of memory";
+            goto done;
+        }
+        for (size_t i = 0; i < n; i++) {
+            json_t *c = json_array_get(ch, i);
+            if (!json_is_string(c)) {
+                err = "\"choices\" must hold strings";
+                goto done;
+            }
+            choices[i] = json_string_value(c);
+        }
+        it.choices = choices, it.n_choices = n;
     }
-    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
-    json_decref(o);
-    if (!s) return -1;
-    int rc = fputs(s, out) < 0 || fputc('\n', out) == EOF ? -1 : 0;
-    free(s);
-    return rc;
-}
-
-typedef struct {
-    row *rows;
-    size_t n, cap;
-    cel_verify_item *items;
-    size_t n_items, cap_items;
-} batch;
-
-static int grow(batch *b)
-{
-    if (b->n == b->cap) {
-        size_t nc = b->cap ? b->cap * 2 : 1024;
-        row *nr = realloc(b->rows, nc * sizeof *nr);
-        if (!nr) return -1;
-        b->rows = nr, b->cap = nc;
-    }
-    if (b->n_items == b->cap_items) {
-        size_t nc = b->cap_items ? b->cap_items * 2 : 1024;
-        cel_verify_item *ni = realloc(b->items, nc * sizeof *ni);
-        if (!ni) return -1;
-        b->items = ni, b->cap_items = nc;
-    }
-    return 0;
-}
-
-/* Grades the block's items and writes every row in order; frees the rows. */
-static int flush(const cel_verifier *v, batch *b, cel_adv_mode mode, bool whiten, int threads, FILE *out,
-                 size_t *failed, size_t *graded, size_t *correct)
-{
-    cel_verify_result *res = b->n_items ? malloc(b->n_items * sizeof *res) : NULL;
-    if (b->n_items && !res) return cel_cli_fail(self()->name, "out of memory for %zu results", b->n_items);
-    cel_error err;
-    cel_error_clear(&err);
-    size_t nerr = 0;
-    if (b->n_items && cel_verify_batch(v, b->items, b->n_items, mode, whiten, threads, res, &nerr, &err) != CEL_OK) {
-        free(res);
-        return cel_cli_fail(self()->name, "%s", err.msg);
-    }
-    int rc = 0;
-    for (size_t i = 0; i < b->n; i++) {
-        row *r = &b->rows[i];
-        const cel_verify_result *x = r->error ? NULL : &res[r->item];
-        if (r->error || strncmp(x->reason, "error", 5) == 0) (*failed)++;
+    if (group && !json_is_null(group)) {
+        if (json_is_string(group)) it.group = json_string_value(group);
+        else if (json_is_number(group)) it.group = group_buf = num_text(group);
         else {
-            (*graded)++;
-            *correct += x->correct;
+            err = "\"group\" must be a string or a number";
+            goto done;
         }
-        if (rc == 0 && emit(out, r, x) != 0) rc = cel_cli_fail(self()->name, "write failed: %s", strerror(errno));
-        free_row(r);
     }
-    free(res);
-    b->n = b->n_items = 0;
-    return rc;
+    if (json_is_string(id)) it.id = json_string_value(id);
+    cel_verify_result res;
+    cel_error e;
+    cel_error_clear(&e);
+    if (cel_verify_grade(j->v, &it, &res, &e) != CEL_OK) {
+        snprintf(errbuf, sizeof errbuf, "%.380s", e.msg);
+        err = errbuf;
+        goto done;
+    }
+    out = json_object();
+    if (!out) {
+        err = "out of memory";
+        goto done;
+    }
+    json_object_set(out, "id", id ? id : json_null());
+    json_object_set_new(out, "reward", json_real(res.reward));
+    json_object_set_new(out, "correct", json_boolean(res.correct));
+    json_object_set_new(out, "format_ok", json_boolean(res.format_ok));
+    json_object_set_new(out, "extracted", res.has_extracted ? json_string(res.extracted) : json_null());
+    json_object_set_new(out, "reason", json_string(res.reason));
+    json_object_set_new(out, "task", json_string(cel_task_name(res.task)));
+    json_object_set_new(out, "source", json_string(cel_extract_source_name(res.source)));
+    if (res.task == CEL_TASK_OPEN) json_object_set_new(out, "f1", json_real(res.f1));
+    r->reward = res.reward;
+    r->correct = res.correct;
+    if (it.group && j->keep_groups) r->group = strdup(it.group);
+done:
+    if (err) {
+        r->failed = true;
+        json_decref(out);
+        out = error_record(id, r->lineno, err);
+    }
+    r->out = out ? json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10)) : NULL;
+    if (!r->out) r->failed = true;
+    json_decref(out);
+    json_decref(obj);
+    free(choices);
+    free(ref_buf);
+    free(group_buf);
+    free(r->line);
+    r->line = NULL;
+}
+
+static void work(void *ctx, int64_t b, int64_t e, int tid)
+{
+    (void)tid;
+    const job *j = ctx;
+    for (int64_t i = b; i < e; i++) process_row(j, &j->rows[i]);
+}
+
+/* A JSON number as jansson writes reals (always with '.' or an exponent). */
+static void put_real(FILE *out, double x)
+{
+    char tmp[48];
+    snprintf(tmp, sizeof tmp, "%.10g", x);
+    if (!strpbrk(tmp, ".eEn")) strcat(tmp, ".0");
+    fputs(tmp, out);
+}
+
+/* Writes a row, with ,"advantage":X spliced before its closing brace. */
+static int write_row(FILE *out, const row *r, bool with_adv, double adv)
+{
+    if (!r->out) return fputs("{\"reward\":0.0,\"correct\":false,\"reason\":\"error\"}\n", out) < 0 ? -1 : 0;
+    size_t n = strlen(r->out);
+    if (with_adv && n > 0 && r->out[n - 1] == '}') {
+        fwrite(r->out, 1, n - 1, out);
+        fputs(",\"advantage\":", out);
+        put_real(out, adv);
+        fputc('}', out);
+    } else {
+        fwrite(r->out, 1, n, out);
+    }
+    return fputc('\n', out) == EOF ? -1 : 0;
+}
+
+/* Dense ids for group strings (equal strings, one id); rows without a group
+ * or that failed get ids of their own and are left out of advantages. */
+static int group_ids(const row *rows, size_t n, uint64_t *ids)
+{
+    size_t cap = 16;
+    while (cap < 2 * n) cap *= 2;
+    size_t *slot = calloc(cap, sizeof *slot);
+    if (!slot) return -1;
+    uint64_t next = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *g = rows[i].group;
+        if (!g || rows[i].failed) {
+            ids[i] = next++;
+            continue;
+        }
+        size_t h = (size_t)cel_hash64(g, strlen(g), 0x51) & (cap - 1);
+        for (;;) {
+            if (!slot[h]) {
+                slot[h] = i + 1;
+                ids[i] = next++;
+                break;
+            }
+            if (strcmp(rows[slot[h] - 1].group, g) == 0) {
+                ids[i] = ids[slot[h] - 1];
+                break;
+            }
+            h = (h + 1) & (cap - 1);
+        }
+    }
+    free(slot);
+    return 0;
 }
 
 static int run(int argc, char **argv)
@@ -339,41 +359,97 @@ static int run(int argc, char **argv)
         return cel_cli_fail(name, "cannot create %s: %s", output, strerror(errno));
     }
     double t0 = cel_now_sec();
-    batch b;
-    memset(&b, 0, sizeof b);
+    cel_pool *pool = NULL;
+    if (threads > 1 && cel_pool_create((int)threads, &pool, &err) != CEL_OK) {
+        if (in != stdin) fclose(in);
+        if (out != stdout) fclose(out);
+        cel_verifier_free(v);
+        return cel_cli_fail(name, "%s", err.msg);
+    }
+    bool keep = mode != CEL_ADV_NONE;
+    row *rows = NULL;
+    size_t n = 0, cap = 0, done = 0; /* rows [done, n) are read but not yet processed */
     cel_buf line;
     cel_buf_init(&line);
     size_t lineno = 0, failed = 0, graded = 0, correct = 0;
-    bool too_long;
+    bool too_long, eof = false;
     int status = 0;
-    while (status == 0 && read_line(in, &line, &too_long)) {
-        lineno++;
-        size_t k = 0;
-        while (k < line.len && (line.data[k] == ' ' || line.data[k] == '\t' || line.data[k] == '\r')) k++;
-        if (k == line.len && !too_long) continue; /* blank lines carry nothing */
-        if (grow(&b) != 0) {
-            status = cel_cli_fail(name, "out of memory at line %zu", lineno);
-            break;
+    job j = {v, dtask, keep, NULL};
+    while (status == 0 && !eof) {
+        /* read a block */
+        while (n - done < BLOCK) {
+            if (!read_line(in, &line, &too_long)) {
+                eof = true;
+                break;
+            }
+            lineno++;
+            size_t k = 0;
+            while (k < line.len && (line.data[k] == ' ' || line.data[k] == '\t' || line.data[k] == '\r')) k++;
+            if (k == line.len && !too_long) continue; /* blank lines carry nothing */
+            if (n == cap) {
+                size_t nc = cap ? cap * 2 : BLOCK;
+                row *nr = realloc(rows, nc * sizeof *nr);
+                if (!nr) {
+                    status = cel_cli_fail(name, "out of memory at line %zu", lineno);
+                    break;
+                }
+                rows = nr, cap = nc;
+            }
+            row *r = &rows[n++];
+            memset(r, 0, sizeof *r);
+            r->lineno = lineno;
+            r->too_long = too_long;
+            if (!too_long) {
+                r->line = malloc(line.len + 1);
+                if (!r->line) {
+                    status = cel_cli_fail(name, "out of memory at line %zu", lineno);
+                    break;
+                }
+                memcpy(r->line, line.data, line.len + 1);
+                r->len = line.len;
+            }
         }
-        row *r = &b.rows[b.n++];
-        memset(r, 0, sizeof *r);
-        r->line = lineno;
-        if (too_long) {
-            r->error = line_err(lineno, "longer than the line limit");
+        if (status) break;
+        /* parse, grade and serialize the block in parallel */
+        j.rows = rows + done;
+        if (pool && n - done > 1) cel_pool_run(pool, (int64_t)(n - done), 16, work, &j);
+        else work(&j, 0, (int64_t)(n - done), 0);
+        for (size_t i = done; i < n; i++) {
+            if (rows[i].failed) failed++;
+            else graded++, correct += rows[i].correct;
+        }
+        if (!keep) {
+            for (size_t i = done; i < n; i++) {
+                if (status == 0 && write_row(out, &rows[i], false, 0) != 0)
+                    status = cel_cli_fail(name, "write failed: %s", strerror(errno));
+                free(rows[i].out);
+            }
+            n = done = 0; /* reuse the rows: memory stays flat */
         } else {
-            cel_verify_item *it = &b.items[b.n_items];
-            parse_row(r, line.data, line.len, dtask, it);
-            if (!r->error) r->item = b.n_items++;
+            done = n;
         }
-        if (mode == CEL_ADV_NONE && b.n >= BLOCK)
-            status = flush(v, &b, mode, whiten, (int)threads, out, &failed, &graded, &correct);
     }
     if (status == 0 && ferror(in)) status = cel_cli_fail(name, "read error: %s", strerror(errno));
-    if (status == 0) status = flush(v, &b, mode, whiten, (int)threads, out, &failed, &graded, &correct);
-    for (size_t i = 0; i < b.n; i++) free_row(&b.rows[i]);
-    free(b.rows);
-    free(b.items);
+    if (status == 0 && keep && n > 0) {
+        /* advantages over the whole input, then every row in order */
+        uint64_t *ids = malloc(n * sizeof *ids);
+        double *rw = malloc(n * sizeof *rw), *adv = malloc(n * sizeof *adv);
+        if (!ids || !rw || !adv || group_ids(rows, n, ids) != 0) {
+            status = cel_cli_fail(name, "out of memory for %zu advantages", n);
+        } else {
+            for (size_t i = 0; i < n; i++) rw[i] = rows[i].failed ? 0.0 : rows[i].reward;
+            if (cel_advantages(rw, ids, n, mode, whiten, adv, &err) != CEL_OK)
+                status = cel_cli_fail(name, "%s", err.msg);
+        }
+        for (size_t i = 0; i < n && status == 0; i++)
+            if (write_row(out, &rows[i], rows[i].group && !rows[i].failed, adv[i]) != 0)
+                status = cel_cli_fail(name, "write failed: %s", strerror(errno));
+        free(ids), free(rw), free(adv);
+    }
+    for (size_t i = 0; i < n; i++) free(rows[i].out), free(rows[i].group), free(rows[i].line);
+    free(rows);
     cel_buf_free(&line);
+    cel_pool_free(pool);
     if (fflush(out) != 0 && status == 0) status = cel_cli_fail(name, "write failed: %s", strerror(errno));
     if (in != stdin) fclose(in);
     if (out != stdout) fclose(out);
