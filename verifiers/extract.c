@@ -133,7 +133,7 @@ static size_t last_match_end(cel__ctx *c, int which, const char *s, size_t start
 
 /* Latin-script answer keywords (lower case) for the windowed search. */
 static const char *const answer_kw[] = {"answer", "ponse", "respuesta", "antwort", "risposta", "resposta", "jawaban",
-                                        "jibu"};
+                                        "jibu", "cevap", "odpowied"};
 
 /* The end of the last answer-phrase match inside the line s[ls..le), or
  * SIZE_MAX: the regex runs in windows around keyword occurrences, last

@@ -154,7 +154,14 @@ static pick parse_span(const cel_verify_item *it, int nopt, const char *s, size_
         while (i < n && k + 4 < sizeof folded) {
             size_t b = i;
             uint32_t cp = cel__utf8_next(s, n, &i);
-            if (cp >= 0xFF01 && cp <= 0xFF5E) folded[k++] = (char)(cp - 0xFEE0);
+            /* Arabic and Bengali option letters as multilingual MMLU writes them */
+            static const uint32_t ar[] = {0x623, 0x628, 0x62C, 0x62F}, bn[] = {0x985, 0x9AC, 0x9A1, 0x9A2};
+            int letter = -1;
+            for (int q = 0; q < 4; q++)
+                if (cp == ar[q] || cp == bn[q]) letter = q;
+            if (letter >= 0 && (i >= n || (unsigned char)s[i] < 0x80) && (b == 0 || (unsigned char)s[b - 1] < 0x80))
+                folded[k++] = (char)('A' + letter); /* a lone letter, not inside a word */
+            else if (cp >= 0xFF01 && cp <= 0xFF5E) folded[k++] = (char)(cp - 0xFEE0);
             else if (cp == 0x3000) folded[k++] = ' ';
             else memcpy(folded + k, s + b, i - b), k += i - b;
         }

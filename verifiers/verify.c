@@ -254,10 +254,13 @@ int cel__re_match(cel__ctx *c, int which, const char *s, size_t n, size_t start,
 static const char *const re_answer =
     "(?i)(?:\\b(?:(?:final|correct|right|best)\\s+)?answer(?:\\s*(?:\\*\\*|__))?\\s*(?:is\\b\\s*:?|:|=|[-\\x{2013}\\x{2014}]\\s)"
     /* the same keyword in the languages of multilingual evaluations */
-    "|(?:\\b(?:r\\x{e9}ponse|respuesta|antwort|risposta|resposta|jawaban|jibu)|\\x{41e}\\x{442}\\x{432}\\x{435}\\x{442}"
-    "|\\x{7b54}\\x{6848}|\\x{89e3}\\x{7b54}|\\x{56de}\\x{7b54}|\\x{c815}\\x{b2f5}|\\x{c6f8}\\x{b2f5}"
-    "|\\x{909}\\x{924}\\x{94d}\\x{924}\\x{930}|\\x{989}\\x{9a4}\\x{9cd}\\x{9a4}\\x{9b0}"
-    "|\\x{627}\\x{644}\\x{625}\\x{62c}\\x{627}\\x{628}\\x{629})(?:\\s*(?:\\*\\*|__))?\\s*(?::|\\x{ff1a}))";
+    "|(?:\\b(?:r\\x{e9}ponse|respuesta|antwort|risposta|resposta|jawaban|jibu|cevap|odpowied\\x{17a})"
+    "|\\x{41e}\\x{442}\\x{432}\\x{435}\\x{442}"                                   /* Russian */
+    "|\\x{7b54}\\x{6848}|\\x{7b54}\\x{590d}|\\x{7b54}\\x{66f0}|\\x{7b54}\\x{3048}|\\x{89e3}\\x{7b54}|\\x{56de}\\x{7b54}|\\x{7b54}" /* Chinese, Japanese */
+    "|\\x{c815}\\x{b2f5}|\\x{b2f5}\\x{bcc0}|\\x{b2f5}"                             /* Korean */
+    "|\\x{909}\\x{924}\\x{94d}\\x{924}\\x{930}|\\x{989}\\x{9a4}\\x{9cd}\\x{9a4}\\x{9b0}"  /* Hindi, Bengali */
+    "|\\x{627}\\x{644}\\x{625}\\x{62c}\\x{627}\\x{628}\\x{629}|\\x{627}\\x{644}\\x{62c}\\x{648}\\x{627}\\x{628}|\\x{625}\\x{62c}\\x{627}\\x{628}\\x{629}" /* Arabic */
+    ")(?:\\s*(?:\\*\\*|__))?\\s*(?::|\\x{ff1a}|\\x{983}))";
 /* Committed option phrases for MCQ when no answer phrase exists: "option C is
  * correct", "the correct choice is (C)", "I choose C". Keywords any case, the
  * letter in capitals unless it follows option/choice. */

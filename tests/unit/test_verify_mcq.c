@@ -75,6 +75,11 @@ static const vcase letters[] = {
     {"答案：C", "C", 1},
     {"Ответ: B", "B", 1},
     {"Answer: Ｃ", "C", 1},
+    {"答え：B", "B", 1},
+    {"정답: D", "D", 1},
+    {"الإجابة: ج", "C", 1},
+    {"উত্তর: ব", "B", 1},
+    {"Cevap: A", "A", 1},
     {"The answer is A but maybe B", "A", 1},
 };
 
