@@ -218,7 +218,7 @@ static void synth_done(cel_gen_pipeline *p, cel__doc *d, void *unit, const cel_g
     if (n_items == 0) { /* nothing parsed and nothing rejected: the output held no item at all */
         uint64_t any = 0;
         for (int why = 0; why < CEL_DROP__COUNT; why++) any += drops[why];
-        if (!any) cel__add_drop(p, d, ord0, CEL_DROP_NO_ITEMS, u->unit_id, NULL);
+        if (!any) cel__add_drop(p, d, ord0, CEL_DROP_NO_ITEMS, u->unit_id, smp->text);
     }
     cel_buf prompt;
     cel_buf_init(&prompt);

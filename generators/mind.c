@@ -181,7 +181,7 @@ static void mind_done(cel_gen_pipeline *p, cel__doc *d, void *unit, const cel_ge
     for (uint32_t s = 0; s < r->n; s++) {
         const cel_gen_sample *smp = &r->samples[s];
         if (smp->finish == CEL_FINISH_LENGTH) {
-            drop_unit(p, d, u, s, CEL_DROP_TRUNCATED, NULL);
+            drop_unit(p, d, u, s, CEL_DROP_TRUNCATED, smp->text);
             continue;
         }
         if (smp->finish == CEL_FINISH_ERROR || smp->finish == CEL_FINISH_CANCELLED) {
@@ -207,22 +207,22 @@ static void mind_done(cel_gen_pipeline *p, cel__doc *d, void *unit, const cel_ge
             goto fail;
         }
         if (why != CEL_DROP__COUNT) {
-            drop_unit(p, d, u, s, why, NULL);
+            drop_unit(p, d, u, s, why, smp->text);
             goto next;
         }
         size_t ntok;
         if ((st = cel__count(&p->be->counter, clean.data, clean.len, &ntok, &e))) goto fail;
         if ((int64_t)ntok < k->cfg.min_output_tokens) {
-            drop_unit(p, d, u, s, CEL_DROP_TOO_SHORT, NULL);
+            drop_unit(p, d, u, s, CEL_DROP_TOO_SHORT, smp->text);
             goto next;
         }
         if (cel_gen_repetition(clean.data, clean.len, 5) > k->cfg.max_repetition) {
-            drop_unit(p, d, u, s, CEL_DROP_REPETITION, NULL);
+            drop_unit(p, d, u, s, CEL_DROP_REPETITION, smp->text);
             goto next;
         }
         if (cel_gen_overlap(clean.data, clean.len, u->instructions, strlen(u->instructions), 8) > k->cfg.max_echo ||
             cel_gen_overlap(clean.data, clean.len, u->prompt, strlen(u->prompt), 8) > 0.8) {
-            drop_unit(p, d, u, s, CEL_DROP_PROMPT_ECHO, NULL);
+            drop_unit(p, d, u, s, CEL_DROP_PROMPT_ECHO, smp->text);
             goto next;
         }
         const char *chunk = d->text + u->chunk_off;

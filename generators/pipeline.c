@@ -134,14 +134,22 @@ const char *cel__task_str(cel_task t)
     return "unknown";
 }
 
+/* A float parameter as the decimal it was written as (0.7, not 0.699999988). */
+static json_t *real6(float f)
+{
+    char b[32];
+    snprintf(b, sizeof b, "%.6g", (double)f);
+    return json_real(strtod(b, NULL));
+}
+
 json_t *cel__sampling_json(const cel_sampling *s)
 {
     json_t *o = json_object();
     if (!o) return NULL;
-    json_object_set_new(o, "temperature", json_real(s->temperature));
-    json_object_set_new(o, "top_p", json_real(s->top_p));
+    json_object_set_new(o, "temperature", real6(s->temperature));
+    json_object_set_new(o, "top_p", real6(s->top_p));
     if (s->top_k > 0) json_object_set_new(o, "top_k", json_integer(s->top_k));
-    if (s->min_p > 0) json_object_set_new(o, "min_p", json_real(s->min_p));
+    if (s->min_p > 0) json_object_set_new(o, "min_p", real6(s->min_p));
     json_object_set_new(o, "max_tokens", json_integer(s->max_tokens));
     return o;
 }

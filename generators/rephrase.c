@@ -114,7 +114,7 @@ static void rephrase_done(cel_gen_pipeline *p, cel__doc *d, void *unit, const ce
         cel_error e;
         cel_error_clear(&e);
         if (smp->finish == CEL_FINISH_LENGTH) {
-            cel__add_drop(p, d, ord, CEL_DROP_TRUNCATED, u->unit_id, NULL);
+            cel__add_drop(p, d, ord, CEL_DROP_TRUNCATED, u->unit_id, smp->text);
             continue;
         }
         if (smp->finish == CEL_FINISH_ERROR || smp->finish == CEL_FINISH_CANCELLED) {
@@ -134,17 +134,17 @@ static void rephrase_done(cel_gen_pipeline *p, cel__doc *d, void *unit, const ce
             return;
         }
         if ((int64_t)ntok < t->keep_min_tokens) {
-            cel__add_drop(p, d, ord, CEL_DROP_TOO_SHORT, u->unit_id, NULL);
+            cel__add_drop(p, d, ord, CEL_DROP_TOO_SHORT, u->unit_id, smp->text);
             continue;
         }
         if ((int64_t)ntok > t->keep_max_tokens) {
-            cel__add_drop(p, d, ord, CEL_DROP_TOO_LONG, u->unit_id, NULL);
+            cel__add_drop(p, d, ord, CEL_DROP_TOO_LONG, u->unit_id, smp->text);
             continue;
         }
         if (t->lead_in) {
             const char *rest;
             if (!has_lead_in(txt, tl, t->lead_in, &rest)) {
-                cel__add_drop(p, d, ord, CEL_DROP_NO_LEAD_IN, u->unit_id, NULL);
+                cel__add_drop(p, d, ord, CEL_DROP_NO_LEAD_IN, u->unit_id, smp->text);
                 continue;
             }
             tl -= (size_t)(rest - txt);
@@ -164,7 +164,7 @@ static void rephrase_done(cel_gen_pipeline *p, cel__doc *d, void *unit, const ce
                                     cel_mix64(u->seed + s), &text, &kept, &parsed, &e);
             if (!st && parsed == 0) {
                 cel_buf_free(&text);
-                cel__add_drop(p, d, ord, CEL_DROP_NO_QA_PAIRS, u->unit_id, NULL);
+                cel__add_drop(p, d, ord, CEL_DROP_NO_QA_PAIRS, u->unit_id, smp->text);
                 continue;
             }
             for (size_t i = kept; !st && i < parsed; i++)

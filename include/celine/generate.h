@@ -24,6 +24,8 @@
 #ifndef CELINE_GENERATE_H
 #define CELINE_GENERATE_H
 
+#include <stdio.h>
+
 #include "celine/common.h"
 #include "celine/engine.h"
 #include "celine/verify.h"
@@ -216,7 +218,7 @@ cel_status cel_gen_stats_json(const cel_gen_stats *s, cel_buf *out);
 /* ================================================================ backends */
 /* One completion of a request. */
 typedef struct cel_gen_sample {
-    const char *text;
+    const char *text; /* NUL-terminated, len bytes */
     size_t len;
     int32_t n_tokens;  /* generated tokens; -1 when the backend did not say */
     cel_finish finish; /* STOP, LENGTH or ERROR */
@@ -337,7 +339,9 @@ double cel_gen_backoff_delay(int attempt, double base, double max, double u);
 /* ============================================================== pipelines */
 /* Where records go. record() receives one JSON object (no newline) per
  * record, in input order; an error from it stops the pipeline. drop() (may
- * be NULL) is told of every dropped unit or item, also in input order. */
+ * be NULL) is told of every dropped unit or item, also in input order, with
+ * a detail (may be NULL): the backend's error message, or the generated text
+ * that a filter rejected. */
 typedef struct cel_gen_sink {
     cel_status (*record)(void *ud, const char *json, size_t len, cel_error *err);
     void (*drop)(void *ud, cel_gen_drop reason, const char *unit_id, const char *detail);
@@ -504,8 +508,9 @@ cel_status cel_crossthink_create(const cel_crossthink_config *cfg, cel_gen_backe
 
 /* ========================================================== input helpers */
 /* Reads documents from JSON Lines (fields by name) or as one plain-text
- * document. Lines longer than max_line_bytes, invalid JSON, or a missing /
- * non-string text field are errors naming path:line. */
+ * document. Lines longer than max_line_bytes (plain text: the whole input),
+ * invalid JSON, or a missing / non-string text field are errors naming
+ * path:line. */
 typedef struct cel_doc_reader cel_doc_reader;
 typedef struct cel_doc_reader_opts {
     const char *id_field;      /* default "id"; missing id: "<line number>" */
@@ -519,6 +524,37 @@ cel_status cel_doc_reader_open(const char *path, const cel_doc_reader_opts *opts
 /* *doc points into the reader (valid until the next call); *eof at the end. */
 cel_status cel_doc_reader_next(cel_doc_reader *r, cel_gen_doc *doc, bool *eof, cel_error *err);
 void cel_doc_reader_free(cel_doc_reader *r);
+
+/* ============================================== front-end (CLI / server) helpers */
+/* Opens a backend from front-end options: the local engine when model_path
+ * is set (unthreaded: poll steps it), else the remote servers in
+ * remote.urls. tokenizer_path (a tokenizer.json) gives a remote backend
+ * exact token counts; the returned backend owns that tokenizer. */
+typedef struct cel_gen_backend_opts {
+    const char *model_path;
+    cel_model_load_opts model;
+    cel_engine_params engine;
+    cel_gen_local_opts local;
+    cel_remote_config remote;
+    const char *tokenizer_path;
+} cel_gen_backend_opts;
+cel_status cel_gen_backend_open(const cel_gen_backend_opts *o, cel_gen_backend **out, cel_error *err);
+
+/* A sink writing records as JSON Lines to out and dropped units to rejects
+ * ({"reason","id","detail"} per line; rejects may be NULL). Write errors
+ * stop the pipeline with CEL_ERR_IO. */
+typedef struct cel_gen_jsonl_sink {
+    cel_gen_sink sink;
+    FILE *out;
+    FILE *rejects;
+    const char *out_name; /* for messages */
+    uint64_t lines;
+    bool reject_failed;
+} cel_gen_jsonl_sink;
+void cel_gen_jsonl_sink_init(cel_gen_jsonl_sink *s, FILE *out, const char *out_name, FILE *rejects);
+
+/* Pushes every document of the reader through the pipeline and drains it. */
+cel_status cel_gen_run(cel_gen_pipeline *p, cel_doc_reader *r, cel_error *err);
 
 #ifdef __cplusplus
 }

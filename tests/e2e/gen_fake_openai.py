@@ -78,7 +78,9 @@ def mind_reply(prompt, seed):
 def rephrase_reply(prompt, seed):
     m = re.search(r'Start your reply with the line "([^"]+)"', prompt)
     body = "The material explains a method in clear terms, gives its main definitions, and works through the example " \
-           "it presents, keeping every number and name that the original text mentioned, variant %d." % (seed % 1000)
+           "it presents, keeping every number and name that the original text mentioned, variant %d. It then " \
+           "restates the central result, shows how each step follows from the previous one, and closes with the " \
+           "consequences that the original discussion draws for related questions." % (seed % 1000)
     if m:
         return m.group(1) + "\n" + body
     if "question-answer pairs" in prompt:

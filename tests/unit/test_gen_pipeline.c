@@ -148,7 +148,7 @@ static void test_mind_records_and_drops(void **state)
 {
     (void)state;
     cel_template_set *set = make_set(mind_srcs, 2);
-    char d1[2000], d2[2000];
+    char d1[8192], d2[16384];
     snprintf(d1, sizeof d1, "%s\n\n%s", para(1), para(2));
     snprintf(d2, sizeof d2, "MARKSTRUCT %s\n\nMARKTRUNC %s\n\nMARKREPEAT %s\n\nMARKECHO %s\n\nMARKSHORT %s", para(3),
              para(4), para(5), para(6), para(7));
@@ -312,7 +312,7 @@ static void test_backend_errors_and_abandon(void **state)
 {
     (void)state;
     cel_template_set *set = make_set(mind_srcs, 2);
-    char d[1000];
+    char d[4096];
     snprintf(d, sizeof d, "MARKFAIL %s", para(1));
     cel_gen_doc doc = {"f", d, strlen(d), NULL};
     cel_mind_config cfg;
