@@ -273,7 +273,8 @@ void cel__cut_sentence(cel__span *sp)
             }
         }
         if (ch == ' ' && i > 0) {
-            static const char *const stops[] = {" because ", " since ", ", because", ", since", ", which ", ", as "};
+            static const char *const stops[] = {" because ", " since ", ", because", ", since", ", which ", ", as ",
+                                                ", not "};
             for (size_t k = 0; k < sizeof stops / sizeof stops[0]; k++) {
                 size_t m = strlen(stops[k]);
                 size_t st = s[i - 1] == ',' ? i - 1 : i;

@@ -116,6 +116,9 @@ uint32_t cel__utf8_next(const char *s, size_t n, size_t *i);
  * for punctuation/symbols, ' ' for any space. Other code points pass lower-cased. */
 uint32_t cel__fold_cp(uint32_t cp);
 size_t cel__utf8_put(uint32_t cp, char *out);
+/* Drops LaTeX wrappers for text comparison: \text{Paris} -> " Paris" ('$',
+ * braces and backslash commands go). Writes at most cap-1 bytes + NUL. */
+size_t cel__strip_latex(const char *s, size_t n, char *out, size_t cap);
 /* Parses a plain number token (1,000 / -3.5 / 1e3 / 2/3 / 50%) as a double. */
 bool cel__parse_plain_number(const char *s, size_t n, double *out);
 

@@ -95,34 +95,12 @@ static bool article_follows(const mtok *t)
 /* Normalized option text for matching an answer given as text. */
 static size_t norm(const char *s, size_t n, char *o, size_t cap) { return cel__normalize_open(s, n, o, cap); }
 
-/* Drops LaTeX wrappers from a span: \text{Paris} -> Paris ($, braces and
- * backslash commands go; \, and friends become spaces). */
-static size_t strip_latex(const char *s, size_t n, char *o, size_t cap)
-{
-    size_t k = 0;
-    for (size_t i = 0; i < n && k + 1 < cap; i++) {
-        char c = s[i];
-        if (c == '\\') {
-            size_t j = i + 1;
-            while (j < n && ((s[j] | 0x20) >= 'a' && (s[j] | 0x20) <= 'z')) j++;
-            if (j == i + 1 && j < n) j++;
-            i = j - 1;
-            o[k++] = ' ';
-            continue;
-        }
-        if (c == '{' || c == '}' || c == '$') continue;
-        o[k++] = c;
-    }
-    o[k] = '\0';
-    return k;
-}
-
 static int match_choice_text(const cel_verify_item *it, const char *s, size_t n)
 {
     if (!it->n_choices || n == 0 || n > 2000) return -1;
     char a[512], b[512], raw[512];
     if (memchr(s, '\\', n) || memchr(s, '$', n) || memchr(s, '{', n)) {
-        n = strip_latex(s, n, raw, sizeof raw);
+        n = cel__strip_latex(s, n, raw, sizeof raw);
         s = raw;
     }
     size_t la = norm(s, n, a, sizeof a);
@@ -328,7 +306,8 @@ cel_status cel__grade_mcq(cel__ctx *c, const cel_verify_item *it, const char *re
          * The regex runs in windows around its keywords, last first, so a
          * long response is not scanned position by position. */
         static const char *const kw[] = {"option", "choice", "correct", "right", "best", "final", "choose",
-                                         "pick", "select", "go with", "answer"};
+                                         "pick", "select", "go with", "answer", "it is", "it's", "this is",
+                                         "must be", "should be"};
         int letter = -1;
         size_t loff = 0, q = sn;
         for (int guard = 0; guard < 4096 && letter < 0 && !c->fail; guard++) {

@@ -241,10 +241,17 @@ void cel__grade_open(cel__ctx *c, const cel_verify_item *it, const char *resp, s
     cel__trim_answer(&sp);
     sp.off += reg;
     cel__set_extracted(r, sp.p, sp.n, sp.off, sp.src);
-    char na[1024], nr[1024];
-    size_t la = cel__normalize_open(sp.p, sp.n, na, sizeof na);
+    char na[1024], nr[1024], raw[1024];
+    const char *ap = sp.p;
+    size_t an = sp.n;
+    if (memchr(ap, '\\', an) || memchr(ap, '$', an)) {
+        /* \boxed{\text{mitochondria}}: compare the words, not the markup */
+        an = cel__strip_latex(ap, an, raw, sizeof raw);
+        ap = raw;
+    }
+    size_t la = cel__normalize_open(ap, an, na, sizeof na);
     size_t lr = cel__normalize_open(ref, rn, nr, sizeof nr);
-    if (!cel__charge(c, 1 + (sp.n + rn) / 16)) {
+    if (!cel__charge(c, 1 + (an + rn) / 16)) {
         cel__set_reason(r, c->fail);
         return;
     }

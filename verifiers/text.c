@@ -168,3 +168,25 @@ bool cel__parse_plain_number(const char *s, size_t n, double *out)
     *out = neg ? -v : v;
     return true;
 }
+
+/* Drops LaTeX wrappers from a span: \text{Paris} -> Paris ($, braces and
+ * backslash commands go; \, and friends become spaces). */
+size_t cel__strip_latex(const char *s, size_t n, char *o, size_t cap)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n && k + 1 < cap; i++) {
+        char c = s[i];
+        if (c == '\\') {
+            size_t j = i + 1;
+            while (j < n && ((s[j] | 0x20) >= 'a' && (s[j] | 0x20) <= 'z')) j++;
+            if (j == i + 1 && j < n) j++;
+            i = j - 1;
+            o[k++] = ' ';
+            continue;
+        }
+        if (c == '{' || c == '}' || c == '$') continue;
+        o[k++] = c;
+    }
+    o[k] = '\0';
+    return k;
+}

@@ -274,7 +274,9 @@ static const char *const re_mcq =
     /* "(D) is correct", "B is the correct answer" */
     "|[\\(\\[]((?-i:[A-Z]))[\\)\\]]\\s+(?:is|would\\s+be)\\s+(?:the\\s+)?(?:correct|right|best|answer)\\b"
     "|(?<![\\w'])((?-i:[A-Z]))(?![\\w'])\\s+(?:is|would\\s+be)\\s+(?:the\\s+)?"
-    "(?:(?:correct|right|best)\\s+(?:answer|option|choice)|answer)\\b)";
+    "(?:(?:correct|right|best)\\s+(?:answer|option|choice)|answer)\\b"
+    /* "it is (B)", "it must be option (C)" (parentheses required: "it is A good ...") */
+    "|\\b(?:it|this)(?:'s|\\s+is|\\s+must\\s+be|\\s+should\\s+be)\\s+(?:option\\s+|choice\\s+)?[\\(\\[]((?-i:[A-Z]))[\\)\\]])";
 
 cel_status cel_verifier_create(const cel_verify_config *cfg, cel_verifier **out, cel_error *err)
 {

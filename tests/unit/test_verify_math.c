@@ -137,6 +137,7 @@ static const vcase worked[] = {
     {"First \\boxed{3}. Later we see more. Finally \\boxed{4}", "4", 1},
     {"is $\\boxed{45,\\! 200}$", "45200", 1},
     {"is $\\boxed{45, 200}$", "45200", 0},
+    {"so the answer is 3/4, not 2/3.", "0.75", 1},
 };
 
 static const vcase wrong_or_garbage[] = {

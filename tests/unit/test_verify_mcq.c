@@ -80,6 +80,8 @@ static const vcase letters[] = {
     {"الإجابة: ج", "C", 1},
     {"উত্তর: ব", "B", 1},
     {"Cevap: A", "A", 1},
+    {"I believe it is (B), but A is possible.", "B", 1},
+    {"It is A good question. The answer is C", "C", 1},
     {"The answer is A but maybe B", "A", 1},
 };
 

@@ -56,6 +56,9 @@ static const vcase rows[] = {
     {"Answer: Yes", "yes", 1},
     {"Answer: No", "yes", 0},
     {"Answer: Abraham Lincoln.", "abraham lincoln", 1},
+    {"The answer is \\boxed{\\text{mitochondria}}", "mitochondria", 1},
+    {"Answer: $\\text{Jupiter}$", "Jupiter", 1},
+    {"Answer: Mars, not Venus", "Mars", 1},
 };
 
 static void test_open_table(void **state)
