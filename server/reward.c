@@ -265,7 +265,11 @@ cel_status cel__srv_reward_run(cel_server *s, const char *body, size_t len, cel_
         if (!res) st = cel_error_set(err, CEL_ERR_NOMEM, "out of memory grading %zu items", is.n), *status_out = 500;
     }
     if (st == CEL_OK) {
-        st = cel_verify_batch(v, is.items, is.n, mode, whiten, 1, res, &n_err, err);
+        /* a big batch may use as many threads as the pool has workers (at most
+         * that many jobs run at once, so threads stay bounded); small ones
+         * grade inline on this worker: thread start-up would cost more */
+        int threads = is.n >= 2048 ? s->wq.n_threads : 1;
+        st = cel_verify_batch(v, is.items, is.n, mode, whiten, threads, res, &n_err, err);
         if (st != CEL_OK) *status_out = st == CEL_ERR_INVALID ? 400 : 500;
         else *n_items = is.n;
     }
@@ -369,7 +373,7 @@ cel_status cel__srv_get_reward_run(cel_server *s, const char *body, size_t len, 
         if (st != CEL_OK) *status_out = 500;
     }
     if (st == CEL_OK) {
-        st = cel_verify_batch(v, items, n, CEL_ADV_NONE, false, 1, res, NULL, err);
+        st = cel_verify_batch(v, items, n, CEL_ADV_NONE, false, n >= 2048 ? s->wq.n_threads : 1, res, NULL, err);
         if (st != CEL_OK) *status_out = 500;
         else *n_items = n;
     }
