@@ -88,7 +88,7 @@ static int run_serve(int argc, char **argv)
         check_range("engine-threads", engine_threads, 0, 1024) || check_range("ctx", n_ctx, 0, 1 << 22) ||
         check_range("max-seqs", max_seqs, 0, 1 << 16) || check_range("max-n", max_n, 1, 1024) ||
         check_range("max-header-bytes", max_header, 256, 1 << 24) || check_range("max-headers", max_headers, 1, 10000) ||
-        check_range("max-body-bytes", max_body, 1, (int64_t)1 << 40) ||
+        check_range("max-body-bytes", max_body, 1, ((int64_t)1 << 32) - 1) ||
         check_range("header-timeout-ms", header_to, 1, 86400000) ||
         check_range("body-timeout-ms", body_to, 1, 86400000) || check_range("idle-timeout-ms", idle_to, 1, 86400000) ||
         check_range("max-connections", max_conn, 1, 1 << 20) || check_range("max-pipeline", max_pipe, 1, 4096) ||
