@@ -306,9 +306,11 @@ cel_status cel__math_spans(const char *text, size_t len, cel__span **out, size_t
     *out = NULL;
     *n = 0;
     cel_status st = env_spans(text, len, &env);
-    /* dollar and bracket forms outside environments; once a closer type is
-     * missing it stays missing for the rest of the text (linear time) */
-    bool no_dd = false, no_paren = false, no_brack = false;
+    /* dollar and bracket forms outside environments. A search for a closer
+     * that fails up to limit L fails from any later start with the same L, so
+     * the failing limit is remembered per form: linear time on adversarial
+     * input (thousands of unterminated openers). */
+    size_t fail_dd = SIZE_MAX, fail_paren = SIZE_MAX, fail_brack = SIZE_MAX, fail_dollar = SIZE_MAX;
     size_t e = 0; /* next environment span */
     size_t para_limit = 0, para_from = SIZE_MAX; /* cached paragraph end for '$' */
     for (size_t i = 0; st == CEL_OK && i < len; i++) {
@@ -322,13 +324,11 @@ cel_status cel__math_spans(const char *text, size_t len, cel__span **out, size_t
         char c = text[i];
         if (c == '\\' && i + 1 < len) {
             char d = text[i + 1];
-            if ((d == '(' && !no_paren) || (d == '[' && !no_brack)) {
+            size_t *fail = d == '(' ? &fail_paren : d == '[' ? &fail_brack : NULL;
+            if (fail && *fail != limit) {
                 size_t k = find_closer(text, i + 2, limit, d == '(' ? "\\)" : "\\]", 2);
                 if (k == SIZE_MAX) {
-                    if (limit == len) {
-                        if (d == '(') no_paren = true;
-                        else no_brack = true;
-                    }
+                    *fail = limit;
                 } else {
                     st = span_push(&all, i, k + 2);
                     i = k + 1;
@@ -340,14 +340,14 @@ cel_status cel__math_spans(const char *text, size_t len, cel__span **out, size_t
         }
         if (c != '$') continue;
         if (i + 1 < len && text[i + 1] == '$') {
-            if (!no_dd) {
+            if (fail_dd != limit) {
                 size_t k = find_closer(text, i + 2, limit, "$$", 2);
                 if (k != SIZE_MAX) {
                     st = span_push(&all, i, k + 2);
                     i = k + 1;
                     continue;
                 }
-                if (limit == len) no_dd = true;
+                fail_dd = limit;
             }
             i++;
             continue;
@@ -357,8 +357,10 @@ cel_status cel__math_spans(const char *text, size_t len, cel__span **out, size_t
             para_from = i;
         }
         size_t lim = para_limit < limit ? para_limit : limit;
+        if (fail_dollar == lim) continue;
         size_t k = find_closer(text, i + 1, lim, "$", 1);
-        if (k != SIZE_MAX && k > i + 1) {
+        if (k == SIZE_MAX) fail_dollar = lim;
+        else if (k > i + 1) {
             st = span_push(&all, i, k + 1);
             i = k;
         }

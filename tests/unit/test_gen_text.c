@@ -77,6 +77,18 @@ static void test_math_spans(void **state)
     assert_int_equal(n, 2);
     assert_span(t, &v[1], "$z$");
     free(v);
+    /* adversarial: 120,000 unterminated \\( and \\[ openers before an environment,
+     * in one paragraph, must stay linear (well under a second) */
+    cel_buf big;
+    cel_buf_init(&big);
+    for (int i = 0; i < 60000; i++) cel_buf_puts(&big, "\\( \\[ ");
+    cel_buf_puts(&big, "\\begin{align} x \\end{align}");
+    double t0 = cel_now_sec();
+    spans(big.data, &v, &n);
+    assert_true(cel_now_sec() - t0 < 2.0);
+    assert_int_equal(n, 1);
+    free(v);
+    cel_buf_free(&big);
     /* unterminated openers of every kind: no spans, no hang */
     t = "$$ a \\( b \\[ c \\begin{align} d $";
     spans(t, &v, &n);
