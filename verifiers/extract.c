@@ -16,71 +16,76 @@ size_t cel__answer_region(const char *s, size_t n)
     static const char tag[] = "</think>";
     size_t m = sizeof tag - 1;
     if (n < m) return 0;
-    for (size_t i = n - m + 1; i-- > 0;) {
-        const char *q = memrchr(s, '<', i + 1);
-        if (!q) return 0;
-        i = (size_t)(q - s);
-        if (i + m <= n && memcmp(q, tag, m) == 0) return i + m;
-    }
+    /* a plain backward loop: memrchr over a shrinking prefix is linear in
+     * libc but quadratic under AddressSanitizer, which checks the whole range */
+    for (size_t i = n - m + 1; i-- > 0;)
+        if (s[i] == '<' && memcmp(s + i, tag, m) == 0) return i + m;
     return 0;
 }
 
 static bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 
-/* Given s[i] == '{', returns the index of its matching '}' or n when it is
- * unbalanced. Escaped braces (\{ \}) do not count. */
-static size_t match_brace(const char *s, size_t n, size_t i)
-{
-    int depth = 0;
-    for (; i < n; i++) {
-        char c = s[i];
-        if (c == '\\') {
-            i++;
-            continue;
-        }
-        if (c == '{') depth++;
-        else if (c == '}' && --depth == 0) return i;
-    }
-    return n;
-}
-
+/* One forward pass (linear on any input: a backward search that
+ * brace-matches each candidate would be quadratic on "\boxed{\boxed{...").
+ * Boxed openers are kept on a small stack with their brace depth; the
+ * latest-starting complete one wins. Escaped braces (\{ \}) do not count.
+ * Boxes nested deeper than the stack (256) are ignored. */
 bool cel__last_boxed(const char *s, size_t n, cel__span *out)
 {
-    size_t end = n;
-    while (end > 0) {
-        const char *q = memrchr(s, '\\', end);
-        if (!q) return false;
-        size_t i = (size_t)(q - s);
-        end = i;
-        size_t k;
-        if (n - i >= 6 && memcmp(q, "\\boxed", 6) == 0) k = i + 6;
-        else if (n - i >= 5 && memcmp(q, "\\fbox", 5) == 0) k = i + 5;
-        else continue;
-        if (k < n && is_alpha(s[k])) continue; /* \boxedtext is another command */
-        size_t j = k;
-        while (j < n && (s[j] == ' ' || s[j] == '\t')) j++;
-        if (j < n && s[j] == '{') {
-            size_t e = match_brace(s, n, j);
-            if (e >= n) continue; /* unclosed: look for an earlier, complete one */
-            out->p = s + j + 1;
-            out->n = e - j - 1;
-            out->off = j + 1;
-            out->src = CEL_EXTRACT_BOXED;
-            return true;
+    struct {
+        size_t open;
+        size_t depth;
+    } st[256];
+    int nst = 0;
+    size_t depth = 0, best = 0, bb = 0, be = 0;
+    bool found = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '\\') {
+            size_t k = 0;
+            if (n - i >= 6 && memcmp(s + i, "\\boxed", 6) == 0) k = i + 6;
+            else if (n - i >= 5 && memcmp(s + i, "\\fbox", 5) == 0) k = i + 5;
+            if (!k || (k < n && is_alpha(s[k]))) {
+                i++; /* an escaped character or another command's first letter */
+                continue;
+            }
+            size_t j = k;
+            while (j < n && (s[j] == ' ' || s[j] == '\t')) j++;
+            if (j < n && s[j] == '{') {
+                depth++;
+                if (nst < 256) st[nst].open = j, st[nst].depth = depth, nst++;
+                i = j;
+                continue;
+            }
+            if (j > k && j < n) {
+                /* "\boxed 5": one token up to white space or '$' */
+                size_t e = j;
+                while (e < n && s[e] != ' ' && s[e] != '$' && s[e] != '\n' && s[e] != '\t' && s[e] != '\\' &&
+                       s[e] != '{' && s[e] != '}')
+                    e++;
+                if (e > j && (!found || j >= best)) found = true, best = j, bb = j, be = e;
+                i = e - 1;
+                continue;
+            }
+            i = k - 1;
+            continue;
         }
-        if (j > k && j < n) {
-            /* "\boxed 5": one token up to white space or '$' */
-            size_t e = j;
-            while (e < n && s[e] != ' ' && s[e] != '$' && s[e] != '\n' && s[e] != '\t') e++;
-            if (e == j) continue;
-            out->p = s + j;
-            out->n = e - j;
-            out->off = j;
-            out->src = CEL_EXTRACT_BOXED;
-            return true;
+        if (c == '{') {
+            depth++;
+        } else if (c == '}' && depth > 0) {
+            if (nst > 0 && st[nst - 1].depth == depth) {
+                size_t o = st[--nst].open;
+                if (!found || o >= best) found = true, best = o, bb = o + 1, be = i;
+            }
+            depth--;
         }
     }
-    return false;
+    if (!found) return false;
+    out->p = s + bb;
+    out->n = be - bb;
+    out->off = bb;
+    out->src = CEL_EXTRACT_BOXED;
+    return true;
 }
 
 size_t cel__last_keyword(const char *s, size_t from, size_t end, const char *const *kw, size_t nkw)
@@ -160,8 +165,8 @@ bool cel__answer_phrase(cel__ctx *c, const char *s, size_t n, cel__span *out)
     if (n == 0) return false;
     size_t line_end = n;
     for (;;) {
-        const char *nl = line_end ? memrchr(s, '\n', line_end) : NULL;
-        size_t ls = nl ? (size_t)(nl - s) + 1 : 0;
+        size_t ls = line_end;
+        while (ls > 0 && s[ls - 1] != '\n') ls--;
         {
             size_t best_end = phrase_in_line(c, s, ls, line_end);
             if (c->fail) return false;

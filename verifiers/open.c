@@ -91,8 +91,9 @@ size_t cel__normalize_open(const char *s, size_t n, char *out, size_t cap)
     double acc = 0, cur = 0;
     bool in_num = false;
     size_t i = 0;
-    /* tokens: split at (Unicode) white space */
-    while (i < n) {
+    /* tokens: split at (Unicode) white space; stop once the output is full
+     * (a longer text never equals a reference that fits) */
+    while (i < n && b.len < cap + 64) {
         size_t j = i;
         while (j < n) {
             size_t q = j;

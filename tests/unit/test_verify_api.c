@@ -181,6 +181,25 @@ static void test_bounds_fail_closed(void **state)
     assert_false(r.correct);
     assert_true(cel_now_ns() - t0 < 2000000000ull);
     cel_verifier_free(small);
+    /* a 1 MiB response of pathological repeats, for every task: linear work
+     * (the unclosed-\boxed{ case was quadratic in a first version: 40 s) */
+    static const char *const pats[] = {"\\boxed{", "\\boxed{(", "answer is: ", "option A is ", "$1$ ", "\\(", "{{{",
+                                       "}}}", "The answer is A or ", "\\frac{", "<think>", "</think>"};
+    size_t big_n = (size_t)1 << 20;
+    char *rep = malloc(big_n + 1);
+    for (size_t p = 0; p < sizeof pats / sizeof pats[0]; p++) {
+        size_t m = strlen(pats[p]);
+        for (size_t i = 0; i < big_n; i++) rep[i] = pats[p][i % m];
+        rep[big_n] = 0;
+        for (int task = CEL_TASK_MATH; task <= CEL_TASK_OPEN; task++) {
+            uint64_t t1 = cel_now_ns();
+            r = tv_grade(v, (cel_task)task, rep, task == CEL_TASK_MCQ ? "C" : "1", NULL, 0);
+            uint64_t dt = cel_now_ns() - t1;
+            if (dt > 500000000ull) printf("slow: pattern %zu task %d: %.1f ms\n", p, task, (double)dt / 1e6);
+            assert_true(dt < 500000000ull); /* well under a second even on a loaded machine */
+        }
+    }
+    free(rep);
     cel_verifier_free(v);
 }
 
