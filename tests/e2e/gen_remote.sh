@@ -97,6 +97,16 @@ EOF
   | python3 -c 'import json,sys; r=[json.loads(l) for l in sys.stdin]; assert len(r)==1 and r[0]["id"]=="text/0/debate", r'
 echo "A short text about \$a^2+b^2=c^2\$ and right triangles." | "$CELINE" mind --remote "$URL" --styles interview --quiet \
   | python3 -c 'import json,sys; r=[json.loads(l) for l in sys.stdin]; assert len(r)==1 and r[0]["source_id"]=="text", r'
+# exact token counts with a tokenizer.json (the record's tokens = the tokenizer's count of its text)
+tok="$CELINE_SRC/tests/data/models/qwen2-hf/tokenizer.json"
+if [ -f "$tok" ]; then
+  "$CELINE" mind --remote "$URL" --tokenizer "$tok" --text "Three is odd." --styles debate --quiet > "$work/tk.jsonl"
+  python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).readline()); open(sys.argv[2],"w").write(r["text"]); print(r["tokens"])' \
+    "$work/tk.jsonl" "$work/tk.txt" > "$work/tk.n"
+  "$CELINE" tokenize --tokenizer "$tok" --file "$work/tk.txt" --no-add-special \
+    | python3 -c 'import json,sys; c=json.load(sys.stdin)["count"]; n=int(open(sys.argv[1]).read()); assert c==n,(c,n)' "$work/tk.n" \
+    || fail "--tokenizer counts differ from celine tokenize"
+fi
 # /v1/completions works too
 "$CELINE" mind --remote "$URL" --completions --text "Ten is even." --styles debate --quiet | grep -q '"style":"debate"' \
   || fail "--completions"
