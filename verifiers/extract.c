@@ -11,15 +11,33 @@
 
 #include "internal.h"
 
+/* Positions of byte c in s[b..e), in increasing order, into pos[] (e - b <=
+ * CHUNK). memchr on short ranges: fast, and linear under AddressSanitizer
+ * too (its memrchr check covers the whole range on every call). */
+#define CHUNK 256
+static int find_all(const char *s, size_t b, size_t e, char c, size_t *pos)
+{
+    int k = 0;
+    const char *p = memchr(s + b, c, e - b);
+    while (p) {
+        pos[k++] = (size_t)(p - s);
+        size_t nx = (size_t)(p - s) + 1;
+        p = nx < e ? memchr(s + nx, c, e - nx) : NULL;
+    }
+    return k;
+}
+
 size_t cel__answer_region(const char *s, size_t n)
 {
     static const char tag[] = "</think>";
-    size_t m = sizeof tag - 1;
+    size_t m = sizeof tag - 1, pos[CHUNK];
     if (n < m) return 0;
-    /* a plain backward loop: memrchr over a shrinking prefix is linear in
-     * libc but quadratic under AddressSanitizer, which checks the whole range */
-    for (size_t i = n - m + 1; i-- > 0;)
-        if (s[i] == '<' && memcmp(s + i, tag, m) == 0) return i + m;
+    for (size_t e = n; e > 0;) {
+        size_t b = e > CHUNK ? e - CHUNK : 0;
+        for (int k = find_all(s, b, e, '<', pos); k-- > 0;)
+            if (pos[k] + m <= n && memcmp(s + pos[k], tag, m) == 0) return pos[k] + m;
+        e = b;
+    }
     return 0;
 }
 
@@ -30,7 +48,55 @@ static bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <
  * Boxed openers are kept on a small stack with their brace depth; the
  * latest-starting complete one wins. Escaped braces (\{ \}) do not count.
  * Boxes nested deeper than the stack (256) are ignored. */
+/* Given s[i] == '{', the index of its matching '}' or n when unbalanced.
+ * Escaped braces (\{ \}) do not count. */
+static size_t match_brace(const char *s, size_t n, size_t i)
+{
+    size_t depth = 0;
+    for (; i < n; i++) {
+        char c = s[i];
+        if (c == '\\') {
+            i++;
+            continue;
+        }
+        if (c == '{') depth++;
+        else if (c == '}' && --depth == 0) return i;
+    }
+    return n;
+}
+
+static bool forward_last_boxed(const char *s, size_t n, cel__span *out);
+
+/* The last \boxed / \fbox, searched from the end (responses end with it):
+ * when it is complete it is the answer; when it is unclosed, the linear
+ * forward pass finds the last complete one. */
 bool cel__last_boxed(const char *s, size_t n, cel__span *out)
+{
+    size_t pos[CHUNK];
+    for (size_t e = n; e > 0;) {
+        size_t b = e > CHUNK ? e - CHUNK : 0;
+        for (int k = find_all(s, b, e, '\\', pos); k-- > 0;) {
+            size_t i = pos[k], c = 0;
+            if (n - i >= 6 && memcmp(s + i, "\\boxed", 6) == 0) c = i + 6;
+            else if (n - i >= 5 && memcmp(s + i, "\\fbox", 5) == 0) c = i + 5;
+            if (!c || (c < n && is_alpha(s[c]))) continue;
+            size_t j = c;
+            while (j < n && (s[j] == ' ' || s[j] == '\t')) j++;
+            if (j < n && s[j] == '{') {
+                size_t close = match_brace(s, n, j);
+                if (close >= n) return forward_last_boxed(s, n, out);
+                out->p = s + j + 1, out->n = close - j - 1, out->off = j + 1, out->src = CEL_EXTRACT_BOXED;
+                return true;
+            }
+            /* "\boxed 5" and the rest: the forward pass decides */
+            return forward_last_boxed(s, n, out);
+        }
+        e = b;
+    }
+    return false;
+}
+
+static bool forward_last_boxed(const char *s, size_t n, cel__span *out)
 {
     struct {
         size_t open;
