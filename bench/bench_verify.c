@@ -3,7 +3,7 @@
  * items/s on one thread, mean/p50/p99/max time per item, peak RSS; then a
  * batch on all threads; then (optional) memory flatness over many items.
  *
- *   bench_verify [--items N] [--flat M] [--threads T]
+ *   bench_verify [--items N] [--flat M] [--threads T] [--resp-bytes B]
  *
  * Responses are generated deterministically (seeded RNG): a few hundred
  * bytes of reasoning followed by the final answer in the forms models use
@@ -60,13 +60,16 @@ static const char *const open_pairs[][2] = {
     {"Answer: São Paulo", "Sao Paulo"},     {"Answer: twenty-one", "21"},
 };
 
+static size_t g_resp_bytes = 300; /* average response length to aim at */
+
 static char *make_response(cel_rng *r, const char *tail, bool think)
 {
-    char buf[4096];
+    char buf[20000];
     size_t k = 0;
     if (think) k += (size_t)snprintf(buf + k, sizeof buf - k, "<think>");
-    int parts = 3 + (int)(cel_rng_next(r) % 8);
-    for (int i = 0; i < parts && k < 3000; i++)
+    /* filler sentences average ~45 bytes: aim at g_resp_bytes +- 50% */
+    size_t target = g_resp_bytes / 2 + (size_t)(cel_rng_next(r) % (g_resp_bytes + 1));
+    while (k + 200 < sizeof buf && k < target)
         k += (size_t)snprintf(buf + k, sizeof buf - k, "%s", filler[cel_rng_next(r) % 10]);
     if (think) k += (size_t)snprintf(buf + k, sizeof buf - k, "</think>\n");
     snprintf(buf + k, sizeof buf - k, "%s", tail);
@@ -203,8 +206,9 @@ int main(int argc, char **argv)
         if (strcmp(argv[i], "--items") == 0 && i + 1 < argc) n = strtoull(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--flat") == 0 && i + 1 < argc) flat = strtoull(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--resp-bytes") == 0 && i + 1 < argc) g_resp_bytes = strtoull(argv[++i], NULL, 10);
         else {
-            fprintf(stderr, "usage: bench_verify [--items N] [--flat M] [--threads T]\n");
+            fprintf(stderr, "usage: bench_verify [--items N] [--flat M] [--threads T] [--resp-bytes B]\n");
             return 2;
         }
     }
