@@ -359,6 +359,9 @@ static int run(int argc, char **argv)
         return cel_cli_fail(name, "cannot create %s: %s", output, strerror(errno));
     }
     double t0 = cel_now_sec();
+    /* jansson seeds its hash function on first use: do it here, before the
+     * pool's threads parse in parallel */
+    json_object_seed(0);
     cel_pool *pool = NULL;
     if (threads > 1 && cel_pool_create((int)threads, &pool, &err) != CEL_OK) {
         if (in != stdin) fclose(in);
