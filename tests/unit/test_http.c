@@ -687,6 +687,96 @@ static void test_no_model_generation(void **state)
     close_fx(&f);
 }
 
+/* ---- streaming: framing, order behind a pending request, the write cap ---- */
+
+static cel_http_req *held;   /* a request /hold leaves open */
+static cel_http_req *streamr;
+static int aborts;
+static void on_abort_count(void *ud) { (*(int *)ud)++; }
+
+static void hold_route(cel_http_req *r, void *ud)
+{
+    (void)ud;
+    held = r;
+    cel_http_req_on_abort(r, on_abort_count, &aborts);
+}
+
+static void stream_route(cel_http_req *r, void *ud)
+{
+    (void)ud;
+    streamr = r;
+    cel_http_req_on_abort(r, on_abort_count, &aborts);
+    cel_http_stream_begin(r, 200, "text/event-stream", "Cache-Control: no-cache\r\n");
+    assert_int_equal(cel_http_stream_write(r, "data: 1\n\n", 9), CEL_OK);
+}
+
+static void test_streaming(void **state)
+{
+    (void)state;
+    cel_server_config cfg;
+    cel_server_config_default(&cfg);
+    cfg.max_write_bytes = 2048;
+    fixture f;
+    open_fx(&f, &cfg);
+    cel_error err;
+    assert_int_equal(cel_server_route(f.s, "GET", "/hold", 0, hold_route, NULL, &err), CEL_OK);
+    assert_int_equal(cel_server_route(f.s, "GET", "/stream", 0, stream_route, NULL, &err), CEL_OK);
+
+    /* a stream alone: chunked framing, then the terminating chunk */
+    feed(&f, "GET /stream HTTP/1.1\r\n\r\n");
+    assert_non_null(strstr(f.out.data, "HTTP/1.1 200 OK\r\n"));
+    assert_non_null(strstr(f.out.data, "Transfer-Encoding: chunked\r\n"));
+    assert_non_null(strstr(f.out.data, "\r\n\r\n9\r\ndata: 1\n\n\r\n"));
+    assert_int_equal(cel_http_stream_write(streamr, "data: 2\n\n", 9), CEL_OK);
+    cel_http_stream_end(streamr);
+    assert_non_null(strstr(f.out.data, "9\r\ndata: 2\n\n\r\n0\r\n\r\n"));
+
+    /* a stream behind a pending request waits for it, in order */
+    cel_buf_reset(&f.out);
+    feed(&f, "GET /hold HTTP/1.1\r\n\r\nGET /stream HTTP/1.1\r\n\r\n");
+    assert_non_null(held);
+    assert_non_null(streamr);
+    assert_true(f.out.len == 0);
+    cel_http_respond(held, 200, "text/plain", "held", 4, NULL);
+    held = NULL;
+    const char *a = strstr(f.out.data, "held");
+    const char *b = strstr(f.out.data, "data: 1");
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_true(a < b);
+    cel_http_stream_end(streamr);
+    streamr = NULL;
+
+    /* over the write cap while queued behind /hold: the client is dropped */
+    cel_buf_reset(&f.out);
+    aborts = 0;
+    feed(&f, "GET /hold HTTP/1.1\r\n\r\nGET /stream HTTP/1.1\r\n\r\n");
+    char big[3000];
+    memset(big, 'x', sizeof big);
+    assert_int_equal(cel_http_stream_write(streamr, big, sizeof big), CEL_ERR_LIMIT);
+    assert_true(f.c->closing);
+    assert_int_equal(aborts, 2); /* both requests learn their client is gone */
+    assert_true(cel_http_req_aborted(held));
+    assert_int_equal(cel_http_stream_write(streamr, "x", 1), CEL_ERR_CANCELLED);
+    cel_http_stream_end(streamr); /* completing aborted requests frees them */
+    cel_http_respond(held, 200, NULL, NULL, 0, NULL);
+    held = streamr = NULL;
+    cel__srv_conn_virtual_free(f.c);
+    cel_buf_free(&f.out);
+
+    /* HTTP/1.0: no chunked coding; the body ends with the connection */
+    cel_buf_init(&f.out);
+    f.c = cel__srv_conn_virtual(f.s, &f.out);
+    feed(&f, "GET /stream HTTP/1.0\r\n\r\n");
+    assert_null(strstr(f.out.data, "chunked"));
+    assert_non_null(strstr(f.out.data, "Connection: close\r\n"));
+    assert_non_null(strstr(f.out.data, "\r\n\r\ndata: 1\n\n"));
+    cel_http_stream_end(streamr);
+    streamr = NULL;
+    assert_true(f.c->closing);
+    close_fx(&f);
+}
+
 static void test_config_errors(void **state)
 {
     (void)state;
@@ -734,6 +824,7 @@ int main(void)
         cmocka_unit_test(test_post_from_thread),
         cmocka_unit_test(test_metrics_render),
         cmocka_unit_test(test_no_model_generation),
+        cmocka_unit_test(test_streaming),
         cmocka_unit_test(test_config_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
