@@ -6,6 +6,7 @@
  */
 #include <signal.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -150,6 +151,16 @@ static int run_serve(int argc, char **argv)
 
     /* a client that vanishes mid-write must cost an error code, not the process */
     signal(SIGPIPE, SIG_IGN);
+    /* room for --max-connections sockets plus files and the loop's own fds, so
+     * the cap answers 503 before accept() runs out of descriptors */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        rlim_t want = (rlim_t)cfg.max_connections + 256;
+        if (rl.rlim_cur < want) {
+            rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
+    }
 
     cel_error err;
     cel_error_clear(&err);

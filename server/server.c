@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -575,6 +576,12 @@ cel_status cel_server_create(const cel_server_config *cfg, cel_server **out, cel
     }
     st = bind_listener(s, err);
     if (st != CEL_OK) goto fail;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur < (rlim_t)s->cfg.max_connections + 64)
+        cel_log(&s->cfg.log, CEL_LOG_WARN, "server: the open-file limit (%llu) is below max_connections (%u) + 64: "
+                "accept() may fail before the cap answers 503", (unsigned long long)rl.rlim_cur,
+                s->cfg.max_connections);
     *out = s;
     return CEL_OK;
 fail:
