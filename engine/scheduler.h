@@ -20,6 +20,11 @@
  *      cache; sample the sequences whose last token was computed (forking a
  *      request's n samples after its prompt: they share the prompt's blocks);
  *   5. emit token events, retire finished sequences.
+ * Events: one per sampled token, the last one with finish set. The token that
+ * ends a sample is reported too (an end-of-generation or stop token comes
+ * with its id and logprob but no text, as vLLM's token_ids include it); a
+ * stop string's text and everything after it is never emitted. Samples that
+ * end without a new token (cancel, error) get one event with token -1.
  * Not re-entrant: callbacks must not call cel_sched_step.
  */
 #ifndef CEL_ENGINE_SCHEDULER_H
@@ -79,7 +84,10 @@ void cel_sched_get_stats(cel_sched *s, cel_engine_stats *st);
 void cel_sched_get_counters(cel_sched *s, cel_sched_counters *c);
 cel_status cel_sched_generate(cel_sched *s, const int32_t *prompt, size_t n_prompt, uint32_t n, const cel_sampling *sp,
                               cel_completion *out, cel_error *err);
-/* Forgets every cached prefix (weights changed). Call with nothing in flight. */
-cel_status cel_sched_drop_prefix_cache(cel_sched *s, cel_error *err);
+/* The weights changed: with the engine thread paused (and nothing in flight,
+ * else CEL_ERR_BUSY) forgets every cached prefix, then calls fn (the
+ * backend's weights_changed; may be NULL). */
+cel_status cel_sched_weights_changed(cel_sched *s, cel_status (*fn)(void *ctx, cel_error *err), void *ctx,
+                                     cel_error *err);
 
 #endif
