@@ -108,6 +108,60 @@ static cel_status read_line(cel_doc_reader *r, bool *got, cel_error *err)
     return CEL_OK;
 }
 
+/* Converts one JSON Lines document (s, n: the line, already trimmed and
+ * non-empty) into *doc using o's field names (all set). *cur receives the
+ * parsed object, which doc points into: the caller json_decref()s it after
+ * the document is used (also on error). idbuf / qbuf hold ids and qualities
+ * written from numbers. Errors name where:line. Shared with the corpus job
+ * reader (job_input.c), which reads .jsonl.zst shards itself. */
+cel_status cel__doc_parse_line(const char *s, size_t n, const cel_doc_reader_opts *o, const char *where, uint64_t line,
+                               json_t **cur, char idbuf[32], char qbuf[64], cel_gen_doc *doc, cel_error *err)
+{
+    memset(doc, 0, sizeof *doc);
+    *cur = NULL;
+    json_error_t je;
+    json_t *j = json_loadb(s, n, JSON_REJECT_DUPLICATES, &je);
+    if (!j)
+        return cel_error_set(err, CEL_ERR_FORMAT, "%s:%llu: invalid JSON: %s (column %d)", where,
+                             (unsigned long long)line, je.text, je.column);
+    *cur = j;
+    if (!json_is_object(j))
+        return cel_error_set(err, CEL_ERR_FORMAT, "%s:%llu: a line must be a JSON object", where,
+                             (unsigned long long)line);
+    json_t *t = json_object_get(j, o->text_field);
+    if (!json_is_string(t))
+        return cel_error_set(err, CEL_ERR_FORMAT, "%s:%llu: no string field \"%s\"", where,
+                             (unsigned long long)line, o->text_field);
+    doc->text = json_string_value(t);
+    doc->len = json_string_length(t);
+    json_t *id = json_object_get(j, o->id_field);
+    if (json_is_string(id)) {
+        doc->id = json_string_value(id);
+        if (strlen(doc->id) != json_string_length(id) || json_string_length(id) > 1024)
+            return cel_error_set(err, CEL_ERR_FORMAT, "%s:%llu: field \"%s\" must be a string of at most 1024 bytes without NUL",
+                                 where, (unsigned long long)line, o->id_field);
+    } else if (json_is_integer(id)) {
+        snprintf(idbuf, 32, "%lld", (long long)json_integer_value(id));
+        doc->id = idbuf;
+    } else if (!id || json_is_null(id)) {
+        snprintf(idbuf, 32, "%llu", (unsigned long long)line);
+        doc->id = idbuf;
+    } else
+        return cel_error_set(err, CEL_ERR_FORMAT, "%s:%llu: field \"%s\" must be a string or an integer",
+                             where, (unsigned long long)line, o->id_field);
+    json_t *q = json_object_get(j, o->quality_field);
+    if (json_is_string(q)) {
+        snprintf(qbuf, 64, "%s", json_string_value(q));
+        doc->quality = qbuf;
+    } else if (json_is_number(q)) {
+        snprintf(qbuf, 64, "%.17g", json_number_value(q));
+        doc->quality = qbuf;
+    } else if (q && !json_is_null(q))
+        return cel_error_set(err, CEL_ERR_FORMAT, "%s:%llu: field \"%s\" must be a number or a string", where,
+                             (unsigned long long)line, o->quality_field);
+    return CEL_OK;
+}
+
 cel_status cel_doc_reader_next(cel_doc_reader *r, cel_gen_doc *doc, bool *eof, cel_error *err)
 {
     *eof = false;
@@ -164,46 +218,6 @@ cel_status cel_doc_reader_next(cel_doc_reader *r, cel_gen_doc *doc, bool *eof, c
         size_t n = r->buf.len;
         cel__trim(&s, &n);
         if (n == 0) continue; /* blank lines are allowed */
-        json_error_t je;
-        json_t *j = json_loadb(s, n, JSON_REJECT_DUPLICATES, &je);
-        if (!j)
-            return cel_error_set(err, CEL_ERR_FORMAT, "%s:%llu: invalid JSON: %s (column %d)", r->path,
-                                 (unsigned long long)r->line, je.text, je.column);
-        r->cur = j;
-        if (!json_is_object(j))
-            return cel_error_set(err, CEL_ERR_FORMAT, "%s:%llu: a line must be a JSON object", r->path,
-                                 (unsigned long long)r->line);
-        json_t *t = json_object_get(j, r->o.text_field);
-        if (!json_is_string(t))
-            return cel_error_set(err, CEL_ERR_FORMAT, "%s:%llu: no string field \"%s\"", r->path,
-                                 (unsigned long long)r->line, r->o.text_field);
-        doc->text = json_string_value(t);
-        doc->len = json_string_length(t);
-        json_t *id = json_object_get(j, r->o.id_field);
-        if (json_is_string(id)) {
-            doc->id = json_string_value(id);
-            if (strlen(doc->id) != json_string_length(id) || json_string_length(id) > 1024)
-                return cel_error_set(err, CEL_ERR_FORMAT, "%s:%llu: field \"%s\" must be a string of at most 1024 bytes without NUL",
-                                     r->path, (unsigned long long)r->line, r->o.id_field);
-        } else if (json_is_integer(id)) {
-            snprintf(r->idbuf, sizeof r->idbuf, "%lld", (long long)json_integer_value(id));
-            doc->id = r->idbuf;
-        } else if (!id || json_is_null(id)) {
-            snprintf(r->idbuf, sizeof r->idbuf, "%llu", (unsigned long long)r->line);
-            doc->id = r->idbuf;
-        } else
-            return cel_error_set(err, CEL_ERR_FORMAT, "%s:%llu: field \"%s\" must be a string or an integer",
-                                 r->path, (unsigned long long)r->line, r->o.id_field);
-        json_t *q = json_object_get(j, r->o.quality_field);
-        if (json_is_string(q)) {
-            snprintf(r->qbuf, sizeof r->qbuf, "%s", json_string_value(q));
-            doc->quality = r->qbuf;
-        } else if (json_is_number(q)) {
-            snprintf(r->qbuf, sizeof r->qbuf, "%.17g", json_number_value(q));
-            doc->quality = r->qbuf;
-        } else if (q && !json_is_null(q))
-            return cel_error_set(err, CEL_ERR_FORMAT, "%s:%llu: field \"%s\" must be a number or a string", r->path,
-                                 (unsigned long long)r->line, r->o.quality_field);
-        return CEL_OK;
+        return cel__doc_parse_line(s, n, &r->o, r->path, r->line, &r->cur, r->idbuf, r->qbuf, doc, err);
     }
 }

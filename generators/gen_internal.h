@@ -29,6 +29,14 @@ uint64_t cel__norm_hash(const char *s, size_t n);
 /* Appends s as a JSON string value into obj[key] (sanitising UTF-8). */
 cel_status cel__json_set_str(json_t *obj, const char *key, const char *s, size_t n);
 
+/* ---- documents (docio.c) ---- */
+/* One JSON Lines document -> *doc with o's field names (all non-NULL); *cur
+ * gets the parsed object doc points into (json_decref it, also on error);
+ * idbuf / qbuf hold ids and qualities written from numbers. Errors name
+ * where:line. The corpus job reader (job_input.c) shares it. */
+cel_status cel__doc_parse_line(const char *s, size_t n, const cel_doc_reader_opts *o, const char *where, uint64_t line,
+                               json_t **cur, char idbuf[32], char qbuf[64], cel_gen_doc *doc, cel_error *err);
+
 /* ---- pipeline core (pipeline.c) ---- */
 typedef struct cel__doc cel__doc;
 typedef struct cel__pipe_ops cel__pipe_ops;
@@ -98,6 +106,9 @@ cel_status cel__submit(cel_gen_pipeline *p, cel__doc *d, const cel_gen_request *
  * tokens: the record text's token count (stats). */
 cel_status cel__add_record(cel_gen_pipeline *p, cel__doc *d, uint64_t ord, json_t *rec, size_t tokens,
                            uint64_t dedup_key, const char *unit_id);
+/* Marks a dedup key as already emitted (0 is ignored): a resumed corpus job
+ * re-seeds the set from the records it wrote before (job.c). */
+cel_status cel__pipeline_seen_add(cel_gen_pipeline *p, uint64_t key);
 /* Queues a drop notice (counted at emission, in order). detail may be NULL. */
 cel_status cel__add_drop(cel_gen_pipeline *p, cel__doc *d, uint64_t ord, cel_gen_drop reason, const char *unit_id,
                          const char *detail);

@@ -359,6 +359,13 @@ static bool seen_add(cel_gen_pipeline *p, uint64_t k, bool *oom)
     return false;
 }
 
+cel_status cel__pipeline_seen_add(cel_gen_pipeline *p, uint64_t key)
+{
+    bool oom = false;
+    if (key) seen_add(p, key, &oom);
+    return oom ? CEL_ERR_NOMEM : CEL_OK;
+}
+
 /* Emits one complete document's items in order. */
 static void emit_doc(cel_gen_pipeline *p, cel__doc *d)
 {
