@@ -132,10 +132,13 @@ int cel__gen_cli_run(int kind, const cel_cli_cmd *cmd, int argc, char **argv)
     OPT("templates", CEL_OPT_LIST, &o.templates, "DIR", "add (or override) templates from DIR/*.tmpl");
     OPT("list-templates", CEL_OPT_FLAG, &o.list_templates, NULL, "list the usable templates and exit");
     OPT("seed", CEL_OPT_INT, &o.seed, "N", "job seed (default 0); unit seeds = hash(seed, unit key)");
-    OPT("temperature", CEL_OPT_DOUBLE, &o.temperature, "T", "sampling temperature");
-    OPT("top-p", CEL_OPT_DOUBLE, &o.top_p, "P", "nucleus sampling");
-    OPT("top-k", CEL_OPT_INT, &o.top_k, "K", "top-k sampling (0: off)");
-    OPT("max-tokens", CEL_OPT_INT, &o.max_tokens, "N", "generation limit (templates may set their own)");
+    static const char *const temp_help[3] = {"sampling temperature (default 1.0)", "sampling temperature (default 0.5)",
+                                             "sampling temperature (default 0.7)"};
+    OPT("temperature", CEL_OPT_DOUBLE, &o.temperature, "T", temp_help[kind]);
+    OPT("top-p", CEL_OPT_DOUBLE, &o.top_p, "P", "nucleus sampling (default 0.9)");
+    OPT("top-k", CEL_OPT_INT, &o.top_k, "K", "top-k sampling (default 0: off)");
+    if (kind != GEN_REPHRASE) /* rephrase prompts carry their own output budgets */
+        OPT("max-tokens", CEL_OPT_INT, &o.max_tokens, "N", "generation limit unless the template sets one (default 1024)");
     OPT("window", CEL_OPT_INT, &o.window, "N", "documents in flight (default 64)");
     OPT("quiet", CEL_OPT_FLAG, &o.quiet, NULL, "no stats line and no retry warnings on stderr");
     if (kind == GEN_MIND) {
