@@ -287,11 +287,41 @@ static bool valid_utf8_text(const char *s, size_t n)
     return cel__utf8_valid(s, n);
 }
 
+/* Copies src with every "\r\n" turned into "\n" (templates saved on
+ * Windows must not put carriage returns into prompts). */
+static char *crlf_to_lf(const char *src, size_t len, size_t *out_len)
+{
+    char *d = malloc(len + 1);
+    if (!d) return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (src[i] == '\r' && i + 1 < len && src[i + 1] == '\n') continue;
+        d[k++] = src[i];
+    }
+    d[k] = 0;
+    *out_len = k;
+    return d;
+}
+
+static cel_status parse_lf(const char *path, const char *src, size_t len, cel_template **out, cel_error *err);
+
 cel_status cel_template_parse(const char *path, const char *src, size_t len, cel_template **out, cel_error *err)
 {
     *out = NULL;
     if (!path) path = "<memory>";
     if (len > TMPL_MAX_BYTES) return cel_error_set(err, CEL_ERR_LIMIT, "%s: template larger than 1 MiB", path);
+    if (!memchr(src, '\r', len)) return parse_lf(path, src, len, out, err);
+    size_t n;
+    char *lf = crlf_to_lf(src, len, &n);
+    if (!lf) return cel_error_set(err, CEL_ERR_NOMEM, "%s: out of memory", path);
+    cel_status st = parse_lf(path, lf, n, out, err);
+    free(lf);
+    return st;
+}
+
+/* The parser proper, on text with "\n" line ends. */
+static cel_status parse_lf(const char *path, const char *src, size_t len, cel_template **out, cel_error *err)
+{
     if (!valid_utf8_text(src, len))
         return cel_error_set(err, CEL_ERR_FORMAT, "%s: template is not valid UTF-8 text (or holds a NUL byte)", path);
     cel_template *t = calloc(1, sizeof *t);

@@ -39,7 +39,7 @@ typedef struct mock_backend {
     size_t n_seeds;
 } mock_backend;
 
-static cel_status mock_count(void *ud, const char *s, size_t n, size_t *out, cel_error *err)
+static inline cel_status mock_count(void *ud, const char *s, size_t n, size_t *out, cel_error *err)
 {
     (void)ud;
     (void)err;
@@ -47,7 +47,7 @@ static cel_status mock_count(void *ud, const char *s, size_t n, size_t *out, cel
     return CEL_OK;
 }
 
-static cel_status mock_submit(cel_gen_backend *b, const cel_gen_request *r, cel_error *err)
+static inline cel_status mock_submit(cel_gen_backend *b, const cel_gen_request *r, cel_error *err)
 {
     mock_backend *m = (mock_backend *)b;
     if (m->n == m->cap) {
@@ -70,7 +70,7 @@ static cel_status mock_submit(cel_gen_backend *b, const cel_gen_request *r, cel_
     return CEL_OK;
 }
 
-static void mock_complete(mock_backend *m, mock_req *rq, bool cancel)
+static inline void mock_complete(mock_backend *m, mock_req *rq, bool cancel)
 {
     cel_gen_sample smp[64];
     cel_buf txt[64];
@@ -92,7 +92,7 @@ static void mock_complete(mock_backend *m, mock_req *rq, bool cancel)
     free(rq->prompt);
 }
 
-static cel_status mock_poll(cel_gen_backend *b, int timeout_ms, cel_error *err)
+static inline cel_status mock_poll(cel_gen_backend *b, int timeout_ms, cel_error *err)
 {
     (void)timeout_ms;
     (void)err;
@@ -107,9 +107,9 @@ static cel_status mock_poll(cel_gen_backend *b, int timeout_ms, cel_error *err)
     return CEL_OK;
 }
 
-static size_t mock_pending(const cel_gen_backend *b) { return ((const mock_backend *)b)->n; }
+static inline size_t mock_pending(const cel_gen_backend *b) { return ((const mock_backend *)b)->n; }
 
-static void mock_free(cel_gen_backend *b)
+static inline void mock_free(cel_gen_backend *b)
 {
     mock_backend *m = (mock_backend *)b;
     while (m->n > 0) {
@@ -122,7 +122,7 @@ static void mock_free(cel_gen_backend *b)
 
 static const cel_gen_backend_vtbl mock_vtbl = {"mock", mock_submit, mock_poll, mock_pending, mock_free};
 
-static mock_backend *mock_new(mock_script script, void *ud, mock_order order, uint32_t per_poll)
+static inline mock_backend *mock_new(mock_script script, void *ud, mock_order order, uint32_t per_poll)
 {
     mock_backend *m = calloc(1, sizeof *m);
     m->base.v = &mock_vtbl;
@@ -142,7 +142,7 @@ typedef struct collect {
     cel_buf drops; /* "reason unit_id\n" lines */
 } collect;
 
-static cel_status collect_record(void *ud, const char *json, size_t len, cel_error *err)
+static inline cel_status collect_record(void *ud, const char *json, size_t len, cel_error *err)
 {
     (void)err;
     collect *c = ud;
@@ -151,7 +151,7 @@ static cel_status collect_record(void *ud, const char *json, size_t len, cel_err
     return CEL_OK;
 }
 
-static void collect_drop(void *ud, cel_gen_drop reason, const char *unit_id, const char *detail)
+static inline void collect_drop(void *ud, cel_gen_drop reason, const char *unit_id, const char *detail)
 {
     (void)detail;
     collect *c = ud;

@@ -160,6 +160,11 @@ static void test_rephrase_directives(void **state)
     t = parse_ok("@kind qa\n@task open\n@user\n{{text}}\n");
     assert_int_equal(t->max_output_tokens, 0);
     cel_template_free(t);
+    /* CRLF line ends: no carriage return reaches the prompt */
+    t = parse_ok("@kind rephrase\r\n@lead_in Here:\r\n@user\r\nLine one\r\n{{text}}\r\n");
+    assert_string_equal(t->user_src, "Line one\n{{text}}");
+    assert_string_equal(t->lead_in, "Here:");
+    cel_template_free(t);
 }
 
 static void write_file(const char *path, const char *s)
