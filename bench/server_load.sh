@@ -5,6 +5,7 @@
 #   3. resident memory while serving a million requests of each kind;
 #   4. every fuzz seed (fuzz/corpus/http) replayed over a socket, then /health.
 # Usage: bench/server_load.sh [CELINE_BINARY] [SECONDS]   (defaults: build/celine, 10)
+# MEM_REQUESTS=N sets how many requests of each kind the memory stage serves (1000000).
 # Prints a summary; the numbers in bench/README.md come from it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +46,9 @@ paced() { # $1 = base script or "", $2 = delay ms
 }
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$srv_pid/status"; }
+# the server's CPU time (user + system, all threads) in clock ticks
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$srv_pid/stat"; }
+HZ="$(getconf CLK_TCK)"
 rps_of() { awk '/^Requests\/sec/ {printf "%.0f", $2}' "$1"; }
 p99_of() { awk '$1 == "99%" {print $2}' "$1"; }
 p50_of() { awk '$1 == "50%" {print $2}' "$1"; }
@@ -54,22 +58,26 @@ run_wrk() { # name, path, script or "", duration
   local name="$1" path="$2" script="$3" dur="$4"
   local args=(-t2 -c"$CONNS" -d"${dur}s" --latency)
   [ -n "$script" ] && args+=(-s "$script")
+  local t0; t0="$(cpu_ticks)"
   wrk "${args[@]}" "$url$path" >"$work/$name.txt"
+  echo $(( $(cpu_ticks) - t0 )) >"$work/$name.cpu"
   local bad; bad="$(non2xx_of "$work/$name.txt")"
   [ -z "$bad" ] || { echo "server_load: $name had $bad non-2xx answers" >&2; cat "$work/$name.txt" >&2; exit 1; }
 }
 
-echo "celine serve load test: $(nproc) cores, wrk -t2 -c$CONNS, ${SECS}s runs, $(uname -r)"
+echo "celine serve load test: $(nproc) cores, wrk -t2 -c$CONNS, ${SECS}s runs, $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 wrk -t2 -c"$CONNS" -d2s "$url/health" >/dev/null # warm-up
 rss0="$(rss_kb)"
 
 run_wrk health /health "" "$SECS"
 run_wrk reward /v1/reward "$work/reward.lua" "$SECS"
 h_rps="$(rps_of "$work/health.txt")"; r_rps="$(rps_of "$work/reward.txt")"
-printf '%-34s %10s req/s   p50 %-9s p99 %s\n' "GET /health (full speed)" "$h_rps" \
-  "$(p50_of "$work/health.txt")" "$(p99_of "$work/health.txt")"
-printf '%-34s %10s req/s   p50 %-9s p99 %s\n' "POST /v1/reward 1 item (full speed)" "$r_rps" \
-  "$(p50_of "$work/reward.txt")" "$(p99_of "$work/reward.txt")"
+# CPU the server spent per request: a figure that other load on the machine does not skew
+us_per_req() { awk -v t="$(cat "$work/$1.cpu")" -v hz="$HZ" -v r="$2" -v s="$SECS" 'BEGIN {printf "%.1f", t / hz * 1e6 / (r * s)}'; }
+printf '%-34s %10s req/s   p50 %-9s p99 %-9s server CPU %s us/req\n' "GET /health (full speed)" "$h_rps" \
+  "$(p50_of "$work/health.txt")" "$(p99_of "$work/health.txt")" "$(us_per_req health "$h_rps")"
+printf '%-34s %10s req/s   p50 %-9s p99 %-9s server CPU %s us/req\n' "POST /v1/reward 1 item (full speed)" "$r_rps" \
+  "$(p50_of "$work/reward.txt")" "$(p99_of "$work/reward.txt")" "$(us_per_req reward "$r_rps")"
 
 # half load: with c connections and a target of R/2 req/s, each waits about 2c/R s
 # (wrk's delay() counts whole milliseconds: round down, so the load is at least half)
@@ -88,7 +96,7 @@ echo "resident memory (KiB): after warm-up $rss0"
 for path in /health /v1/reward; do
   script=""; [ "$path" = /v1/reward ] && script="$work/reward.lua"
   n="$(total "$path")"; n="${n:-0}"
-  while [ "${n%.*}" -lt 1000000 ]; do
+  while [ "${n%.*}" -lt "${MEM_REQUESTS:-1000000}" ]; do
     run_wrk mem "$path" "$script" 5
     n="$(total "$path")"; n="${n:-0}"
     echo "  $path: ${n%.*} requests served, RSS $(rss_kb)"
