@@ -352,7 +352,36 @@ static void local_free(cel_gen_backend *b)
     free(L);
 }
 
-static const cel_gen_backend_vtbl local_vtbl = {"local", local_submit, local_poll, local_pending, local_free};
+/* Cancels the requests submitted with callback data ud: parked ones finish at
+ * once, the engine's get their final CANCELLED events at its next step. */
+static void local_cancel(cel_gen_backend *b, void *ud)
+{
+    local *L = (local *)b;
+    lreq **pp = &L->backlog_head, *prev = NULL;
+    while (*pp) {
+        lreq *r = *pp;
+        if (r->ud != ud) {
+            prev = r;
+            pp = &r->next;
+            continue;
+        }
+        *pp = r->next;
+        if (L->backlog_tail == r) L->backlog_tail = prev;
+        for (uint32_t i = 0; i < r->n; i++) r->fin[i] = CEL_FINISH_CANCELLED;
+        r->finished = r->n;
+        pthread_mutex_lock(&L->mu);
+        r->next = NULL;
+        if (L->done_tail) L->done_tail->next = r;
+        else L->done_head = r;
+        L->done_tail = r;
+        pthread_mutex_unlock(&L->mu);
+    }
+    for (lreq *r = L->all; r; r = r->next_all)
+        if (r->ud == ud && r->submitted) cel_engine_cancel(L->e, r->engine_id);
+}
+
+static const cel_gen_backend_vtbl local_vtbl = {"local", local_submit, local_poll, local_pending, local_free,
+                                                local_cancel};
 
 double cel_gen_local_engine_seconds(const cel_gen_backend *b)
 {

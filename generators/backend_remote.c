@@ -621,7 +621,57 @@ static void remote_free(cel_gen_backend *b)
     curl_global_cleanup();
 }
 
-static const cel_gen_backend_vtbl remote_vtbl = {"remote", remote_submit, remote_poll, remote_pending, remote_free};
+/* Removes one attempt of a cancelled request and resolves its sample. */
+static void cancel_attempt(remote *m, rr_att *a)
+{
+    if (a->r->status == CEL_OK) req_fail(a->r, CEL_ERR_CANCELLED, "cancelled");
+    sample_resolved(m, a->r);
+    att_free(a);
+}
+
+/* Cancels the requests submitted with callback data ud: waiting and delayed
+ * attempts are dropped, running transfers aborted; the callback runs from
+ * the next poll with CEL_ERR_CANCELLED. */
+static void remote_cancel(cel_gen_backend *b, void *ud)
+{
+    remote *m = (remote *)b;
+    rr_att **pp = &m->wait_head;
+    m->wait_tail = NULL;
+    while (*pp) {
+        rr_att *a = *pp;
+        if (a->r->ud == ud) {
+            *pp = a->next;
+            cancel_attempt(m, a);
+        } else {
+            m->wait_tail = a;
+            pp = &a->next;
+        }
+    }
+    pp = &m->delayed;
+    while (*pp) {
+        rr_att *a = *pp;
+        if (a->r->ud == ud) {
+            *pp = a->next;
+            cancel_attempt(m, a);
+        } else
+            pp = &a->next;
+    }
+    for (rr_att *a = m->active_head; a;) {
+        rr_att *next = a->act_next;
+        if (a->r->ud == ud) {
+            curl_multi_remove_handle(m->multi, a->easy);
+            if (a->act_prev) a->act_prev->act_next = a->act_next;
+            else m->active_head = a->act_next;
+            if (a->act_next) a->act_next->act_prev = a->act_prev;
+            m->active--;
+            cancel_attempt(m, a);
+        }
+        a = next;
+    }
+}
+
+static const cel_gen_backend_vtbl remote_vtbl = {"remote", remote_submit, remote_poll, remote_pending, remote_free,
+                                                 remote_cancel};
 
 void cel_gen_remote_stats(const cel_gen_backend *b, cel_remote_stats *out)
 {

@@ -498,8 +498,14 @@ const cel_gen_stats *cel_gen_pipeline_stats(const cel_gen_pipeline *p) { return 
 void cel_gen_pipeline_free(cel_gen_pipeline *p)
 {
     if (!p) return;
-    /* requests still in flight: their callbacks will only free themselves */
-    for (cel__req *r = p->reqs; r; r = r->next) r->p = NULL;
+    /* requests still in flight: cancelled where the backend can; their
+     * callbacks will only free themselves */
+    for (cel__req *r = p->reqs; r;) {
+        cel__req *next = r->next;
+        r->p = NULL;
+        if (p->be->v->cancel) p->be->v->cancel(p->be, r);
+        r = next;
+    }
     cel__doc *d = p->head;
     while (d) {
         cel__doc *n = d->next;

@@ -31,7 +31,12 @@ static void ow_free(cel_gen_backend *b)
     cel_tokenizer_free(o->tok);
     free(o);
 }
-static const cel_gen_backend_vtbl owning_vtbl = {"remote", ow_submit, ow_poll, ow_pending, ow_free};
+static void ow_cancel(cel_gen_backend *b, void *ud)
+{
+    cel_gen_backend *in = ((owning *)b)->inner;
+    if (in->v->cancel) in->v->cancel(in, ud);
+}
+static const cel_gen_backend_vtbl owning_vtbl = {"remote", ow_submit, ow_poll, ow_pending, ow_free, ow_cancel};
 
 cel_status cel_gen_backend_open(const cel_gen_backend_opts *o, cel_gen_backend **out, cel_error *err)
 {

@@ -262,6 +262,12 @@ typedef struct cel_gen_backend_vtbl {
     /* Frees the backend; every request still pending first gets its
      * callback with status CEL_ERR_CANCELLED (so no caller state leaks). */
     void (*free)(cel_gen_backend *b);
+    /* Optional (may be NULL): cancels every pending request submitted with
+     * callback data ud, releasing its engine sequence or HTTP transfer. Its
+     * callback still runs once from a later poll (status CEL_ERR_CANCELLED,
+     * or the samples' CANCELLED finish). Pipelines call it for the requests
+     * of a pipeline freed early (a client that went away). */
+    void (*cancel)(cel_gen_backend *b, void *ud);
 } cel_gen_backend_vtbl;
 
 struct cel_gen_backend {
@@ -366,6 +372,20 @@ typedef struct cel_gen_common {
 } cel_gen_common;
 
 typedef struct cel_gen_pipeline cel_gen_pipeline;
+
+/* Serving one-shot requests (what `celine serve` endpoints do): keep one
+ * backend for the process, e.g. cel_gen_local_create over the server's
+ * started engine with engine_threaded = true and notify = a uv_async_send
+ * wrapper. Per HTTP request, create a pipeline (cel_mind_create, ...) over
+ * that backend with a sink that collects the records, push the request's
+ * document(s) (with max_inflight_docs at least their number, push never
+ * waits), and on every notify call cel_gen_pipeline_poll(p, 0, ...) on each
+ * live pipeline: a backend poll runs the callbacks of every pipeline's
+ * requests, and each pipeline's poll emits its own finished documents. A
+ * request is complete when cel_gen_pipeline_inflight(p) == 0; free the
+ * pipeline then (or at a client disconnect: its requests still in flight
+ * are orphaned, their results discarded when they arrive). Everything runs
+ * on the loop thread; only the engine runs elsewhere. */
 
 /* Submits the document's work (copies it). Waits (polling the backend) while
  * max_inflight_docs documents are in flight. Records of finished documents

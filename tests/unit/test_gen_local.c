@@ -154,11 +154,66 @@ static void test_cancel_and_count(void **state)
     assert_non_null(strstr(e.msg, "/nonexistent/model.gguf"));
 }
 
+/* A pipeline freed while its requests run (a client that went away) cancels
+ * them: the engine stops generating instead of finishing 4000 tokens each. */
+static void test_pipeline_free_cancels(void **state)
+{
+    (void)state;
+    cel_model *m;
+    cel_error e;
+    assert_int_equal(cel_model_load(MODEL, NULL, &m, &e), CEL_OK);
+    cel_engine_params p;
+    memset(&p, 0, sizeof p);
+    p.n_threads = 1;
+    cel_engine *eng;
+    assert_int_equal(cel_engine_create(m, &p, &eng, &e), CEL_OK);
+    cel_gen_backend *b;
+    assert_int_equal(cel_gen_local_create(eng, NULL, &b, &e), CEL_OK);
+    cel_template_set *set;
+    assert_int_equal(cel_template_set_create(&set, &e), CEL_OK);
+    assert_int_equal(cel_template_set_load_dir(set, CELINE_SOURCE_DIR "/templates", &e), CEL_OK);
+    cel_mind_config cfg;
+    cel_mind_config_default(&cfg);
+    cfg.templates = set;
+    cfg.c.sampling.max_tokens = 4000;
+    cfg.c.sampling.temperature = 1.5f;
+    cfg.c.sampling.top_p = 1.0f;
+    cel_buf out;
+    cel_buf_init(&out);
+    cel_gen_sink sink = {NULL, NULL, &out};
+    sink.record = NULL;
+    cel_gen_pipeline *pl;
+    /* a sink without record() is refused */
+    assert_int_equal(cel_mind_create(&cfg, b, &sink, &pl, &e), CEL_ERR_INVALID);
+    cel_gen_jsonl_sink js;
+    cel_gen_jsonl_sink_init(&js, stdout, "stdout", NULL);
+    assert_int_equal(cel_mind_create(&cfg, b, &js.sink, &pl, &e), CEL_OK);
+    cel_gen_doc d = {"x", "Two and two make $2+2=4$.", 25, NULL};
+    assert_int_equal(cel_gen_pipeline_push(pl, &d, &e), CEL_OK);
+    assert_int_equal(cel_gen_backend_pending(b), 7);
+    for (int i = 0; i < 20; i++) {
+        bool did;
+        assert_int_equal(cel_engine_step(eng, &did, &e), CEL_OK);
+    }
+    cel_gen_pipeline_free(pl);
+    assert_int_equal(cel_gen_backend_wait_all(b, &e), CEL_OK);
+    cel_engine_stats st;
+    cel_engine_get_stats(eng, &st);
+    assert_true(st.gen_tokens < 7 * 100); /* far from 7 x 4000 */
+    assert_int_equal(st.running, 0);
+    cel_gen_backend_free(b);
+    cel_engine_free(eng);
+    cel_model_free(m);
+    cel_template_set_free(set);
+    cel_buf_free(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_modes_agree),
         cmocka_unit_test(test_cancel_and_count),
+        cmocka_unit_test(test_pipeline_free_cancels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

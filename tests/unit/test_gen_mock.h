@@ -120,7 +120,7 @@ static inline void mock_free(cel_gen_backend *b)
     free(m);
 }
 
-static const cel_gen_backend_vtbl mock_vtbl = {"mock", mock_submit, mock_poll, mock_pending, mock_free};
+static const cel_gen_backend_vtbl mock_vtbl = {"mock", mock_submit, mock_poll, mock_pending, mock_free, NULL};
 
 static inline mock_backend *mock_new(mock_script script, void *ud, mock_order order, uint32_t per_poll)
 {

@@ -298,6 +298,24 @@ static void test_cancel_on_free_and_bad_config(void **state)
         assert_int_equal(r[i].status, CEL_ERR_CANCELLED);
     }
     stop_server(&s);
+    /* cancel by callback data: running and waiting transfers end at once */
+    s = start_server("slow,slow,slow,slow", "--slow-s=3");
+    urls[0] = s.url;
+    b = make(urls, 1, 0, 1, 10, NULL);
+    result q[2];
+    memset(q, 0, sizeof q);
+    submit(b, "p", 2, 1, &q[0]); /* two transfers, one running, one waiting */
+    submit(b, "q", 1, 2, &q[1]);
+    assert_int_equal(cel_gen_backend_poll(b, 100, &e), CEL_OK);
+    double t0 = cel_now_sec();
+    b->v->cancel(b, &q[0]);
+    b->v->cancel(b, &q[1]);
+    assert_int_equal(cel_gen_backend_wait_all(b, &e), CEL_OK);
+    assert_true(cel_now_sec() - t0 < 2.0); /* not the server's 3 s */
+    assert_int_equal(q[0].status, CEL_ERR_CANCELLED);
+    assert_int_equal(q[1].status, CEL_ERR_CANCELLED);
+    cel_gen_backend_free(b);
+    stop_server(&s);
     /* a refused connection (nothing listening) counts as a transport error and is retried, then fails */
     const char *dead[] = {"http://127.0.0.1:1"};
     b = make(dead, 1, 1, 1, 2, NULL);
