@@ -104,14 +104,18 @@ static void on_token(void *ud, const cel_token_event *ev)
     r->prompt_tokens = ev->n_prompt_tokens;
     if (ev->finish == CEL_FINISH_ERROR && !r->error) r->error = strdup(ev->error ? ev->error : "engine error");
     if (++r->finished < r->n) return;
+    /* From the moment r is on the done list the polling thread may deliver
+     * it and even free the backend: touch nothing after the unlock. The
+     * notify hook (non-blocking, e.g. uv_async_send) runs under the lock for
+     * that reason, and local_free passes through the lock before freeing. */
     pthread_mutex_lock(&L->mu);
     r->next = NULL;
     if (L->done_tail) L->done_tail->next = r;
     else L->done_head = r;
     L->done_tail = r;
     pthread_cond_signal(&L->cv);
-    pthread_mutex_unlock(&L->mu);
     if (L->opts.engine_threaded && L->opts.notify) L->opts.notify(L->opts.notify_ud);
+    pthread_mutex_unlock(&L->mu);
 }
 
 static void unlink_all(local *L, lreq *r)
@@ -343,6 +347,9 @@ static void local_free(cel_gen_backend *b)
         }
     }
     deliver(L, true);
+    /* an engine-thread callback may still be inside its critical section */
+    pthread_mutex_lock(&L->mu);
+    pthread_mutex_unlock(&L->mu);
     if (L->own_engine) {
         cel_engine_free(L->e);
         cel_model_free(L->model);

@@ -296,7 +296,8 @@ cel_status cel_gen_backend_wait_all(cel_gen_backend *b, cel_error *err);
 typedef struct cel_gen_local_opts {
     cel_chat_kind chat;   /* AUTO: detect from the model */
     bool engine_threaded; /* the engine runs its own thread (cel_engine_start); else poll steps it */
-    void (*notify)(void *ud); /* threaded: called on the engine thread when a result is ready (e.g. uv_async_send) */
+    void (*notify)(void *ud); /* threaded: called on the engine thread when a result is ready (e.g. uv_async_send);
+                                 must not block or call back into the backend */
     void *notify_ud;
 } cel_gen_local_opts;
 /* Wraps an engine the caller keeps owning (it must outlive the backend). */
