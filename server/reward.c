@@ -213,7 +213,7 @@ cel_status cel__srv_reward_run(cel_server *s, const char *body, size_t len, cel_
     json_t *root = NULL;
     CEL_TRY(cel__srv_json_parse(body, len, &root, err));
     json_t *items = NULL, *owned_items = NULL;
-    cel_adv_mode mode = CEL_ADV_NONE;
+    cel_adv_mode mode = CEL_ADV_GRPO; /* as `celine reward` */
     bool whiten = false;
     uint32_t format = s->default_format;
     cel_status st = CEL_OK;

@@ -418,7 +418,14 @@ static void test_reward_single_and_groups(void **state)
     const char *one = "{\"response\":\"Answer: B\",\"reference\":\"B\",\"task\":\"mcq\",\"choices\":[\"1\",\"2\",\"3\"]}";
     assert_int_equal(cel__srv_reward_run(s, one, strlen(one), &out, &status, &n, &err), CEL_OK);
     assert_int_equal(n, 1);
+    /* GRPO by default, as `celine reward`: a group of one gets 0 */
+    assert_non_null(strstr(out.data, "\"advantages\":[0.0]"));
+    assert_non_null(strstr(out.data, "\"advantage_mode\":\"grpo\""));
+    cel_buf_reset(&out);
+    const char *none = "{\"advantage\":\"none\",\"items\":[{\"response\":\"1\",\"reference\":\"1\"}]}";
+    assert_int_equal(cel__srv_reward_run(s, none, strlen(none), &out, &status, &n, &err), CEL_OK);
     assert_non_null(strstr(out.data, "\"advantages\":null"));
+    assert_null(strstr(out.data, "\"advantage\":"));
 
     /* OpenRLHF: the prompt prefix is removed before grading */
     cel_buf_reset(&out);
