@@ -44,7 +44,7 @@ static int run_serve(int argc, char **argv)
     cel_server_config_default(&cfg);
     const char *host = "127.0.0.1", *api_key = NULL, *data_dir = NULL, *model = NULL, *tokenizer = NULL;
     const char *chat_template = NULL, *model_name = NULL, *backend = "cpu", *format = NULL, *log_level = "info";
-    int64_t port = 8080, threads = 0, engine_threads = 0, n_ctx = 0, max_seqs = 0, max_n = cfg.max_n;
+    int64_t port = 8080, threads = 0, engine_threads = 0, n_ctx = 0, max_seqs = 0, max_n = cfg.max_n, engine_queue = 0;
     int64_t max_header = (int64_t)cfg.max_header_bytes, max_headers = cfg.max_headers;
     int64_t max_body = (int64_t)cfg.max_body_bytes, header_to = cfg.header_timeout_ms, body_to = cfg.body_timeout_ms;
     int64_t idle_to = cfg.idle_timeout_ms, max_conn = cfg.max_connections, max_pipe = cfg.max_pipeline;
@@ -65,6 +65,8 @@ static int run_serve(int argc, char **argv)
         {"engine-threads", CEL_OPT_INT, &engine_threads, "N", "CPU threads for the engine (default: all cores)"},
         {"ctx", CEL_OPT_INT, &n_ctx, "N", "context length per sequence (default: the model's, at most 8192)"},
         {"max-seqs", CEL_OPT_INT, &max_seqs, "N", "sequences the engine runs at once (default 256)"},
+        {"engine-queue", CEL_OPT_INT, &engine_queue, "N",
+         "generation requests waiting for the engine; over: 429 (default 4096)"},
         {"max-n", CEL_OPT_INT, &max_n, "N", "largest 'n' a request may ask for (default 64)"},
         {"format", CEL_OPT_STR, &format, "F",
          "required answer format for rewards: none | boxed | answer | think | a comma list (default none)"},
@@ -87,7 +89,7 @@ static int run_serve(int argc, char **argv)
     if (rc) return cel_cli_exit(rc);
     if (check_range("port", port, 0, 65535) || check_range("threads", threads, 0, 256) ||
         check_range("engine-threads", engine_threads, 0, 1024) || check_range("ctx", n_ctx, 0, 1 << 22) ||
-        check_range("max-seqs", max_seqs, 0, 1 << 16) || check_range("max-n", max_n, 1, 1024) ||
+        check_range("max-seqs", max_seqs, 0, 1 << 16) || check_range("engine-queue", engine_queue, 0, 1 << 24) || check_range("max-n", max_n, 1, 1024) ||
         check_range("max-header-bytes", max_header, 256, 1 << 24) || check_range("max-headers", max_headers, 1, 10000) ||
         check_range("max-body-bytes", max_body, 1, ((int64_t)1 << 32) - 1) ||
         check_range("header-timeout-ms", header_to, 1, 86400000) ||
@@ -132,6 +134,7 @@ static int run_serve(int argc, char **argv)
     cfg.engine_threads = (int32_t)engine_threads;
     cfg.n_ctx = (int32_t)n_ctx;
     cfg.max_seqs = (int32_t)max_seqs;
+    cfg.engine_queue = (int32_t)engine_queue;
     cfg.max_n = (uint32_t)max_n;
     cfg.reward_format = format;
     cfg.max_header_bytes = (size_t)max_header;

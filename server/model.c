@@ -50,6 +50,7 @@ static void loader_main(void *arg)
         p.n_threads = s->cfg.engine_threads;
         p.n_ctx = s->cfg.n_ctx;
         p.max_seqs = s->cfg.max_seqs;
+        p.max_queue = s->cfg.engine_queue;
         p.log = s->cfg.log;
         st = cel_engine_create(m, &p, &e, err);
     }

@@ -48,6 +48,7 @@ typedef struct cel_server_config {
     int32_t engine_threads;       /* CPU threads for the engine; <= 0: all cores */
     int32_t n_ctx;                /* engine context per sequence; 0: engine default */
     int32_t max_seqs;             /* engine running sequences; 0: engine default */
+    int32_t engine_queue;         /* requests waiting for the engine; over: 429. 0: engine default (4096) */
     uint32_t max_n;               /* largest `n` a request may ask; 0: 64 */
     const char *reward_format;    /* default required format for graders ("none", "boxed", ...); NULL: none */
     bool install_signals;         /* SIGINT/SIGTERM start a graceful shutdown (the CLI sets this) */

@@ -718,6 +718,33 @@ def suite_generate():
     finally:
         check(srv.stop() == 0, "exit 0")
 
+    print("429 when the engine's queue is full")
+    srv = Server("--model", MODEL, "--max-seqs", "1", "--engine-queue", "1")
+    socks = []
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and srv.json("GET", "/health")[0] != 200:
+            time.sleep(0.05)
+        body = json.dumps({"prompt": "Tell me", "max_tokens": 4000, "ignore_eos": True, "stream": True}).encode()
+        for _ in range(2):  # one runs (max-seqs 1), one waits in the engine's queue
+            s = srv.sock()
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            socks.append(s)
+            time.sleep(0.2)
+        queued = wait_gauge(srv, 'celine_queue_depth{queue="engine"}', 1)
+        st, h, body = srv.json("POST", "/v1/completions", {"prompt": "x", "max_tokens": 2})
+        check(queued and st == 429 and h.get("Retry-After") == "1" and is_openai_error(body, "engine_queue_full"),
+              "a full engine queue answers 429 with Retry-After (%s)" % st)
+        for s in socks:
+            s.close()
+        check(wait_gauge(srv, "celine_generations_in_flight", 0), "closing the clients cancels both")
+        st, h, body = srv.json("POST", "/v1/completions", {"prompt": "x", "max_tokens": 2})
+        check(st == 200, "the engine accepts again")
+    finally:
+        for s in socks:
+            s.close()
+        check(srv.stop() == 0, "exit 0")
+
     print("SIGTERM during a long stream: grace, then cancel")
     srv = Server("--model", MODEL, "--shutdown-grace-ms", "500")
     try:
