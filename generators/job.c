@@ -336,7 +336,10 @@ static void fill_progress(const job *j, cel_job_progress *p, bool final)
     p->c.shards = j->st.n_shards;
     for (uint32_t i = 0; i < j->st.n_shards; i++) p->c.out_bytes += j->st.shards[i].bytes;
     p->docs_done = (j->live.docs - j->pushed) + (gs ? gs->docs_done : 0);
-    p->input_bytes_done = j->live.input_bytes;
+    /* the position of the last complete document, not of the read-ahead */
+    uint64_t dd = gs ? gs->docs_done : 0;
+    const in_snap *at = dd == j->pushed ? &j->live : dd == 0 ? &j->start : fifo_get(j, dd - 1);
+    p->input_bytes_done = at ? at->input_bytes : j->live.input_bytes;
     p->input_bytes_total = j->total_bytes;
     p->elapsed_s = cel_now_sec() - j->t0;
     p->gen_tokens = gs ? gs->gen_tokens : 0;
@@ -779,7 +782,7 @@ cel_status cel_job_run(const cel_job_opts *o, cel_job_pipeline_fn make, void *ma
     j->be = be;
     j->h = hooks;
     j->last_item_doc = UINT64_MAX;
-    j->t0 = j->last_ckpt_t = cel_now_sec();
+    j->t0 = j->last_ckpt_t = j->last_progress_t = cel_now_sec();
     int n = parts > 1 ? snprintf(j->dir, sizeof j->dir, "%s/part-%05u-of-%05u", o->out_dir, o->part, parts)
                       : snprintf(j->dir, sizeof j->dir, "%s", o->out_dir);
     if (n < 0 || (size_t)n >= sizeof j->dir) return cel_error_set(err, CEL_ERR_LIMIT, "%s: path too long", o->out_dir);

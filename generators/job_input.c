@@ -97,7 +97,12 @@ void cel_jsonl_free(cel_jsonl_reader *r)
 }
 
 uint64_t cel_jsonl_line_number(const cel_jsonl_reader *r) { return r->event_line; }
-uint64_t cel_jsonl_bytes_read(const cel_jsonl_reader *r) { return r->bytes_read; }
+uint64_t cel_jsonl_bytes_read(const cel_jsonl_reader *r)
+{
+    /* what the lines delivered so far consumed, not what was read ahead */
+    uint64_t ahead = r->zin_len - r->zin_pos + (r->zst ? 0 : r->wlen - r->wpos);
+    return r->bytes_read > ahead ? r->bytes_read - ahead : 0;
+}
 bool cel_jsonl_compressed(const cel_jsonl_reader *r) { return r->zst; }
 
 /* Reads more of the file into zin (after what is unread). */

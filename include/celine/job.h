@@ -278,7 +278,7 @@ cel_status cel_jsonl_open_stream(FILE *f, const char *name, size_t max_line_byte
  * read error is CEL_ERR_IO. msg (optional) explains TOO_LONG / CORRUPT. */
 cel_status cel_jsonl_next(cel_jsonl_reader *r, cel_jsonl_kind *kind, const char **line, size_t *len, cel_error *msg);
 uint64_t cel_jsonl_line_number(const cel_jsonl_reader *r); /* of the last line / event (1-based) */
-uint64_t cel_jsonl_bytes_read(const cel_jsonl_reader *r);  /* from the file (compressed) */
+uint64_t cel_jsonl_bytes_read(const cel_jsonl_reader *r);  /* of the file consumed so far (compressed) */
 bool cel_jsonl_compressed(const cel_jsonl_reader *r);
 void cel_jsonl_free(cel_jsonl_reader *r);
 
