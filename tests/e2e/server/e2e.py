@@ -341,7 +341,7 @@ def suite_api():
     check(r.returncode != 0 and b"does not exist" in r.stderr, "a missing model path is refused at start")
     r = subprocess.run([CELINE, "serve", "--model", os.path.join(SRC, "tests", "data", "models", "README.md"),
                         "--port", "0"], capture_output=True, timeout=60)
-    check(r.returncode == 1 and b"not a GGUF file" in r.stderr, "a file that is not a model: exit 1 with the reason")
+    check(r.returncode == 1 and b"failed to load" in r.stderr, "a file that is not a model: exit 1 with the reason")
 
 
 # ------------------------------------------------------------------ limits
