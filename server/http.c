@@ -385,6 +385,8 @@ static bool conn_write(cel__conn *c, char *data, size_t len, bool own, bool *con
     return true;
 }
 
+/* Whether the connection may take another request now: not closing or
+ * draining, under the pipeline depth and under the unsent-bytes cap. */
 static bool can_parse(const cel__conn *c)
 {
     const cel_server *s = c->srv;
@@ -483,6 +485,9 @@ static void on_timer(uv_timer_t *t)
     }
 }
 
+/* Moves the connection to phase ph and (re)arms its one timer for it; the
+ * timer restarts only when the phase changes (so dribbling bytes cannot
+ * extend a header deadline), except WRITE, which restarts on every write. */
 static void conn_set_phase(cel__conn *c, cel__phase ph)
 {
     if (c->virt || c->closing) {
@@ -522,6 +527,8 @@ static int fail_parse(cel__conn *c, int status, const char *msg)
     return -1;
 }
 
+/* http_parser callbacks: they build c->cur and enforce the head limits;
+ * a nonzero return (fail_parse) stops the parser with c->err_status set. */
 static int on_message_begin(http_parser *p)
 {
     cel__conn *c = p->data;
@@ -604,6 +611,9 @@ static void split_url(cel_http_req *r)
     r->path = u;
 }
 
+/* End of the head: finish the header list, split the target, refuse a
+ * declared body over the cap (413 before reading it), answer
+ * "Expect: 100-continue", and switch the timer to the body phase. */
 static int on_headers_complete(http_parser *p)
 {
     cel__conn *c = p->data;
@@ -649,6 +659,8 @@ static int on_body(http_parser *p, const char *at, size_t n)
     return 0;
 }
 
+/* A whole request: hand it to its route. Parsing pauses here when the
+ * connection must not take more (pipeline full, close requested, ...). */
 static int on_message_complete(http_parser *p)
 {
     cel__conn *c = p->data;
@@ -793,6 +805,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     cel__srv_conn_feed(c, buf->base, (size_t)nread);
 }
 
+/* Both handles (tcp, timer) closed: unlink and free the connection. */
 static void on_handle_closed(uv_handle_t *h)
 {
     cel__conn *c = h->data;
@@ -841,6 +854,8 @@ static void conn_finish_close(cel__conn *c)
     if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, on_shutdown) != 0) cel__srv_conn_close(c);
 }
 
+/* Idempotent. Requests a handler still owns are marked aborted (their abort
+ * hooks run now) and freed when completed; the rest are freed here. */
 void cel__srv_conn_close(cel__conn *c)
 {
     if (c->closing) return;
@@ -945,6 +960,7 @@ void cel__srv_conn_virtual_free(cel__conn *c)
     cel__srv_check_finished(s);
 }
 
+/* Accepts one connection; over the cap it gets a canned 503, then close. */
 cel_status cel__srv_conn_accept(cel_server *s)
 {
     cel__conn *c = conn_new(s);

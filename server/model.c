@@ -11,6 +11,7 @@
 
 #include "internal.h"
 
+/* Loop thread: the loader is done; go READY, or log and shut down. */
 static void on_loaded(void *ud)
 {
     cel_server *s = ud;
@@ -28,6 +29,7 @@ static void on_loaded(void *ud)
     cel__srv_check_finished(s);
 }
 
+/* Loader thread: model, engine, engine thread; results into s, then a post. */
 static void loader_main(void *arg)
 {
     cel_server *s = arg;
