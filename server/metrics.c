@@ -156,7 +156,8 @@ cel_status cel__srv_metrics_render(cel_server *s, cel_buf *b)
 
     cel_engine_stats es;
     memset(&es, 0, sizeof es);
-    if (s->engine) cel_engine_get_stats(s->engine, &es);
+    /* the loader thread writes s->engine; it is ours to read only once READY was posted */
+    if (s->model_state == CEL__MODEL_READY && s->engine) cel_engine_get_stats(s->engine, &es);
     cel_buf_printf(b,
                    "# HELP celine_queue_depth Work waiting or running, by queue.\n"
                    "# TYPE celine_queue_depth gauge\n"
