@@ -10,6 +10,7 @@ Every wait is bounded; every server is started on an ephemeral port
 import http.client
 import json
 import re
+import shutil
 import os
 import signal
 import socket
@@ -306,6 +307,7 @@ def suite_api():
             check(metric(text, name) is not None, "metric %s present" % name)
     finally:
         rc = srv.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     check(rc == 0, "server exits 0 on SIGTERM (rc=%s)" % rc)
 
     print("API key")
