@@ -684,6 +684,36 @@ def suite_generate():
         st, h, body = srv.json("POST", "/v1/completions", {"prompt": [1, 2, 99999]})
         check(st == 400 and "not a token id" in body["error"]["message"], "prompt token ids are checked")
 
+        print("concurrent streams")
+        outs = []
+
+        def one_stream(i):
+            try:
+                st, h, raw = stream_post(srv, "/v1/chat/completions", {
+                    "messages": [{"role": "user", "content": "Hello number %d" % i}], "n": 2, "max_tokens": 20,
+                    "ignore_eos": True, "seed": i, "stream": True, "stream_options": {"include_usage": True}})
+                outs.append((st, sse_events(raw)))
+            except Exception as e:  # noqa: BLE001 - reported by the check below
+                outs.append((0, [repr(e)]))
+
+        threads = [threading.Thread(target=one_stream, args=(i,)) for i in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        good = 0
+        for st, ev in outs:
+            if st != 200 or not ev or ev[-1] != "[DONE]":
+                continue
+            chunks = [json.loads(e) for e in ev[:-1]]
+            fins = {c["choices"][0]["index"]: c["choices"][0]["finish_reason"] for c in chunks
+                    if c["choices"] and c["choices"][0]["finish_reason"]}
+            if fins == {0: "length", 1: "length"} and chunks[-1]["usage"]["completion_tokens"] == 40:
+                good += 1
+        check(good == 32, "32 concurrent streams (n = 2) all complete with usage and [DONE] (%d)" % good)
+        check(wait_gauge(srv, "celine_generations_in_flight", 0) and wait_gauge(srv, "celine_kv_blocks_used", 0),
+              "nothing left in flight, no KV blocks held")
+
         print("client disconnect mid-stream")
         before = gauge(srv, "celine_generation_cancelled_total")
         s = srv.sock()
