@@ -176,6 +176,10 @@ static int run_serve(int argc, char **argv)
                 host);
     cel_status st = cel_server_run(s, &err);
     cel_server_free(s);
+    /* closing the server gave SIGINT/SIGTERM back their default action; a
+     * repeated signal now (Ctrl-C twice) must not turn a clean stop into a kill */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
     if (st != CEL_OK) return cel_cli_fail("serve", "%s", err.msg);
     fprintf(stderr, "celine serve: stopped\n");
     return 0;
