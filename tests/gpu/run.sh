@@ -62,10 +62,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ -d "$DEPS/usr/lib/x86_64-linux-gnu/pkgconfig" ]; then
     PCDIR="$(mktemp -d)"
     for pc in "$DEPS"/usr/lib/x86_64-linux-gnu/pkgconfig/*.pc "$DEPS"/usr/share/pkgconfig/*.pc; do
-      [ -e "$pc" ] && sed -e "s|=/usr|=$DEPS/usr|g" "$pc" >"$PCDIR/$(basename "$pc")"
+      # prefix=/usr style and literal -L/usr -I/usr paths (cmocka.pc) both point into $DEPS
+      [ -e "$pc" ] && sed -e "s|=/usr|=$DEPS/usr|g" -e "s|-L/usr|-L$DEPS/usr|g" -e "s|-I/usr|-I$DEPS/usr|g" "$pc" >"$PCDIR/$(basename "$pc")"
     done
     export PKG_CONFIG_PATH="$PCDIR${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
     export LD_LIBRARY_PATH="$DEPS/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    export LIBRARY_PATH="$DEPS/usr/lib/x86_64-linux-gnu${LIBRARY_PATH:+:$LIBRARY_PATH}"
     log "using $DEPS (PKG_CONFIG_PATH=$PCDIR)"
     still=()
     for m in "${missing[@]}"; do "$PKGCONF" --exists "$m" || still+=("$m"); done
