@@ -13,6 +13,12 @@
 #include "celine/server.h"
 #include "cli.h"
 
+/* server/routes_gen.c (owner: jobs): POST /v1/generate/<kind> and the /v1/jobs API */
+typedef struct cel_gen_routes cel_gen_routes;
+cel_status cel_gen_routes_register(cel_server *s, const char *templates_dir, cel_gen_routes **out, cel_error *err);
+void cel_gen_routes_stop(cel_gen_routes *g);
+void cel_gen_routes_free(cel_gen_routes *g);
+
 static int check_range(const char *name, int64_t v, int64_t lo, int64_t hi)
 {
     if (v < lo || v > hi) {
@@ -169,13 +175,24 @@ static int run_serve(int argc, char **argv)
     cel_error_clear(&err);
     cel_server *s = NULL;
     if (cel_server_create(&cfg, &s, &err) != CEL_OK) return cel_cli_fail("serve", "%s", err.msg);
+    const char *tmpl = getenv("CELINE_TEMPLATES");
+#ifdef CELINE_SOURCE_DIR
+    if (!tmpl || !*tmpl) tmpl = CELINE_SOURCE_DIR "/templates";
+#endif
+    cel_gen_routes *gen_routes = NULL;
+    if (cel_gen_routes_register(s, tmpl && *tmpl ? tmpl : NULL, &gen_routes, &err) != CEL_OK) {
+        cel_server_free(s);
+        return cel_cli_fail("serve", "%s", err.msg);
+    }
     printf("celine: listening on %s\n", cel_server_url(s));
     fflush(stdout);
     if (!cfg.api_key && strcmp(host, "127.0.0.1") != 0 && strcmp(host, "::1") != 0 && strcmp(host, "localhost") != 0)
         fprintf(stderr, "celine serve [warn] listening on %s without --api-key: anyone who reaches it can use it\n",
                 host);
     cel_status st = cel_server_run(s, &err);
+    cel_gen_routes_stop(gen_routes); /* jobs stop (keeping what is done) before the engine goes */
     cel_server_free(s);
+    cel_gen_routes_free(gen_routes);
     /* closing the server gave SIGINT/SIGTERM back their default action; a
      * repeated signal now (Ctrl-C twice) must not turn a clean stop into a kill */
     signal(SIGINT, SIG_IGN);

@@ -352,6 +352,8 @@ cel_status cel_job_spec_validate(const cel_job_spec *s, cel_error *err)
     return CEL_OK;
 }
 
+bool cel_job_spec_has(const cel_job_spec *s, const char *key) { return json_object_get(s->v, key) != NULL; }
+
 const char *cel_job_spec_str(const cel_job_spec *s, const char *key)
 {
     return json_string_value(json_object_get(s->v, key));
@@ -758,6 +760,51 @@ static cel_status check_input(void *ud, const char *path, cel_error *err)
     return ip->env->resolve(ip->env->resolve_ud, path, false, tmp, sizeof tmp, err);
 }
 
+/* Input specs through the front end's policy: a glob's folder part is
+ * resolved, its pattern kept (only the last component may hold * ? [). */
+static cel_status resolve_inputs(const cel_job_env *env, const char *const *raw, size_t n_in, char (*paths)[4096],
+                                 const char **inputs, cel_error *err)
+{
+    cel_status st = CEL_OK;
+    for (size_t i = 0; i < n_in && !st; i++) {
+        const char *glob_at = strpbrk(raw[i], "*?[");
+        if (glob_at && env && env->resolve) {
+            const char *slash = strrchr(raw[i], '/');
+            if (slash && slash > glob_at)
+                return cel_error_set(err, CEL_ERR_INVALID, "input '%s': only the last path component may hold * ? [", raw[i]);
+            char dir[4096];
+            snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - raw[i]) : 1, slash ? raw[i] : ".");
+            st = resolve(env, dir, false, paths[i], sizeof paths[i], err);
+            size_t l = strlen(paths[i]);
+            if (!st && (size_t)snprintf(paths[i] + l, sizeof paths[i] - l, "/%s", slash ? slash + 1 : raw[i]) >= sizeof paths[i] - l)
+                st = cel_error_set(err, CEL_ERR_LIMIT, "input '%s': path too long", raw[i]);
+        } else {
+            st = resolve(env, raw[i], false, paths[i], sizeof paths[i], err);
+        }
+        inputs[i] = paths[i];
+    }
+    return st;
+}
+
+cel_status cel_job_spec_check_paths(const cel_job_spec *s, const cel_job_env *env, cel_error *err)
+{
+    const char *raw[1024];
+    size_t n_in = cel_job_spec_list(s, "input", raw, 1024);
+    char (*paths)[4096] = calloc(n_in + 1, sizeof *paths);
+    const char **inputs = calloc(n_in + 1, sizeof *inputs);
+    cel_status st = !paths || !inputs ? cel_error_set(err, CEL_ERR_NOMEM, "out of memory") : CEL_OK;
+    if (!st) st = resolve_inputs(env, raw, n_in, paths, inputs, err);
+    const char *dirs[64];
+    size_t nd = cel_job_spec_list(s, "templates", dirs, 64);
+    for (size_t i = 0; i < nd && !st; i++) st = resolve(env, dirs[i], false, paths[0], sizeof paths[0], err);
+    if (!st && cel_job_spec_str(s, "tokenizer"))
+        st = resolve(env, cel_job_spec_str(s, "tokenizer"), false, paths[0], sizeof paths[0], err);
+    if (!st && cel_job_spec_str(s, "output")) st = resolve(env, cel_job_spec_str(s, "output"), true, paths[0], sizeof paths[0], err);
+    free(paths);
+    free(inputs);
+    return st;
+}
+
 cel_status cel_job_spec_out_dir(const cel_job_spec *s, const cel_job_env *env, char *out, size_t cap, cel_error *err)
 {
     const char *o = cel_job_spec_str(s, "output");
@@ -782,29 +829,10 @@ cel_status cel_job_run_spec(const cel_job_spec *s, const cel_job_env *env, const
     if (!n_in) return cel_error_set(err, CEL_ERR_INVALID, "the job needs input (--input PATH: a file, a folder or a glob)");
     const char *o = cel_job_spec_str(s, "output");
     if (!o) return cel_error_set(err, CEL_ERR_INVALID, "the job needs an output folder (--output DIR)");
-    /* paths through the front end's policy; a glob's folder part is resolved, its pattern kept */
     char (*paths)[4096] = calloc(n_in + 1, sizeof *paths);
     const char **inputs = calloc(n_in, sizeof *inputs);
     cel_status st = !paths || !inputs ? cel_error_set(err, CEL_ERR_NOMEM, "out of memory") : CEL_OK;
-    for (size_t i = 0; i < n_in && !st; i++) {
-        const char *glob_at = strpbrk(raw[i], "*?[");
-        if (glob_at && env && env->resolve) {
-            const char *slash = strrchr(raw[i], '/');
-            if (slash && slash > glob_at) {
-                st = cel_error_set(err, CEL_ERR_INVALID, "input '%s': only the last path component may hold * ? [", raw[i]);
-                break;
-            }
-            char dir[4096];
-            snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - raw[i]) : 1, slash ? raw[i] : ".");
-            st = resolve(env, dir, false, paths[i], sizeof paths[i], err);
-            size_t l = strlen(paths[i]);
-            if (!st && (size_t)snprintf(paths[i] + l, sizeof paths[i] - l, "/%s", slash ? slash + 1 : raw[i]) >= sizeof paths[i] - l)
-                st = cel_error_set(err, CEL_ERR_LIMIT, "input '%s': path too long", raw[i]);
-        } else {
-            st = resolve(env, raw[i], false, paths[i], sizeof paths[i], err);
-        }
-        inputs[i] = paths[i];
-    }
+    if (!st) st = resolve_inputs(env, raw, n_in, paths, inputs, err);
     char out_dir[4096];
     if (!st) st = resolve(env, o, true, out_dir, sizeof out_dir, err);
     cel_job_gen *g = NULL;

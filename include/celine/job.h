@@ -105,6 +105,7 @@ cel_status cel_job_spec_set(cel_job_spec *s, const char *key, const char *value,
 /* Checks the keys against the kind (which must be set). */
 cel_status cel_job_spec_validate(const cel_job_spec *s, cel_error *err);
 cel_status cel_job_spec_kind(const cel_job_spec *s, cel_job_kind *out, cel_error *err);
+bool cel_job_spec_has(const cel_job_spec *s, const char *key);
 /* A string / list value (NULL / 0 when unset): for front ends. */
 const char *cel_job_spec_str(const cel_job_spec *s, const char *key);
 size_t cel_job_spec_list(const cel_job_spec *s, const char *key, const char **items, size_t max);
@@ -237,6 +238,9 @@ cel_status cel_job_run(const cel_job_opts *o, cel_job_pipeline_fn make, void *ma
 /* A job from a spec: cel_job_gen_open + cel_job_run with the spec's IO keys. */
 cel_status cel_job_run_spec(const cel_job_spec *s, const cel_job_env *env, const cel_job_hooks *hooks,
                             cel_job_result *res, cel_error *err);
+/* Runs every path of the spec (inputs, templates, tokenizer, output)
+ * through env->resolve, opening nothing: a server refuses a job early. */
+cel_status cel_job_spec_check_paths(const cel_job_spec *s, const cel_job_env *env, cel_error *err);
 /* The job's output folder for a spec (OUT, or OUT/part-I-of-N). */
 cel_status cel_job_spec_out_dir(const cel_job_spec *s, const cel_job_env *env, char *out, size_t cap, cel_error *err);
 
