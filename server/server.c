@@ -601,6 +601,11 @@ cel_status cel_server_run(cel_server *s, cel_error *err)
     cel__srv_check_finished(s); /* a stop requested before run */
     while (!s->finished) uv_run(&s->loop, UV_RUN_DEFAULT);
     s->running = false;
+    /* nothing runs callbacks any more: refuse new posts, deliver queued ones */
+    pthread_mutex_lock(&s->post_mu);
+    s->post_closed = true;
+    pthread_mutex_unlock(&s->post_mu);
+    on_post(&s->post_async);
     if (s->model_state == CEL__MODEL_FAILED) {
         if (err) *err = s->model_err;
         return s->model_err.code ? s->model_err.code : CEL_ERR_INTERNAL;

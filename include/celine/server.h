@@ -96,8 +96,10 @@ cel_status cel_server_route(cel_server *s, const char *method, const char *path,
                             void *ud, cel_error *err);
 
 /* Runs fn(ud) on the loop thread soon. Thread-safe: this is how engine or
- * generator threads hand results back. Fails (CEL_ERR_CANCELLED) once the
- * server has fully stopped; fn is then not called. */
+ * generator threads hand results back. Fails (CEL_ERR_CANCELLED) once
+ * cel_server_run has returned; fn is then not called. Callbacks posted
+ * before that run, at the latest as cel_server_run returns. Never call it
+ * after cel_server_free. */
 cel_status cel_server_post(cel_server *s, void (*fn)(void *ud), void *ud);
 
 /* Resolves `rel` (a relative path from a request) inside the configured data

@@ -631,6 +631,38 @@ static void test_post_from_thread(void **state)
     cel_server_free(s);
 }
 
+static void *stop_later(void *arg)
+{
+    usleep(50 * 1000);
+    cel_server_stop(arg);
+    return NULL;
+}
+
+static void test_run_and_stop(void **state)
+{
+    (void)state;
+    cel_server *s = make_server(NULL);
+    assert_true(cel_server_port(s) > 0);
+    char want[64];
+    snprintf(want, sizeof want, "http://127.0.0.1:%d", cel_server_port(s));
+    assert_string_equal(cel_server_url(s), want);
+    int n = 0;
+    assert_int_equal(cel_server_post(s, posted, &n), CEL_OK); /* runs inside cel_server_run */
+    pthread_t t;
+    pthread_create(&t, NULL, stop_later, s);
+    cel_error err;
+    uint64_t t0 = cel_now_ns();
+    assert_int_equal(cel_server_run(s, &err), CEL_OK);
+    pthread_join(t, NULL);
+    assert_true(cel_now_ns() - t0 < 5000000000ull);
+    assert_int_equal(n, 1);
+    assert_int_equal(cel_server_post(s, posted, &n), CEL_ERR_CANCELLED); /* stopped: refused, never run */
+    cel_server_stop(s);                                                  /* idempotent, harmless */
+    assert_int_equal(cel_server_run(s, &err), CEL_ERR_INVALID);
+    cel_server_free(s);
+    assert_int_equal(n, 1);
+}
+
 static void test_metrics_render(void **state)
 {
     (void)state;
@@ -829,6 +861,7 @@ int main(void)
         cmocka_unit_test(test_error_json),
         cmocka_unit_test(test_workq_bound),
         cmocka_unit_test(test_post_from_thread),
+        cmocka_unit_test(test_run_and_stop),
         cmocka_unit_test(test_metrics_render),
         cmocka_unit_test(test_no_model_generation),
         cmocka_unit_test(test_streaming),
