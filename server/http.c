@@ -234,7 +234,7 @@ void cel_http_respond(cel_http_req *r, int status, const char *content_type, con
     if (r->conn) {
         put_head(r, status, content_type, (long long)len, extra_headers);
         size_t before = r->out.len;
-        if (len && cel_buf_append(&r->out, body, len) != CEL_OK) {
+        if (len && !r->head_only && cel_buf_append(&r->out, body, len) != CEL_OK) {
             r->keep_alive = false;
             r->conn->discard = true;
         }
@@ -275,7 +275,7 @@ void cel_http_stream_begin(cel_http_req *r, int status, const char *content_type
         return;
     }
     /* HTTP/1.0 has no chunked coding: the body ends when the connection does */
-    r->chunked = !r->http10;
+    r->chunked = !r->http10 && !r->head_only;
     if (!r->chunked) r->keep_alive = false;
     put_head(r, status, content_type, -1, extra_headers);
     conn_flush(r->conn);
@@ -286,7 +286,7 @@ cel_status cel_http_stream_write(cel_http_req *r, const void *data, size_t len)
     if (r->state == CEL__RQ_DONE || !r->streaming) return CEL_ERR_INVALID;
     cel__conn *c = r->conn;
     if (!c || r->aborted) return CEL_ERR_CANCELLED;
-    if (len == 0) return CEL_OK;
+    if (len == 0 || r->head_only) return CEL_OK;
     if (c->queued + c->wlen + len > r->srv->cfg.max_write_bytes) {
         /* the client does not keep up: drop it rather than buffer without bound */
         r->srv->metrics.conn_dropped_slow++;

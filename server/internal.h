@@ -129,6 +129,7 @@ struct cel_http_req {
     bool streaming, chunked, head_sent;
     bool aborted;
     bool expect_continue;
+    bool head_only;           /* HEAD: the GET route answers, the body is not sent */
     void (*on_abort)(void *ud);
     void *abort_ud;
 };

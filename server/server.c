@@ -139,6 +139,10 @@ void cel__srv_dispatch(cel_http_req *r)
 {
     cel_server *s = r->srv;
     const char *method = cel_http_req_method(r);
+    if (r->method == HTTP_HEAD) { /* HEAD is GET without the body (RFC 9110 9.3.2) */
+        method = "GET";
+        r->head_only = true;
+    }
     int found = -1, path_known = -1;
     /* exact routes first, then prefixes (longest first) */
     for (int i = 0; i < s->n_routes; i++) {
@@ -163,7 +167,7 @@ void cel__srv_dispatch(cel_http_req *r)
         if (path_known < 0) {
             r->route = CEL__MAX_ROUTES;
             cel_http_respond_error(r, 404, NULL, "not_found", "no route %s %s (see GET /v1/models, POST "
-                                   "/v1/chat/completions, POST /v1/reward, ...)", method, r->path);
+                                   "/v1/chat/completions, POST /v1/reward, ...)", cel_http_req_method(r), r->path);
             return;
         }
         r->route = path_known;
@@ -180,7 +184,7 @@ void cel__srv_dispatch(cel_http_req *r)
         cel_buf b;
         cel_buf_init(&b);
         char msg[200];
-        snprintf(msg, sizeof msg, "method %s is not allowed on %s", method, r->path);
+        snprintf(msg, sizeof msg, "method %s is not allowed on %s", cel_http_req_method(r), r->path);
         cel__srv_error_json(&b, 405, NULL, "method_not_allowed", msg);
         cel_http_respond(r, 405, "application/json", b.data, b.len, allow);
         cel_buf_free(&b);

@@ -266,6 +266,15 @@ static void test_routes_404_405(void **state)
     feed(&f, "GET /v1/nothing?x=1 HTTP/1.1\r\n\r\n");
     assert_non_null(strstr(f.out.data, "HTTP/1.1 404 "));
     assert_non_null(strstr(f.out.data, "no route GET /v1/nothing"));
+    /* HEAD: the GET route's head, no body; keep-alive goes on */
+    cel_buf_reset(&f.out);
+    feed(&f, "HEAD /health HTTP/1.1\r\n\r\nHEAD /v1/reward HTTP/1.1\r\n\r\n");
+    assert_non_null(strstr(f.out.data, "HTTP/1.1 200 OK\r\n"));
+    assert_non_null(strstr(f.out.data, "Content-Length: 29\r\n"));
+    assert_null(strstr(f.out.data, "\"status\""));
+    assert_non_null(strstr(f.out.data, "HTTP/1.1 405 ")); /* POST-only path; no body for HEAD */
+    assert_null(strstr(f.out.data, "\"error\""));
+    cel_buf_reset(&f.out);
     /* absolute-form targets and queries route by path */
     feed(&f, "GET http://localhost:8080/health?verbose=1 HTTP/1.1\r\n\r\n");
     assert_int_equal(count(&f.out, "HTTP/1.1 200 OK"), 1);
