@@ -66,12 +66,18 @@ static size_t split_list(const char *s, const char **names, size_t max, char **s
     return n;
 }
 
+/* The built-in templates: $CELINE_TEMPLATES, else the source tree's
+ * templates/ (a build that has not been installed), else the installed copy
+ * when the build defines CELINE_TEMPLATES_DIR. */
 static const char *builtin_templates_dir(void)
 {
     const char *env = getenv("CELINE_TEMPLATES");
     if (env && *env) return env;
 #ifdef CELINE_SOURCE_DIR
     if (cel_path_is_dir(CELINE_SOURCE_DIR "/templates")) return CELINE_SOURCE_DIR "/templates";
+#endif
+#ifdef CELINE_TEMPLATES_DIR
+    if (cel_path_is_dir(CELINE_TEMPLATES_DIR)) return CELINE_TEMPLATES_DIR;
 #endif
     return NULL;
 }
