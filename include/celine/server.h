@@ -12,6 +12,10 @@
  * a cel_http_req on the loop thread and must complete it exactly once, with
  * cel_http_respond*() or cel_http_stream_end(), right away or later (after
  * deferred work, or when its own thread posts back to the loop).
+ *
+ * The process should ignore SIGPIPE (the CLI does): a client that vanishes
+ * mid-write must cost the write an error code, not kill the process. The
+ * library itself changes no process-wide state unless install_signals is set.
  */
 #ifndef CELINE_SERVER_H
 #define CELINE_SERVER_H
