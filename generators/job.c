@@ -25,6 +25,8 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -51,6 +53,7 @@ typedef struct err_ent {
 typedef struct job {
     const cel_job_opts *o;
     char dir[1024];
+    int lock_fd;                  /* dir/.lock, flock'ed while the job runs */
     char *config;                 /* canonical */
     char *inputs_json;
     cel__job_input *in;
@@ -80,6 +83,7 @@ typedef struct job {
     uint64_t records;
     uint64_t dropped[CEL_DROP__COUNT];
     uint64_t tokens_base;         /* record tokens of earlier sessions */
+    uint64_t records_base;        /* records of earlier sessions */
     uint64_t last_item_doc;       /* session document of the last sink item; UINT64_MAX: none */
     bool in_callback_ckpt_error;
     cel_error cb_err;
@@ -687,6 +691,21 @@ static cel_status resume(job *j, cel_error *err)
 
 /* ------------------------------------------------------------------ run */
 
+/* One process per job folder: a second run (a double-submitted array task,
+ * a second POST) would interleave checkpoints and corrupt the output. */
+static cel_status lock_dir(job *j, cel_error *err)
+{
+    char p[1200];
+    CEL_TRY(path_in(j, ".lock", p, sizeof p, err));
+    j->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (j->lock_fd < 0) return cel_error_set(err, CEL_ERR_IO, "%s: cannot create: %s", p, strerror(errno));
+    if (flock(j->lock_fd, LOCK_EX | LOCK_NB) != 0)
+        return cel_error_set(err, errno == EWOULDBLOCK ? CEL_ERR_BUSY : CEL_ERR_IO,
+                             "%s: another process is running this job (%s)", j->dir,
+                             errno == EWOULDBLOCK ? "its lock is held" : strerror(errno));
+    return CEL_OK;
+}
+
 void cel_job_opts_default(cel_job_opts *o)
 {
     memset(o, 0, sizeof *o);
@@ -729,6 +748,7 @@ static cel_status inputs_json(job *j, cel_error *err)
 
 static void job_free(job *j)
 {
+    if (j->lock_fd >= 0) close(j->lock_fd); /* releases the lock */
     cel_gen_pipeline_free(j->p);
     cel__shard_writer_free(j->w);
     cel__job_inputs_free(j->in, j->n_in);
@@ -747,6 +767,8 @@ static void fill_result(const job *j, cel_job_result *res)
     res->c = j->st.c;
     res->done = j->st.done;
     res->elapsed_s = cel_now_sec() - j->t0;
+    res->engine_s = j->be ? cel_gen_local_engine_seconds(j->be) : 0;
+    res->records_session = j->records - j->records_base;
     snprintf(res->dir, sizeof res->dir, "%s", j->dir);
     if (j->p) {
         const cel_gen_stats *gs = cel_gen_pipeline_stats(j->p);
@@ -782,6 +804,7 @@ cel_status cel_job_run(const cel_job_opts *o, cel_job_pipeline_fn make, void *ma
     j->be = be;
     j->h = hooks;
     j->last_item_doc = UINT64_MAX;
+    j->lock_fd = -1;
     j->t0 = j->last_ckpt_t = j->last_progress_t = cel_now_sec();
     int n = parts > 1 ? snprintf(j->dir, sizeof j->dir, "%s/part-%05u-of-%05u", o->out_dir, o->part, parts)
                       : snprintf(j->dir, sizeof j->dir, "%s", o->out_dir);
@@ -790,6 +813,7 @@ cel_status cel_job_run(const cel_job_opts *o, cel_job_pipeline_fn make, void *ma
     if (!st) st = cel__job_inputs_expand(o->inputs, o->n_inputs, o->input_check, o->input_check_ud, &j->in, &j->n_in, err);
     if (!st) st = inputs_json(j, err);
     if (!st) st = cel__mkdirs(j->dir, err);
+    if (!st) st = lock_dir(j, err);
     if (!st) st = cel__shard_writer_open(j->dir, o->zstd_level ? o->zstd_level : 3, &j->w, err);
     bool exists = false;
     if (!st) st = cel__job_state_load(j->dir, &j->st, &exists, err);
@@ -835,6 +859,7 @@ cel_status cel_job_run(const cel_job_opts *o, cel_job_pipeline_fn make, void *ma
     j->records = j->st.c.records;
     memcpy(j->dropped, j->st.c.dropped, sizeof j->dropped);
     j->tokens_base = j->st.c.record_tokens;
+    j->records_base = j->st.c.records;
     j->bytes_at_start = j->st.input_bytes;
     cel_gen_sink sink = {sink_record, sink_drop, j};
     st = make(make_ud, &sink, &j->p, err);

@@ -88,6 +88,8 @@ typedef struct cel__job_state {
 void cel__job_state_free(cel__job_state *s);
 cel_status cel__job_state_to_json(const cel__job_state *s, cel_buf *out);
 cel_status cel__job_state_load(const char *dir, cel__job_state *s, bool *exists, cel_error *err);
+/* Parses state.json text (path for messages); strict: every key checked. */
+cel_status cel__job_state_parse(const char *text, size_t len, const char *path, cel__job_state *s, cel_error *err);
 cel_status cel__job_state_save(const char *dir, const cel__job_state *s, cel_error *err);
 /* The counters as JSON (manifest / status / results). */
 json_t *cel__job_counts_json(const cel_job_counts *c);

@@ -908,6 +908,11 @@ cel_status cel_job_result_json(const cel_job_result *r, cel_buf *out)
     double e = r->elapsed_s > 0 ? r->elapsed_s : 1e-9;
     json_object_set_new(o, "docs_per_s", json_real(r->docs_session / e));
     json_object_set_new(o, "gen_tokens_per_s", json_real(r->gen_tokens_session / e));
+    json_object_set_new(o, "records_per_s", json_real(r->records_session / e));
+    if (r->engine_s > 0) {
+        json_object_set_new(o, "engine_s", json_real(r->engine_s));
+        json_object_set_new(o, "pipeline_overhead_pct", json_real(100.0 * (r->elapsed_s - r->engine_s) / e));
+    }
     return dump_into(o, out);
 }
 

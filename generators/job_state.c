@@ -215,9 +215,16 @@ cel_status cel__job_state_load(const char *dir, cel__job_state *s, bool *exists,
     char *text = NULL;
     size_t len = 0;
     CEL_TRY(cel_read_file(path, 64u << 20, &text, &len, err));
+    cel_status st = cel__job_state_parse(text, len, path, s, err);
+    free(text);
+    return st;
+}
+
+cel_status cel__job_state_parse(const char *text, size_t len, const char *path, cel__job_state *s, cel_error *err)
+{
+    memset(s, 0, sizeof *s);
     json_error_t je;
     json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
-    free(text);
     if (!o) return cel_error_set(err, CEL_ERR_FORMAT, "%s:%d: invalid JSON: %s", path, je.line, je.text);
     cel_status st = CEL_OK;
     uint64_t v = 0;
@@ -241,10 +248,18 @@ cel_status cel__job_state_load(const char *dir, cel__job_state *s, bool *exists,
     s->split = strcmp(split, "line") == 0 ? CEL_JOB_SPLIT_LINE : CEL_JOB_SPLIT_ID;
     if ((st = get_u64(o, "seq", &s->seq, path, err))) goto done;
     if ((st = get_u64(o, "part", &v, path, err))) goto done;
-    s->part = (uint32_t)v;
+    s->part = v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
     if ((st = get_u64(o, "parts", &v, path, err))) goto done;
-    s->parts = (uint32_t)v;
+    s->parts = v > UINT32_MAX ? 0 : (uint32_t)v;
+    if (s->parts == 0 || s->parts > 100000 || s->part >= s->parts) {
+        st = cel_error_set(err, CEL_ERR_FORMAT, "%s: part %u of %u is not a valid split", path, s->part, s->parts);
+        goto done;
+    }
     if ((st = get_u64(pos, "file", &v, path, err))) goto done;
+    if (v > UINT32_MAX) {
+        st = cel_error_set(err, CEL_ERR_FORMAT, "%s: position.file out of range", path);
+        goto done;
+    }
     s->file = (uint32_t)v;
     if ((st = get_u64(pos, "line", &s->line, path, err)) || (st = get_u64(pos, "input_bytes", &s->input_bytes, path, err)))
         goto done;
@@ -257,7 +272,7 @@ cel_status cel__job_state_load(const char *dir, cel__job_state *s, bool *exists,
         (st = get_u64(pend, "bytes", &s->pending_bytes, path, err)))
         goto done;
     if ((st = get_u64(o, "sessions", &v, path, err))) goto done;
-    s->sessions = (uint32_t)v;
+    s->sessions = v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
     s->elapsed_s = json_number_value(json_object_get(o, "elapsed_s"));
     size_t ns = json_array_size(shards);
     if (ns > 10000000) {

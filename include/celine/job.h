@@ -226,7 +226,8 @@ typedef struct cel_job_result {
     bool resumed;               /* continued an earlier session */
     bool already_done;          /* nothing to do: the job had finished */
     double elapsed_s;           /* this session */
-    uint64_t docs_session, gen_tokens_session, units_session, requests_session;
+    double engine_s;            /* local backend: time inside engine steps (overhead = elapsed - engine) */
+    uint64_t docs_session, records_session, gen_tokens_session, units_session, requests_session;
     char dir[1024];             /* where this part's files are */
 } cel_job_result;
 
