@@ -278,6 +278,11 @@ cel_status cel_job_spec_set(cel_job_spec *s, const char *key, const char *value,
     if (!k) return cel_error_set(err, CEL_ERR_INVALID, "unknown key \"%s\"", key);
     json_t *v = NULL;
     char *end = NULL;
+    char opt[64]; /* the option as typed: --chunk-tokens */
+    snprintf(opt, sizeof opt, "%s", key);
+    for (char *c = opt; *c; c++)
+        if (*c == '_') *c = '-';
+    key = opt;
     errno = 0;
     switch (k->type) {
     case CEL_JOBKEY_STR:
