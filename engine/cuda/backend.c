@@ -53,10 +53,41 @@ typedef struct cu_layer {
 
 typedef struct cu_graph {
     int32_t n_tokens, n_out;
+    bool argmax;             /* the graph ends with the GPU argmax of the n_out rows */
     int32_t seen;            /* eager runs of this shape so far */
     cudaGraphExec_t exec;    /* NULL until captured */
     uint64_t last_use;
 } cu_graph;
+
+/* What a launch was, for cel_backend_cuda_profile. */
+typedef enum cu_kind {
+    CU_K_EMBED,
+    CU_K_NORM,
+    CU_K_QKV,
+    CU_K_ROPE,
+    CU_K_ATTN,
+    CU_K_O,
+    CU_K_GATE_UP,
+    CU_K_SWIGLU,
+    CU_K_DOWN,
+    CU_K_HEAD_NORM,
+    CU_K_LM_HEAD,
+    CU_K_ARGMAX,
+    CU_K_COUNT
+} cu_kind;
+static const char *const cu_kind_names[CU_K_COUNT] = {
+    "embed", "rmsnorm", "gemv qkv", "qkv rope+kv", "attention", "gemv o", "gemv gate/up", "swiglu",
+    "gemv down", "final norm", "gemv lm_head", "argmax",
+};
+
+/* Profiling state: an event recorded after every launch, and its kind. */
+typedef struct cu_prof {
+    cudaEvent_t *ev;
+    uint8_t *kind;
+    double *bytes;
+    int n, cap;
+    cudaError_t failed; /* first event error */
+} cu_prof;
 
 typedef struct cu_backend {
     cel_backend base;
@@ -68,6 +99,8 @@ typedef struct cu_backend {
     /* sizes */
     int32_t E, Q, KV, F, V, L, hd, nh, nkv, bs, max_tokens, logit_rows;
     bool use_gemv;
+    bool decode_v1; /* CELINE_CUDA_DECODE=v1: the first decode path (unfused, v1 GEMV), for A/B timing */
+    cu_prof *prof;  /* non-NULL only inside cel_backend_cuda_profile */
     /* weights */
     uint16_t *tok_embd, *output; /* output == tok_embd when tied */
     float *output_norm, *inv_freq;
@@ -249,12 +282,12 @@ static void cu_graphs_clear(cu_backend *be)
 
 /* The cache slot for shape (n_tokens, n_out): an existing one, else a free
  * or least recently used one (its graph destroyed). */
-static cu_graph *cu_graph_slot(cu_backend *be, int32_t n_tokens, int32_t n_out)
+static cu_graph *cu_graph_slot(cu_backend *be, int32_t n_tokens, int32_t n_out, bool argmax)
 {
     cu_graph *free_slot = NULL, *lru = NULL;
     for (int i = 0; i < CEL__CU_MAX_GRAPHS; i++) {
         cu_graph *g = &be->graphs[i];
-        if (g->seen > 0 && g->n_tokens == n_tokens && g->n_out == n_out) return g;
+        if (g->seen > 0 && g->n_tokens == n_tokens && g->n_out == n_out && g->argmax == argmax) return g;
         if (g->seen == 0) {
             if (!free_slot) free_slot = g;
         } else if (!lru || g->last_use < lru->last_use) {
@@ -266,6 +299,7 @@ static cu_graph *cu_graph_slot(cu_backend *be, int32_t n_tokens, int32_t n_out)
     memset(victim, 0, sizeof *victim);
     victim->n_tokens = n_tokens;
     victim->n_out = n_out;
+    victim->argmax = argmax;
     return victim;
 }
 
@@ -286,47 +320,134 @@ cel_status cel__cu_gemm(cublasHandle_t blas, cudaStream_t s, float *y, const uin
     return CEL_OK;
 }
 
-static cel_status cu_gemm(cu_backend *be, float *y, const uint16_t *W, const uint16_t *x, int32_t T, int32_t I,
-                          int32_t O, bool accumulate, cel_error *err)
+/* Profiling hook, called after every launch of a forward pass: records an
+ * event tagged with what the launch was (no-op unless profiling). */
+static void cu_mark(cu_backend *be, cu_kind kind, double bytes)
 {
-    return cel__cu_gemm(be->blas, be->stream, y, W, x, T, I, O, accumulate, be->use_gemv, err);
+    cu_prof *p = be->prof;
+    if (!p || p->failed != cudaSuccess) return;
+    if (p->n >= p->cap) {
+        p->failed = cudaErrorInvalidValue;
+        return;
+    }
+    cudaError_t e = cudaEventRecord(p->ev[p->n], be->stream);
+    if (e != cudaSuccess) {
+        p->failed = e;
+        return;
+    }
+    p->kind[p->n] = (uint8_t)kind;
+    p->bytes[p->n] = bytes;
+    p->n++;
+}
+
+static cel_status cu_gemm(cu_backend *be, float *y, const uint16_t *W, const uint16_t *x, int32_t T, int32_t I,
+                          int32_t O, bool accumulate, cu_kind kind, cel_error *err)
+{
+    if (be->decode_v1 && be->use_gemv && T <= CEL__CU_GEMV_MAX_ROWS && I % 8 == 0)
+        CEL_CUDA_CHECK(err, cel__cuk_gemv_v1(be->stream, y, W, x, T, I, O, accumulate ? 1 : 0));
+    else
+        CEL_TRY(cel__cu_gemm(be->blas, be->stream, y, W, x, T, I, O, accumulate, be->use_gemv, err));
+    cu_mark(be, kind, (double)O * (double)I * 2.0);
+    return CEL_OK;
+}
+
+/* The fused decode GEMVs (T <= CEL__CU_GEMV_MAX_ROWS, v2 path): the RMSNorm
+ * of x with norm_w feeds W; swiglu_out != NULL selects the gate/up + SwiGLU
+ * form (W has 2 n_out rows), else y = result. When the normalized rows do
+ * not fit the kernel's shared memory, a separate rmsnorm writes them to
+ * `scratch` (T x E BF16, not aliasing the output) first: same bits, see
+ * cel__cuk_gemv_ex. */
+static cel_status cu_gemv_norm(cu_backend *be, float *y, uint16_t *swiglu_out, const uint16_t *W, const float *norm_w,
+                               int32_t T, int32_t n_out, uint16_t *scratch, cu_kind kind, cel_error *err)
+{
+    const cel_hparams *hp = &be->base.model->hp;
+    cel__cu_gemv_args a;
+    memset(&a, 0, sizeof a);
+    a.y = y;
+    a.h = swiglu_out;
+    a.W = W;
+    a.n_rows = T;
+    a.n_in = be->E;
+    a.n_out = n_out;
+    if (cel__cuk_gemv_norm_fits(T, be->E)) {
+        a.xf = be->x;
+        a.norm_w = norm_w;
+        a.eps = hp->rms_eps;
+    } else {
+        CEL_CUDA_CHECK(err, cel__cuk_rmsnorm(be->stream, NULL, scratch, be->x, NULL, norm_w, T, be->E, hp->rms_eps));
+        cu_mark(be, CU_K_NORM, 0.0);
+        a.x = scratch;
+    }
+    CEL_CUDA_CHECK(err, cel__cuk_gemv_ex(be->stream, &a));
+    cu_mark(be, kind, (double)n_out * (swiglu_out ? 2.0 : 1.0) * (double)be->E * 2.0);
+    return CEL_OK;
 }
 
 /* Enqueues embedding and every layer for the n_tokens rows described by the
- * meta buffer (already on the device). No host synchronisation: capturable. */
+ * meta buffer (already on the device). No host synchronisation: capturable.
+ * Batches of at most CEL__CU_GEMV_MAX_ROWS rows (decode) take the fused
+ * path: RMSNorm inside the QKV and gate/up GEMVs, SwiGLU inside the gate/up
+ * GEMV, residual adds inside the O and down GEMVs - 6 launches per layer
+ * (v1: 9). Larger batches: separate kernels around cuBLAS. */
 static cel_status cu_enqueue_body(cu_backend *be, int32_t T, cel_error *err)
 {
     const cel_hparams *hp = &be->base.model->hp;
     const int32_t *m = be->meta_dev;
     const int32_t qkv_w = be->Q + 2 * be->KV;
+    const bool fused = !be->decode_v1 && be->use_gemv && T <= CEL__CU_GEMV_MAX_ROWS;
     CEL_CUDA_CHECK(err, cel__cuk_embed(be->stream, be->x, be->tok_embd, META_TOK(be, m), T, be->E));
+    cu_mark(be, CU_K_EMBED, 0.0);
     for (int32_t l = 0; l < be->L; l++) {
         const cu_layer *cl = &be->layers[l];
         uint16_t *kc = be->k_cache + (size_t)l * be->kv_layer_elems, *vc = be->v_cache + (size_t)l * be->kv_layer_elems;
-        CEL_CUDA_CHECK(err, cel__cuk_rmsnorm(be->stream, NULL, be->xb, be->x, NULL, cl->attn_norm, T, be->E, hp->rms_eps));
-        CEL_TRY(cu_gemm(be, be->qkv, cl->wqkv, be->xb, T, be->E, qkv_w, false, err));
+        if (fused) {
+            CEL_TRY(cu_gemv_norm(be, be->qkv, NULL, cl->wqkv, cl->attn_norm, T, qkv_w, be->xb, CU_K_QKV, err));
+        } else {
+            CEL_CUDA_CHECK(err, cel__cuk_rmsnorm(be->stream, NULL, be->xb, be->x, NULL, cl->attn_norm, T, be->E,
+                                                 hp->rms_eps));
+            cu_mark(be, CU_K_NORM, 0.0);
+            CEL_TRY(cu_gemm(be, be->qkv, cl->wqkv, be->xb, T, be->E, qkv_w, false, CU_K_QKV, err));
+        }
         cel__cu_qkv_params qp = {T, be->nh, be->nkv, be->hd, be->bs, (int32_t)hp->rope_style, hp->rms_eps};
         CEL_CUDA_CHECK(err, cel__cuk_qkv_rope(be->stream, be->qkv, cl->bqkv, cl->q_norm, cl->k_norm, be->inv_freq,
                                               META_POS(be, m), META_BLK(be, m), kc, vc, qp));
+        cu_mark(be, CU_K_ROPE, 0.0);
         cel__cu_attn_params ap = {T, be->nh, be->nkv, be->hd, be->bs, qkv_w, 1.0f / sqrtf((float)be->hd)};
         CEL_CUDA_CHECK(err, cel__cuk_attention(be->stream, be->xb, be->qkv, kc, vc, META_POS(be, m), META_SEQ(be, m),
                                                META_OFF(be, m), META_TAB(be, m), ap));
-        CEL_TRY(cu_gemm(be, be->x, cl->wo, be->xb, T, be->Q, be->E, true, err));
-        CEL_CUDA_CHECK(err, cel__cuk_rmsnorm(be->stream, NULL, be->xb, be->x, NULL, cl->ffn_norm, T, be->E, hp->rms_eps));
-        CEL_TRY(cu_gemm(be, be->gu, cl->wgu, be->xb, T, be->E, 2 * be->F, false, err));
-        CEL_CUDA_CHECK(err, cel__cuk_swiglu(be->stream, be->xb, be->gu, T, be->F));
-        CEL_TRY(cu_gemm(be, be->x, cl->wdown, be->xb, T, be->F, be->E, true, err));
+        cu_mark(be, CU_K_ATTN, 0.0);
+        CEL_TRY(cu_gemm(be, be->x, cl->wo, be->xb, T, be->Q, be->E, true, CU_K_O, err));
+        if (fused) {
+            /* the output goes to xb, so a separate norm writes into gu (T x 2F floats: room for T x E BF16) */
+            CEL_TRY(cu_gemv_norm(be, NULL, be->xb, cl->wgu, cl->ffn_norm, T, be->F, (uint16_t *)be->gu, CU_K_GATE_UP,
+                                 err));
+        } else {
+            CEL_CUDA_CHECK(err, cel__cuk_rmsnorm(be->stream, NULL, be->xb, be->x, NULL, cl->ffn_norm, T, be->E,
+                                                 hp->rms_eps));
+            cu_mark(be, CU_K_NORM, 0.0);
+            CEL_TRY(cu_gemm(be, be->gu, cl->wgu, be->xb, T, be->E, 2 * be->F, false, CU_K_GATE_UP, err));
+            CEL_CUDA_CHECK(err, cel__cuk_swiglu(be->stream, be->xb, be->gu, T, be->F));
+            cu_mark(be, CU_K_SWIGLU, 0.0);
+        }
+        CEL_TRY(cu_gemm(be, be->x, cl->wdown, be->xb, T, be->F, be->E, true, CU_K_DOWN, err));
     }
     return CEL_OK;
 }
 
 /* Enqueues final norm + output projection for n output rows whose batch
- * rows are rows_dev[0..n) (device), writing be->logits[0..n). */
-static cel_status cu_enqueue_head(cu_backend *be, const int32_t *rows_dev, int32_t n, cel_error *err)
+ * rows are rows_dev[0..n) (device), writing be->logits[0..n); with argmax,
+ * also the argmax of each of those rows into be->argmax_dev[0..n). */
+static cel_status cu_enqueue_head(cu_backend *be, const int32_t *rows_dev, int32_t n, bool argmax, cel_error *err)
 {
     const cel_hparams *hp = &be->base.model->hp;
     CEL_CUDA_CHECK(err, cel__cuk_rmsnorm(be->stream, NULL, be->xb, be->x, rows_dev, be->output_norm, n, be->E, hp->rms_eps));
-    return cu_gemm(be, be->logits, be->output, be->xb, n, be->E, be->V, false, err);
+    cu_mark(be, CU_K_HEAD_NORM, 0.0);
+    CEL_TRY(cu_gemm(be, be->logits, be->output, be->xb, n, be->E, be->V, false, CU_K_LM_HEAD, err));
+    if (argmax) {
+        CEL_CUDA_CHECK(err, cel__cuk_argmax(be->stream, be->argmax_dev, be->logits, n, be->V));
+        cu_mark(be, CU_K_ARGMAX, 0.0);
+    }
+    return CEL_OK;
 }
 
 /* Validates the batch against the pool and fills the host meta buffer
@@ -424,15 +545,17 @@ static cel_status cu_prepare_meta(cu_backend *be, const cel_batch *b, int32_t *n
     return CEL_OK;
 }
 
-/* Runs body + head for the batch, through a graph when possible. On return
- * be->logits holds the first min(n_out, logit_rows) rows' logits (the
- * caller handles larger n_out by extra head passes). */
-static cel_status cu_run(cu_backend *be, const cel_batch *b, bool decode_only, cel_error *err)
+/* Runs body + head (+ argmax of the head rows when `argmax`) for the
+ * batch, through a graph when possible: a decode step - every layer, the
+ * final norm, the output GEMV and the argmax - is one graph launch. On
+ * return be->logits holds the first min(n_out, logit_rows) rows' logits
+ * (the caller handles larger n_out by extra head passes). */
+static cel_status cu_run(cu_backend *be, const cel_batch *b, bool decode_only, bool argmax, cel_error *err)
 {
     const int32_t T = b->n_tokens, n_head_rows = b->n_out < be->logit_rows ? b->n_out : be->logit_rows;
     const int32_t *out_dev = META_OUT(be, be->meta_dev);
     if (be->graphs_on && decode_only) {
-        cu_graph *g = cu_graph_slot(be, T, n_head_rows);
+        cu_graph *g = cu_graph_slot(be, T, n_head_rows, argmax);
         g->last_use = ++be->clock;
         if (!g->exec && g->seen >= 1) { /* second sighting: capture */
             cudaGraph_t graph = NULL;
@@ -442,7 +565,7 @@ static cel_status cu_run(cu_backend *be, const cel_batch *b, bool decode_only, c
             cel_error_clear(&cap_err);
             if (ce == cudaSuccess) {
                 st = cu_enqueue_body(be, T, &cap_err);
-                if (st == CEL_OK && n_head_rows > 0) st = cu_enqueue_head(be, out_dev, n_head_rows, &cap_err);
+                if (st == CEL_OK && n_head_rows > 0) st = cu_enqueue_head(be, out_dev, n_head_rows, argmax, &cap_err);
                 ce = cudaStreamEndCapture(be->stream, &graph);
                 if (ce == cudaSuccess && st == CEL_OK) ce = cudaGraphInstantiate(&g->exec, graph, 0);
                 if (graph) cudaGraphDestroy(graph);
@@ -465,7 +588,7 @@ static cel_status cu_run(cu_backend *be, const cel_batch *b, bool decode_only, c
         g->seen++;
     }
     CEL_TRY(cu_enqueue_body(be, T, err));
-    if (n_head_rows > 0) CEL_TRY(cu_enqueue_head(be, out_dev, n_head_rows, err));
+    if (n_head_rows > 0) CEL_TRY(cu_enqueue_head(be, out_dev, n_head_rows, argmax, err));
     return CEL_OK;
 }
 
@@ -482,7 +605,7 @@ static cel_status cu_forward_impl(cu_backend *be, const cel_batch *b, float *log
     CEL_TRY(cu_prepare_meta(be, b, &n_tab, &decode_only, err));
     CEL_CUDA_CHECK(err, cudaMemcpyAsync(be->meta_dev, be->meta_host, ((size_t)6 * be->cap_t + (size_t)n_tab) * sizeof(int32_t),
                                         cudaMemcpyHostToDevice, be->stream));
-    CEL_TRY(cu_run(be, b, decode_only, err));
+    CEL_TRY(cu_run(be, b, decode_only, tokens_out != NULL, err));
 
     /* logits of the wanted rows, logit_rows at a time */
     const size_t V = (size_t)be->V;
@@ -496,9 +619,9 @@ static cel_status cu_forward_impl(cu_backend *be, const cel_batch *b, float *log
     }
     for (int32_t r0 = 0; r0 < b->n_out; r0 += be->logit_rows) {
         const int32_t n = b->n_out - r0 < be->logit_rows ? b->n_out - r0 : be->logit_rows;
-        if (r0 > 0) CEL_TRY(cu_enqueue_head(be, META_OUT(be, be->meta_dev) + r0, n, err));
+        /* the first head pass (and its argmax) ran in cu_run */
+        if (r0 > 0) CEL_TRY(cu_enqueue_head(be, META_OUT(be, be->meta_dev) + r0, n, tokens_out != NULL, err));
         if (tokens_out) {
-            CEL_CUDA_CHECK(err, cel__cuk_argmax(be->stream, be->argmax_dev, be->logits, n, be->V));
             CEL_CUDA_CHECK(err, cudaMemcpyAsync(be->argmax_host, be->argmax_dev, (size_t)n * sizeof(int32_t),
                                                 cudaMemcpyDeviceToHost, be->stream));
             CEL_CUDA_CHECK(err, cudaStreamSynchronize(be->stream));
@@ -702,6 +825,8 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
     be->max_tokens = p && p->max_batch_tokens > 0 ? p->max_batch_tokens : 512;
     be->logit_rows = be->max_tokens < CEL__CU_LOGIT_ROWS ? be->max_tokens : CEL__CU_LOGIT_ROWS;
     be->use_gemv = be->E % 8 == 0 && be->Q % 8 == 0 && be->F % 8 == 0;
+    const char *denv = getenv("CELINE_CUDA_DECODE");
+    be->decode_v1 = denv && strcmp(denv, "v1") == 0;
     const char *genv = getenv("CELINE_CUDA_GRAPHS");
     be->graphs_on = !(genv && strcmp(genv, "0") == 0);
     be->base.block_size = be->bs;
@@ -859,6 +984,101 @@ cel_status cel_backend_cuda_info(cel_backend *base, cel_cuda_info *out)
     if (!base || base->v != &cu_vtbl || !out) return CEL_ERR_INVALID;
     *out = ((cu_backend *)base)->info;
     return CEL_OK;
+}
+
+/* Frees the profiling events (those created so far). */
+static void cu_prof_free(cu_prof *p)
+{
+    if (p->ev)
+        for (int i = 0; i < p->cap; i++)
+            if (p->ev[i]) cudaEventDestroy(p->ev[i]);
+    free(p->ev);
+    free(p->kind);
+    free(p->bytes);
+}
+
+cel_status cel_backend_cuda_profile(cel_backend *base, const cel_batch *b, bool argmax, int graph_reps,
+                                    cel_cuda_profile *out, cel_error *err)
+{
+    if (!base || base->v != &cu_vtbl || !b || !out)
+        return cel_error_set(err, CEL_ERR_INVALID, "cuda: profile needs a CUDA backend, a batch and an output");
+    cu_backend *be = (cu_backend *)base;
+    memset(out, 0, sizeof *out);
+    out->decode = be->decode_v1 ? "v1" : "v2";
+    CEL_CUDA_CHECK(err, cudaSetDevice(be->device));
+    int32_t n_tab = 0;
+    bool decode_only = false;
+    CEL_TRY(cu_prepare_meta(be, b, &n_tab, &decode_only, err));
+    CEL_CUDA_CHECK(err, cudaMemcpyAsync(be->meta_dev, be->meta_host, ((size_t)6 * be->cap_t + (size_t)n_tab) * sizeof(int32_t),
+                                        cudaMemcpyHostToDevice, be->stream));
+    const int32_t n_head = b->n_out < be->logit_rows ? b->n_out : be->logit_rows;
+
+    /* 1. one eager pass, an event after every launch */
+    cu_prof p;
+    memset(&p, 0, sizeof p);
+    p.cap = 12 * be->L + 16;
+    p.ev = (cudaEvent_t *)calloc((size_t)p.cap, sizeof *p.ev);
+    p.kind = (uint8_t *)calloc((size_t)p.cap, 1);
+    p.bytes = (double *)calloc((size_t)p.cap, sizeof *p.bytes);
+    cel_status st = CEL_OK;
+    if (!p.ev || !p.kind || !p.bytes) {
+        st = cel_error_set(err, CEL_ERR_NOMEM, "cuda: profile: out of host memory");
+        goto done;
+    }
+    for (int i = 0; i < p.cap; i++) CEL_CUDA_GOTO(err, st, done, cudaEventCreate(&p.ev[i]));
+    /* ~10 ms of spinning at ~2 GHz: the host enqueues the whole pass meanwhile */
+    CEL_CUDA_GOTO(err, st, done, cel__cuk_spin(be->stream, 20000000LL));
+    be->prof = &p;
+    cu_mark(be, CU_K_EMBED, 0.0); /* event 0: the start; its kind is not used */
+    st = cu_enqueue_body(be, b->n_tokens, err);
+    if (st == CEL_OK && n_head > 0) st = cu_enqueue_head(be, META_OUT(be, be->meta_dev), n_head, argmax, err);
+    be->prof = NULL;
+    if (st != CEL_OK) goto done;
+    if (p.failed != cudaSuccess) {
+        st = cel_error_set(err, CEL_ERR_DEVICE, "cuda: profile: cudaEventRecord: %s", cudaGetErrorString(p.failed));
+        goto done;
+    }
+    CEL_CUDA_GOTO(err, st, done, cudaStreamSynchronize(be->stream));
+    for (int i = 1; i < p.n; i++) {
+        float ms = 0.0f;
+        CEL_CUDA_GOTO(err, st, done, cudaEventElapsedTime(&ms, p.ev[i - 1], p.ev[i]));
+        int k = p.kind[i];
+        out->kind[k].ms += ms;
+        out->kind[k].launches++;
+        out->kind[k].bytes += p.bytes[i];
+        out->kernel_ms += ms;
+        out->launches++;
+    }
+    for (int k = 0; k < CU_K_COUNT && k < CEL_CUDA_PROF_KINDS; k++) out->kind[k].name = cu_kind_names[k];
+    out->n_kinds = CU_K_COUNT < CEL_CUDA_PROF_KINDS ? CU_K_COUNT : CEL_CUDA_PROF_KINDS;
+
+    /* 2. the same step as a graph: capture it (second sighting), then time replays */
+    if (graph_reps > 0 && be->graphs_on && decode_only) {
+        cu_graph *g = NULL;
+        for (int tries = 0; tries < 3; tries++) {
+            g = cu_graph_slot(be, b->n_tokens, n_head, argmax);
+            if (g->exec) break;
+            if ((st = cu_run(be, b, decode_only, argmax, err)) != CEL_OK) goto done;
+            CEL_CUDA_GOTO(err, st, done, cudaStreamSynchronize(be->stream));
+            if (!be->graphs_on) break; /* capture failed: no graph figure */
+        }
+        g = be->graphs_on ? cu_graph_slot(be, b->n_tokens, n_head, argmax) : NULL;
+        if (g && g->exec) {
+            CEL_CUDA_GOTO(err, st, done, cudaGraphLaunch(g->exec, be->stream)); /* warm */
+            CEL_CUDA_GOTO(err, st, done, cudaEventRecord(p.ev[0], be->stream));
+            for (int r = 0; r < graph_reps; r++) CEL_CUDA_GOTO(err, st, done, cudaGraphLaunch(g->exec, be->stream));
+            CEL_CUDA_GOTO(err, st, done, cudaEventRecord(p.ev[1], be->stream));
+            CEL_CUDA_GOTO(err, st, done, cudaStreamSynchronize(be->stream));
+            float ms = 0.0f;
+            CEL_CUDA_GOTO(err, st, done, cudaEventElapsedTime(&ms, p.ev[0], p.ev[1]));
+            out->graph_ms = ms / graph_reps;
+        }
+    }
+done:
+    be->prof = NULL;
+    cudaStreamSynchronize(be->stream);
+    cu_prof_free(&p);
+    return st;
 }
 
 void cel_backend_cuda_set_graphs(cel_backend *base, bool on)

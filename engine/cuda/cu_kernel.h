@@ -29,6 +29,9 @@ struct dim3 {
 struct uint3 {
     unsigned x, y, z;
 };
+struct uint4 {
+    unsigned x, y, z, w;
+};
 extern uint3 threadIdx, blockIdx;
 extern dim3 blockDim, gridDim;
 

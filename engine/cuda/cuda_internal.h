@@ -32,6 +32,11 @@
 #define cel__cuk_attention cel__emuk_attention
 #define cel__cuk_swiglu cel__emuk_swiglu
 #define cel__cuk_gemv cel__emuk_gemv
+#define cel__cuk_gemv_ex cel__emuk_gemv_ex
+#define cel__cuk_gemv_v1 cel__emuk_gemv_v1
+#define cel__cuk_gemv_norm_fits cel__emuk_gemv_norm_fits
+#define cel__cuk_spin cel__emuk_spin
+#define cel_backend_cuda_profile cel__emu_backend_cuda_profile
 #define cel__cuk_copy_block cel__emuk_copy_block
 #define cel__cuk_argmax cel__emuk_argmax
 #define cel__cuk_attn_group cel__emuk_attn_group
@@ -141,6 +146,39 @@ cudaError_t cel__cuk_swiglu(cudaStream_t s, uint16_t *h, const float *gu, int32_
 cudaError_t cel__cuk_gemv(cudaStream_t s, float *y, const uint16_t *W, const uint16_t *x, int32_t n_rows, int32_t n_in,
                           int32_t n_out, int accumulate);
 
+/* The decode GEMV family, for n_rows <= CEL__CU_GEMV_MAX_ROWS:
+ *   plain  (h == NULL): y[t][o] (+)= W[o] . xin[t] for o < n_out
+ *   SwiGLU (h != NULL): h[t][o] = bf16(silu(W[o] . xin[t]) * (W[n_out + o] . xin[t]))
+ *                       for o < n_out; W has 2 n_out rows (gate, then up) and y
+ *                       is not used: the gate/up GEMV and cel__cuk_swiglu in one.
+ * xin is x (BF16 [n_rows][n_in]) or, when x is NULL, the RMSNorm of xf (FP32
+ * [n_rows][n_in]) with weight norm_w and epsilon eps, rounded to BF16 exactly
+ * as cel__cuk_rmsnorm rounds it (needs cel__cuk_gemv_norm_fits). Results are
+ * bit-identical to cel__cuk_rmsnorm + cel__cuk_gemv_v1 + cel__cuk_swiglu, and
+ * a row's result does not depend on the other rows (batch invariance).
+ * n_in must be a multiple of 8 and W, x 16-byte aligned. */
+typedef struct cel__cu_gemv_args {
+    float *y;                 /* FP32 [n_rows][n_out] (plain form) */
+    uint16_t *h;              /* BF16 [n_rows][n_out] (SwiGLU form), else NULL */
+    const uint16_t *W;        /* BF16 weights */
+    const uint16_t *x;        /* BF16 input, or NULL to normalize xf */
+    const float *xf, *norm_w; /* FP32 input rows and RMSNorm weight (x == NULL) */
+    float eps;
+    int32_t n_rows, n_in, n_out;
+    int accumulate;           /* plain form: add to y (residual) */
+} cel__cu_gemv_args;
+cudaError_t cel__cuk_gemv_ex(cudaStream_t s, const cel__cu_gemv_args *a);
+/* Whether the fused RMSNorm's n_rows x n_in BF16 rows fit the kernel's
+ * shared memory (48 KiB); when not, normalize with cel__cuk_rmsnorm first. */
+int cel__cuk_gemv_norm_fits(int32_t n_rows, int32_t n_in);
+/* The first GEMV kernel (one warp per output, 4-way unrolled loop), kept so
+ * one GPU run can time it against cel__cuk_gemv (CELINE_CUDA_DECODE=v1);
+ * same contract and same bits as cel__cuk_gemv. */
+cudaError_t cel__cuk_gemv_v1(cudaStream_t s, float *y, const uint16_t *W, const uint16_t *x, int32_t n_rows,
+                             int32_t n_in, int32_t n_out, int accumulate);
+/* A one-warp kernel that busy-waits about `cycles` GPU clocks (profiling). */
+cudaError_t cel__cuk_spin(cudaStream_t s, long long cycles);
+
 /* Copies the first n_tokens slots of KV block src into block dst for every
  * layer (k and v caches laid out as [n_layer][n_blocks][n_head_kv][bs][hd]). */
 cudaError_t cel__cuk_copy_block(cudaStream_t s, uint16_t *k, uint16_t *v, int32_t n_layer, int32_t n_blocks,
@@ -174,6 +212,30 @@ cel_status cel_backend_cuda_info(cel_backend *be, cel_cuda_info *out);
  * the host it writes argmax(logits of out_rows[i]) to tokens_out[i] (b->logits
  * is not touched and may be NULL). */
 cel_status cel_backend_cuda_forward_argmax(cel_backend *be, const cel_batch *b, int32_t *tokens_out, cel_error *err);
+
+/* Where the GPU time of one forward pass goes: the pass runs eagerly (no
+ * graph) behind a spin kernel, with an event after every launch, so each
+ * launch's time is its own kernel time; launches are summed by kind. Then,
+ * when graphs are on and the batch is a decode step, the same step's graph
+ * is captured (if needed) and `graph_reps` replays are timed with events
+ * around the launches (GPU time, no host sync inside): graph_ms - kernel_ms
+ * is what launches cost beyond the kernels themselves. */
+#define CEL_CUDA_PROF_KINDS 16
+typedef struct cel_cuda_profile {
+    int n_kinds;
+    struct {
+        const char *name; /* static string */
+        int launches;
+        double ms;        /* sum of this kind's kernel times */
+        double bytes;     /* weight bytes these launches read (GEMVs; 0 for the rest) */
+    } kind[CEL_CUDA_PROF_KINDS];
+    int launches;
+    double kernel_ms;     /* sum over kinds */
+    double graph_ms;      /* one graph replay, averaged (0 when no graph ran) */
+    const char *decode;   /* decode path: "v2" or "v1" */
+} cel_cuda_profile;
+cel_status cel_backend_cuda_profile(cel_backend *be, const cel_batch *b, bool argmax, int graph_reps,
+                                    cel_cuda_profile *out, cel_error *err);
 
 /* Turns CUDA graphs for decode steps on or off (default on, or off when the
  * environment sets CELINE_CUDA_GRAPHS=0). */

@@ -187,15 +187,26 @@ extern "C" cudaError_t cel__cuk_embed(cudaStream_t s, float *x, const uint16_t *
     return cudaGetLastError();
 }
 
+/* 1 / RMS(xr[0..n)) + eps folded in, summed by the block's threads striding
+ * by blockDim.x then cel_d_block_sum. The rmsnorm kernel and the GEMV's fused
+ * norm both call this with CEL__CU_THREADS threads, so their normalized rows
+ * are bit-identical (the fused and unfused decode paths agree exactly).
+ * Contains __syncthreads; a caller looping over rows must __syncthreads
+ * between calls (cel_d_block_sum's shared slot is reused). */
+static __device__ float cel_d_rms_scale(const float *xr, int n, float eps)
+{
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = cel_d_block_sum(ss);
+    return 1.0f / sqrtf(ss / (float)n + eps);
+}
+
 static __global__ void cel_k_rmsnorm(float *out_f32, uint16_t *out_bf16, const float *x, const int32_t *rows,
                                      const float *w, int n, float eps)
 {
     const int r = blockIdx.x;
     const float *xr = x + (int64_t)(rows ? rows[r] : r) * n;
-    float ss = 0.0f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) ss += xr[i] * xr[i];
-    ss = cel_d_block_sum(ss);
-    const float scale = 1.0f / sqrtf(ss / (float)n + eps);
+    const float scale = cel_d_rms_scale(xr, n, eps);
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         float v = xr[i] * scale * w[i];
         if (out_f32) out_f32[(int64_t)r * n + i] = v;
@@ -302,24 +313,40 @@ CEL_UNROLL
         m[g] = -INFINITY;
         l[g] = 0.0f;
     }
-    for (int j = w; j < n_ctx; j += NW) {
-        const int64_t b = tab[j / p.block_size];
-        const int64_t off = ((b * p.n_head_kv + kvh) * p.block_size + j % p.block_size) * HD + lane * D;
-        float kr[D], vr[D];
-        cel_d_load_f16<D>(k_cache + off, kr);
-        cel_d_load_f16<D>(v_cache + off, vr);
+    /* Warp w visits positions w, w + NW, w + 2 NW, ... in that order, AU at a
+     * time: the K/V rows of AU positions are loaded before any is used, so a
+     * warp waits for memory once per AU positions instead of once per
+     * position (decode at short context is latency-bound, not bandwidth-bound).
+     * The arithmetic, and its order, is the same as one position at a time. */
+    constexpr int AU = D <= 4 ? 4 : 2;
+    for (int j0 = w; j0 < n_ctx; j0 += NW * AU) {
+        float kr[AU][D], vr[AU][D];
 CEL_UNROLL
-        for (int g = 0; g < G; g++) {
-            float sdot = 0.0f;
+        for (int u = 0; u < AU; u++) {
+            const int j = j0 + u * NW;
+            if (j < n_ctx) { /* j is the same for the whole warp */
+                const int64_t b = tab[j / p.block_size];
+                const int64_t off = ((b * p.n_head_kv + kvh) * p.block_size + j % p.block_size) * HD + lane * D;
+                cel_d_load_f16<D>(k_cache + off, kr[u]);
+                cel_d_load_f16<D>(v_cache + off, vr[u]);
+            }
+        }
 CEL_UNROLL
-            for (int d = 0; d < D; d++) sdot += qr[g][d] * kr[d];
-            sdot = cel_d_warp_sum(sdot);
-            const float mn = fmaxf(m[g], sdot);
-            const float corr = cel_d_fast_exp(m[g] - mn), pr = cel_d_fast_exp(sdot - mn);
-            l[g] = l[g] * corr + pr;
+        for (int u = 0; u < AU; u++) {
+            if (j0 + u * NW >= n_ctx) break;
 CEL_UNROLL
-            for (int d = 0; d < D; d++) acc[g][d] = acc[g][d] * corr + pr * vr[d];
-            m[g] = mn;
+            for (int g = 0; g < G; g++) {
+                float sdot = 0.0f;
+CEL_UNROLL
+                for (int d = 0; d < D; d++) sdot += qr[g][d] * kr[u][d];
+                sdot = cel_d_warp_sum(sdot);
+                const float mn = fmaxf(m[g], sdot);
+                const float corr = cel_d_fast_exp(m[g] - mn), pr = cel_d_fast_exp(sdot - mn);
+                l[g] = l[g] * corr + pr;
+CEL_UNROLL
+                for (int d = 0; d < D; d++) acc[g][d] = acc[g][d] * corr + pr * vr[u][d];
+                m[g] = mn;
+            }
         }
     }
 CEL_UNROLL
@@ -417,11 +444,233 @@ extern "C" cudaError_t cel__cuk_swiglu(cudaStream_t s, uint16_t *h, const float 
 
 /* ------------------------------------------------------------------- GEMV */
 
-/* One warp per output feature; lanes stride over the input in 8-element
- * (16-byte) chunks. The reduction order of a row does not depend on R. */
+/* 16-byte weight loads each lane keeps in flight (per group of chunks). */
+#define CEL__GEMV_LOADS 8
+
+/* 16 bytes at p (16-byte aligned). Weights are streamed once per step, so
+ * they are loaded with the evict-first hint (__ldcs) to leave L2 to the
+ * activations and the KV cache; activations use plain loads. */
+static __device__ __forceinline__ uint4 cel_d_ld16_stream(const uint16_t *p)
+{
+#ifndef CEL_CUDA_EMU
+    return __ldcs(reinterpret_cast<const uint4 *>(p));
+#else
+    uint4 u;
+    memcpy(&u, p, 16);
+    return u;
+#endif
+}
+static __device__ __forceinline__ uint4 cel_d_ld16(const uint16_t *p)
+{
+#ifndef CEL_CUDA_EMU
+    return *reinterpret_cast<const uint4 *>(p);
+#else
+    uint4 u;
+    memcpy(&u, p, 16);
+    return u;
+#endif
+}
+/* The 8 BF16 values of u (element 0 in the low half of u.x) as floats. */
+static __device__ __forceinline__ void cel_d_bf16x8(uint4 u, float (&o)[8])
+{
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+CEL_UNROLL
+    for (int c = 0; c < 4; c++) {
+        o[2 * c + 0] = __uint_as_float(w[c] << 16);
+        o[2 * c + 1] = __uint_as_float(w[c] & 0xffff0000u);
+    }
+}
+
+/* The decode GEMV (see cel__cuk_gemv_ex). Each warp owns NR weight rows and
+ * computes their dot products with all R input rows, so every weight byte is
+ * read once per step. Lane l handles 16-byte chunks l, l + 32, l + 64, ...
+ * of a row: U = CEL__GEMV_LOADS / NR chunks of each row are loaded as one
+ * group, and the next group's loads are issued before the current group's
+ * multiply-adds (double buffering), so a lane always has 8 loads in flight.
+ *
+ * Numerics: for every (weight row, input row) pair, one FP32 accumulator per
+ * lane adds w[k] * x[k] chunk by chunk in ascending order, then the warp sums
+ * its lanes by xor-butterfly: exactly the order of the v1 kernel, independent
+ * of R, NR and the fusions, hence batch-invariant and equal to v1 bit for bit.
+ *
+ * NORM: x is the RMSNorm of xf (FP32) with weight nw, computed by the block
+ * into shared memory (R * n_in BF16) with cel_d_rms_scale, as cel_k_rmsnorm
+ * does; the first group of weight loads is issued before it.
+ * SWIGLU: warp o owns rows o (gate) and n_out + o (up) and writes
+ * h = bf16(silu(gate) * up), the expression of cel_k_swiglu. */
+template <int R, int NR, bool NORM, bool SWIGLU>
+static __global__ void __launch_bounds__(CEL__CU_THREADS)
+    cel_k_gemv(float *y, uint16_t *h, const uint16_t *W, const uint16_t *x, const float *xf, const float *nw, float eps,
+               int n_in, int n_out, int accumulate)
+{
+    constexpr int U = CEL__GEMV_LOADS / NR;
+    const int lane = threadIdx.x % 32;
+    const int task = blockIdx.x * (CEL__CU_THREADS / 32) + threadIdx.x / 32;
+    const int n_tasks = SWIGLU ? n_out : (n_out + NR - 1) / NR;
+    const int w_rows = SWIGLU ? 2 * n_out : n_out;
+    const int nch = n_in / 8;
+    int row[NR];
+    const uint16_t *wr[NR];
+CEL_UNROLL
+    for (int n = 0; n < NR; n++) {
+        row[n] = SWIGLU ? task + n * n_out : task * NR + n;
+        /* rows past the end read row 0 (valid memory) and store nothing */
+        wr[n] = W + (int64_t)(task < n_tasks && row[n] < w_rows ? row[n] : 0) * n_in;
+    }
+    uint4 nxt[U][NR] = {};
+CEL_UNROLL
+    for (int u = 0; u < U; u++) {
+        const int c = lane + 32 * u;
+        if (c < nch)
+CEL_UNROLL
+            for (int n = 0; n < NR; n++) nxt[u][n] = cel_d_ld16_stream(wr[n] + (int64_t)c * 8);
+    }
+    const uint16_t *xs = x;
+    if constexpr (NORM) {
+        CEL_DYN_SMEM(uint16_t, sx);
+        for (int r = 0; r < R; r++) {
+            const float *xr = xf + (int64_t)r * n_in;
+            const float sc = cel_d_rms_scale(xr, n_in, eps);
+            for (int i = threadIdx.x; i < n_in; i += blockDim.x)
+                sx[(int64_t)r * n_in + i] = cel_d_f32_to_bf16(xr[i] * sc * nw[i]);
+            __syncthreads(); /* sx complete; cel_d_block_sum's slot free for the next row */
+        }
+        xs = sx;
+    }
+    if (task >= n_tasks) return; /* the whole warp leaves together, after the block's barriers */
+    float acc[NR][R];
+CEL_UNROLL
+    for (int n = 0; n < NR; n++)
+CEL_UNROLL
+        for (int r = 0; r < R; r++) acc[n][r] = 0.0f;
+    for (int c0 = lane; c0 < nch; c0 += 32 * U) {
+        uint4 cur[U][NR];
+CEL_UNROLL
+        for (int u = 0; u < U; u++)
+CEL_UNROLL
+            for (int n = 0; n < NR; n++) cur[u][n] = nxt[u][n];
+        if (c0 + 32 * U < nch) {
+CEL_UNROLL
+            for (int u = 0; u < U; u++) {
+                const int c = c0 + 32 * (U + u);
+                if (c < nch)
+CEL_UNROLL
+                    for (int n = 0; n < NR; n++) nxt[u][n] = cel_d_ld16_stream(wr[n] + (int64_t)c * 8);
+            }
+        }
+CEL_UNROLL
+        for (int u = 0; u < U; u++) {
+            const int c = c0 + 32 * u;
+            if (c >= nch) break;
+            float wf[NR][8];
+CEL_UNROLL
+            for (int n = 0; n < NR; n++) cel_d_bf16x8(cur[u][n], wf[n]);
+CEL_UNROLL
+            for (int r = 0; r < R; r++) {
+                float xv[8];
+                cel_d_bf16x8(cel_d_ld16(xs + (int64_t)r * n_in + (int64_t)c * 8), xv);
+CEL_UNROLL
+                for (int n = 0; n < NR; n++)
+CEL_UNROLL
+                    for (int k = 0; k < 8; k++) acc[n][r] += wf[n][k] * xv[k];
+            }
+        }
+    }
+CEL_UNROLL
+    for (int n = 0; n < NR; n++)
+CEL_UNROLL
+        for (int r = 0; r < R; r++) acc[n][r] = cel_d_warp_sum(acc[n][r]);
+    if (lane != 0) return;
+    if constexpr (SWIGLU) {
+CEL_UNROLL
+        for (int r = 0; r < R; r++) {
+            const float g = acc[0][r], u = acc[NR - 1][r];
+            h[(int64_t)r * n_out + task] = cel_d_f32_to_bf16(g / (1.0f + expf(-g)) * u);
+        }
+    } else {
+CEL_UNROLL
+        for (int n = 0; n < NR; n++) {
+            if (row[n] >= n_out) break;
+CEL_UNROLL
+            for (int r = 0; r < R; r++) {
+                float *dst = y + (int64_t)r * n_out + row[n];
+                *dst = accumulate ? *dst + acc[n][r] : acc[n][r];
+            }
+        }
+    }
+}
+
+/* Bytes of shared memory the fused norm needs, and whether they fit the
+ * 48 KiB a kernel gets without opting in. */
+static size_t cel__gemv_norm_smem(int32_t n_rows, int32_t n_in) { return (size_t)n_rows * (size_t)n_in * 2; }
+extern "C" int cel__cuk_gemv_norm_fits(int32_t n_rows, int32_t n_in)
+{
+    return n_rows > 0 && n_in > 0 && cel__gemv_norm_smem(n_rows, n_in) <= 48 * 1024;
+}
+
+template <int NR, bool NORM, bool SWIGLU>
+static cudaError_t cel__gemv_launch(cudaStream_t s, const cel__cu_gemv_args *a)
+{
+    void (*kern)(float *, uint16_t *, const uint16_t *, const uint16_t *, const float *, const float *, float, int, int,
+                 int);
+    switch (a->n_rows) {
+    case 1: kern = cel_k_gemv<1, NR, NORM, SWIGLU>; break;
+    case 2: kern = cel_k_gemv<2, NR, NORM, SWIGLU>; break;
+    case 3: kern = cel_k_gemv<3, NR, NORM, SWIGLU>; break;
+    case 4: kern = cel_k_gemv<4, NR, NORM, SWIGLU>; break;
+    case 5: kern = cel_k_gemv<5, NR, NORM, SWIGLU>; break;
+    case 6: kern = cel_k_gemv<6, NR, NORM, SWIGLU>; break;
+    case 7: kern = cel_k_gemv<7, NR, NORM, SWIGLU>; break;
+    default: kern = cel_k_gemv<8, NR, NORM, SWIGLU>; break;
+    }
+    const int64_t tasks = SWIGLU ? a->n_out : ((int64_t)a->n_out + NR - 1) / NR;
+    const unsigned grid = (unsigned)((tasks + CEL__CU_THREADS / 32 - 1) / (CEL__CU_THREADS / 32));
+    const size_t smem = NORM ? cel__gemv_norm_smem(a->n_rows, a->n_in) : 0;
+    CEL_LAUNCH(kern, grid, CEL__CU_THREADS, smem, s, a->y, a->h, a->W, a->x, a->xf, a->norm_w, a->eps, a->n_in, a->n_out,
+               a->accumulate);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cel__cuk_gemv_ex(cudaStream_t s, const cel__cu_gemv_args *a)
+{
+    if (a->n_rows <= 0 || a->n_out <= 0) return cudaSuccess;
+    if (a->n_rows > CEL__CU_GEMV_MAX_ROWS || a->n_in <= 0 || a->n_in % 8 != 0) return cudaErrorInvalidValue;
+    const bool norm = a->x == NULL, swiglu = a->h != NULL;
+    if (norm && (!a->xf || !a->norm_w || !cel__cuk_gemv_norm_fits(a->n_rows, a->n_in))) return cudaErrorInvalidValue;
+    if (!swiglu && !a->y) return cudaErrorInvalidValue;
+    if ((int64_t)a->n_out * (swiglu ? 2 : 1) > INT32_MAX) return cudaErrorInvalidValue;
+    /* two rows per warp halve the x loads where there are rows enough to keep
+     * every SM busy (the output projection); otherwise one, for more warps */
+    const bool two = a->n_out >= 8192;
+    if (swiglu) return norm ? cel__gemv_launch<2, true, true>(s, a) : cel__gemv_launch<2, false, true>(s, a);
+    if (norm) return two ? cel__gemv_launch<2, true, false>(s, a) : cel__gemv_launch<1, true, false>(s, a);
+    return two ? cel__gemv_launch<2, false, false>(s, a) : cel__gemv_launch<1, false, false>(s, a);
+}
+
+extern "C" cudaError_t cel__cuk_gemv(cudaStream_t s, float *y, const uint16_t *W, const uint16_t *x, int32_t n_rows,
+                                     int32_t n_in, int32_t n_out, int accumulate)
+{
+    cel__cu_gemv_args a;
+    memset(&a, 0, sizeof a);
+    a.y = y;
+    a.W = W;
+    a.x = x;
+    a.n_rows = n_rows;
+    a.n_in = n_in;
+    a.n_out = n_out;
+    a.accumulate = accumulate;
+    if (n_rows > 0 && n_out > 0 && !x) return cudaErrorInvalidValue; /* plain form: x is required */
+    return cel__cuk_gemv_ex(s, &a);
+}
+
+/* ------------------------------------------------------------------- GEMV */
+
+/* v1 (kept for A/B timing, CELINE_CUDA_DECODE=v1): one warp per output
+ * feature; lanes stride over the input in 8-element (16-byte) chunks. The
+ * reduction order of a row does not depend on R. */
 template <int R>
 static __global__ void __launch_bounds__(CEL__CU_THREADS)
-    cel_k_gemv(float *y, const uint16_t *W, const uint16_t *x, int n_in, int n_out, int accumulate)
+    cel_k_gemv_v1(float *y, const uint16_t *W, const uint16_t *x, int n_in, int n_out, int accumulate)
 {
     const int o = blockIdx.x * (CEL__CU_THREADS / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (o >= n_out) return; /* the whole warp leaves together */
@@ -452,7 +701,7 @@ CEL_UNROLL
     }
 }
 
-extern "C" cudaError_t cel__cuk_gemv(cudaStream_t s, float *y, const uint16_t *W, const uint16_t *x, int32_t n_rows,
+extern "C" cudaError_t cel__cuk_gemv_v1(cudaStream_t s, float *y, const uint16_t *W, const uint16_t *x, int32_t n_rows,
                                      int32_t n_in, int32_t n_out, int accumulate)
 {
     if (n_rows <= 0 || n_out <= 0) return cudaSuccess;
@@ -460,14 +709,14 @@ extern "C" cudaError_t cel__cuk_gemv(cudaStream_t s, float *y, const uint16_t *W
     const unsigned grid = (unsigned)((n_out + CEL__CU_THREADS / 32 - 1) / (CEL__CU_THREADS / 32));
     void (*kern)(float *, const uint16_t *, const uint16_t *, int, int, int);
     switch (n_rows) {
-    case 1: kern = cel_k_gemv<1>; break;
-    case 2: kern = cel_k_gemv<2>; break;
-    case 3: kern = cel_k_gemv<3>; break;
-    case 4: kern = cel_k_gemv<4>; break;
-    case 5: kern = cel_k_gemv<5>; break;
-    case 6: kern = cel_k_gemv<6>; break;
-    case 7: kern = cel_k_gemv<7>; break;
-    default: kern = cel_k_gemv<8>; break;
+    case 1: kern = cel_k_gemv_v1<1>; break;
+    case 2: kern = cel_k_gemv_v1<2>; break;
+    case 3: kern = cel_k_gemv_v1<3>; break;
+    case 4: kern = cel_k_gemv_v1<4>; break;
+    case 5: kern = cel_k_gemv_v1<5>; break;
+    case 6: kern = cel_k_gemv_v1<6>; break;
+    case 7: kern = cel_k_gemv_v1<7>; break;
+    default: kern = cel_k_gemv_v1<8>; break;
     }
     CEL_LAUNCH(kern, grid, CEL__CU_THREADS, 0, s, y, W, x, n_in, n_out, accumulate);
     return cudaGetLastError();
@@ -497,15 +746,26 @@ extern "C" cudaError_t cel__cuk_copy_block(cudaStream_t s, uint16_t *k, uint16_t
     return cudaGetLastError();
 }
 
-/* (v, i) is better than (bv, bi) when larger, or equal with a lower index. */
+/* (v, i) is better than (bv, bi) when larger, or equal with a lower index;
+ * NaN ranks below every number (and NaNs among themselves by index), so the
+ * order is total and the winner does not depend on the visiting order. */
 static __device__ __forceinline__ bool cel_d_better(float v, int i, float bv, int bi)
 {
     if (i < 0) return false;
     if (bi < 0) return true;
+    const bool vn = v != v, bn = bv != bv;
+    if (vn || bn) return vn == bn ? i < bi : bn;
     return v > bv || (v == bv && i < bi);
 }
 
-static __global__ void cel_k_argmax(int32_t *out, const float *logits, int n_vocab)
+#define CEL__ARGMAX_THREADS 1024
+
+/* One block of 1024 threads per row. Thread t visits 4-float groups t,
+ * t + 1024, ... (16-byte loads, 4 groups loaded before they are compared, so
+ * each thread has several loads in flight); a row of 128256 logits is then
+ * 32 loads per thread instead of 500 dependent ones. The block reduces the
+ * (value, index) pairs with cel_d_better, which makes the result exact. */
+static __global__ void __launch_bounds__(CEL__ARGMAX_THREADS) cel_k_argmax(int32_t *out, const float *logits, int n_vocab)
 {
     __shared__ float s_v[32];
     __shared__ int s_i[32];
@@ -513,7 +773,36 @@ static __global__ void cel_k_argmax(int32_t *out, const float *logits, int n_voc
     const float *row = logits + (int64_t)r * n_vocab;
     float bv = -INFINITY;
     int bi = -1;
-    for (int i = threadIdx.x; i < n_vocab; i += blockDim.x)
+    int tail = 0; /* elements left for the scalar loop */
+#ifndef CEL_CUDA_EMU
+    if (n_vocab % 4 == 0 && (reinterpret_cast<uintptr_t>(row) & 15) == 0) {
+        const float4 *r4 = reinterpret_cast<const float4 *>(row);
+        const int n4 = n_vocab / 4;
+        constexpr int AU = 4;
+        for (int g0 = threadIdx.x; g0 < n4; g0 += AU * CEL__ARGMAX_THREADS) {
+            float4 v[AU];
+CEL_UNROLL
+            for (int u = 0; u < AU; u++) {
+                const int g = g0 + u * CEL__ARGMAX_THREADS;
+                v[u] = g < n4 ? r4[g] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            }
+CEL_UNROLL
+            for (int u = 0; u < AU; u++) {
+                const int g = g0 + u * CEL__ARGMAX_THREADS;
+                if (g >= n4) break;
+                const float e[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
+CEL_UNROLL
+                for (int k = 0; k < 4; k++)
+                    if (cel_d_better(e[k], 4 * g + k, bv, bi)) {
+                        bv = e[k];
+                        bi = 4 * g + k;
+                    }
+            }
+        }
+        tail = n_vocab; /* all visited */
+    }
+#endif
+    for (int i = tail + threadIdx.x; i < n_vocab; i += blockDim.x)
         if (cel_d_better(row[i], i, bv, bi)) {
             bv = row[i];
             bi = i;
@@ -545,6 +834,29 @@ extern "C" cudaError_t cel__cuk_argmax(cudaStream_t s, int32_t *out, const float
                                        int32_t n_vocab)
 {
     if (n_rows <= 0) return cudaSuccess;
-    CEL_LAUNCH(cel_k_argmax, n_rows, CEL__CU_THREADS, 0, s, out, logits, n_vocab);
+    CEL_LAUNCH(cel_k_argmax, n_rows, CEL__ARGMAX_THREADS, 0, s, out, logits, n_vocab);
+    return cudaGetLastError();
+}
+
+/* ---------------------------------------------------------------- profiling */
+
+/* Keeps the SM busy for about `cycles` clock cycles. The profiler queues it
+ * first so the host can enqueue a whole step behind it: the step's kernels
+ * then run back to back and the events between them time the kernels, not
+ * the host's launch rate. A no-op in the emulation. */
+static __global__ void cel_k_spin(long long cycles)
+{
+#ifndef CEL_CUDA_EMU
+    const long long t0 = clock64();
+    while (clock64() - t0 < cycles) {
+    }
+#else
+    (void)cycles;
+#endif
+}
+
+extern "C" cudaError_t cel__cuk_spin(cudaStream_t s, long long cycles)
+{
+    CEL_LAUNCH(cel_k_spin, 1, 32, 0, s, cycles);
     return cudaGetLastError();
 }
