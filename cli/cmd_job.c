@@ -104,7 +104,7 @@ typedef struct key_opt {
     const char *text;     /* STR / INT / NUM / comma lists */
     cel_cli_list list;    /* input, templates (repeatable) */
     bool yes, no;         /* BOOL: --name / --no-name */
-    char name[64], no_name[64];
+    char name[64], no_name[72];
 } key_opt;
 
 static int job_run(int argc, char **argv);

@@ -221,8 +221,10 @@ static cel_status checkpoint(job *j, uint64_t d, bool close, bool done, cel_erro
         j->errs_bytes -= strlen(j->errs[i].line);
         free(j->errs[i].line);
     }
-    memmove(j->errs, j->errs + k, (j->errs_n - k) * sizeof *j->errs);
-    j->errs_n -= k;
+    if (k) {
+        memmove(j->errs, j->errs + k, (j->errs_n - k) * sizeof *j->errs);
+        j->errs_n -= k;
+    }
 
     uint64_t old_seq = st->seq;
     bool had_pending = j->have_pending_file;
