@@ -15,50 +15,7 @@
 #include "celine/generate.h"
 #include "test_gen_mock.h"
 
-static cel_template_set *make_set(const char *const *srcs, size_t n)
-{
-    cel_template_set *s;
-    cel_error e;
-    assert_int_equal(cel_template_set_create(&s, &e), CEL_OK);
-    for (size_t i = 0; i < n; i++) {
-        cel_template *t;
-        cel_status st = cel_template_parse(NULL, srcs[i], strlen(srcs[i]), &t, &e);
-        if (st) fprintf(stderr, "%s\n", e.msg);
-        assert_int_equal(st, CEL_OK);
-        assert_int_equal(cel_template_set_add(s, t, &e), CEL_OK);
-    }
-    return s;
-}
-
-static json_t *parse_line(const char *line, size_t len)
-{
-    json_error_t je;
-    json_t *j = json_loadb(line, len, 0, &je);
-    assert_non_null(j);
-    return j;
-}
-
-/* Splits JSONL into an array of objects. */
-static json_t *lines(const cel_buf *b)
-{
-    json_t *arr = json_array();
-    const char *p = b->data ? b->data : "";
-    while (*p) {
-        const char *nl = strchr(p, '\n');
-        assert_non_null(nl);
-        json_array_append_new(arr, parse_line(p, (size_t)(nl - p)));
-        p = nl + 1;
-    }
-    return arr;
-}
-
-static const char *sget(json_t *o, const char *k)
-{
-    json_t *v = json_object_get(o, k);
-    assert_non_null(v);
-    assert_true(json_is_string(v));
-    return json_string_value(v);
-}
+#include "test_gen_fixture.h"
 
 /* ================================================================== MIND */
 
@@ -507,56 +464,7 @@ static void test_rephrase(void **state)
     cel_template_set_free(set);
 }
 
-/* ============================================================ CrossThink */
-
-static const char *const ct_srcs[] = {
-    "@name qa_mcq\n@kind qa\n@task mcq\n@user\nSYNTH mcq {{n}}\n{{text}}\n",
-    "@name qa_open\n@kind qa\n@task open\n@user\nSYNTH open {{n}}\n{{text}}\n",
-    "@name rl_mcq\n@kind rl\n@task mcq\n@user\nSOLVE {{question}}\n{{options}}\n",
-    "@name rl_open\n@kind rl\n@task open\n@user\nSOLVE {{question}}\n",
-};
-
-static cel_finish ct_script(void *ud, const char *prompt, uint64_t seed, uint32_t sample, cel_buf *out)
-{
-    (void)ud;
-    (void)seed;
-    if (strncmp(prompt, "SYNTH mcq", 9) == 0) {
-        const char *tag = strstr(prompt, "DOCB") ? "B" : "A";
-        cel_buf_printf(out, "Question: Shared question about sums?\nA) 1\nB) 2\nC) 3\nD) 4\nAnswer: B\n\n"
-                            "Question: EASY question %s one?\nA) red\nB) blue\nAnswer: A\n\n"
-                            "Question: HARD question %s two?\nA) cat\nB) dog\nC) a very long option text with many many words in it here\nAnswer: C\n\n"
-                            "Question: Broken gold %s?\nA) x\nB) y\nAnswer: F\n",
-                       tag, tag, tag);
-    } else if (strncmp(prompt, "SYNTH open", 10) == 0) {
-        if (strstr(prompt, "DOCB")) return CEL_FINISH_STOP; /* empty output: no items */
-        cel_buf_puts(out, "Question: What is six times seven?\nAnswer: 42\n\n"
-                          "Question: Describe it at length?\nAnswer: one two three four five six seven eight nine ten eleven\n");
-    } else if (strncmp(prompt, "SOLVE", 5) == 0) {
-        /* the difficulty filter: EASY items are always solved, HARD ones by sample 0 only */
-        if (strstr(prompt, "EASY")) cel_buf_puts(out, "Thinking... \\boxed{A}");
-        else if (strstr(prompt, "HARD")) cel_buf_puts(out, sample == 0 ? "\\boxed{C}" : "\\boxed{A}");
-        else if (strstr(prompt, "six times")) cel_buf_puts(out, "\\boxed{42}");
-        else cel_buf_puts(out, "\\boxed{B}");
-    }
-    return CEL_FINISH_STOP;
-}
-
-static void run_ct(const cel_crossthink_config *cfg, const cel_gen_doc *docs, size_t n, mock_order order, collect *c,
-                   cel_gen_stats *st)
-{
-    mock_backend *m = mock_new(ct_script, NULL, order, 3);
-    cel_gen_sink sink = {collect_record, collect_drop, c};
-    cel_gen_pipeline *p;
-    cel_error e;
-    cel_status s = cel_crossthink_create(cfg, &m->base, &sink, &p, &e);
-    if (s) fprintf(stderr, "%s\n", e.msg);
-    assert_int_equal(s, CEL_OK);
-    for (size_t i = 0; i < n; i++) assert_int_equal(cel_gen_pipeline_push(p, &docs[i], &e), CEL_OK);
-    assert_int_equal(cel_gen_pipeline_drain(p, &e), CEL_OK);
-    *st = *cel_gen_pipeline_stats(p);
-    cel_gen_pipeline_free(p);
-    cel_gen_backend_free(&m->base);
-}
+/* ============================================================ CrossThink (script and runner: test_gen_fixture.h) */
 
 static void test_crossthink(void **state)
 {
