@@ -334,15 +334,7 @@ static cel_status ct_start(cel_gen_pipeline *p, cel__doc *d, cel_error *err)
                 ct_free_unit(u);
                 break;
             }
-            cel_chat_msg msgs[2];
-            size_t nm = 0;
-            if (t->system_parts && sys.data) msgs[nm++] = (cel_chat_msg){"system", sys.data};
-            msgs[nm++] = (cel_chat_msg){"user", usr.data};
-            cel_gen_request rq = {.messages = msgs, .n_messages = nm, .n = 1, .sampling = p->c.sampling};
-            rq.sampling.seed = u->seed;
-            if (t->max_output_tokens > 0) rq.sampling.max_tokens = t->max_output_tokens;
-            p->stats.units++;
-            st = cel__submit(p, d, &rq, synth_done, u, err);
+            st = cel__submit_rendered(p, d, t, &sys, &usr, u->seed, synth_done, u, err);
         }
     }
     if (st == CEL_ERR_NOMEM) cel_error_set(err, st, "out of memory");
@@ -378,18 +370,12 @@ cel_status cel_crossthink_create(const cel_crossthink_config *cfg, cel_gen_backe
     if (cfg->difficulty_k > 64) return cel_error_set(err, CEL_ERR_INVALID, "crossthink: difficulty_k must be <= 64");
     if (cfg->difficulty_k > 0 && !cfg->verifier)
         return cel_error_set(err, CEL_ERR_INVALID, "crossthink: the difficulty filter needs a verifier");
-    cel_gen_pipeline *p = calloc(1, sizeof *p);
-    ct_kind *k = calloc(1, sizeof *k);
-    if (!p || !k) {
-        free(p);
-        free(k);
-        return cel_error_set(err, CEL_ERR_NOMEM, "out of memory");
-    }
-    p->kind = k;
-    p->ops = &ct_ops;
+    cel_gen_pipeline *p;
+    CEL_TRY(cel__pipeline_new(sizeof(ct_kind), &ct_ops, &cfg->c, be, sink, &p, err));
+    ct_kind *k = p->kind;
     k->cfg = *cfg;
-    cel_status st = cel__pipeline_init(p, &ct_ops, &cfg->c, be, sink, err);
-    if (!st && cfg->mcq) st = find_kind(cfg->templates, cfg->mcq_template, CEL_TMPL_QA, CEL_TASK_MCQ, &k->synth[0], err);
+    cel_status st = CEL_OK;
+    if (cfg->mcq) st = find_kind(cfg->templates, cfg->mcq_template, CEL_TMPL_QA, CEL_TASK_MCQ, &k->synth[0], err);
     if (!st && cfg->open)
         st = find_kind(cfg->templates, cfg->open_template, CEL_TMPL_QA, CEL_TASK_OPEN, &k->synth[1], err);
     /* MCQ items keep their RL template unless converted; open ones always need one */

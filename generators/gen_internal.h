@@ -93,10 +93,23 @@ struct cel_gen_pipeline {
 
 cel_status cel__pipeline_init(cel_gen_pipeline *p, const cel__pipe_ops *ops, const cel_gen_common *c,
                               cel_gen_backend *be, const cel_gen_sink *sink, cel_error *err);
+/* Allocates a pipeline with a zeroed kind struct of kind_size bytes
+ * (p->kind) and runs cel__pipeline_init: the first half of every
+ * cel_<kind>_create. On failure nothing is left allocated and *out is NULL,
+ * so ops->free must accept a zeroed kind struct. */
+cel_status cel__pipeline_new(size_t kind_size, const cel__pipe_ops *ops, const cel_gen_common *c, cel_gen_backend *be,
+                             const cel_gen_sink *sink, cel_gen_pipeline **out, cel_error *err);
 /* Submits a request for document d; unit is handed to done() (then freed
  * with ops->free_unit). On failure the unit is freed too. */
 cel_status cel__submit(cel_gen_pipeline *p, cel__doc *d, const cel_gen_request *req, cel__unit_done done, void *unit,
                        cel_error *err);
+/* Submits the one-sample chat request of a rendered generation template
+ * (counted in stats.units): a system message when t has system parts and
+ * they rendered to a buffer, then the user message; the pipeline's sampling
+ * with the given seed and t's @output_tokens as max_tokens when it is set
+ * (> 0). Unit ownership as cel__submit. */
+cel_status cel__submit_rendered(cel_gen_pipeline *p, cel__doc *d, const cel_template *t, const cel_buf *sys,
+                                const cel_buf *usr, uint64_t seed, cel__unit_done done, void *unit, cel_error *err);
 /* Items of a document are emitted sorted by `ord` (ties: in the order they
  * were added), so handlers running in completion order still give records in
  * unit order. Kinds build ord from the unit index and a sub-index. */
@@ -120,6 +133,11 @@ void cel__fail(cel_gen_pipeline *p, const cel_error *e);
  * is 0) into a malloc'ed array; errors name the missing or mistyped one. */
 cel_status cel__resolve_templates(const cel_template_set *set, cel_tmpl_kind kind, const char *const *names, size_t n,
                                   const cel_template ***out, size_t *n_out, cel_error *err);
+/* cel__resolve_templates plus the cel__template_tag of each template in a
+ * parallel malloc'ed array (*tags, *n_out entries). On failure the caller
+ * still frees whatever *out and *tags hold (its kind free does). */
+cel_status cel__resolve_tagged(const cel_template_set *set, cel_tmpl_kind kind, const char *const *names, size_t n,
+                               const cel_template ***out, size_t *n_out, char (**tags)[96], cel_error *err);
 /* Engine-independent equivalents of cel_sampling_default / cel_finish_name /
  * cel_task_name, so the pipelines' logic links (and is tested) without the
  * engine: greedy, top_p 1, max_tokens 256, no penalties. */

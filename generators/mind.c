@@ -367,15 +367,7 @@ static cel_status mind_start(cel_gen_pipeline *p, cel__doc *d, cel_error *err)
             }
             u->prompt = cel_buf_steal(&prompt);
             u->instructions = cel_buf_steal(&instr);
-            cel_chat_msg msgs[2];
-            size_t nm = 0;
-            if (t->system_parts) msgs[nm++] = (cel_chat_msg){"system", sys.data};
-            msgs[nm++] = (cel_chat_msg){"user", usr.data};
-            cel_gen_request rq = {.messages = msgs, .n_messages = nm, .n = 1, .sampling = p->c.sampling};
-            rq.sampling.seed = u->seed;
-            if (t->max_output_tokens > 0) rq.sampling.max_tokens = t->max_output_tokens;
-            p->stats.units++;
-            st = cel__submit(p, d, &rq, mind_done, u, err);
+            st = cel__submit_rendered(p, d, t, &sys, &usr, u->seed, mind_done, u, err);
         }
     }
     if (st == CEL_ERR_NOMEM) cel_error_set(err, st, "out of memory");
@@ -433,32 +425,31 @@ cel_status cel__resolve_templates(const cel_template_set *set, cel_tmpl_kind kin
     return CEL_OK;
 }
 
+cel_status cel__resolve_tagged(const cel_template_set *set, cel_tmpl_kind kind, const char *const *names, size_t n,
+                               const cel_template ***out, size_t *n_out, char (**tags)[96], cel_error *err)
+{
+    *tags = NULL;
+    CEL_TRY(cel__resolve_templates(set, kind, names, n, out, n_out, err));
+    *tags = calloc(*n_out, sizeof **tags);
+    if (!*tags) return cel_error_set(err, CEL_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < *n_out; i++) cel__template_tag((*out)[i], (*tags)[i], sizeof (*tags)[i]);
+    return CEL_OK;
+}
+
 cel_status cel_mind_create(const cel_mind_config *cfg, cel_gen_backend *be, const cel_gen_sink *sink,
                            cel_gen_pipeline **out, cel_error *err)
 {
     *out = NULL;
     if (cfg->chunk_tokens < 1) return cel_error_set(err, CEL_ERR_INVALID, "mind: chunk_tokens must be >= 1");
     if (cfg->min_turns < 1) return cel_error_set(err, CEL_ERR_INVALID, "mind: min_turns must be >= 1");
-    cel_gen_pipeline *p = calloc(1, sizeof *p);
-    mind_kind *k = calloc(1, sizeof *k);
-    if (!p || !k) {
-        free(p);
-        free(k);
-        return cel_error_set(err, CEL_ERR_NOMEM, "out of memory");
-    }
-    p->kind = k;
-    p->ops = &mind_ops;
+    cel_gen_pipeline *p;
+    CEL_TRY(cel__pipeline_new(sizeof(mind_kind), &mind_ops, &cfg->c, be, sink, &p, err));
+    mind_kind *k = p->kind;
     k->cfg = *cfg;
     k->cfg.styles = NULL; /* not kept: resolved below */
     k->cfg.n_styles = 0;
-    cel_status st = cel__pipeline_init(p, &mind_ops, &cfg->c, be, sink, err);
-    if (!st) st = cel__resolve_templates(cfg->templates, CEL_TMPL_MIND, cfg->styles, cfg->n_styles, &k->styles,
-                                         &k->n_styles, err);
-    if (!st) {
-        k->tags = calloc(k->n_styles, sizeof *k->tags);
-        if (!k->tags) st = cel_error_set(err, CEL_ERR_NOMEM, "out of memory");
-        for (size_t i = 0; !st && i < k->n_styles; i++) cel__template_tag(k->styles[i], k->tags[i], sizeof k->tags[i]);
-    }
+    cel_status st = cel__resolve_tagged(cfg->templates, CEL_TMPL_MIND, cfg->styles, cfg->n_styles, &k->styles,
+                                        &k->n_styles, &k->tags, err);
     if (st) {
         cel_gen_pipeline_free(p);
         return st;

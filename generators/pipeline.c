@@ -182,6 +182,28 @@ cel_status cel__pipeline_init(cel_gen_pipeline *p, const cel__pipe_ops *ops, con
     return CEL_OK;
 }
 
+cel_status cel__pipeline_new(size_t kind_size, const cel__pipe_ops *ops, const cel_gen_common *c, cel_gen_backend *be,
+                             const cel_gen_sink *sink, cel_gen_pipeline **out, cel_error *err)
+{
+    *out = NULL;
+    cel_gen_pipeline *p = calloc(1, sizeof *p);
+    void *k = calloc(1, kind_size);
+    if (!p || !k) {
+        free(p);
+        free(k);
+        return cel_error_set(err, CEL_ERR_NOMEM, "out of memory");
+    }
+    p->kind = k;
+    p->ops = ops;
+    cel_status st = cel__pipeline_init(p, ops, c, be, sink, err);
+    if (st) {
+        cel_gen_pipeline_free(p);
+        return st;
+    }
+    *out = p;
+    return CEL_OK;
+}
+
 static void free_items(cel__doc *d)
 {
     for (size_t i = 0; i < d->n_items; i++) {
@@ -319,6 +341,20 @@ cel_status cel__submit(cel_gen_pipeline *p, cel__doc *d, const cel_gen_request *
     p->reqs = r;
     d->outstanding++;
     return CEL_OK;
+}
+
+cel_status cel__submit_rendered(cel_gen_pipeline *p, cel__doc *d, const cel_template *t, const cel_buf *sys,
+                                const cel_buf *usr, uint64_t seed, cel__unit_done done, void *unit, cel_error *err)
+{
+    cel_chat_msg msgs[2];
+    size_t nm = 0;
+    if (t->system_parts && sys->data) msgs[nm++] = (cel_chat_msg){"system", sys->data};
+    msgs[nm++] = (cel_chat_msg){"user", usr->data};
+    cel_gen_request rq = {.messages = msgs, .n_messages = nm, .n = 1, .sampling = p->c.sampling};
+    rq.sampling.seed = seed;
+    if (t->max_output_tokens > 0) rq.sampling.max_tokens = t->max_output_tokens;
+    p->stats.units++;
+    return cel__submit(p, d, &rq, done, unit, err);
 }
 
 static int cmp_item(const void *a, const void *b)

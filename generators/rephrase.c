@@ -286,15 +286,7 @@ static cel_status rephrase_start(cel_gen_pipeline *p, cel__doc *d, cel_error *er
                 rephrase_free_unit(u);
                 break;
             }
-            cel_chat_msg msgs[2];
-            size_t nm = 0;
-            if (t->system_parts && sys.data) msgs[nm++] = (cel_chat_msg){"system", sys.data};
-            msgs[nm++] = (cel_chat_msg){"user", usr.data};
-            cel_gen_request rq = {.messages = msgs, .n_messages = nm, .n = 1, .sampling = p->c.sampling};
-            rq.sampling.seed = u->seed;
-            rq.sampling.max_tokens = t->max_output_tokens;
-            p->stats.units++;
-            st = cel__submit(p, d, &rq, rephrase_done, u, err);
+            st = cel__submit_rendered(p, d, t, &sys, &usr, u->seed, rephrase_done, u, err);
         }
         free(segs);
     }
@@ -313,28 +305,14 @@ cel_status cel_rephrase_create(const cel_rephrase_config *cfg, cel_gen_backend *
     *out = NULL;
     if (cfg->min_doc_tokens < 0 || cfg->min_segment_tokens < 0)
         return cel_error_set(err, CEL_ERR_INVALID, "rephrase: token minimums must be >= 0");
-    cel_gen_pipeline *p = calloc(1, sizeof *p);
-    rephrase_kind *k = calloc(1, sizeof *k);
-    if (!p || !k) {
-        free(p);
-        free(k);
-        return cel_error_set(err, CEL_ERR_NOMEM, "out of memory");
-    }
-    p->kind = k;
-    p->ops = &rephrase_ops;
+    cel_gen_pipeline *p;
+    CEL_TRY(cel__pipeline_new(sizeof(rephrase_kind), &rephrase_ops, &cfg->c, be, sink, &p, err));
+    rephrase_kind *k = p->kind;
     k->cfg = *cfg;
     k->cfg.prompts = NULL;
     k->cfg.n_prompts = 0;
-    cel_status st = cel__pipeline_init(p, &rephrase_ops, &cfg->c, be, sink, err);
-    if (!st)
-        st = cel__resolve_templates(cfg->templates, CEL_TMPL_REPHRASE, cfg->prompts, cfg->n_prompts, &k->prompts,
-                                    &k->n_prompts, err);
-    if (!st) {
-        k->tags = calloc(k->n_prompts, sizeof *k->tags);
-        if (!k->tags) st = cel_error_set(err, CEL_ERR_NOMEM, "out of memory");
-        for (size_t i = 0; !st && i < k->n_prompts; i++)
-            cel__template_tag(k->prompts[i], k->tags[i], sizeof k->tags[i]);
-    }
+    cel_status st = cel__resolve_tagged(cfg->templates, CEL_TMPL_REPHRASE, cfg->prompts, cfg->n_prompts, &k->prompts,
+                                        &k->n_prompts, &k->tags, err);
     if (st) {
         cel_gen_pipeline_free(p);
         return st;
