@@ -88,6 +88,28 @@ static void lreq_free(lreq *r)
     free(r);
 }
 
+/* Appends r to the done list for the polling thread; the caller holds mu. */
+static void append_done(local *L, lreq *r)
+{
+    r->next = NULL;
+    if (L->done_tail) L->done_tail->next = r;
+    else L->done_head = r;
+    L->done_tail = r;
+}
+
+/* Finishes a request the engine never ran (rejected, cancelled in the
+ * backlog, or the backend freed): every sample counts as finished and r goes
+ * on the done list at once. Unlike on_token it neither signals cv nor calls
+ * the notify hook: its callers run on the thread that delivers. r->fin is
+ * the caller's to set. */
+static void finish_at_once(local *L, lreq *r)
+{
+    r->finished = r->n;
+    pthread_mutex_lock(&L->mu);
+    append_done(L, r);
+    pthread_mutex_unlock(&L->mu);
+}
+
 /* Engine callback: one event per token of one sample. Runs on the engine
  * thread (threaded mode) or inside cel_engine_step (unthreaded); must not block. */
 static void on_token(void *ud, const cel_token_event *ev)
@@ -109,10 +131,7 @@ static void on_token(void *ud, const cel_token_event *ev)
      * notify hook (non-blocking, e.g. uv_async_send) runs under the lock for
      * that reason, and local_free passes through the lock before freeing. */
     pthread_mutex_lock(&L->mu);
-    r->next = NULL;
-    if (L->done_tail) L->done_tail->next = r;
-    else L->done_head = r;
-    L->done_tail = r;
+    append_done(L, r);
     pthread_cond_signal(&L->cv);
     if (L->opts.engine_threaded && L->opts.notify) L->opts.notify(L->opts.notify_ud);
     pthread_mutex_unlock(&L->mu);
@@ -178,13 +197,7 @@ static cel_status flush_backlog(local *L, cel_error *err)
             /* the engine rejected this request: report it as a failed result */
             r->error = strdup(e.msg);
             for (uint32_t i = 0; i < r->n; i++) r->fin[i] = CEL_FINISH_ERROR;
-            r->finished = r->n;
-            pthread_mutex_lock(&L->mu);
-            r->next = NULL;
-            if (L->done_tail) L->done_tail->next = r;
-            else L->done_head = r;
-            L->done_tail = r;
-            pthread_mutex_unlock(&L->mu);
+            finish_at_once(L, r);
             continue;
         }
         r->submitted = true;
@@ -317,13 +330,7 @@ static void local_free(cel_gen_backend *b)
     while (L->backlog_head) {
         lreq *r = L->backlog_head;
         L->backlog_head = r->next;
-        r->finished = r->n;
-        pthread_mutex_lock(&L->mu);
-        r->next = NULL;
-        if (L->done_tail) L->done_tail->next = r;
-        else L->done_head = r;
-        L->done_tail = r;
-        pthread_mutex_unlock(&L->mu);
+        finish_at_once(L, r);
     }
     L->backlog_tail = NULL;
     /* cancel the rest and wait for their final events */
@@ -375,13 +382,7 @@ static void local_cancel(cel_gen_backend *b, void *ud)
         *pp = r->next;
         if (L->backlog_tail == r) L->backlog_tail = prev;
         for (uint32_t i = 0; i < r->n; i++) r->fin[i] = CEL_FINISH_CANCELLED;
-        r->finished = r->n;
-        pthread_mutex_lock(&L->mu);
-        r->next = NULL;
-        if (L->done_tail) L->done_tail->next = r;
-        else L->done_head = r;
-        L->done_tail = r;
-        pthread_mutex_unlock(&L->mu);
+        finish_at_once(L, r);
     }
     for (lreq *r = L->all; r; r = r->next_all)
         if (r->ud == ud && r->submitted) cel_engine_cancel(L->e, r->engine_id);
