@@ -21,6 +21,17 @@
 
 #define MODELS CELINE_SOURCE_DIR "/tests/data/models"
 
+/* Loads a model that must load (the test fails naming the path and the
+ * error otherwise); default options. */
+static cel_model *load_ok(const char *path)
+{
+    cel_model *m = NULL;
+    cel_error err;
+    if (cel_model_load(path, NULL, &m, &err) != CEL_OK) fail_msg("%s: %s", path, err.msg);
+    assert_non_null(m);
+    return m;
+}
+
 /* ------------------------------------------------- hparams of real files */
 
 typedef struct expect {
@@ -98,9 +109,7 @@ static void test_committed_hparams(void **state)
 static void test_params_and_find(void **state)
 {
     (void)state;
-    cel_model *m = NULL;
-    cel_error err;
-    assert_int_equal(cel_model_load(MODELS "/llama-f32.gguf", NULL, &m, &err), CEL_OK);
+    cel_model *m = load_ok(MODELS "/llama-f32.gguf");
     /* 320*64 embd + 320*64 output + 64 norm + 2 x (2*64 norms + 64*64 q + 2*64*32 kv + 64*64 o + 3*64*128 ffn) */
     assert_int_equal(cel_model_n_params(m), 320 * 64 * 2 + 64 + 2 * (128 + 4096 + 4096 + 4096 + 3 * 8192));
     cel_tensor *t = cel_model_find_tensor(m, "blk.1.ffn_down.weight");
@@ -114,7 +123,7 @@ static void test_params_and_find(void **state)
     cel_model_free(m);
     /* HF names, and the GGUF and HF folder hold the same numbers */
     cel_model *h = NULL;
-    assert_int_equal(cel_model_load(MODELS "/llama-hf/", NULL, &h, &err), CEL_OK);
+    h = load_ok(MODELS "/llama-hf/");
     assert_string_equal(h->name, "llama-hf");
     assert_non_null(cel_model_find_tensor(h, "model.layers.1.mlp.down_proj.weight"));
     assert_int_equal(cel_model_n_params(h), 320 * 64 * 2 + 64 + 2 * (128 + 4096 + 4096 + 4096 + 3 * 8192));
@@ -124,9 +133,7 @@ static void test_params_and_find(void **state)
 static void test_describe(void **state)
 {
     (void)state;
-    cel_model *m = NULL;
-    cel_error err;
-    assert_int_equal(cel_model_load(MODELS "/qwen2-q4_k_m.gguf", NULL, &m, &err), CEL_OK);
+    cel_model *m = load_ok(MODELS "/qwen2-q4_k_m.gguf");
     cel_buf b;
     cel_buf_init(&b);
     assert_int_equal(cel_model_describe(m, &b), CEL_OK);
@@ -142,9 +149,8 @@ static void test_describe(void **state)
 static void test_make_writable(void **state)
 {
     (void)state;
-    cel_model *m = NULL;
+    cel_model *m = load_ok(MODELS "/llama-q8_0.gguf");
     cel_error err;
-    assert_int_equal(cel_model_load(MODELS "/llama-q8_0.gguf", NULL, &m, &err), CEL_OK);
     /* F32 tensor: own copy, same bytes, writable */
     cel_tensor *n = cel_model_find_tensor(m, "blk.0.attn_norm.weight"), *w = NULL;
     const void *mapped = n->data;
@@ -455,9 +461,7 @@ static void test_synthetic_ok(void **state)
     spec s;
     spec_model(&s, "llama");
     ten_del(&s, "output.weight");
-    cel_model *m = NULL;
-    cel_error err;
-    assert_int_equal(cel_model_load(write_gguf(&s, "tied.gguf"), NULL, &m, &err), CEL_OK);
+    cel_model *m = load_ok(write_gguf(&s, "tied.gguf"));
     assert_true(m->hp.tied_embeddings);
     assert_ptr_equal(m->output, m->tok_embd);
     cel_model_free(m);
@@ -468,14 +472,14 @@ static void test_synthetic_ok(void **state)
     ten_find(&s, "blk.0.attn_v.weight")->ne1 = 32;
     ten_find(&s, "blk.1.attn_k.weight")->ne1 = 32;
     ten_find(&s, "blk.1.attn_v.weight")->ne1 = 32;
-    assert_int_equal(cel_model_load(write_gguf(&s, "mha.gguf"), NULL, &m, &err), CEL_OK);
+    m = load_ok(write_gguf(&s, "mha.gguf"));
     assert_int_equal(m->hp.n_head_kv, 2);
     cel_model_free(m);
     /* linear RoPE scaling keys */
     spec_model(&s, "llama");
     kv_str(&s, "llama.rope.scaling.type", "linear");
     kv_f32(&s, "llama.rope.scaling.factor", 4.0f);
-    assert_int_equal(cel_model_load(write_gguf(&s, "lin.gguf"), NULL, &m, &err), CEL_OK);
+    m = load_ok(write_gguf(&s, "lin.gguf"));
     assert_int_equal(m->hp.rope_scaling, CEL_ROPE_SCALING_LINEAR);
     assert_true(m->hp.rope_factor == 4.0f);
     cel_model_free(m);
@@ -603,7 +607,7 @@ static void test_rope_freqs(void **state)
     for (int i = 0; i < 64; i++) ones[i] = 1.0f;
     rf = ten_find(&s, "rope_freqs.weight");
     rf->vals = ones;
-    assert_int_equal(cel_model_load(write_gguf(&s, "l31b.gguf"), NULL, &m, &err), CEL_OK);
+    m = load_ok(write_gguf(&s, "l31b.gguf"));
     assert_int_equal(m->hp.rope_scaling, CEL_ROPE_SCALING_NONE);
     cel_model_free(m);
     /* factors that follow no llama3 curve, and values below 1 */
@@ -703,13 +707,20 @@ static void hf_expect_fail(const char *dir, cel_status code, const char *needle)
     assert_null(m);
 }
 
+/* A fresh copy of tests/data/models/<src> with one key of config.json set
+ * (val, stolen) or removed (NULL) must fail to load with code and needle. */
+static void config_edit_fails(const char *src, const char *key, json_t *val, cel_status code, const char *needle)
+{
+    const char *d = hf_copy(src);
+    json_edit(d, "config.json", key, val);
+    hf_expect_fail(d, code, needle);
+}
+
 static void test_hf_config_errors(void **state)
 {
     (void)state;
     const char *d = hf_copy("qwen2-hf");
-    cel_model *m = NULL;
-    cel_error err;
-    assert_int_equal(cel_model_load(d, NULL, &m, &err), CEL_OK); /* the copy loads */
+    cel_model *m = load_ok(d); /* the copy loads */
     cel_model_free(m);
 
     char p[512];
@@ -719,51 +730,34 @@ static void test_hf_config_errors(void **state)
     fclose(f);
     hf_expect_fail(d, CEL_ERR_FORMAT, "config.json: line 2");
 
-    d = hf_copy("qwen2-hf");
-    json_edit(d, "config.json", "hidden_size", NULL);
-    hf_expect_fail(d, CEL_ERR_NOT_FOUND, "missing key 'hidden_size'");
-    d = hf_copy("qwen2-hf");
-    json_edit(d, "config.json", "num_hidden_layers", json_string("2"));
-    hf_expect_fail(d, CEL_ERR_FORMAT, "'num_hidden_layers' must be an integer");
-    d = hf_copy("qwen2-hf");
-    json_edit(d, "config.json", "model_type", json_string("gpt2"));
-    hf_expect_fail(d, CEL_ERR_UNSUPPORTED, "model_type 'gpt2' is not supported");
+    config_edit_fails("qwen2-hf", "hidden_size", NULL, CEL_ERR_NOT_FOUND, "missing key 'hidden_size'");
+    config_edit_fails("qwen2-hf", "num_hidden_layers", json_string("2"),
+                      CEL_ERR_FORMAT, "'num_hidden_layers' must be an integer");
+    config_edit_fails("qwen2-hf", "model_type", json_string("gpt2"),
+                      CEL_ERR_UNSUPPORTED, "model_type 'gpt2' is not supported");
     d = hf_copy("qwen2-hf");
     json_edit(d, "config.json", "model_type", NULL);
     json_edit(d, "config.json", "architectures", NULL);
     hf_expect_fail(d, CEL_ERR_FORMAT, "neither 'model_type' nor 'architectures'");
     d = hf_copy("qwen2-hf");
     json_edit(d, "config.json", "model_type", NULL); /* architectures[0] alone is enough */
-    assert_int_equal(cel_model_load(d, NULL, &m, &err), CEL_OK);
+    m = load_ok(d);
     assert_int_equal(m->hp.arch, CEL_ARCH_QWEN2);
     cel_model_free(m);
-    d = hf_copy("qwen2-hf");
-    json_edit(d, "config.json", "rope_scaling", json_pack("{s:s, s:f}", "rope_type", "yarn", "factor", 4.0));
-    hf_expect_fail(d, CEL_ERR_UNSUPPORTED, "rope_scaling type 'yarn'");
-    d = hf_copy("qwen2-hf");
-    json_edit(d, "config.json", "rope_scaling", json_pack("{s:s, s:f}", "rope_type", "llama3", "factor", 8.0));
-    hf_expect_fail(d, CEL_ERR_NOT_FOUND, "missing key 'low_freq_factor'");
-    d = hf_copy("qwen2-hf");
-    json_edit(d, "config.json", "hidden_act", json_string("gelu"));
-    hf_expect_fail(d, CEL_ERR_UNSUPPORTED, "hidden_act");
-    d = hf_copy("qwen2-hf");
-    json_edit(d, "config.json", "tie_word_embeddings", json_string("yes"));
-    hf_expect_fail(d, CEL_ERR_FORMAT, "'tie_word_embeddings' must be true or false");
-    d = hf_copy("llama-hf");
-    json_edit(d, "config.json", "attention_bias", json_true());
-    hf_expect_fail(d, CEL_ERR_UNSUPPORTED, "attention_bias");
-    d = hf_copy("qwen2-hf");
-    json_edit(d, "config.json", "vocab_size", json_integer(321));
-    hf_expect_fail(d, CEL_ERR_FORMAT, "vocabulary size 321 does not match tensor 'model.embed_tokens.weight'");
-    d = hf_copy("qwen2-hf");
-    json_edit(d, "config.json", "hidden_size", json_integer(128));
-    hf_expect_fail(d, CEL_ERR_FORMAT, "'model.embed_tokens.weight'");
-    d = hf_copy("qwen3-hf");
-    json_edit(d, "config.json", "head_dim", json_integer(16)); /* the weights have 32 */
-    hf_expect_fail(d, CEL_ERR_FORMAT, "model.layers.0.self_attn.q_proj.weight");
-    d = hf_copy("qwen2-hf");
-    json_edit(d, "config.json", "rms_norm_eps", json_real(-1));
-    hf_expect_fail(d, CEL_ERR_FORMAT, "epsilon");
+    config_edit_fails("qwen2-hf", "rope_scaling", json_pack("{s:s, s:f}", "rope_type", "yarn", "factor", 4.0),
+                      CEL_ERR_UNSUPPORTED, "rope_scaling type 'yarn'");
+    config_edit_fails("qwen2-hf", "rope_scaling", json_pack("{s:s, s:f}", "rope_type", "llama3", "factor", 8.0),
+                      CEL_ERR_NOT_FOUND, "missing key 'low_freq_factor'");
+    config_edit_fails("qwen2-hf", "hidden_act", json_string("gelu"), CEL_ERR_UNSUPPORTED, "hidden_act");
+    config_edit_fails("qwen2-hf", "tie_word_embeddings", json_string("yes"),
+                      CEL_ERR_FORMAT, "'tie_word_embeddings' must be true or false");
+    config_edit_fails("llama-hf", "attention_bias", json_true(), CEL_ERR_UNSUPPORTED, "attention_bias");
+    config_edit_fails("qwen2-hf", "vocab_size", json_integer(321),
+                      CEL_ERR_FORMAT, "vocabulary size 321 does not match tensor 'model.embed_tokens.weight'");
+    config_edit_fails("qwen2-hf", "hidden_size", json_integer(128), CEL_ERR_FORMAT, "'model.embed_tokens.weight'");
+    config_edit_fails("qwen3-hf", "head_dim", json_integer(16),
+                      CEL_ERR_FORMAT, "model.layers.0.self_attn.q_proj.weight"); /* the weights have 32 */
+    config_edit_fails("qwen2-hf", "rms_norm_eps", json_real(-1), CEL_ERR_FORMAT, "epsilon");
 }
 
 static void test_hf_shard_errors(void **state)
@@ -800,9 +794,7 @@ static void test_hf_shard_errors(void **state)
     /* no index: every *.safetensors is read; the two shards together are the model */
     d = hf_copy("llama-hf");
     remove(p);
-    cel_model *m = NULL;
-    cel_error err;
-    assert_int_equal(cel_model_load(d, NULL, &m, &err), CEL_OK);
+    cel_model *m = load_ok(d);
     cel_model_free(m);
     /* the same tensor in two shards */
     char q[512];
@@ -831,9 +823,36 @@ static void test_hf_shard_errors(void **state)
     d = hf_copy("qwen2-hf");
     snprintf(p, sizeof p, "%s/tokenizer.json", d);
     remove(p);
-    assert_int_equal(cel_model_load(d, NULL, &m, &err), CEL_OK);
+    m = load_ok(d);
     assert_null(m->tok);
     cel_model_free(m);
+}
+
+/* Reads <dir>/model.safetensors (its path left in p): the whole file, its
+ * length and the header length from its first 8 bytes. */
+static char *read_shard(const char *dir, char *p, size_t cap, size_t *len, uint64_t *hl)
+{
+    snprintf(p, cap, "%s/model.safetensors", dir);
+    char *raw;
+    cel_error err;
+    assert_int_equal(cel_read_file(p, 0, &raw, len, &err), CEL_OK);
+    assert_true(*len >= 8);
+    memcpy(hl, raw, 8);
+    return raw;
+}
+
+/* Writes a safetensors file at p: header text hdr (n bytes) followed by pad
+ * spaces (the header length counts them), then the data section as given. */
+static void write_shard(const char *p, const char *hdr, size_t n, size_t pad, const char *data, size_t data_len)
+{
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    uint64_t nhl = n + pad;
+    fwrite(&nhl, 8, 1, f);
+    fwrite(hdr, 1, n, f);
+    for (size_t i = 0; i < pad; i++) fputc(' ', f);
+    fwrite(data, 1, data_len, f);
+    fclose(f);
 }
 
 /* A safetensors shard holding an I64 tensor the model needs. */
@@ -842,13 +861,9 @@ static void test_hf_unsupported_dtype(void **state)
     (void)state;
     const char *d = hf_copy("qwen2-hf");
     char p[512];
-    snprintf(p, sizeof p, "%s/model.safetensors", d);
-    char *raw;
     size_t len;
-    cel_error err;
-    assert_int_equal(cel_read_file(p, 0, &raw, &len, &err), CEL_OK);
     uint64_t hl;
-    memcpy(&hl, raw, 8);
+    char *raw = read_shard(d, p, sizeof p, &len, &hl);
     /* "model.norm.weight" is BF16 [64] = 128 bytes; as I64 it is [16] */
     json_t *h = json_loadb(raw + 8, (size_t)hl, 0, NULL);
     assert_non_null(h);
@@ -856,14 +871,8 @@ static void test_hf_unsupported_dtype(void **state)
     json_object_set_new(e, "dtype", json_string("I64"));
     json_object_set_new(e, "shape", json_pack("[i]", 16));
     char *nh = json_dumps(h, JSON_COMPACT);
-    size_t nl = strlen(nh), pad = (8 - nl % 8) % 8;
-    FILE *f = fopen(p, "wb");
-    uint64_t nhl = nl + pad;
-    fwrite(&nhl, 8, 1, f);
-    fwrite(nh, 1, nl, f);
-    for (size_t i = 0; i < pad; i++) fputc(' ', f);
-    fwrite(raw + 8 + hl, 1, len - 8 - hl, f);
-    fclose(f);
+    size_t nl = strlen(nh);
+    write_shard(p, nh, nl, (8 - nl % 8) % 8, raw + 8 + hl, len - 8 - hl);
     free(nh);
     json_decref(h);
     free(raw);
@@ -877,23 +886,11 @@ static void test_hf_misaligned(void **state)
     (void)state;
     const char *d = hf_copy("qwen2-hf");
     char p[512];
-    snprintf(p, sizeof p, "%s/model.safetensors", d);
-    char *raw;
     size_t len;
-    cel_error err;
-    assert_int_equal(cel_read_file(p, 0, &raw, &len, &err), CEL_OK);
-    uint64_t hl, nhl;
-    memcpy(&hl, raw, 8);
-    nhl = hl + 1; /* one more space of padding */
-    FILE *f = fopen(p, "wb");
-    fwrite(&nhl, 8, 1, f);
-    fwrite(raw + 8, 1, (size_t)hl, f);
-    fputc(' ', f);
-    fwrite(raw + 8 + hl, 1, len - 8 - hl, f);
-    fclose(f);
-    cel_model *m = NULL, *ref = NULL;
-    if (cel_model_load(d, NULL, &m, &err) != CEL_OK) fail_msg("%s", err.msg);
-    assert_int_equal(cel_model_load(MODELS "/qwen2-hf", NULL, &ref, &err), CEL_OK);
+    uint64_t hl;
+    char *raw = read_shard(d, p, sizeof p, &len, &hl);
+    write_shard(p, raw + 8, (size_t)hl, 1, raw + 8 + hl, len - 8 - hl); /* one more space of padding */
+    cel_model *m = load_ok(d), *ref = load_ok(MODELS "/qwen2-hf");
     size_t owned = 0;
     for (size_t i = 0; i < m->n_tensors; i++) {
         cel_tensor *t = &m->tensors[i], *r = cel_model_find_tensor(ref, t->name);
