@@ -270,7 +270,17 @@ AVX2_INLINE void tile_q4_k(const int NW, const int NX, int64_t n, const uint8_t 
         hsum8(acc[a][b]);
 }
 
-AVX2_INLINE void tile_q6_k(const int NW, const int NX, int64_t n, const uint8_t *w, size_t ws, const uint8_t *x,
+/* clang's UBSan with -fno-sanitize-recover needs minutes on this function
+ * when it checks both signed overflow and pointer overflow; the integers
+ * here are small block indices, so the signed-overflow checks are dropped
+ * for it alone (pointer and all other checks stay). */
+#if defined(__clang__)
+#define Q6K_NO_SIO __attribute__((no_sanitize("signed-integer-overflow")))
+#else
+#define Q6K_NO_SIO
+#endif
+
+Q6K_NO_SIO AVX2_INLINE void tile_q6_k(const int NW, const int NX, int64_t n, const uint8_t *w, size_t ws, const uint8_t *x,
                            size_t xs, float *y, size_t ys, const uint8_t *pf)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(0x03);
@@ -377,9 +387,23 @@ FLOAT_TILE(tile_bf16, load_bf16, tail_bf16, 2)
  * (then 1 x 4 for leftover weight rows); leftover activation rows take 4 x 1
  * tiles (then 1 x 1). Loops run activation groups outermost so a group stays
  * in L1 while the weight rows stream past it. */
+/* One non-inlined function per tile shape keeps each function small (the
+ * compilers' sanitizer builds grow superlinearly with function size). */
+#define TILE_SHAPE(TILE, NW, NX)                                                                                   \
+    AVX2 __attribute__((noinline)) static void TILE##_##NW##x##NX(int64_t n, const uint8_t *w, size_t ws,          \
+                                                                const uint8_t *x, size_t xs, float *y, size_t ys,  \
+                                                                const uint8_t *pf)                                 \
+    {                                                                                                              \
+        TILE(NW, NX, n, w, ws, x, xs, y, ys, pf);                                                                  \
+    }
+#define TILE_SHAPES(TILE)                                                                                          \
+    TILE_SHAPE(TILE, 1, 4)                                                                                         \
+    TILE_SHAPE(TILE, 4, 1)                                                                                         \
+    TILE_SHAPE(TILE, 1, 1)
+
 #define DOT_FN(LINK, NAME, TILE, NWB)                                                                                  \
-    AVX2 LINK void NAME(int64_t n, const void *wp, size_t ws, int nw, const void *xp, size_t xs, int nx,                    \
-                          float *y, size_t ys)                                                                     \
+    AVX2 LINK void NAME(int64_t n, const void *wp, size_t ws, int nw, const void *xp, size_t xs, int nx, float *y,     \
+                          size_t ys)                                                                               \
     {                                                                                                              \
         const uint8_t *w = wp, *x = xp;                                                                            \
         int r = 0;                                                                                                 \
@@ -388,21 +412,32 @@ FLOAT_TILE(tile_bf16, load_bf16, tail_bf16, 2)
             for (; o + NWB <= nw; o += NWB) {                                                                      \
                 /* the first group pulls the weights from memory: prefetch */                                      \
                 const uint8_t *pf = (r == 0 && o + 2 * NWB <= nw) ? w + (size_t)(o + NWB) * ws : NULL;              \
-                TILE(NWB, 4, n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, pf);   \
+                TILE##_##NWB##x4(n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, pf); \
             }                                                                                                      \
             for (; o < nw; o++)                                                                                    \
-                TILE(1, 4, n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, NULL);   \
+                TILE##_1x4(n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, NULL);   \
         }                                                                                                          \
         for (; r < nx; r++) {                                                                                      \
             int o = 0;                                                                                             \
             for (; o + 4 <= nw; o += 4) {                                                                          \
                 const uint8_t *pf = (nx < 4 && o + 8 <= nw) ? w + (size_t)(o + 4) * ws : NULL;                     \
-                TILE(4, 1, n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, pf);     \
+                TILE##_4x1(n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, pf);     \
             }                                                                                                      \
             for (; o < nw; o++)                                                                                    \
-                TILE(1, 1, n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, NULL);   \
+                TILE##_1x1(n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, NULL);   \
         }                                                                                                          \
     }
+
+TILE_SHAPE(tile_f32, 2, 4)
+TILE_SHAPE(tile_f16, 2, 4)
+TILE_SHAPE(tile_bf16, 2, 4)
+TILE_SHAPES(tile_q8_0)
+TILE_SHAPES(tile_q4_0)
+TILE_SHAPES(tile_q4_k)
+TILE_SHAPES(tile_q6_k)
+TILE_SHAPES(tile_f32)
+TILE_SHAPES(tile_f16)
+TILE_SHAPES(tile_bf16)
 
 DOT_FN(static, dot_q8_0, tile_q8_0, 1)
 DOT_FN(static, dot_q4_0, tile_q4_0, 1)

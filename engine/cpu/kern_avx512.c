@@ -181,9 +181,23 @@ FLOAT_TILE(tile_bf16, load_bf16, 2)
 /* Batches: groups of 4 activation rows take NWB x 4 tiles (1 x 4 for the
  * leftover weight rows); leftover activation rows take 4 x 1 tiles (1 x 1),
  * prefetching the next tile's weights when decoding. */
-#define DOT_FN(NAME, TILE, NWB)                                                                                    \
-    AVX512 static void NAME(int64_t n, const void *wp, size_t ws, int nw, const void *xp, size_t xs, int nx,       \
-                            float *y, size_t ys)                                                                   \
+/* One non-inlined function per tile shape keeps each function small (the
+ * compilers' sanitizer builds grow superlinearly with function size). */
+#define TILE_SHAPE(TILE, NW, NX)                                                                                   \
+    AVX512 __attribute__((noinline)) static void TILE##_##NW##x##NX(int64_t n, const uint8_t *w, size_t ws,          \
+                                                                const uint8_t *x, size_t xs, float *y, size_t ys,  \
+                                                                const uint8_t *pf)                                 \
+    {                                                                                                              \
+        TILE(NW, NX, n, w, ws, x, xs, y, ys, pf);                                                                  \
+    }
+#define TILE_SHAPES(TILE)                                                                                          \
+    TILE_SHAPE(TILE, 1, 4)                                                                                         \
+    TILE_SHAPE(TILE, 4, 1)                                                                                         \
+    TILE_SHAPE(TILE, 1, 1)
+
+#define DOT_FN(NAME, TILE, NWB)                                                                                  \
+    AVX512 static void NAME(int64_t n, const void *wp, size_t ws, int nw, const void *xp, size_t xs, int nx, float *y,     \
+                          size_t ys)                                                                               \
     {                                                                                                              \
         const uint8_t *w = wp, *x = xp;                                                                            \
         int r = 0;                                                                                                 \
@@ -192,21 +206,32 @@ FLOAT_TILE(tile_bf16, load_bf16, 2)
             for (; o + NWB <= nw; o += NWB) {                                                                      \
                 /* the first group pulls the weights from memory: prefetch */                                      \
                 const uint8_t *pf = (r == 0 && o + 2 * NWB <= nw) ? w + (size_t)(o + NWB) * ws : NULL;              \
-                TILE(NWB, 4, n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, pf);   \
+                TILE##_##NWB##x4(n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, pf); \
             }                                                                                                      \
             for (; o < nw; o++)                                                                                    \
-                TILE(1, 4, n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, NULL);   \
+                TILE##_1x4(n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, NULL);   \
         }                                                                                                          \
         for (; r < nx; r++) {                                                                                      \
             int o = 0;                                                                                             \
             for (; o + 4 <= nw; o += 4) {                                                                          \
                 const uint8_t *pf = (nx < 4 && o + 8 <= nw) ? w + (size_t)(o + 4) * ws : NULL;                     \
-                TILE(4, 1, n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, pf);     \
+                TILE##_4x1(n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, pf);     \
             }                                                                                                      \
             for (; o < nw; o++)                                                                                    \
-                TILE(1, 1, n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, NULL);   \
+                TILE##_1x1(n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, NULL);   \
         }                                                                                                          \
     }
+
+TILE_SHAPE(tile_q8_0, 2, 4)
+TILE_SHAPE(tile_q4_0, 2, 4)
+TILE_SHAPE(tile_f32, 4, 4)
+TILE_SHAPE(tile_f16, 4, 4)
+TILE_SHAPE(tile_bf16, 4, 4)
+TILE_SHAPES(tile_q8_0)
+TILE_SHAPES(tile_q4_0)
+TILE_SHAPES(tile_f32)
+TILE_SHAPES(tile_f16)
+TILE_SHAPES(tile_bf16)
 
 DOT_FN(dot_q8_0, tile_q8_0, 2)
 DOT_FN(dot_q4_0, tile_q4_0, 2)
