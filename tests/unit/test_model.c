@@ -828,30 +828,37 @@ static void test_hf_shard_errors(void **state)
     cel_model_free(m);
 }
 
-/* Reads <dir>/model.safetensors (its path left in p): the whole file, its
- * length and the header length from its first 8 bytes. */
-static char *read_shard(const char *dir, char *p, size_t cap, size_t *len, uint64_t *hl)
+/* model.safetensors of a fresh copy of tests/data/models/<src>, read whole. */
+typedef struct shard {
+    char path[512];
+    char *raw; /* the file (free it) */
+    size_t len;
+    uint64_t hl; /* header length (its first 8 bytes) */
+} shard;
+
+/* Copies <src> (hf_copy), reads its model.safetensors into *sh; returns the copy's folder. */
+static const char *copy_read_shard(const char *src, shard *sh)
 {
-    snprintf(p, cap, "%s/model.safetensors", dir);
-    char *raw;
+    const char *d = hf_copy(src);
+    snprintf(sh->path, sizeof sh->path, "%s/model.safetensors", d);
     cel_error err;
-    assert_int_equal(cel_read_file(p, 0, &raw, len, &err), CEL_OK);
-    assert_true(*len >= 8);
-    memcpy(hl, raw, 8);
-    return raw;
+    assert_int_equal(cel_read_file(sh->path, 0, &sh->raw, &sh->len, &err), CEL_OK);
+    assert_true(sh->len >= 8);
+    memcpy(&sh->hl, sh->raw, 8);
+    return d;
 }
 
-/* Writes a safetensors file at p: header text hdr (n bytes) followed by pad
- * spaces (the header length counts them), then the data section as given. */
-static void write_shard(const char *p, const char *hdr, size_t n, size_t pad, const char *data, size_t data_len)
+/* Rewrites sh's file with header text hdr (n bytes) followed by pad spaces
+ * (the header length counts them), then sh's data section unchanged. */
+static void write_shard(const shard *sh, const char *hdr, size_t n, size_t pad)
 {
-    FILE *f = fopen(p, "wb");
+    FILE *f = fopen(sh->path, "wb");
     assert_non_null(f);
     uint64_t nhl = n + pad;
     fwrite(&nhl, 8, 1, f);
     fwrite(hdr, 1, n, f);
     for (size_t i = 0; i < pad; i++) fputc(' ', f);
-    fwrite(data, 1, data_len, f);
+    fwrite(sh->raw + 8 + sh->hl, 1, sh->len - 8 - sh->hl, f);
     fclose(f);
 }
 
@@ -859,23 +866,20 @@ static void write_shard(const char *p, const char *hdr, size_t n, size_t pad, co
 static void test_hf_unsupported_dtype(void **state)
 {
     (void)state;
-    const char *d = hf_copy("qwen2-hf");
-    char p[512];
-    size_t len;
-    uint64_t hl;
-    char *raw = read_shard(d, p, sizeof p, &len, &hl);
+    shard sh;
+    const char *d = copy_read_shard("qwen2-hf", &sh);
     /* "model.norm.weight" is BF16 [64] = 128 bytes; as I64 it is [16] */
-    json_t *h = json_loadb(raw + 8, (size_t)hl, 0, NULL);
+    json_t *h = json_loadb(sh.raw + 8, (size_t)sh.hl, 0, NULL);
     assert_non_null(h);
     json_t *e = json_object_get(h, "model.norm.weight");
     json_object_set_new(e, "dtype", json_string("I64"));
     json_object_set_new(e, "shape", json_pack("[i]", 16));
     char *nh = json_dumps(h, JSON_COMPACT);
     size_t nl = strlen(nh);
-    write_shard(p, nh, nl, (8 - nl % 8) % 8, raw + 8 + hl, len - 8 - hl);
+    write_shard(&sh, nh, nl, (8 - nl % 8) % 8);
     free(nh);
     json_decref(h);
-    free(raw);
+    free(sh.raw);
     hf_expect_fail(d, CEL_ERR_UNSUPPORTED, "tensor 'model.norm.weight' has dtype I64");
 }
 
@@ -884,12 +888,9 @@ static void test_hf_unsupported_dtype(void **state)
 static void test_hf_misaligned(void **state)
 {
     (void)state;
-    const char *d = hf_copy("qwen2-hf");
-    char p[512];
-    size_t len;
-    uint64_t hl;
-    char *raw = read_shard(d, p, sizeof p, &len, &hl);
-    write_shard(p, raw + 8, (size_t)hl, 1, raw + 8 + hl, len - 8 - hl); /* one more space of padding */
+    shard sh;
+    const char *d = copy_read_shard("qwen2-hf", &sh);
+    write_shard(&sh, sh.raw + 8, (size_t)sh.hl, 1); /* one more space of padding */
     cel_model *m = load_ok(d), *ref = load_ok(MODELS "/qwen2-hf");
     size_t owned = 0;
     for (size_t i = 0; i < m->n_tensors; i++) {
@@ -904,7 +905,7 @@ static void test_hf_misaligned(void **state)
     assert_true(owned > 0);
     cel_model_free(ref);
     cel_model_free(m);
-    free(raw);
+    free(sh.raw);
 }
 
 int main(void)
