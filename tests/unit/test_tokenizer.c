@@ -31,6 +31,20 @@ static const char *write_tmp(const char *name, const char *content)
     return path;
 }
 
+/* Writes a built tokenizer.json (freeing the buffer) to the temp folder as
+ * name and loads it; the test fails if it does not load. */
+static cel_tokenizer *load_built(const char *name, cel_buf *j)
+{
+    const char *path = write_tmp(name, j->data);
+    cel_buf_free(j);
+    cel_tokenizer *t = NULL;
+    cel_error err;
+    cel_status st = cel_tokenizer_load_json(path, &t, &err);
+    if (st) printf("load: %s\n", err.msg);
+    assert_int_equal(st, CEL_OK);
+    return t;
+}
+
 /* GPT-2 byte-level spelling of byte b, appended to a JSON string. */
 static void bl_char(cel_buf *b, int byte)
 {
@@ -71,14 +85,7 @@ static cel_tokenizer *byte_tok(void)
     }
     cel_buf_puts(&j, "\"he\":256,\"ll\":257,\"hell\":258,\"hello\":259,\"\\u0120w\":260,\"\\u0120wo\":261},"
                      "\"merges\":[\"h e\",\"l l\",\"he ll\",\"hell o\",\"\\u0120 w\",[\"\\u0120w\",\"o\"]]}}");
-    const char *path = write_tmp("byte.json", j.data);
-    cel_buf_free(&j);
-    cel_tokenizer *t = NULL;
-    cel_error err;
-    cel_status st = cel_tokenizer_load_json(path, &t, &err);
-    if (st) printf("load: %s\n", err.msg);
-    assert_int_equal(st, CEL_OK);
-    return t;
+    return load_built("byte.json", &j);
 }
 
 /* A SentencePiece-style BPE with byte fallback (the Llama 2 / Mistral layout). */
@@ -99,14 +106,7 @@ static cel_tokenizer *spm_tok(void)
     for (int b = 0; b < 256; b++) cel_buf_printf(&j, "\"<0x%02X>\":%d,", b, 3 + b);
     cel_buf_puts(&j, "\"\\u2581\":259,\"a\":260,\"b\":261,\"\\u2581a\":262,\"ab\":263,\"\\u2581ab\":264,\"\\u2581\\u2581\":265,\"c\":266},"
                      "\"merges\":[\"\\u2581 a\",\"a b\",\"\\u2581a b\",\"\\u2581 \\u2581\"]}}");
-    const char *path = write_tmp("spm.json", j.data);
-    cel_buf_free(&j);
-    cel_tokenizer *t = NULL;
-    cel_error err;
-    cel_status st = cel_tokenizer_load_json(path, &t, &err);
-    if (st) printf("load: %s\n", err.msg);
-    assert_int_equal(st, CEL_OK);
-    return t;
+    return load_built("spm.json", &j);
 }
 
 static void expect_ids(const cel_tokenizer *t, const char *text, size_t len, int flags, const int32_t *want, size_t nw)
