@@ -18,7 +18,7 @@
 void cel_crossthink_config_default(cel_crossthink_config *c)
 {
     memset(c, 0, sizeof *c);
-    cel__sampling_init(&c->c.sampling);
+    cel_sampling_default(&c->c.sampling);
     c->c.sampling.temperature = 0.7f;
     c->c.sampling.top_p = 0.9f;
     c->c.sampling.max_tokens = 1024;
@@ -34,7 +34,7 @@ void cel_crossthink_config_default(cel_crossthink_config *c)
     c->max_open_words = 10;
     c->dedup = true;
     c->difficulty_k = 0;
-    cel__sampling_init(&c->answer_sampling);
+    cel_sampling_default(&c->answer_sampling);
     c->answer_sampling.temperature = 1.0f;
     c->answer_sampling.top_p = 1.0f;
     c->answer_sampling.max_tokens = 1024;
@@ -123,7 +123,7 @@ static void emit_item(cel_gen_pipeline *p, cel__doc *d, const ct_unit *u, const 
     bool bad = !rec || cel__json_set_str(rec, "id", id, strlen(id)) ||
                cel__json_set_str(rec, "source_id", d->id, strlen(d->id)) ||
                json_object_set_new(rec, "chunk_index", json_integer((json_int_t)u->chunk_index)) ||
-               cel__json_set_str(rec, "task", cel__task_str(it->task), strlen(cel__task_str(it->task))) ||
+               cel__json_set_str(rec, "task", cel_task_name(it->task), strlen(cel_task_name(it->task))) ||
                cel__json_set_str(rec, "prompt", rl_prompt, strlen(rl_prompt)) ||
                cel__json_set_str(rec, "question", it->question, strlen(it->question)) ||
                cel__json_set_str(rec, "reference", it->answer, strlen(it->answer));
@@ -199,7 +199,7 @@ static void synth_done(cel_gen_pipeline *p, cel__doc *d, void *unit, const cel_g
         return;
     }
     if (r->n == 0 || r->samples[0].finish == CEL_FINISH_ERROR || r->samples[0].finish == CEL_FINISH_CANCELLED) {
-        cel__add_drop(p, d, ord0, CEL_DROP_GEN_ERROR, u->unit_id, r->n ? cel__finish_str(r->samples[0].finish) : NULL);
+        cel__add_drop(p, d, ord0, CEL_DROP_GEN_ERROR, u->unit_id, r->n ? cel_finish_name(r->samples[0].finish) : NULL);
         return;
     }
     /* a truncated synthesis still holds its complete items; the cut one is malformed */
@@ -354,7 +354,7 @@ static cel_status find_kind(const cel_template_set *s, const char *name, cel_tmp
     if (!t) return cel_error_set(err, CEL_ERR_NOT_FOUND, "no template named '%s'", name ? name : "(null)");
     if (t->kind != kind || t->task != task)
         return cel_error_set(err, CEL_ERR_INVALID, "template '%s' (%s) is not a %s template for %s items", name,
-                             t->path, cel_tmpl_kind_name(kind), cel__task_str(task));
+                             t->path, cel_tmpl_kind_name(kind), cel_task_name(task));
     *out = t;
     return CEL_OK;
 }

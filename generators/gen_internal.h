@@ -138,12 +138,6 @@ cel_status cel__resolve_templates(const cel_template_set *set, cel_tmpl_kind kin
  * still frees whatever *out and *tags hold (its kind free does). */
 cel_status cel__resolve_tagged(const cel_template_set *set, cel_tmpl_kind kind, const char *const *names, size_t n,
                                const cel_template ***out, size_t *n_out, char (**tags)[96], cel_error *err);
-/* Engine-independent equivalents of cel_sampling_default / cel_finish_name /
- * cel_task_name, so the pipelines' logic links (and is tested) without the
- * engine: greedy, top_p 1, max_tokens 256, no penalties. */
-void cel__sampling_init(cel_sampling *s);
-const char *cel__finish_str(cel_finish f);
-const char *cel__task_str(cel_task t);
 /* The "sampling" object of records. */
 json_t *cel__sampling_json(const cel_sampling *s);
 

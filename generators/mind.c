@@ -17,7 +17,7 @@
 void cel_mind_config_default(cel_mind_config *c)
 {
     memset(c, 0, sizeof *c);
-    cel__sampling_init(&c->c.sampling);
+    cel_sampling_default(&c->c.sampling);
     c->c.sampling.temperature = 1.0f;
     c->c.sampling.top_p = 0.9f;
     c->c.sampling.max_tokens = 1024;
@@ -185,7 +185,7 @@ static void mind_done(cel_gen_pipeline *p, cel__doc *d, void *unit, const cel_ge
             continue;
         }
         if (smp->finish == CEL_FINISH_ERROR || smp->finish == CEL_FINISH_CANCELLED) {
-            drop_unit(p, d, u, s, CEL_DROP_GEN_ERROR, cel__finish_str(smp->finish));
+            drop_unit(p, d, u, s, CEL_DROP_GEN_ERROR, cel_finish_name(smp->finish));
             continue;
         }
         const char *txt = smp->text ? smp->text : "";

@@ -101,39 +101,6 @@ uint64_t cel_gen_unit_seed(uint64_t job_seed, const char *key, size_t len)
     return cel_hash64(key, len, cel_mix64(job_seed ^ 0x5EED5EED5EEDull)) & 0x7FFFFFFFFFFFFFFFull;
 }
 
-void cel__sampling_init(cel_sampling *s)
-{
-    memset(s, 0, sizeof *s);
-    s->temperature = 0.0f;
-    s->top_p = 1.0f;
-    s->repetition_penalty = 1.0f;
-    s->max_tokens = 256;
-    s->n_logprobs = -1;
-}
-
-const char *cel__finish_str(cel_finish f)
-{
-    switch (f) {
-    case CEL_FINISH_NONE: return "none";
-    case CEL_FINISH_STOP: return "stop";
-    case CEL_FINISH_LENGTH: return "length";
-    case CEL_FINISH_CANCELLED: return "cancelled";
-    case CEL_FINISH_ERROR: return "error";
-    }
-    return "unknown";
-}
-
-const char *cel__task_str(cel_task t)
-{
-    switch (t) {
-    case CEL_TASK_AUTO: return "auto";
-    case CEL_TASK_MATH: return "math";
-    case CEL_TASK_MCQ: return "mcq";
-    case CEL_TASK_OPEN: return "open";
-    }
-    return "unknown";
-}
-
 /* A float parameter as the decimal it was written as (0.7, not 0.699999988). */
 static json_t *real6(float f)
 {

@@ -18,7 +18,7 @@
 void cel_rephrase_config_default(cel_rephrase_config *c)
 {
     memset(c, 0, sizeof *c);
-    cel__sampling_init(&c->c.sampling);
+    cel_sampling_default(&c->c.sampling);
     c->c.sampling.temperature = 0.5f;
     c->c.sampling.top_p = 0.9f;
     c->c.sampling.max_tokens = 512;
@@ -118,7 +118,7 @@ static void rephrase_done(cel_gen_pipeline *p, cel__doc *d, void *unit, const ce
             continue;
         }
         if (smp->finish == CEL_FINISH_ERROR || smp->finish == CEL_FINISH_CANCELLED) {
-            cel__add_drop(p, d, ord, CEL_DROP_GEN_ERROR, u->unit_id, cel__finish_str(smp->finish));
+            cel__add_drop(p, d, ord, CEL_DROP_GEN_ERROR, u->unit_id, cel_finish_name(smp->finish));
             continue;
         }
         const char *txt = smp->text ? smp->text : "";
