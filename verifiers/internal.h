@@ -108,6 +108,9 @@ bool cel__math_equal(cel__ctx *c, const cel__node *a, const cel__node *b);
 size_t cel__node_print(const cel__node *n, char *out, size_t cap);
 /* True when the tree is a plain number (used by auto task detection). */
 bool cel__node_is_number(const cel__node *n);
+/* Greatest common divisor of |a| and |b| (gcd(0, 0) = 0): the one used by the
+ * parser's exact rationals and the comparator's gcd()/lcm() alike. */
+int64_t cel__gcd64(int64_t a, int64_t b);
 
 /* ---- text helpers (text.c) ---- */
 /* Decodes one UTF-8 code point at s[*i] (advancing *i); invalid bytes give U+FFFD. */
@@ -116,6 +119,14 @@ uint32_t cel__utf8_next(const char *s, size_t n, size_t *i);
  * for punctuation/symbols, ' ' for any space. Other code points pass lower-cased. */
 uint32_t cel__fold_cp(uint32_t cp);
 size_t cel__utf8_put(uint32_t cp, char *out);
+/* A bounded output buffer: appends keep counting len past cap (so callers
+ * learn the full length, as snprintf does) but store at most cap-1 bytes and
+ * keep them NUL-terminated (cap 0: nothing is stored). */
+typedef struct cel__obuf {
+    char *o;
+    size_t cap, len;
+} cel__obuf;
+void cel__obuf_put(cel__obuf *b, const char *s, size_t n);
 /* Drops LaTeX wrappers for text comparison: \text{Paris} -> " Paris" ('$',
  * braces and backslash commands go). Writes at most cap-1 bytes + NUL. */
 size_t cel__strip_latex(const char *s, size_t n, char *out, size_t cap);

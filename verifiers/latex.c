@@ -59,7 +59,7 @@ typedef struct P {
 
 /* ------------------------------------------------------------ numbers */
 
-static int64_t gcd64(int64_t a, int64_t b)
+int64_t cel__gcd64(int64_t a, int64_t b)
 {
     if (a < 0) a = -a;
     if (b < 0) b = -b;
@@ -289,7 +289,7 @@ static void lex_number(P *p, tok *t)
                 t->exact = true, t->num = r, t->den = 1;
             }
         } else {
-            int64_t g = gcd64(m, pw);
+            int64_t g = cel__gcd64(m, pw);
             if (g == 0) g = 1;
             t->exact = true, t->num = m / g, t->den = pw / g;
         }
@@ -309,7 +309,7 @@ static void lex_number(P *p, tok *t)
              !__builtin_mul_overflow(p10f, p10r - 1, &den);
         t->intlit = false;
         if (ok) {
-            int64_t g = gcd64(num, den);
+            int64_t g = cel__gcd64(num, den);
             t->exact = true, t->num = num / g, t->den = den / g;
         } else {
             t->exact = false;
@@ -1426,22 +1426,9 @@ cel__node *cel__latex_parse(cel__ctx *c, const char *s, size_t n, const char **w
 
 /* ------------------------------------------------------------ printing */
 
-typedef struct {
-    char *o;
-    size_t cap, len;
-} pbuf;
+static void puts_(cel__obuf *b, const char *s) { cel__obuf_put(b, s, strlen(s)); }
 
-static void put(pbuf *b, const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (b->len + 1 < b->cap) b->o[b->len] = s[i];
-        b->len++;
-    }
-    if (b->cap) b->o[b->len < b->cap ? b->len : b->cap - 1] = '\0';
-}
-static void puts_(pbuf *b, const char *s) { put(b, s, strlen(s)); }
-
-static void print_node(pbuf *b, const cel__node *x, int depth)
+static void print_node(cel__obuf *b, const cel__node *x, int depth)
 {
     static const char *const kn[] = {"num", "const", "var", "text", "+", "*", "/", "neg", "^", "f", "pm", "%",
                                      "deg", "rel", "list", "tuple", "set", "union", "matrix"};
@@ -1460,8 +1447,8 @@ static void print_node(pbuf *b, const cel__node *x, int depth)
         puts_(b, tmp);
         return;
     case CEL__N_CONST: puts_(b, cn[x->op & 3]); return;
-    case CEL__N_VAR: put(b, x->str, x->len); return;
-    case CEL__N_TEXT: puts_(b, "\""); put(b, x->str, x->len); puts_(b, "\""); return;
+    case CEL__N_VAR: cel__obuf_put(b, x->str, x->len); return;
+    case CEL__N_TEXT: puts_(b, "\""); cel__obuf_put(b, x->str, x->len); puts_(b, "\""); return;
     default: break;
     }
     puts_(b, "(");
@@ -1483,7 +1470,7 @@ static void print_node(pbuf *b, const cel__node *x, int depth)
 
 size_t cel__node_print(const cel__node *n, char *out, size_t cap)
 {
-    pbuf b = {out, cap, 0};
+    cel__obuf b = {out, cap, 0};
     if (cap) out[0] = '\0';
     print_node(&b, n, 0);
     return b.len;

@@ -55,17 +55,6 @@ static val vnum(double complex z)
     return v;
 }
 
-static int64_t g64(int64_t a, int64_t b)
-{
-    if (a < 0) a = -a;
-    if (b < 0) b = -b;
-    while (b) {
-        int64_t t = a % b;
-        a = b, b = t;
-    }
-    return a;
-}
-
 static val vrat(int64_t p, int64_t q)
 {
     if (q == 0) return bad();
@@ -73,7 +62,7 @@ static val vrat(int64_t p, int64_t q)
         if (p == INT64_MIN || q == INT64_MIN) return vnum((double)p / (double)q);
         p = -p, q = -q;
     }
-    int64_t g = g64(p, q);
+    int64_t g = cel__gcd64(p, q);
     if (g > 1) p /= g, q /= g;
     val v = bad();
     v.ok = v.exact = true;
@@ -272,8 +261,8 @@ static val eval_func(env *E, const cel__node *x)
         /* two integer arguments (more are rare in answers: not supported) */
         if (x->nkid != 2 || !b.ok || !b.exact || b.q != 1) return bad();
         int64_t g = a.p < 0 ? -a.p : a.p, w = b.p < 0 ? -b.p : b.p;
-        if (f == CEL__F_GCD) return vrat(g64(g, w), 1);
-        int64_t d = g64(g, w);
+        if (f == CEL__F_GCD) return vrat(cel__gcd64(g, w), 1);
+        int64_t d = cel__gcd64(g, w);
         if (d == 0) return vrat(0, 1);
         if (__builtin_mul_overflow(g / d, w, &g)) return bad();
         return vrat(g, 1);

@@ -14,19 +14,6 @@
 
 #include "internal.h"
 
-typedef struct {
-    char *o;
-    size_t cap, len;
-} obuf;
-
-static void oput(obuf *b, const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (b->len + 1 < b->cap) b->o[b->len] = s[i];
-        b->len++;
-    }
-}
-
 /* White space proper (folding also maps dashes and slashes to ' ': those
  * split words later, but do not end a token, so "-5" stays a number). */
 static bool isspace_cp(uint32_t cp)
@@ -55,12 +42,12 @@ static bool number_word(const char *w, size_t n, double *v, int *mul)
     return false;
 }
 
-static void put_number(obuf *b, double v)
+static void put_number(cel__obuf *b, double v)
 {
     char tmp[48];
     if (v == 0) v = 0; /* -0 -> 0 */
     int k = snprintf(tmp, sizeof tmp, "%.12g", v);
-    if (k > 0) oput(b, tmp, (size_t)k);
+    if (k > 0) cel__obuf_put(b, tmp, (size_t)k);
 }
 
 /* One whitespace-separated raw token: a number, or words after folding. The
@@ -86,7 +73,7 @@ static bool is_article(const char *w, size_t n)
 
 size_t cel__normalize_open(const char *s, size_t n, char *out, size_t cap)
 {
-    obuf b = {out, cap, 0};
+    cel__obuf b = {out, cap, 0};
     char w[256];
     double acc = 0, cur = 0;
     bool in_num = false;
@@ -116,9 +103,9 @@ size_t cel__normalize_open(const char *s, size_t n, char *out, size_t cap)
         while (te > tb && strchr(")]}\"'*.,;:!?", s[te - 1])) te--;
         double v;
         if (te > tb && cel__parse_plain_number(s + tb, te - tb, &v) && isfinite(v)) {
-            if (in_num) put_number(&b, acc + cur), oput(&b, " ", 1), in_num = false, acc = cur = 0;
+            if (in_num) put_number(&b, acc + cur), cel__obuf_put(&b, " ", 1), in_num = false, acc = cur = 0;
             put_number(&b, v);
-            oput(&b, " ", 1);
+            cel__obuf_put(&b, " ", 1);
             continue;
         }
         /* words: fold, then split at the spaces folding made (hyphens) */
@@ -137,16 +124,16 @@ size_t cel__normalize_open(const char *s, size_t n, char *out, size_t cap)
                 else if (mul == 1) cur = (cur == 0 ? 1 : cur) * nv;
                 else acc += (cur == 0 ? 1 : cur) * nv, cur = 0;
             } else {
-                if (in_num) put_number(&b, acc + cur), oput(&b, " ", 1), in_num = false, acc = cur = 0;
+                if (in_num) put_number(&b, acc + cur), cel__obuf_put(&b, " ", 1), in_num = false, acc = cur = 0;
                 if (!is_article(w + p, q - p)) {
-                    oput(&b, w + p, q - p);
-                    oput(&b, " ", 1);
+                    cel__obuf_put(&b, w + p, q - p);
+                    cel__obuf_put(&b, " ", 1);
                 }
             }
             p = q;
         }
     }
-    if (in_num) put_number(&b, acc + cur), oput(&b, " ", 1);
+    if (in_num) put_number(&b, acc + cur), cel__obuf_put(&b, " ", 1);
     size_t len = b.len;
     if (len && len <= cap - 1 && out[len - 1] == ' ') len--;
     if (cap) out[len < cap ? len : cap - 1] = '\0';

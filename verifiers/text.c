@@ -67,6 +67,15 @@ size_t cel__utf8_put(uint32_t cp, char *o)
     return 4;
 }
 
+void cel__obuf_put(cel__obuf *b, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (b->len + 1 < b->cap) b->o[b->len] = s[i];
+        b->len++;
+    }
+    if (b->cap) b->o[b->len < b->cap ? b->len : b->cap - 1] = '\0';
+}
+
 /* Base letters of U+00C0..U+00FF ('0' = a symbol: dropped). */
 static const char latin1[64] = "aaaaaaaceeeeiiiidnooooo0ouuuuyts"
                                "aaaaaaaceeeeiiiidnooooo0ouuuuyty";
