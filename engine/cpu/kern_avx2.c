@@ -233,17 +233,27 @@ AVX2_INLINE void tile_q4_k(const int NW, const int NX, int64_t n, const uint8_t 
         UNROLL for (int a = 0; a < NW; a++)
         {
             const cel__blk_q4_k *bw = (const cel__blk_q4_k *)(w + (size_t)a * ws + (size_t)i * 144);
-            uint8_t sc[8], mn[8];
-            for (int j = 0; j < 8; j++) cel__q4k_scale_min(j, bw->scales, &sc[j], &mn[j]);
-            const __m256i mins = _mm256_setr_epi16(mn[0], mn[0], mn[1], mn[1], mn[2], mn[2], mn[3], mn[3], mn[4], mn[4],
-                                                   mn[5], mn[5], mn[6], mn[6], mn[7], mn[7]);
+            /* the 8 six-bit scales and mins, four bytes at a time: bytes 0..3
+             * hold scales 0..3 (low 6 bits), 4..7 mins 0..3, 8..11 the low 4
+             * bits of scales / mins 4..7, whose top 2 bits sit in bits 6..7
+             * of bytes 0..3 / 4..7 (cel__q4k_scale_min, one at a time) */
+            uint32_t q0, q1, q2;
+            memcpy(&q0, bw->scales, 4);
+            memcpy(&q1, bw->scales + 4, 4);
+            memcpy(&q2, bw->scales + 8, 4);
+            const uint64_t sc = (uint64_t)(q0 & 0x3F3F3F3Fu) |
+                                (uint64_t)((q2 & 0x0F0F0F0Fu) | (((q0 >> 6) & 0x03030303u) << 4)) << 32;
+            const uint32_t mlo = q1 & 0x3F3F3F3Fu, mhi = ((q2 >> 4) & 0x0F0F0F0Fu) | (((q1 >> 6) & 0x03030303u) << 4);
+            const __m128i mn16 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)mhi, (int)mlo));
+            const __m256i mins = _mm256_set_m128i(_mm_unpackhi_epi16(mn16, mn16), _mm_unpacklo_epi16(mn16, mn16));
             float d = h2f(&bw->d), dmin = h2f(&bw->dmin);
             __m256i isum[4];
             UNROLL for (int b = 0; b < NX; b++) isum[b] = _mm256_setzero_si256();
             for (int c = 0; c < 4; c++) {
                 __m256i q = _mm256_loadu_si256((const __m256i *)(bw->qs + 32 * c));
                 __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-                __m256i slo = _mm256_set1_epi16(sc[2 * c]), shi = _mm256_set1_epi16(sc[2 * c + 1]);
+                __m256i slo = _mm256_set1_epi16((short)((sc >> (16 * c)) & 0xFF));
+                __m256i shi = _mm256_set1_epi16((short)((sc >> (16 * c + 8)) & 0xFF));
                 UNROLL for (int b = 0; b < NX; b++)
                 {
                     const int8_t *xq = (const int8_t *)(x + (size_t)b * xs) + i * 256 + 64 * c;
