@@ -11,11 +11,17 @@
  * read / time (the figure that bounds decode). Forward lines: tokens/s for
  * prefill (one 512-token prompt, chunked by --chunk), single-stream decode and
  * aggregate decode of 16 / 64 parallel sequences at 256 cached tokens each.
+ *
+ * Every figure is given per wall-clock second and per CPU second of this
+ * process (divided by the thread count): on a machine shared with other jobs
+ * the wall figure drops, the CPU one much less (it still includes the pool's
+ * spin-waiting, so it is a lower bound of the per-core speed).
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "celine/common.h"
 #include "engine/backend.h"
@@ -56,18 +62,27 @@ static void fill_tensor(cel_tensor *w, cel_dtype t, int64_t n_in, int64_t n_out,
     free(row);
 }
 
+static double cpu_sec(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* Seconds per call, wall clock; *cpu gets CPU seconds per call per thread. */
 static double time_matmul(const cel__kern *k, cel_pool *pool, const cel_tensor *w, const float *x, int64_t rows,
-                          float *y, void *scratch, double seconds)
+                          float *y, void *scratch, double seconds, double *cpu)
 {
     cel__mm mm = {w, y, (size_t)w->ne[1]};
     cel__matmul(k, pool, x, (size_t)w->ne[0], rows, w->ne[0], &mm, 1, scratch); /* warm */
     int iters = 0;
-    double t0 = cel_now_sec(), t;
+    double t0 = cel_now_sec(), c0 = cpu_sec(), t;
     do {
         cel__matmul(k, pool, x, (size_t)w->ne[0], rows, w->ne[0], &mm, 1, scratch);
         iters++;
         t = cel_now_sec() - t0;
     } while (t < seconds);
+    *cpu = (cpu_sec() - c0) / iters / cel_pool_size(pool);
     return t / iters;
 }
 
@@ -161,7 +176,7 @@ static void die_on(cel_status st, const cel_error *err)
 
 /* n_seqs sequences, each ctx tokens already cached, decode steps of one token
  * each; returns aggregate tokens/s. */
-static double bench_decode(cel_backend *be, int n_seqs, int ctx, int steps, int32_t V)
+static double bench_decode(cel_backend *be, int n_seqs, int ctx, int steps, int32_t V, int threads, double *cpu_rate)
 {
     int32_t bs = be->block_size, per = (ctx + steps + bs - 1) / bs + 1;
     int32_t *tables = calloc((size_t)n_seqs * per, sizeof *tables);
@@ -176,15 +191,19 @@ static double bench_decode(cel_backend *be, int n_seqs, int ctx, int steps, int3
         tok[s] = (s * 7919) % V;
         rows[s] = s;
     }
-    double t0 = 0;
+    double t0 = 0, c0 = 0;
     for (int st = -1; st < steps; st++) { /* step -1 warms up */
-        if (st == 0) t0 = cel_now_sec();
+        if (st == 0) {
+            t0 = cel_now_sec();
+            c0 = cpu_sec();
+        }
         for (int s = 0; s < n_seqs; s++)
             seqs[s] = (cel_batch_seq){tables + (size_t)s * per, per, ctx + (st < 0 ? 0 : st), 1, s};
         cel_batch b = {n_seqs, tok, n_seqs, seqs, n_seqs, rows, logits};
         die_on(be->v->forward(be, &b, &err), &err);
     }
     double dt = cel_now_sec() - t0;
+    *cpu_rate = (double)n_seqs * steps / ((cpu_sec() - c0) / threads);
     free(tables);
     free(seqs);
     free(tok);
@@ -215,21 +234,28 @@ static void bench_forward(cel_dtype wt, int threads, int chunk)
     for (int i = 0; i < NP; i++) tok[i] = (i * 2654435761u) % (uint32_t)V;
     for (int i = 0; i < 64; i++) table[i] = 1000 + i;
     float *logits = xalloc((size_t)V * sizeof(float));
+    int nt = threads > 0 ? threads : cel_cpu_count();
     for (int rep = 0; rep < 2; rep++) { /* first run warms caches and pages */
         t0 = cel_now_sec();
-        for (int c0 = 0; c0 < NP; c0 += chunk) {
-            int n = NP - c0 < chunk ? NP - c0 : chunk;
-            cel_batch_seq s = {table, 64, c0, n, 0};
+        double c0 = cpu_sec();
+        for (int c0t = 0; c0t < NP; c0t += chunk) {
+            int n = NP - c0t < chunk ? NP - c0t : chunk;
+            cel_batch_seq s = {table, 64, c0t, n, 0};
             int32_t out = n - 1;
-            cel_batch b = {n, tok + c0, 1, &s, c0 + n == NP ? 1 : 0, &out, logits};
+            cel_batch b = {n, tok + c0t, 1, &s, c0t + n == NP ? 1 : 0, &out, logits};
             die_on(be->v->forward(be, &b, &err), &err);
         }
         if (rep == 1)
-            printf("  prefill  %d tokens (chunks of %d): %8.1f tokens/s\n", NP, chunk, NP / (cel_now_sec() - t0));
+            printf("  prefill  %d tokens (chunks of %d): %8.1f tokens/s  (%8.1f per CPU-second per thread)\n", NP, chunk,
+                   NP / (cel_now_sec() - t0), NP / ((cpu_sec() - c0) / nt));
     }
-    printf("  decode   1 seq  at 256 cached: %8.1f tokens/s\n", bench_decode(be, 1, 256, 16, V));
-    printf("  decode  16 seqs at 256 cached: %8.1f tokens/s aggregate\n", bench_decode(be, 16, 256, 6, V));
-    printf("  decode  64 seqs at 256 cached: %8.1f tokens/s aggregate\n", bench_decode(be, 64, 256, 3, V));
+    double cr;
+    double r = bench_decode(be, 1, 256, 16, V, nt, &cr);
+    printf("  decode   1 seq  at 256 cached: %8.1f tokens/s  (%8.1f per CPU-second per thread)\n", r, cr);
+    r = bench_decode(be, 16, 256, 6, V, nt, &cr);
+    printf("  decode  16 seqs at 256 cached: %8.1f tokens/s aggregate (%8.1f per CPU-second per thread)\n", r, cr);
+    r = bench_decode(be, 64, 256, 3, V, nt, &cr);
+    printf("  decode  64 seqs at 256 cached: %8.1f tokens/s aggregate (%8.1f per CPU-second per thread)\n", r, cr);
     free(tok);
     free(logits);
     cel_backend_free(be);
@@ -297,7 +323,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < n_rows; i++) max_rows = rows_list[i] > max_rows ? rows_list[i] : max_rows;
 
     printf("kernels: %s, threads: %d\n", k->name, cel_pool_size(pool));
-    printf("%-5s %-12s %5s %10s %9s %8s\n", "dtype", "in x out", "rows", "us/call", "GFLOP/s", "GB/s");
+    printf("%-5s %-12s %5s %10s %9s %8s | %12s %9s %8s\n", "dtype", "in x out", "rows", "us/call", "GFLOP/s", "GB/s",
+           "cpu-us/call", "GFLOP/s", "GB/s");
     const cel_dtype all[] = {CEL_DTYPE_F32,  CEL_DTYPE_F16,  CEL_DTYPE_BF16, CEL_DTYPE_Q8_0,
                              CEL_DTYPE_Q4_0, CEL_DTYPE_Q4_K, CEL_DTYPE_Q6_K};
     /* ffn_up (896 -> 4864) and ffn_down (4864 -> 896); K-quants need 256-multiples: down only */
@@ -319,11 +346,14 @@ int main(int argc, char **argv)
             for (int ri = 0; ri < n_rows; ri++) {
                 int64_t rows = rows_list[ri];
                 if (rows < 1) continue;
-                double s = time_matmul(k, pool, &w, x, rows, y, scratch, seconds);
+                double c;
+                double s = time_matmul(k, pool, &w, x, rows, y, scratch, seconds, &c);
                 char shape[32];
                 snprintf(shape, sizeof shape, "%lldx%lld", (long long)n_in, (long long)n_out);
-                printf("%-5s %-12s %5lld %10.1f %9.1f %8.1f\n", cel_dtype_name(t), shape, (long long)rows, s * 1e6,
-                       2.0 * (double)rows * (double)n_in * (double)n_out / s * 1e-9, (double)w.nbytes / s * 1e-9);
+                double flop = 2.0 * (double)rows * (double)n_in * (double)n_out;
+                printf("%-5s %-12s %5lld %10.1f %9.1f %8.1f | %12.1f %9.1f %8.1f\n", cel_dtype_name(t), shape,
+                       (long long)rows, s * 1e6, flop / s * 1e-9, (double)w.nbytes / s * 1e-9, c * 1e6, flop / c * 1e-9,
+                       (double)w.nbytes / c * 1e-9);
                 fflush(stdout);
             }
             free(w.data);
