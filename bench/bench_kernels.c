@@ -12,10 +12,11 @@
  * prefill (one 512-token prompt, chunked by --chunk), single-stream decode and
  * aggregate decode of 16 / 64 parallel sequences at 256 cached tokens each.
  *
- * Every figure is given per wall-clock second and per CPU second of this
- * process (divided by the thread count): on a machine shared with other jobs
- * the wall figure drops, the CPU one much less (it still includes the pool's
- * spin-waiting, so it is a lower bound of the per-core speed).
+ * Every figure is given per wall-clock second and per CPU-second of this
+ * process (all its threads): on a machine shared with other jobs the wall
+ * figure drops, the CPU one much less. The CPU figure is per core: it
+ * includes the pool's spin-waiting, so with several threads it is a lower
+ * bound of what each core does.
  */
 #include <math.h>
 #include <stdio.h>
@@ -69,7 +70,7 @@ static double cpu_sec(void)
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-/* Seconds per call, wall clock; *cpu gets CPU seconds per call per thread. */
+/* Seconds per call, wall clock; *cpu gets CPU seconds (all threads) per call. */
 static double time_matmul(const cel__kern *k, cel_pool *pool, const cel_tensor *w, const float *x, int64_t rows,
                           float *y, void *scratch, double seconds, double *cpu)
 {
@@ -82,7 +83,7 @@ static double time_matmul(const cel__kern *k, cel_pool *pool, const cel_tensor *
         iters++;
         t = cel_now_sec() - t0;
     } while (t < seconds);
-    *cpu = (cpu_sec() - c0) / iters / cel_pool_size(pool);
+    *cpu = (cpu_sec() - c0) / iters;
     return t / iters;
 }
 
@@ -176,7 +177,7 @@ static void die_on(cel_status st, const cel_error *err)
 
 /* n_seqs sequences, each ctx tokens already cached, decode steps of one token
  * each; returns aggregate tokens/s. */
-static double bench_decode(cel_backend *be, int n_seqs, int ctx, int steps, int32_t V, int threads, double *cpu_rate)
+static double bench_decode(cel_backend *be, int n_seqs, int ctx, int steps, int32_t V, double *cpu_rate)
 {
     int32_t bs = be->block_size, per = (ctx + steps + bs - 1) / bs + 1;
     int32_t *tables = calloc((size_t)n_seqs * per, sizeof *tables);
@@ -203,7 +204,7 @@ static double bench_decode(cel_backend *be, int n_seqs, int ctx, int steps, int3
         die_on(be->v->forward(be, &b, &err), &err);
     }
     double dt = cel_now_sec() - t0;
-    *cpu_rate = (double)n_seqs * steps / ((cpu_sec() - c0) / threads);
+    *cpu_rate = (double)n_seqs * steps / (cpu_sec() - c0);
     free(tables);
     free(seqs);
     free(tok);
@@ -234,7 +235,6 @@ static void bench_forward(cel_dtype wt, int threads, int chunk)
     for (int i = 0; i < NP; i++) tok[i] = (i * 2654435761u) % (uint32_t)V;
     for (int i = 0; i < 64; i++) table[i] = 1000 + i;
     float *logits = xalloc((size_t)V * sizeof(float));
-    int nt = threads > 0 ? threads : cel_cpu_count();
     for (int rep = 0; rep < 2; rep++) { /* first run warms caches and pages */
         t0 = cel_now_sec();
         double c0 = cpu_sec();
@@ -246,16 +246,16 @@ static void bench_forward(cel_dtype wt, int threads, int chunk)
             die_on(be->v->forward(be, &b, &err), &err);
         }
         if (rep == 1)
-            printf("  prefill  %d tokens (chunks of %d): %8.1f tokens/s  (%8.1f per CPU-second per thread)\n", NP, chunk,
-                   NP / (cel_now_sec() - t0), NP / ((cpu_sec() - c0) / nt));
+            printf("  prefill  %d tokens (chunks of %d): %8.1f tokens/s  (%8.1f per CPU-second)\n", NP, chunk,
+                   NP / (cel_now_sec() - t0), NP / (cpu_sec() - c0));
     }
     double cr;
-    double r = bench_decode(be, 1, 256, 16, V, nt, &cr);
-    printf("  decode   1 seq  at 256 cached: %8.1f tokens/s  (%8.1f per CPU-second per thread)\n", r, cr);
-    r = bench_decode(be, 16, 256, 6, V, nt, &cr);
-    printf("  decode  16 seqs at 256 cached: %8.1f tokens/s aggregate (%8.1f per CPU-second per thread)\n", r, cr);
-    r = bench_decode(be, 64, 256, 3, V, nt, &cr);
-    printf("  decode  64 seqs at 256 cached: %8.1f tokens/s aggregate (%8.1f per CPU-second per thread)\n", r, cr);
+    double r = bench_decode(be, 1, 256, 16, V, &cr);
+    printf("  decode   1 seq  at 256 cached: %8.1f tokens/s  (%8.1f per CPU-second)\n", r, cr);
+    r = bench_decode(be, 16, 256, 6, V, &cr);
+    printf("  decode  16 seqs at 256 cached: %8.1f tokens/s aggregate (%8.1f per CPU-second)\n", r, cr);
+    r = bench_decode(be, 64, 256, 3, V, &cr);
+    printf("  decode  64 seqs at 256 cached: %8.1f tokens/s aggregate (%8.1f per CPU-second)\n", r, cr);
     free(tok);
     free(logits);
     cel_backend_free(be);
