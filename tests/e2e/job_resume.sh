@@ -185,6 +185,28 @@ rm -rf "$work/parts-id/part-00001-of-00003"
 if "$CELINE" job verify "$work/parts-id" > /dev/null 2> "$work/v.err"; then fail "verify passed with a part missing"; fi
 grep -q "part 1 of 3 is missing" "$work/v.err" || fail "verify did not name the missing part: $(cat "$work/v.err")"
 
+# ---------------------------------------------------------------- fields, size rotation, key, bar
+# custom field names; the job's records are exactly `celine mind`'s for the same input
+"$PY" - "$work/clean.jsonl" <<'EOF'
+import json, sys
+with open(sys.argv[1], "w") as f:
+    for i in range(12):
+        f.write(json.dumps({"doc_id": "c%d" % i, "content": "Limits define derivatives. " * (5 + 3 * i)}) + "\n")
+EOF
+"$CELINE" job run --kind mind --input "$work/clean.jsonl" --id-field doc_id --text-field content --seed 3 \
+  --shard-bytes 1500 --frame-records 5 --backend "$URL" --api-key sekrit-key --progress bar --output "$work/clean" \
+  > "$work/cl.json" 2> "$work/cl.err" || fail "clean job failed: $(tail -3 "$work/cl.err")"
+grep -q "ETA" "$work/cl.err" || fail "no progress bar"
+"$PY" -c "import json,sys,urllib.request as u; s=json.load(u.urlopen('$URL/stats')); assert 'Bearer sekrit-key' in s['auth'], s['auth']" \
+  || fail "the API key was not sent"
+"$CELINE" mind --input "$work/clean.jsonl" --id-field doc_id --text-field content --seed 3 --remote "$URL" --quiet \
+  > "$work/clean_mind.jsonl" || fail "celine mind failed"
+for f in "$work/clean"/shard-*.jsonl.zst; do zstd -dc "$f"; done | cmp - "$work/clean_mind.jsonl" \
+  || fail "the job's records differ from celine mind's"
+[ "$(ls "$work/clean"/shard-*.jsonl.zst | wc -l)" -ge 3 ] || fail "--shard-bytes did not rotate shards"
+grep -q sekrit "$work/clean/state.json" "$work/clean/manifest.json" && fail "the API key was recorded"
+"$CELINE" job verify --deep "$work/clean" > /dev/null || fail "verify of the rotated job failed"
+
 # ---------------------------------------------------------------- config changes
 set +e
 "$CELINE" "${JOB[@]}" --backend "$URL" --output "$work/killed" --min-turns 3 > /dev/null 2> "$work/c.err"
