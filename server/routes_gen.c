@@ -11,7 +11,9 @@
  * OpenAI-compatible servers named in "backend". It runs on the worker pool
  * (cel_http_defer) and answers {"records": [...], "dropped": [...],
  * "stats": {...}}: the records `celine mind` and a job would write for these
- * documents. A client that goes away cancels its generation.
+ * documents. A client that goes away cancels its generation. At most half
+ * the CPUs (at least one) run one-shot generations at once, so grading keeps
+ * workers; more answer 429.
  *
  * Lifetime: cel_gen_routes_register before cel_server_run,
  * cel_gen_routes_stop after it returns (stops and joins the jobs, which use
@@ -39,12 +41,13 @@ void cel__jobs_stop(cel__jobs *j);
 void cel__jobs_free(cel__jobs *j);
 cel_status cel__srv_gen_resolve(void *ud, const char *in, bool for_output, char *out, size_t cap, cel_error *err);
 
-enum { MAX_ONESHOT = 4, MAX_DOCS = 1000 };
+enum { MAX_DOCS = 1000 };
 
 struct cel_gen_routes {
     cel_server *s;
     char *templates_dir;
     atomic_int active; /* one-shot generations running */
+    int max_active;    /* they hold pool workers: leave some to grading */
     cel__jobs *jobs;
 };
 
@@ -266,11 +269,11 @@ static void route_generate(cel_http_req *r, void *ud)
         cel_http_respond_error(r, 404, NULL, "not_found", "%s", err.msg);
         return;
     }
-    if (atomic_fetch_add(&g->active, 1) >= MAX_ONESHOT) {
+    if (atomic_fetch_add(&g->active, 1) >= g->max_active) {
         atomic_fetch_sub(&g->active, 1);
-        cel_http_respond(r, 429, "application/json",
-                         "{\"error\":{\"message\":\"too many generation requests in flight\",\"type\":\"rate_limit\","
-                         "\"code\":\"busy\"}}", 92, "Retry-After: 1\r\n");
+        static const char busy[] = "{\"error\":{\"message\":\"too many generation requests in flight\","
+                                   "\"type\":\"rate_limit_error\",\"code\":\"busy\"}}";
+        cel_http_respond(r, 429, "application/json", busy, sizeof busy - 1, "Retry-After: 1\r\n");
         return;
     }
     oneshot *o = calloc(1, sizeof *o);
@@ -299,6 +302,7 @@ cel_status cel_gen_routes_register(cel_server *s, const char *templates_dir, cel
     if (!g) return cel_error_set(err, CEL_ERR_NOMEM, "out of memory");
     g->s = s;
     atomic_init(&g->active, 0);
+    g->max_active = cel_cpu_count() / 2 > 1 ? cel_cpu_count() / 2 : 1;
     if (templates_dir && cel_path_is_dir(templates_dir) && !(g->templates_dir = strdup(templates_dir))) {
         free(g);
         return cel_error_set(err, CEL_ERR_NOMEM, "out of memory");
