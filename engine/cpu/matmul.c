@@ -111,9 +111,18 @@ void cel__matmul(const cel__kern *k, cel_pool *pool, const float *x, size_t x_st
      * leave fewer than 4 tiles per thread to balance */
     mm_ctx c = {.n_jobs = n_mm, .n_in = n_in, .n_rows = n_rows};
     int64_t all_out = 0;
-    for (int i = 0; i < n_mm; i++) all_out += mm[i].w->ne[1];
+    size_t max_ws = 0;
+    for (int i = 0; i < n_mm; i++) {
+        all_out += mm[i].w->ne[1];
+        size_t ws = cel_dtype_row_bytes(mm[i].w->dtype, n_in);
+        if (ws > max_ws) max_ws = ws;
+    }
     c.tw = 64;
     while (c.tw > 16 && all_out / c.tw < 4 * (int64_t)cel_pool_size(pool)) c.tw /= 2;
+    /* batches re-read the tile once per group of activation rows: keep it
+     * within about 384 KiB so those passes hit L2 (wide F32 / F16 rows) */
+    if (n_rows >= 4)
+        while (c.tw > 16 && (size_t)c.tw * max_ws > (384u << 10)) c.tw /= 2;
     int64_t total = 0;
     size_t max_xs = 0;
     for (int i = 0; i < n_mm; i++) {
