@@ -7,6 +7,7 @@
 #include "celine/common.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -54,6 +55,9 @@ static void *worker_main(void *arg)
         uint64_t g;
         int spins = 0;
         while ((g = atomic_load(&p->gen)) == seen && !atomic_load(&p->stop)) {
+            /* yield now and then: on an oversubscribed machine a descheduled peer
+             * would otherwise leave this thread burning its whole time slice */
+            if ((spins & 127) == 127) sched_yield();
             if (++spins > CEL_POOL_SPIN) {
                 pthread_mutex_lock(&p->mu);
                 while ((g = atomic_load(&p->gen)) == seen && !atomic_load(&p->stop))
@@ -141,6 +145,6 @@ void cel_pool_run(cel_pool *p, int64_t n, int64_t grain, cel_pool_fn fn, void *c
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     run_chunks(p, 0);
-    while (atomic_load(&p->pending) > 0) {
-    }
+    for (unsigned spins = 1; atomic_load(&p->pending) > 0; spins++)
+        if ((spins & 127) == 0) sched_yield();
 }
