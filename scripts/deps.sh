@@ -5,7 +5,10 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config libuv1-dev libjansson-dev libcurl4-openssl-dev libpcre2-dev
       libzstd-dev libhttp-parser-dev zstd)
 if [ "${1:-}" = "--test" ]; then
-  pkgs+=(libcmocka-dev clang libclang-rt-14-dev python3 python3-numpy npm nodejs wrk curl ca-certificates)
+  pkgs+=(libcmocka-dev clang libclang-rt-14-dev python3 python3-numpy wrk curl ca-certificates)
+  # Node.js + npm may come from elsewhere than Debian (these machines ship their own, which
+  # Debian's npm package conflicts with): install Debian's only when no npm is on PATH.
+  command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
