@@ -111,6 +111,7 @@ typedef struct cu_backend {
     /* activations */
     float *x, *qkv, *gu, *logits;
     uint16_t *xb; /* BF16 GEMM input: norm output, attention output, SwiGLU output */
+    uint16_t *xn; /* BF16 [max_tokens][E]: normalized rows when the gate/up GEMV cannot fuse the norm */
     int32_t *argmax_dev;
     /* batch meta: [tokens | pos | blk | seq | out_rows | tab_off] each cap_t, then tables */
     int32_t cap_t, cap_tab;
@@ -418,9 +419,8 @@ static cel_status cu_enqueue_body(cu_backend *be, int32_t T, cel_error *err)
         cu_mark(be, CU_K_ATTN, 0.0);
         CEL_TRY(cu_gemm(be, be->x, cl->wo, be->xb, T, be->Q, be->E, true, CU_K_O, err));
         if (fused) {
-            /* the output goes to xb, so a separate norm writes into gu (T x 2F floats: room for T x E BF16) */
-            CEL_TRY(cu_gemv_norm(be, NULL, be->xb, cl->wgu, cl->ffn_norm, T, be->F, (uint16_t *)be->gu, CU_K_GATE_UP,
-                                 err));
+            /* the output goes to xb, so a separate norm (when needed) writes xn */
+            CEL_TRY(cu_gemv_norm(be, NULL, be->xb, cl->wgu, cl->ffn_norm, T, be->F, be->xn, CU_K_GATE_UP, err));
         } else {
             CEL_CUDA_CHECK(err, cel__cuk_rmsnorm(be->stream, NULL, be->xb, be->x, NULL, cl->ffn_norm, T, be->E,
                                                  hp->rms_eps));
@@ -708,6 +708,7 @@ static void cu_destroy(cel_backend *base)
     cu_free(be->gu);
     cu_free(be->logits);
     cu_free(be->xb);
+    cu_free(be->xn);
     cu_free(be->argmax_dev);
     cu_free(be->meta_dev);
     cu_free(be->stage_dev);
@@ -850,7 +851,7 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
                      L * (2 * E + (Q + 2 * KV) + 2 * (size_t)be->hd) * 4 + E * 4 + (size_t)be->hd * 2;
     size_t xb_w = E > Q ? E : Q;
     if (F > xb_w) xb_w = F;
-    size_t act_bytes = T * E * 4 + T * (Q + 2 * KV) * 4 + T * 2 * F * 4 + T * xb_w * 2 +
+    size_t act_bytes = T * E * 4 + T * (Q + 2 * KV) * 4 + T * 2 * F * 4 + T * xb_w * 2 + T * E * 2 +
                        (size_t)be->logit_rows * V * 4 + CEL__CU_BLAS_WS_BYTES + CEL__CU_STAGE_BYTES + (1 << 20);
     size_t free_b = 0, total_b = 0;
     CEL_CUDA_GOTO(err, st, fail, cudaMemGetInfo(&free_b, &total_b));
@@ -924,6 +925,7 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
     if ((st = cu_alloc((void **)&be->qkv, T * (Q + 2 * KV) * 4, "activations", err)) != CEL_OK) goto fail;
     if ((st = cu_alloc((void **)&be->gu, T * 2 * F * 4, "activations", err)) != CEL_OK) goto fail;
     if ((st = cu_alloc((void **)&be->xb, T * xb_w * 2, "activations", err)) != CEL_OK) goto fail;
+    if ((st = cu_alloc((void **)&be->xn, T * E * 2, "activations", err)) != CEL_OK) goto fail;
     if ((st = cu_alloc((void **)&be->logits, (size_t)be->logit_rows * V * 4, "logits", err)) != CEL_OK) goto fail;
     if ((st = cu_alloc((void **)&be->argmax_dev, (size_t)be->logit_rows * 4, "argmax", err)) != CEL_OK) goto fail;
     if ((st = cu_alloc(&be->blas_ws, CEL__CU_BLAS_WS_BYTES, "cuBLAS workspace", err)) != CEL_OK) goto fail;

@@ -440,6 +440,118 @@ static void test_quantized(void **state)
     run_model(&c);
 }
 
+/* The fused decode path (v2, default) against the first one (v1:
+ * CELINE_CUDA_DECODE=v1, separate RMSNorm / SwiGLU kernels and the v1 GEMV):
+ * decode steps of n_dec sequences give bit-identical logits, and agree with
+ * the CPU. Then cel_backend_cuda_profile of a decode step: the launch count
+ * of each path, and the backend's state untouched (the next forward gives
+ * the same logits as before). */
+static void run_paths(const tcfg *c, int32_t n_dec, int32_t launches_per_layer_v2)
+{
+    printf("  decode paths: %s, %d sequences\n", c->name, (int)n_dec);
+    tmodel *tm = malloc(sizeof *tm);
+    tm_build(tm, c);
+    cel_backend_params p;
+    memset(&p, 0, sizeof p);
+    p.n_threads = 2;
+    p.block_size = 16;
+    p.kv_bytes = cel_backend_kv_block_bytes(&tm->m.hp, 16, CEL_BACKEND_CUDA) * 40;
+    p.max_batch_tokens = 64;
+    cel_error err;
+    cel_backend *v1 = NULL;
+    pair pr;
+    memset(&pr, 0, sizeof pr);
+    pr.V = c->V;
+    if (cel_backend_cpu_create(&tm->m, &p, &pr.cpu, &err) != CEL_OK) fail_msg("cpu create: %s", err.msg);
+    if (cel_backend_cuda_create(&tm->m, &p, &pr.gpu, &err) != CEL_OK) fail_msg("cuda create: %s", err.msg);
+    assert_int_equal(setenv("CELINE_CUDA_DECODE", "v1", 1), 0);
+    cel_status st = cel_backend_cuda_create(&tm->m, &p, &v1, &err);
+    unsetenv("CELINE_CUDA_DECODE");
+    if (st != CEL_OK) fail_msg("cuda create (v1): %s", err.msg);
+    pr.lc = malloc((size_t)64 * c->V * sizeof(float));
+    pr.lg = malloc((size_t)64 * c->V * sizeof(float));
+    float *l1 = malloc((size_t)64 * c->V * sizeof(float));
+    tbatch *tb = malloc(sizeof *tb);
+    tseq sq[MAXS];
+    memset(sq, 0, sizeof sq);
+    for (int32_t i = 0; i < n_dec; i++) {
+        sq[i].table[0] = 2 * i;
+        sq[i].table[1] = 2 * i + 1;
+        sq[i].n_blocks = 2;
+        sq[i].n_new = 5;
+        for (int j = 0; j < 5; j++) sq[i].toks[j] = (int32_t)(cel_rng_next(&g_rng) % (uint64_t)c->V);
+    }
+    for (int step = 0; step < 4; step++) { /* a prompt, then decode steps */
+        char what[64];
+        snprintf(what, sizeof what, step ? "decode step %d" : "prompts", step);
+        tb_make(tb, sq, n_dec, -1);
+        run_both(&pr, tb, what, NULL);
+        tb->b.logits = l1;
+        if (v1->v->forward(v1, &tb->b, &err) != CEL_OK) fail_msg("cuda v1 forward: %s", err.msg);
+        if (memcmp(l1, pr.lg, (size_t)tb->b.n_out * c->V * sizeof(float)) != 0)
+            fail_msg("%s: the v2 decode path's logits differ from v1's", what);
+        for (int32_t i = 0; i < n_dec; i++) {
+            sq[i].n_past += sq[i].n_new;
+            sq[i].n_new = 1;
+            sq[i].toks[0] = (int32_t)(cel_rng_next(&g_rng) % (uint64_t)c->V);
+        }
+    }
+    /* profile the next decode step on both paths, then run it for real */
+    tb_make(tb, sq, n_dec, -1);
+    cel_cuda_profile prof;
+    for (int which = 0; which < 2; which++) {
+        cel_backend *be = which ? v1 : pr.gpu;
+        if (cel_backend_cuda_profile(be, &tb->b, true, 3, &prof, &err) != CEL_OK) fail_msg("profile: %s", err.msg);
+        const int32_t per_layer = which ? 9 : launches_per_layer_v2;
+        assert_string_equal(prof.decode, which ? "v1" : "v2");
+        assert_int_equal(prof.launches, 1 + per_layer * c->L + 3); /* embed, layers, final norm + lm_head + argmax */
+        int sum = 0;
+        for (int k = 0; k < prof.n_kinds; k++) {
+            assert_non_null(prof.kind[k].name);
+            assert_true(prof.kind[k].ms >= 0.0);
+            sum += prof.kind[k].launches;
+        }
+        assert_int_equal(sum, prof.launches);
+        assert_true(prof.kernel_ms >= 0.0 && prof.graph_ms >= 0.0);
+        printf("    profile %s: %d launches, kernels %.3f ms, graph %.3f ms\n", prof.decode, prof.launches,
+               prof.kernel_ms, prof.graph_ms);
+    }
+    tb->b.logits = l1;
+    if (v1->v->forward(v1, &tb->b, &err) != CEL_OK) fail_msg("cuda v1 forward: %s", err.msg);
+    run_both(&pr, tb, "decode step after profiling", NULL);
+    if (memcmp(l1, pr.lg, (size_t)tb->b.n_out * c->V * sizeof(float)) != 0)
+        fail_msg("after profiling: the v2 decode path's logits differ from v1's");
+    int32_t toks[MAXS];
+    if (cel_backend_cuda_forward_argmax(pr.gpu, &tb->b, toks, &err) != CEL_OK) fail_msg("argmax: %s", err.msg);
+    for (int32_t i = 0; i < n_dec; i++) assert_int_equal(toks[i], argmax_row(l1 + (size_t)i * c->V, c->V));
+    cel_backend_free(pr.cpu);
+    cel_backend_free(pr.gpu);
+    cel_backend_free(v1);
+    free(pr.lc);
+    free(pr.lg);
+    free(l1);
+    free(tb);
+    tm_free(tm);
+    free(tm);
+}
+
+static void test_decode_paths(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    tcfg c = {.name = "llama bf16", .arch = CEL_ARCH_LLAMA, .E = 128, .nh = 4, .nkv = 2, .hd = 32, .F = 96, .V = 67,
+              .L = 2, .rope = CEL_ROPE_NEOX, .tied = true, .wt = CEL_DTYPE_BF16, .emb = CEL_DTYPE_BF16,
+              .out = CEL_DTYPE_BF16};
+    run_paths(&c, 1, 6);
+    run_paths(&c, 3, 6);
+    /* 8 rows of 4096: the normalized rows do not fit the GEMV's shared
+     * memory, so separate norms run before the QKV and gate/up GEMVs */
+    tcfg w = {.name = "wide hidden (norm not fused)", .arch = CEL_ARCH_QWEN2, .E = 4096, .nh = 2, .nkv = 1, .hd = 32,
+              .F = 32, .V = 30, .L = 1, .rope = CEL_ROPE_NEOX, .bias = true, .tied = true, .wt = CEL_DTYPE_BF16,
+              .emb = CEL_DTYPE_BF16, .out = CEL_DTYPE_BF16};
+    run_paths(&w, 8, 8);
+}
+
 /* Clear errors: model does not fit, budget above free memory, bad batches,
  * unsupported head size. */
 static void test_errors(void **state)
@@ -545,7 +657,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_llama_bf16), cmocka_unit_test(test_qwen2_f32_bias),
         cmocka_unit_test(test_qwen3_f16_qknorm), cmocka_unit_test(test_quantized),
-        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_decode_paths), cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -526,6 +526,138 @@ static void test_gemv_batch_invariance(void **state)
     free(x);
 }
 
+/* The v2 decode GEMV forms (fused RMSNorm, fused SwiGLU, two rows per warp)
+ * against the unfused kernels they replace - rmsnorm, the v1 GEMV, swiglu -
+ * bit for bit, and each row of a batch equal to the same row run alone. */
+static void run_gemv_fused(int32_t T, int32_t I, int32_t O)
+{
+    const float eps = 1e-5f;
+    float *xf = malloc((size_t)T * I * sizeof(float)), *nw = malloc((size_t)I * sizeof(float));
+    uint16_t *w = malloc((size_t)2 * O * I * 2);
+    float *y0 = malloc((size_t)T * 2 * O * sizeof(float));
+    for (int64_t i = 0; i < (int64_t)T * I; i++) xf[i] = frand(3.0f);
+    for (int32_t i = 0; i < I; i++) nw[i] = 1.0f + frand(0.5f);
+    for (int64_t i = 0; i < (int64_t)2 * O * I; i++) w[i] = cel_fp32_to_bf16(frand(0.1f));
+    for (int64_t i = 0; i < (int64_t)T * 2 * O; i++) y0[i] = frand(2.0f);
+    float *d_xf = dup_to_dev(xf, (size_t)T * I * sizeof(float)), *d_nw = dup_to_dev(nw, (size_t)I * sizeof(float));
+    uint16_t *d_w = dup_to_dev(w, (size_t)2 * O * I * 2), *d_xb = dalloc((size_t)T * I * 2);
+    float *d_ref = dalloc((size_t)T * 2 * O * sizeof(float)), *d_y = dalloc((size_t)T * 2 * O * sizeof(float));
+    uint16_t *d_href = dalloc((size_t)T * O * 2), *d_h = dalloc((size_t)T * O * 2);
+    const size_t ny = (size_t)T * 2 * O, nh = (size_t)T * O;
+    float *ref = malloc(ny * sizeof(float)), *got = malloc(ny * sizeof(float));
+    uint16_t *href = malloc(nh * 2), *hgot = malloc(nh * 2);
+    char what[96];
+
+    /* unfused reference: rmsnorm -> v1 GEMV over the 2 O rows -> swiglu */
+    assert_int_equal(cel__cuk_rmsnorm(g_stream, NULL, d_xb, d_xf, NULL, d_nw, T, I, eps), cudaSuccess);
+    assert_int_equal(cel__cuk_gemv_v1(g_stream, d_ref, d_w, d_xb, T, I, 2 * O, 0), cudaSuccess);
+    assert_int_equal(cel__cuk_swiglu(g_stream, d_href, d_ref, T, O), cudaSuccess);
+    to_host(ref, d_ref, ny * sizeof(float));
+    to_host(href, d_href, nh * 2);
+
+    cel__cu_gemv_args a;
+    memset(&a, 0, sizeof a);
+    a.W = d_w;
+    a.n_rows = T;
+    a.n_in = I;
+    a.eps = eps;
+    /* 1. plain form, BF16 input: the v1 kernel's bits */
+    assert_int_equal(cel__cuk_gemv(g_stream, d_y, d_w, d_xb, T, I, 2 * O, 0), cudaSuccess);
+    to_host(got, d_y, ny * sizeof(float));
+    snprintf(what, sizeof what, "gemv v2 == v1, T%d %dx%d", T, I, 2 * O);
+    if (memcmp(got, ref, ny * sizeof(float)) != 0) fail_msg("%s: results differ", what);
+    /* 2. plain form with the fused norm */
+    a.y = d_y;
+    a.xf = d_xf;
+    a.norm_w = d_nw;
+    a.n_out = 2 * O;
+    assert_int_equal(cel__cuk_gemv_ex(g_stream, &a), cudaSuccess);
+    to_host(got, d_y, ny * sizeof(float));
+    if (memcmp(got, ref, ny * sizeof(float)) != 0) fail_msg("gemv+norm T%d %dx%d differs from rmsnorm+gemv", T, I, 2 * O);
+    /* 3. SwiGLU form with the fused norm, and 4. without it */
+    a.y = NULL;
+    a.h = d_h;
+    a.n_out = O;
+    assert_int_equal(cel__cuk_gemv_ex(g_stream, &a), cudaSuccess);
+    to_host(hgot, d_h, nh * 2);
+    if (memcmp(hgot, href, nh * 2) != 0) fail_msg("gemv+norm+swiglu T%d %dx%d differs from the unfused kernels", T, I, O);
+    assert_int_equal(cudaMemset(d_h, 0, nh * 2), cudaSuccess);
+    a.x = d_xb;
+    assert_int_equal(cel__cuk_gemv_ex(g_stream, &a), cudaSuccess);
+    to_host(hgot, d_h, nh * 2);
+    if (memcmp(hgot, href, nh * 2) != 0) fail_msg("gemv+swiglu T%d %dx%d differs from the unfused kernels", T, I, O);
+    /* 5. accumulate (residual), v2 against v1 */
+    float *acc1 = malloc(ny * sizeof(float)), *acc2 = malloc(ny * sizeof(float));
+    float *d_a1 = dup_to_dev(y0, ny * sizeof(float)), *d_a2 = dup_to_dev(y0, ny * sizeof(float));
+    assert_int_equal(cel__cuk_gemv_v1(g_stream, d_a1, d_w, d_xb, T, I, 2 * O, 1), cudaSuccess);
+    assert_int_equal(cel__cuk_gemv(g_stream, d_a2, d_w, d_xb, T, I, 2 * O, 1), cudaSuccess);
+    to_host(acc1, d_a1, ny * sizeof(float));
+    to_host(acc2, d_a2, ny * sizeof(float));
+    if (memcmp(acc1, acc2, ny * sizeof(float)) != 0) fail_msg("gemv += T%d: v2 differs from v1", T);
+    for (size_t i = 0; i < ny; i++) assert_true(acc1[i] != y0[i] || ref[i] == 0.0f); /* it did add */
+    /* 6. batch invariance of the fused form: each row alone gives the same bits */
+    for (int32_t r = 0; r < T && T > 1; r++) {
+        a.x = NULL;
+        a.xf = d_xf + (size_t)r * I;
+        a.n_rows = 1;
+        assert_int_equal(cel__cuk_gemv_ex(g_stream, &a), cudaSuccess);
+        to_host(hgot, d_h, (size_t)O * 2);
+        if (memcmp(hgot, href + (size_t)r * O, (size_t)O * 2) != 0)
+            fail_msg("gemv+norm+swiglu row %d alone differs from the same row in a batch of %d", (int)r, (int)T);
+    }
+    dfree(d_xf);
+    dfree(d_nw);
+    dfree(d_w);
+    dfree(d_xb);
+    dfree(d_ref);
+    dfree(d_y);
+    dfree(d_href);
+    dfree(d_h);
+    dfree(d_a1);
+    dfree(d_a2);
+    free(xf);
+    free(nw);
+    free(w);
+    free(y0);
+    free(ref);
+    free(got);
+    free(href);
+    free(hgot);
+    free(acc1);
+    free(acc2);
+}
+
+static void test_gemv_fused(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    run_gemv_fused(1, 264, 37);  /* 33 chunks: a partial load group */
+    run_gemv_fused(3, 2048, 20); /* Llama-3.2-1B's hidden size: 8 chunks per lane, 1 group */
+    run_gemv_fused(8, 1024, 9);
+    run_gemv_fused(2, 64, 4100); /* 2 O = 8200 rows: two rows per warp in the plain form */
+    /* the fused norm's rows must fit 48 KiB of shared memory */
+    assert_true(cel__cuk_gemv_norm_fits(1, 4096));
+    assert_true(cel__cuk_gemv_norm_fits(8, 3072));
+    assert_false(cel__cuk_gemv_norm_fits(8, 4096));
+    cel__cu_gemv_args a;
+    memset(&a, 0, sizeof a);
+    float dummy = 0.0f;
+    a.y = &dummy;
+    a.xf = &dummy;
+    a.norm_w = &dummy;
+    a.n_rows = 8;
+    a.n_in = 4096;
+    a.n_out = 4;
+    assert_int_equal(cel__cuk_gemv_ex(g_stream, &a), cudaErrorInvalidValue);
+    a.n_rows = 1;
+    a.n_in = 60; /* not a multiple of 8 */
+    assert_int_equal(cel__cuk_gemv_ex(g_stream, &a), cudaErrorInvalidValue);
+    a.n_in = 64;
+    a.y = NULL; /* plain form without an output */
+    assert_int_equal(cel__cuk_gemv_ex(g_stream, &a), cudaErrorInvalidValue);
+    cudaGetLastError();
+}
+
 /* ---------------------------------------------------------- copy, argmax */
 static void test_copy_block(void **state)
 {
@@ -585,6 +717,31 @@ static void test_argmax(void **state)
     dfree(d_l);
     dfree(d_o);
     free(l);
+
+    /* long rows (the 16-byte path when V % 4 == 0, scalar otherwise), NaNs
+     * ranked below numbers, ties across far-apart threads */
+    for (int32_t VV = 40000; VV <= 40001; VV++) {
+        float *m = malloc((size_t)4 * VV * sizeof(float));
+        for (int64_t i = 0; i < (int64_t)4 * VV; i++) m[i] = frand(5.0f);
+        m[0 * (size_t)VV + 39999] = 7.0f;
+        m[0 * (size_t)VV + 5] = NAN;
+        m[1 * (size_t)VV + 31000] = 8.0f; /* tie: 4097 wins */
+        m[1 * (size_t)VV + 4097] = 8.0f;
+        for (int32_t i = 0; i < VV; i++) m[2 * (size_t)VV + i] = NAN;
+        m[3 * (size_t)VV + 0] = NAN;
+        m[3 * (size_t)VV + 12345] = 6.0f;
+        float *d_m = dup_to_dev(m, (size_t)4 * VV * sizeof(float));
+        int32_t *d_r = dalloc(4 * 4), res[4];
+        assert_int_equal(cel__cuk_argmax(g_stream, d_r, d_m, 4, VV), cudaSuccess);
+        to_host(res, d_r, sizeof res);
+        assert_int_equal(res[0], 39999);
+        assert_int_equal(res[1], 4097);
+        assert_int_equal(res[2], 0); /* all NaN: the first */
+        assert_int_equal(res[3], 12345);
+        dfree(d_m);
+        dfree(d_r);
+        free(m);
+    }
 }
 
 /* Errors surface as codes, never as crashes: bad shapes are refused. */
@@ -638,6 +795,7 @@ int main(void)
         cmocka_unit_test(test_rmsnorm),   cmocka_unit_test(test_qkv_rope),
         cmocka_unit_test(test_attention), cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_gemm),      cmocka_unit_test(test_gemv_batch_invariance),
+        cmocka_unit_test(test_gemv_fused),
         cmocka_unit_test(test_copy_block), cmocka_unit_test(test_argmax),
         cmocka_unit_test(test_launch_errors),
     };
