@@ -907,7 +907,7 @@ cel_status cel_job_result_json(const cel_job_result *r, cel_buf *out)
     json_object_set_new(o, "counts", cel__job_counts_json(&r->c));
     json_object_set_new(o, "elapsed_s", json_real(r->elapsed_s));
     json_object_set_new(o, "docs", json_integer((json_int_t)r->docs_session));
-    json_object_set_new(o, "chunks", json_integer((json_int_t)r->units_session));
+    json_object_set_new(o, "units", json_integer((json_int_t)r->units_session)); /* chunk x style (MIND), segment x prompt, ... */
     json_object_set_new(o, "requests", json_integer((json_int_t)r->requests_session));
     json_object_set_new(o, "gen_tokens", json_integer((json_int_t)r->gen_tokens_session));
     double e = r->elapsed_s > 0 ? r->elapsed_s : 1e-9;
@@ -935,7 +935,7 @@ cel_status cel_job_progress_json(const cel_job_progress *p, cel_buf *out)
     json_object_set_new(o, "records_per_s", json_real(p->records_per_s));
     json_object_set_new(o, "gen_tokens_per_s", json_real(p->gen_tokens_per_s));
     json_object_set_new(o, "eta_s", p->eta_s >= 0 ? json_real(p->eta_s) : json_null());
-    json_object_set_new(o, "chunks", json_integer((json_int_t)p->units));
+    json_object_set_new(o, "units", json_integer((json_int_t)p->units));
     json_object_set_new(o, "final", json_boolean(p->final));
     return dump_into(o, out);
 }

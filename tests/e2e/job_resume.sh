@@ -82,7 +82,7 @@ c = s["counts"]
 assert s["state"] == "done" and not s["resumed"], s
 assert c["input_errors"] == {"invalid_line": 2, "corrupt_shard": 1}, c
 assert 125 <= c["docs"] < 140 and c["lines"] == c["docs"] + 3, c   # d.jsonl.zst: whole frames before its cut
-assert c["records"] == s["chunks"] and c["records"] % 7 == 0 and c["records"] > 7 * c["docs"], c
+assert c["records"] == s["units"] and c["records"] % 7 == 0 and c["records"] > 7 * c["docs"], c
 assert c["shards"] >= 5, c
 errs = [json.loads(l) for l in open(os.path.join(sys.argv[2], "input_errors.jsonl"))]
 kinds = {(os.path.basename(e["file"]), e["line"], e["kind"]) for e in errs}

@@ -107,7 +107,7 @@ import json, sys
 s = json.load(open(sys.argv[1]))
 c = s["counts"]
 rej = [json.loads(l) for l in open(sys.argv[2])]
-assert c["docs"] == 60 and c["records"] + c["dropped_total"] == s["chunks"] == len(rej) + c["records"], s
+assert c["docs"] == 60 and c["records"] + c["dropped_total"] == s["units"] == len(rej) + c["records"], s
 assert all(r.get("detail") is not None for r in rej if r["reason"] == "truncated")
 EOF
 cmp "$work/remote/rejects.jsonl" "$work/killed/rejects.jsonl" || fail "the killed + resumed remote job differs"
