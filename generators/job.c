@@ -491,6 +491,13 @@ static cel_status run_file(job *j, uint32_t f, uint64_t skip, uint64_t bytes_bef
         uint64_t ln = cel_jsonl_line_number(r);
         j->live.input_bytes = bytes_before + cel_jsonl_bytes_read(r);
         if (kind == CEL_JSONL_EOF) break;
+        if ((ln & 4095) == 0) { /* long stretches of other parts' lines or bad ones */
+            maybe_progress(j, false);
+            if (is_cancelled(j)) {
+                *stop = true;
+                break;
+            }
+        }
         if (kind == CEL_JSONL_CORRUPT) {
             st = input_error(j, f, ln, CEL_JOB_ERR_CORRUPT_SHARD, m.msg, err);
             break;
