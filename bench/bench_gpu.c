@@ -4,7 +4,7 @@
  * needs no model file.
  *
  *   bench_gpu [--out FILE.json] [--layers N] [--prompt N] [--steps N]
- *             [--batches 1,64,256] [--bandwidth GBPS]
+ *             [--batches 1,64,256] [--bandwidth GBPS] [--no-v1]
  *
  * For each batch size B: B sequences of --prompt tokens are prefilled in
  * chunks of max_batch_tokens, then --steps decode steps of B tokens run and
@@ -13,7 +13,12 @@
  * (cel_backend_cuda_forward_argmax). Batch-1 decode is also reported as a
  * share of the memory-bandwidth roofline: bytes of weights read per token
  * (every layer matrix + the output projection) over the card's bandwidth.
- * Prints a summary and writes the figures as JSON. Without a CUDA device
+ * When batch 1 is measured, one more batch-1 decode step is profiled
+ * (cel_backend_cuda_profile: each kernel's GPU time, summed by kind, with
+ * the GEMVs' achieved bandwidth, and the same step's graph replay time), and
+ * unless --no-v1, a second backend with the first decode path
+ * (CELINE_CUDA_DECODE=v1) is measured and profiled the same way, so one GPU
+ * run compares both. Prints a summary and writes the figures as JSON. Without a CUDA device
  * (or without CUDA in the build) it prints a SKIP line and writes
  * {"skipped": ...}.
  */
@@ -36,6 +41,7 @@ typedef struct opts {
     int32_t batches[8];
     int n_batches;
     double bandwidth_gbs;
+    bool no_v1;
 } opts;
 
 static int parse(int argc, char **argv, opts *o)
@@ -55,6 +61,7 @@ static int parse(int argc, char **argv, opts *o)
         else if (!strcmp(a, "--prompt") && v) o->prompt = atoi(argv[++i]);
         else if (!strcmp(a, "--steps") && v) o->steps = atoi(argv[++i]);
         else if (!strcmp(a, "--bandwidth") && v) o->bandwidth_gbs = atof(argv[++i]);
+        else if (!strcmp(a, "--no-v1")) o->no_v1 = true;
         else if (!strcmp(a, "--batches") && v) {
             o->n_batches = 0;
             for (char *s = argv[++i]; *s && o->n_batches < 8;) {
@@ -64,7 +71,7 @@ static int parse(int argc, char **argv, opts *o)
             }
         } else {
             fprintf(stderr, "usage: bench_gpu [--out FILE.json] [--layers N] [--prompt N] [--steps N] "
-                            "[--batches 1,64,256] [--bandwidth GBPS]\n");
+                            "[--batches 1,64,256] [--bandwidth GBPS] [--no-v1]\n");
             return -1;
         }
     }
@@ -216,8 +223,11 @@ typedef struct decode_res {
     bool finite;
 } decode_res;
 
+/* Prefills B sequences, times decode steps (logits to host, then GPU
+ * argmax); with prof != NULL, then profiles one more decode step (with GPU
+ * argmax, 20 graph replays). */
 static int run_batch(cel_backend *be, int32_t B, const opts *o, int32_t max_tokens, int32_t V, float *logits,
-                     decode_res *res)
+                     decode_res *res, cel_cuda_profile *prof)
 {
     cel_error err;
     bbatch bb;
@@ -307,6 +317,16 @@ static int run_batch(cel_backend *be, int32_t B, const opts *o, int32_t max_toke
             res->ms_argmax = ms;
         }
     }
+    if (prof) {
+        bb.b.n_seqs = 0;
+        bb.b.n_out = 0;
+        for (int32_t i = 0; i < B; i++) bb_seq(&bb, i, pos, 1, i);
+        bb.b.n_tokens = B;
+        if (cel_backend_cuda_profile(be, &bb.b, true, 20, prof, &err) != CEL_OK) {
+            fprintf(stderr, "bench_gpu: profile (batch %d): %s\n", (int)B, err.msg);
+            rc = -1;
+        }
+    }
 out:
     free(bb.s);
     free(bb.tokens);
@@ -341,6 +361,39 @@ out:
     if (a) cudaFree(a);
     if (b) cudaFree(b);
     return gbs;
+}
+
+/* Prints where one decode step's GPU time goes. */
+static void print_profile(const cel_cuda_profile *p, double bytes_tok)
+{
+    printf("batch 1 decode step, %s path: %d launches; kernels %.3f ms (sum of kernel times, %.0f GB/s over the "
+           "weights); one graph replay %.3f ms (so launches cost %.3f ms beyond the kernels)\n",
+           p->decode, p->launches, p->kernel_ms, p->kernel_ms > 0 ? bytes_tok / (p->kernel_ms * 1e-3) / 1e9 : 0.0,
+           p->graph_ms, p->graph_ms > 0 ? p->graph_ms - p->kernel_ms : 0.0);
+    printf("  %-14s %8s %9s %6s %10s %9s\n", "kind", "launches", "ms", "share", "us/launch", "GB/s");
+    for (int k = 0; k < p->n_kinds; k++) {
+        if (!p->kind[k].launches) continue;
+        const double ms = p->kind[k].ms;
+        printf("  %-14s %8d %9.4f %5.1f%% %10.2f", p->kind[k].name, p->kind[k].launches, ms,
+               p->kernel_ms > 0 ? 100.0 * ms / p->kernel_ms : 0.0, 1e3 * ms / p->kind[k].launches);
+        if (p->kind[k].bytes > 0 && ms > 0) printf(" %9.0f", p->kind[k].bytes / (ms * 1e-3) / 1e9);
+        printf("\n");
+    }
+}
+
+static void json_profile(FILE *f, const cel_cuda_profile *p)
+{
+    fprintf(f, "{\"decode\": \"%s\", \"launches\": %d, \"kernel_ms\": %.4f, \"graph_ms\": %.4f, \"kinds\": [",
+            p->decode, p->launches, p->kernel_ms, p->graph_ms);
+    int first = 1;
+    for (int k = 0; k < p->n_kinds; k++) {
+        if (!p->kind[k].launches) continue;
+        fprintf(f, "%s{\"kind\": \"%s\", \"launches\": %d, \"ms\": %.4f, \"gbs\": %.1f}", first ? "" : ", ",
+                p->kind[k].name, p->kind[k].launches, p->kind[k].ms,
+                p->kind[k].bytes > 0 && p->kind[k].ms > 0 ? p->kind[k].bytes / (p->kind[k].ms * 1e-3) / 1e9 : 0.0);
+        first = 0;
+    }
+    fprintf(f, "]}");
 }
 
 static void logger(void *ud, cel_log_level level, const char *msg)
@@ -417,9 +470,13 @@ int main(int argc, char **argv)
            (int)hp->n_layer, bytes_tok / 1e9, load_s, pinned ? "pinned" : "pageable");
 
     decode_res res[8];
+    cel_cuda_profile prof[2];
+    bool have_prof = false;
     int ok = 0;
     for (int i = 0; i < o.n_batches; i++) {
-        if (run_batch(be, o.batches[i], &o, p.max_batch_tokens, hp->n_vocab, logits, &res[i]) != 0) break;
+        cel_cuda_profile *pp = o.batches[i] == 1 && !have_prof ? &prof[0] : NULL;
+        if (run_batch(be, o.batches[i], &o, p.max_batch_tokens, hp->n_vocab, logits, &res[i], pp) != 0) break;
+        if (pp) have_prof = true;
         ok++;
         printf("batch %4d: prefill %8.0f tok/s | decode %9.0f tok/s (%.2f ms/step, logits to host) | %9.0f tok/s "
                "(%.2f ms/step, GPU argmax)%s\n",
@@ -431,6 +488,32 @@ int main(int argc, char **argv)
         if (res[i].batch == 1 && roof > 0)
             printf("batch 1 vs roofline (%.0f tok/s at %.0f GB/s): %.1f%% (logits to host), %.1f%% (GPU argmax)\n", roof,
                    bw, 100.0 * res[i].tok_s_logits / roof, 100.0 * res[i].tok_s_argmax / roof);
+
+    if (have_prof) print_profile(&prof[0], bytes_tok);
+
+    /* the first decode path, for comparison: a second backend, batch 1 only */
+    decode_res res_v1;
+    bool have_v1 = false;
+    if (have_prof && !o.no_v1) {
+        cel_backend_free(be); /* one model's weights at a time */
+        be = NULL;
+        setenv("CELINE_CUDA_DECODE", "v1", 1);
+        cel_status cst = cel_backend_cuda_create(&bm.m, &p, &be, &err);
+        unsetenv("CELINE_CUDA_DECODE");
+        if (cst != CEL_OK) {
+            fprintf(stderr, "bench_gpu: v1 backend: %s\n", err.msg);
+        } else if (run_batch(be, 1, &o, p.max_batch_tokens, hp->n_vocab, logits, &res_v1, &prof[1]) == 0) {
+            have_v1 = true;
+            printf("batch    1 (v1 decode path): decode %9.0f tok/s (%.2f ms/step, logits to host) | %9.0f tok/s "
+                   "(%.2f ms/step, GPU argmax)%s\n",
+                   res_v1.tok_s_logits, res_v1.ms_logits, res_v1.tok_s_argmax, res_v1.ms_argmax,
+                   res_v1.finite ? "" : "  NON-FINITE LOGITS");
+            if (roof > 0)
+                printf("batch 1 (v1) vs roofline: %.1f%% (logits to host), %.1f%% (GPU argmax)\n",
+                       100.0 * res_v1.tok_s_logits / roof, 100.0 * res_v1.tok_s_argmax / roof);
+            print_profile(&prof[1], bytes_tok);
+        }
+    }
 
     if (o.out) {
         FILE *f = fopen(o.out, "w");
@@ -457,7 +540,25 @@ int main(int argc, char **argv)
                         roof > 0 ? 100.0 * res[i].tok_s_logits / res[i].batch / roof : 0.0,
                         roof > 0 ? 100.0 * res[i].tok_s_argmax / res[i].batch / roof : 0.0,
                         res[i].finite ? "true" : "false", i + 1 < ok ? "," : "");
-            fprintf(f, "  ]\n}\n");
+            fprintf(f, "  ]");
+            if (have_v1)
+                fprintf(f,
+                        ",\n  \"v1_batch1\": {\"decode_tok_s_logits\": %.1f, \"decode_ms_step_logits\": %.3f, "
+                        "\"decode_tok_s_argmax\": %.1f, \"decode_ms_step_argmax\": %.3f, \"roofline_pct_logits\": %.1f, "
+                        "\"roofline_pct_argmax\": %.1f}",
+                        res_v1.tok_s_logits, res_v1.ms_logits, res_v1.tok_s_argmax, res_v1.ms_argmax,
+                        roof > 0 ? 100.0 * res_v1.tok_s_logits / roof : 0.0,
+                        roof > 0 ? 100.0 * res_v1.tok_s_argmax / roof : 0.0);
+            if (have_prof) {
+                fprintf(f, ",\n  \"profile_batch1\": [");
+                json_profile(f, &prof[0]);
+                if (have_v1) {
+                    fprintf(f, ",\n    ");
+                    json_profile(f, &prof[1]);
+                }
+                fprintf(f, "]");
+            }
+            fprintf(f, "\n}\n");
             fclose(f);
         }
     }
