@@ -140,12 +140,8 @@ cel_status cel__tok_finish(cel_tokenizer *t, cel_error *err);
 int cel__bytelevel_decode(const char *s, size_t len, char *out);
 
 /* ---- unicode (tok_unicode.c) ---- */
-/* Length of the valid UTF-8 character at s (1..4), or 0 when the bytes there are
- * not a valid character (the caller treats one byte as the unit). */
-size_t cel__utf8_char_len(const unsigned char *s, size_t n);
-/* Decodes the character at s (valid per cel__utf8_char_len). */
-uint32_t cel__utf8_decode(const unsigned char *s, size_t clen);
-size_t cel__utf8_encode(uint32_t cp, char *out);
+/* UTF-8 itself: cel_utf8_seq_len / cel_utf8_decode / cel_utf8_encode (common.h);
+ * where a byte starts no valid character, callers treat that one byte as the unit. */
 /* NFC-normalizes [s, s+len) into out (appending). Invalid bytes pass through. */
 cel_status cel__nfc_append(const char *s, size_t len, cel_buf *out);
 /* True when the text is certainly already NFC (fast check; false = maybe not). */

@@ -44,9 +44,9 @@ int cel__bytelevel_decode(const char *s, size_t len, char *out)
             out[n++] = (char)u[i++];
             continue;
         }
-        size_t cl = cel__utf8_char_len(u + i, len - i);
+        size_t cl = cel_utf8_seq_len(u + i, len - i);
         if (!cl) return -1;
-        int b = bytelevel_char_to_byte(cel__utf8_decode(u + i, cl));
+        int b = bytelevel_char_to_byte(cel_utf8_decode(u + i, cl));
         if (b < 0) return -1;
         out[n++] = (char)b;
         i += cl;

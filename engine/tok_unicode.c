@@ -21,65 +21,6 @@ extern const size_t cel__nfc_comp_n;
 extern const uint32_t cel__nfc_qc[][2];
 extern const size_t cel__nfc_qc_n;
 
-size_t cel__utf8_char_len(const unsigned char *s, size_t n)
-{
-    if (n == 0) return 0;
-    unsigned char c = s[0];
-    if (c < 0x80) return 1;
-    size_t need;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) need = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        need = 3;
-        if (c == 0xE0) lo = 0xA0;
-        if (c == 0xED) hi = 0x9F; /* no surrogates */
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        need = 4;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F;
-    } else
-        return 0;
-    if (n < need) return 0;
-    if (s[1] < lo || s[1] > hi) return 0;
-    for (size_t k = 2; k < need; k++)
-        if ((s[k] & 0xC0) != 0x80) return 0;
-    return need;
-}
-
-uint32_t cel__utf8_decode(const unsigned char *s, size_t clen)
-{
-    switch (clen) {
-    case 1: return s[0];
-    case 2: return (uint32_t)(s[0] & 0x1F) << 6 | (s[1] & 0x3F);
-    case 3: return (uint32_t)(s[0] & 0x0F) << 12 | (uint32_t)(s[1] & 0x3F) << 6 | (s[2] & 0x3F);
-    default: return (uint32_t)(s[0] & 0x07) << 18 | (uint32_t)(s[1] & 0x3F) << 12 | (uint32_t)(s[2] & 0x3F) << 6 | (s[3] & 0x3F);
-    }
-}
-
-size_t cel__utf8_encode(uint32_t cp, char *out)
-{
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xC0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
 /* Hangul syllable arithmetic (Unicode ch. 3.12) */
 enum { S_BASE = 0xAC00, L_BASE = 0x1100, V_BASE = 0x1161, T_BASE = 0x11A7, L_COUNT = 19, V_COUNT = 21, T_COUNT = 28 };
 enum { N_COUNT = V_COUNT * T_COUNT, S_COUNT = L_COUNT * N_COUNT };
@@ -123,13 +64,13 @@ bool cel__nfc_quick(const char *s, size_t len)
             last = 0;
             continue;
         }
-        size_t cl = cel__utf8_char_len(u + i, len - i);
+        size_t cl = cel_utf8_seq_len(u + i, len - i);
         if (!cl) {
             i++;
             last = 0;
             continue;
         }
-        uint32_t cp = cel__utf8_decode(u + i, cl);
+        uint32_t cp = cel_utf8_decode(u + i, cl);
         i += cl;
         if (cp < 0x300) {
             last = 0;
@@ -187,12 +128,12 @@ cel_status cel__nfc_append(const char *s, size_t len, cel_buf *out)
     uint32_t *cp = malloc(cap * sizeof *cp);
     if (!cp) return CEL_ERR_NOMEM;
     for (size_t i = 0; i < len;) {
-        size_t cl = cel__utf8_char_len(u + i, len - i);
+        size_t cl = cel_utf8_seq_len(u + i, len - i);
         if (!cl) {
             cp[n++] = INVALID_BYTE | u[i++];
             continue;
         }
-        uint32_t c = cel__utf8_decode(u + i, cl);
+        uint32_t c = cel_utf8_decode(u + i, cl);
         i += cl;
         const uint32_t *d;
         size_t dn;
@@ -249,7 +190,7 @@ cel_status cel__nfc_append(const char *s, size_t len, cel_buf *out)
             b[0] = (char)(cp[i] & 0xFF);
             st = cel_buf_append(out, b, 1);
         } else
-            st = cel_buf_append(out, b, cel__utf8_encode(cp[i], b));
+            st = cel_buf_append(out, b, cel_utf8_encode(cp[i], b));
     }
     free(cp);
     return st;

@@ -541,7 +541,7 @@ static cel_status bpe_piece_max(work *w, const char *p, size_t n, size_t max)
             id = t->byte_id[u[i]];
             if (id < 0) id = -1;
         } else {
-            cl = cel__utf8_char_len(u + i, n - i);
+            cl = cel_utf8_seq_len(u + i, n - i);
             if (cl == 0) cl = 1;
             id = cel__tok_lookup(t, p + i, cl);
             if (id < 0) id = -(int32_t)cl;
@@ -601,7 +601,7 @@ static cel_status pretokenize_regex(work *w, const char *s, size_t n)
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(w->md);
         size_t ms = ov[0], me = ov[1];
         if (me <= ms) { /* an empty match would loop: step over one character */
-            size_t cl = cel__utf8_char_len((const unsigned char *)s + ms, n - ms);
+            size_t cl = cel_utf8_seq_len((const unsigned char *)s + ms, n - ms);
             from = ms + (cl ? cl : 1);
             continue;
         }
@@ -793,30 +793,14 @@ static cel_status append_lossy(const char *s, size_t n, cel_buf *out)
     const unsigned char *u = (const unsigned char *)s;
     size_t run = 0, i = 0;
     while (i < n) {
-        size_t cl = cel__utf8_char_len(u + i, n - i);
+        size_t cl = cel_utf8_seq_len(u + i, n - i);
         if (cl) {
             i += cl;
             continue;
         }
         CEL_TRY(cel_buf_append(out, s + run, i - run));
         CEL_TRY(cel_buf_append(out, "\xef\xbf\xbd", 3));
-        /* skip the maximal prefix of a valid sequence (at least one byte) */
-        size_t k = 1;
-        unsigned char c = u[i];
-        size_t need = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xC2 && c <= 0xDF ? 2 : 1;
-        while (k < need && i + k < n) {
-            unsigned char d = u[i + k];
-            unsigned char lo = 0x80, hi = 0xBF;
-            if (k == 1) {
-                if (c == 0xE0) lo = 0xA0;
-                if (c == 0xED) hi = 0x9F;
-                if (c == 0xF0) lo = 0x90;
-                if (c == 0xF4) hi = 0x8F;
-            }
-            if (d < lo || d > hi) break;
-            k++;
-        }
-        i += k;
+        i += cel_utf8_prefix_len(u + i, n - i); /* the maximal invalid subpart (>= 1 byte) */
         run = i;
     }
     return cel_buf_append(out, s + run, n - run);
@@ -863,20 +847,9 @@ static size_t incomplete_tail(const unsigned char *u, size_t n)
     for (size_t back = 1; back <= 3 && back <= n; back++) {
         unsigned char c = u[n - back];
         if ((c & 0xC0) == 0x80) continue;
-        size_t need = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xC2 && c <= 0xDF ? 2 : 1;
-        if (need <= back) return 0;
+        if (cel_utf8_lead_len(c) <= back) return 0;
         /* the bytes present must be a valid prefix */
-        for (size_t k = 1; k < back; k++) {
-            unsigned char d = u[n - back + k], lo = 0x80, hi = 0xBF;
-            if (k == 1) {
-                if (c == 0xE0) lo = 0xA0;
-                if (c == 0xED) hi = 0x9F;
-                if (c == 0xF0) lo = 0x90;
-                if (c == 0xF4) hi = 0x8F;
-            }
-            if (d < lo || d > hi) return 0;
-        }
-        return back;
+        return cel_utf8_prefix_len(u + n - back, back) == back ? back : 0;
     }
     return 0;
 }

@@ -11,7 +11,6 @@
 #include "celine/generate.h"
 
 /* ---- text helpers (text.c) ---- */
-bool cel__utf8_valid(const char *s, size_t n);
 /* Byte spans [start, end) of LaTeX math in text, sorted and disjoint: $..$,
  * $$..$$, \(..\), \[..\] and math environments (equation, align, ... with
  * their starred forms). Unterminated openers are plain text. *out is

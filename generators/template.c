@@ -280,12 +280,7 @@ static void trim_body(const char **s, const char **e, int *skipped)
     *e = q;
 }
 
-static bool valid_utf8_text(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (s[i] == 0) return false;
-    return cel__utf8_valid(s, n);
-}
+static bool valid_utf8_text(const char *s, size_t n) { return !memchr(s, 0, n) && cel_utf8_valid(s, n); }
 
 /* Copies src with every "\r\n" turned into "\n" (templates saved on
  * Windows must not put carriage returns into prompts). */

@@ -15,70 +15,15 @@
 
 /* ------------------------------------------------------------------ UTF-8 */
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 when invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    if (c < 0x80) return 1;
-    size_t need;
-    uint32_t cp;
-    if (c >= 0xC2 && c <= 0xDF) {
-        need = 2;
-        cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        need = 3;
-        cp = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        need = 4;
-        cp = c & 0x07;
-    } else
-        return 0;
-    if (n < need) return 0;
-    for (size_t i = 1; i < need; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if ((need == 3 && cp < 0x800) || (need == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-        (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return need;
-}
-
-bool cel__utf8_valid(const char *s, size_t n)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    for (size_t i = 0; i < n;) {
-        size_t k = utf8_seq(u + i, n - i);
-        if (!k) return false;
-        i += k;
-    }
-    return true;
-}
-
 cel_status cel_gen_utf8_sanitize(const char *text, size_t len, cel_buf *out)
 {
-    const unsigned char *u = (const unsigned char *)text;
-    size_t i = 0, run = 0;
-    while (i < len) {
-        size_t k = utf8_seq(u + i, len - i);
-        if (k && u[i] != 0) {
-            i += k;
-            continue;
-        }
-        /* flush the valid run, then a replacement character (NUL bytes too:
-         * C strings downstream would cut the text there) */
-        CEL_TRY(cel_buf_append(out, text + run, i - run));
-        CEL_TRY(cel_buf_append(out, "\xEF\xBF\xBD", 3));
-        i++;
-        run = i;
-    }
-    return cel_buf_append(out, text + run, len - run);
+    return cel_utf8_sanitize(text, len, out);
 }
 
 cel_status cel__json_set_str(json_t *obj, const char *key, const char *s, size_t n)
 {
     json_t *v;
-    if (cel__utf8_valid(s, n) && !memchr(s, 0, n)) {
+    if (cel_utf8_valid(s, n) && !memchr(s, 0, n)) {
         v = json_stringn(s, n);
     } else {
         cel_buf b;
@@ -137,7 +82,7 @@ size_t cel_gen_approx_tokens(const char *text, size_t len)
         } else if (is_sp((char)c)) {
             i++;
         } else if (c >= 0x80) {
-            size_t k = utf8_seq(u + i, len - i);
+            size_t k = cel_utf8_seq_len(u + i, len - i);
             n++;
             i += k ? k : 1;
         } else {

@@ -23,41 +23,10 @@ cel_status cel__srv_json_parse(const char *body, size_t len, json_t **out, cel_e
     return CEL_OK;
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 when invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    if (c < 0x80) return 1;
-    size_t len;
-    unsigned min;
-    if (c >= 0xC2 && c <= 0xDF)
-        len = 2, min = 0x80;
-    else if (c >= 0xE0 && c <= 0xEF)
-        len = 3, min = 0x800;
-    else if (c >= 0xF0 && c <= 0xF4)
-        len = 4, min = 0x10000;
-    else
-        return 0;
-    if (n < len) return 0;
-    unsigned cp = c & (0xFFu >> (len + 1));
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (s[i] & 0x3Fu);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    return len;
-}
-
 bool cel__srv_utf8_valid(const char *s, size_t n)
 {
-    const unsigned char *p = (const unsigned char *)s;
-    for (size_t i = 0; i < n;) {
-        if (p[i] == 0) return false; /* jansson strings may hold NUL, but keep text simple */
-        size_t l = utf8_seq(p + i, n - i);
-        if (!l) return false;
-        i += l;
-    }
-    return true;
+    /* jansson strings may hold NUL, but keep text simple */
+    return !memchr(s, 0, n) && cel_utf8_valid(s, n);
 }
 
 json_t *cel__srv_json_str(const char *s, size_t n)
@@ -66,18 +35,8 @@ json_t *cel__srv_json_str(const char *s, size_t n)
     if (cel__srv_utf8_valid(s, n)) return json_stringn(s, n);
     cel_buf b;
     cel_buf_init(&b);
-    const unsigned char *p = (const unsigned char *)s;
-    for (size_t i = 0; i < n;) {
-        size_t l = p[i] ? utf8_seq(p + i, n - i) : 0;
-        if (l) {
-            cel_buf_append(&b, p + i, l);
-            i += l;
-        } else {
-            cel_buf_puts(&b, "\xEF\xBF\xBD"); /* U+FFFD */
-            i++;
-        }
-    }
-    json_t *v = b.data ? json_stringn(b.data, b.len) : json_string("");
+    json_t *v = NULL;
+    if (cel_utf8_sanitize(s, n, &b) == CEL_OK) v = b.data ? json_stringn(b.data, b.len) : json_string("");
     cel_buf_free(&b);
     return v;
 }

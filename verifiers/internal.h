@@ -118,7 +118,6 @@ uint32_t cel__utf8_next(const char *s, size_t n, size_t *i);
 /* Lower-cases and folds a code point to its base letter (é -> e, Ａ -> a); 0
  * for punctuation/symbols, ' ' for any space. Other code points pass lower-cased. */
 uint32_t cel__fold_cp(uint32_t cp);
-size_t cel__utf8_put(uint32_t cp, char *out);
 /* A bounded output buffer: appends keep counting len past cap (so callers
  * learn the full length, as snprintf does) but store at most cap-1 bytes and
  * keep them NUL-terminated (cap 0: nothing is stored). */

@@ -570,7 +570,7 @@ static size_t text_key(const cel__node *x, char *out, size_t cap, size_t len, in
             uint32_t cp = cel__fold_cp(cel__utf8_next(x->str, x->len, &i));
             if (cp == 0 || cp == ' ') continue;
             char tmp[4];
-            size_t k = cel__utf8_put(cp, tmp);
+            size_t k = cel_utf8_encode(cp, tmp);
             if (len + k < cap) memcpy(out + len, tmp, k);
             len += k;
         }

@@ -59,7 +59,7 @@ static size_t fold_token(const char *s, size_t n, char *w, size_t cap)
         uint32_t cp = cel__fold_cp(cel__utf8_next(s, n, &i));
         if (cp == 0) continue;
         char tmp[4];
-        size_t m = cel__utf8_put(cp, tmp);
+        size_t m = cel_utf8_encode(cp, tmp);
         if (k + m < cap) memcpy(w + k, tmp, m), k += m;
     }
     w[k < cap ? k : cap - 1] = '\0';

@@ -13,58 +13,14 @@
 
 uint32_t cel__utf8_next(const char *s, size_t n, size_t *i)
 {
-    const unsigned char *u = (const unsigned char *)s;
-    size_t k = *i;
-    unsigned char c = u[k];
-    if (c < 0x80) {
-        *i = k + 1;
-        return c;
-    }
-    int len = c >= 0xF0 && c < 0xF5 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 0;
-    if (c >= 0xF5) len = 0;
-    if (len == 0 || k + (size_t)len > n) {
-        *i = k + 1;
+    const unsigned char *u = (const unsigned char *)s + *i;
+    size_t len = cel_utf8_seq_len(u, n - *i);
+    if (!len) {
+        *i += 1;
         return 0xFFFD;
     }
-    uint32_t cp = len == 2 ? (c & 0x1Fu) : len == 3 ? (c & 0x0Fu) : (c & 0x07u);
-    for (int j = 1; j < len; j++) {
-        if ((u[k + (size_t)j] & 0xC0) != 0x80) {
-            *i = k + 1;
-            return 0xFFFD;
-        }
-        cp = (cp << 6) | (u[k + (size_t)j] & 0x3Fu);
-    }
-    /* overlong 3/4-byte forms, surrogates and > U+10FFFF are invalid */
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) || (cp >= 0xD800 && cp <= 0xDFFF)) {
-        *i = k + 1;
-        return 0xFFFD;
-    }
-    *i = k + (size_t)len;
-    return cp;
-}
-
-size_t cel__utf8_put(uint32_t cp, char *o)
-{
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char)(0xC0 | (cp >> 6));
-        o[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12));
-        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | (cp >> 18));
-    o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    o[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
+    *i += len;
+    return cel_utf8_decode(u, len);
 }
 
 void cel__obuf_put(cel__obuf *b, const char *s, size_t n)

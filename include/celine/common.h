@@ -88,6 +88,28 @@ cel_status cel_buf_printf(cel_buf *b, const char *fmt, ...) __attribute__((forma
 /* Hands the buffer's memory to the caller (free() it); the buffer is reset. */
 char *cel_buf_steal(cel_buf *b);
 
+/* ---- UTF-8 (RFC 3629: no overlongs, no surrogates, nothing above U+10FFFF) ---- */
+/* Length (1..4) of the valid sequence starting at s, n bytes available; 0 when
+ * s starts no valid sequence (a stray or truncated byte) or n is 0. */
+size_t cel_utf8_seq_len(const unsigned char *s, size_t n);
+/* The length a lead byte announces (2..4); 1 for ASCII and for bytes that
+ * cannot start a sequence (continuations, C0, C1, F5..FF). */
+size_t cel_utf8_lead_len(unsigned char c);
+/* How many leading bytes of s (n available, at most the lead's length) form a
+ * valid start of one sequence: at least 1 when n > 0. Lossy decoders skip this
+ * many bytes per U+FFFD (one per maximal invalid subpart, as WHATWG/Rust do);
+ * streaming decoders hold back a tail for which it equals the tail's length. */
+size_t cel_utf8_prefix_len(const unsigned char *s, size_t n);
+/* The code point of a sequence of len bytes that cel_utf8_seq_len accepted. */
+uint32_t cel_utf8_decode(const unsigned char *s, size_t len);
+/* Writes cp (<= U+10FFFF) as 1..4 bytes to out; returns how many. */
+size_t cel_utf8_encode(uint32_t cp, char *out);
+/* True when all n bytes are valid UTF-8 (NUL bytes count as valid). */
+bool cel_utf8_valid(const char *s, size_t n);
+/* Appends s to out with one U+FFFD for each byte that starts no valid
+ * sequence and for each NUL byte (C strings downstream would cut there). */
+cel_status cel_utf8_sanitize(const char *s, size_t n, cel_buf *out);
+
 /* ---- files ---- */
 /* Reads a whole file into a malloc'ed NUL-terminated buffer; refuses files larger
  * than max_bytes (0 = no cap). */

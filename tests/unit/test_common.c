@@ -1,4 +1,4 @@
-/* Unit tests for common/: buffers, errors, hashing, RNG, thread pool, files. */
+/* Unit tests for common/: buffers, errors, hashing, RNG, thread pool, files, UTF-8. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -119,11 +119,61 @@ static void test_files(void **state)
     assert_false(cel_path_exists(path));
 }
 
+#define U(s) ((const unsigned char *)(s))
+
+static void test_utf8(void **state)
+{
+    (void)state;
+    /* sequence lengths at the edges of RFC 3629 */
+    assert_int_equal(cel_utf8_seq_len(U("a"), 1), 1);
+    assert_int_equal(cel_utf8_seq_len(U(""), 0), 0);
+    assert_int_equal(cel_utf8_seq_len(U("\xc2\x80"), 2), 2);
+    assert_int_equal(cel_utf8_seq_len(U("\xc1\xbf"), 2), 0); /* overlong */
+    assert_int_equal(cel_utf8_seq_len(U("\xe0\x9f\xbf"), 3), 0); /* overlong */
+    assert_int_equal(cel_utf8_seq_len(U("\xe0\xa0\x80"), 3), 3);
+    assert_int_equal(cel_utf8_seq_len(U("\xed\x9f\xbf"), 3), 3);
+    assert_int_equal(cel_utf8_seq_len(U("\xed\xa0\x80"), 3), 0); /* surrogate */
+    assert_int_equal(cel_utf8_seq_len(U("\xf0\x8f\xbf\xbf"), 4), 0); /* overlong */
+    assert_int_equal(cel_utf8_seq_len(U("\xf4\x8f\xbf\xbf"), 4), 4);
+    assert_int_equal(cel_utf8_seq_len(U("\xf4\x90\x80\x80"), 4), 0); /* > U+10FFFF */
+    assert_int_equal(cel_utf8_seq_len(U("\xe2\x82\xac"), 2), 0);     /* truncated */
+    assert_int_equal(cel_utf8_seq_len(U("\x80"), 1), 0);
+    assert_int_equal(cel_utf8_seq_len(U("\xff"), 1), 0);
+    assert_int_equal(cel_utf8_lead_len(0xC2), 2);
+    assert_int_equal(cel_utf8_lead_len(0xC1), 1);
+    assert_int_equal(cel_utf8_lead_len(0xF5), 1);
+    /* valid prefixes: what a lossy decoder skips, what a stream holds back */
+    assert_int_equal(cel_utf8_prefix_len(U("\xe2\x82"), 2), 2);
+    assert_int_equal(cel_utf8_prefix_len(U("\xe2\x41"), 2), 1);
+    assert_int_equal(cel_utf8_prefix_len(U("\xed\xa0\x80"), 3), 1);
+    assert_int_equal(cel_utf8_prefix_len(U("\xf0\x9f\x98"), 3), 3);
+    assert_int_equal(cel_utf8_prefix_len(U("\xf0\x9f\x98\x80!"), 5), 4);
+    assert_int_equal(cel_utf8_prefix_len(U(""), 0), 0);
+    /* decode and encode round trip at every length */
+    const uint32_t cps[] = {0x41, 0x7FF, 0x800, 0x20AC, 0xFFFF, 0x10000, 0x1F600, 0x10FFFF};
+    for (size_t i = 0; i < sizeof cps / sizeof cps[0]; i++) {
+        char b[4];
+        size_t n = cel_utf8_encode(cps[i], b);
+        assert_int_equal(n, cps[i] < 0x80 ? 1 : cps[i] < 0x800 ? 2 : cps[i] < 0x10000 ? 3 : 4);
+        assert_int_equal(cel_utf8_seq_len(U(b), n), n);
+        assert_int_equal(cel_utf8_decode(U(b), n), cps[i]);
+    }
+    assert_true(cel_utf8_valid("a\0\xc3\xa9", 4));
+    assert_false(cel_utf8_valid("\xc3", 1));
+    /* sanitising: one U+FFFD per bad byte and per NUL, valid runs kept */
+    cel_buf b;
+    cel_buf_init(&b);
+    assert_int_equal(cel_utf8_sanitize("x\xff\xc3\xa9\0\xe2\x82", 7, &b), CEL_OK);
+    assert_int_equal(b.len, 1 + 3 + 2 + 3 + 3 + 3);
+    assert_memory_equal(b.data, "x\xef\xbf\xbd\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd", b.len);
+    cel_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buf),  cmocka_unit_test(test_error), cmocka_unit_test(test_rng_hash),
-        cmocka_unit_test(test_pool), cmocka_unit_test(test_files),
+        cmocka_unit_test(test_pool), cmocka_unit_test(test_files), cmocka_unit_test(test_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
