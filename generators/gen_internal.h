@@ -102,6 +102,11 @@ cel_status cel__pipeline_new(size_t kind_size, const cel__pipe_ops *ops, const c
  * with ops->free_unit). On failure the unit is freed too. */
 cel_status cel__submit(cel_gen_pipeline *p, cel__doc *d, const cel_gen_request *req, cel__unit_done done, void *unit,
                        cel_error *err);
+/* Chunks document d (cel_gen_chunk, chunk_tokens per chunk) for the
+ * chunk-based kinds. A blank document gets a DOC_EMPTY drop instead and
+ * *chunks = NULL: the caller returns the status then. Errors name the document. */
+cel_status cel__chunk_doc(cel_gen_pipeline *p, cel__doc *d, int chunk_tokens, cel_chunk **chunks, size_t *n_chunks,
+                          cel_error *err);
 /* Submits the one-sample chat request of a rendered generation template
  * (counted in stats.units): a system message when t has system parts and
  * they rendered to a buffer, then the user message; the pipeline's sampling

@@ -280,17 +280,10 @@ static void mind_done(cel_gen_pipeline *p, cel__doc *d, void *unit, const cel_ge
 static cel_status mind_start(cel_gen_pipeline *p, cel__doc *d, cel_error *err)
 {
     mind_kind *k = p->kind;
-    const char *t0 = d->text;
-    size_t l0 = d->len;
-    cel__trim(&t0, &l0);
-    if (l0 == 0) return cel__add_drop(p, d, 0, CEL_DROP_DOC_EMPTY, d->id, NULL);
     cel_chunk *chunks;
     size_t n_chunks;
-    cel_status st = cel_gen_chunk(d->text, d->len, (size_t)k->cfg.chunk_tokens, &p->be->counter, &chunks, &n_chunks, err);
-    if (st) {
-        cel_error_prefix(err, "document %s", d->id);
-        return st;
-    }
+    cel_status st = cel__chunk_doc(p, d, k->cfg.chunk_tokens, &chunks, &n_chunks, err);
+    if (st || !chunks) return st;
     size_t ord = 0;
     cel_buf key, sys, usr, instr;
     cel_buf_init(&key);

@@ -310,6 +310,20 @@ cel_status cel__submit(cel_gen_pipeline *p, cel__doc *d, const cel_gen_request *
     return CEL_OK;
 }
 
+cel_status cel__chunk_doc(cel_gen_pipeline *p, cel__doc *d, int chunk_tokens, cel_chunk **chunks, size_t *n_chunks,
+                          cel_error *err)
+{
+    *chunks = NULL;
+    *n_chunks = 0;
+    const char *t0 = d->text;
+    size_t l0 = d->len;
+    cel__trim(&t0, &l0);
+    if (l0 == 0) return cel__add_drop(p, d, 0, CEL_DROP_DOC_EMPTY, d->id, NULL);
+    cel_status st = cel_gen_chunk(d->text, d->len, (size_t)chunk_tokens, &p->be->counter, chunks, n_chunks, err);
+    if (st) cel_error_prefix(err, "document %s", d->id);
+    return st;
+}
+
 cel_status cel__submit_rendered(cel_gen_pipeline *p, cel__doc *d, const cel_template *t, const cel_buf *sys,
                                 const cel_buf *usr, uint64_t seed, cel__unit_done done, void *unit, cel_error *err)
 {
