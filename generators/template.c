@@ -280,6 +280,20 @@ static void trim_body(const char **s, const char **e, int *skipped)
     *e = q;
 }
 
+/* Ends section sec (1 = system, 2 = user) whose body spans [bs, be) and
+ * starts at line body_line: keeps the trimmed body as the template's source
+ * and the line its first kept line is on. False when out of memory. */
+static bool close_section(cel_template *t, section_pos *sp, int sec, const char *bs, const char *be, int body_line)
+{
+    int skipped = 0;
+    trim_body(&bs, &be, &skipped);
+    char **dst = sec == 1 ? &t->system_src : &t->user_src;
+    if (!(*dst = dupn(bs, (size_t)(be - bs)))) return false;
+    if (sec == 1) sp->system_body = body_line + skipped;
+    else sp->user_body = body_line + skipped;
+    return true;
+}
+
 static bool valid_utf8_text(const char *s, size_t n) { return !memchr(s, 0, n) && cel_utf8_valid(s, n); }
 
 /* Copies src with every "\r\n" turned into "\n" (templates saved on
@@ -344,15 +358,7 @@ static cel_status parse_lf(const char *path, const char *src, size_t len, cel_te
         int sk = section_kind(p, le);
         if (sk) {
             /* close the previous section */
-            if (cur_sec) {
-                const char *bs = body_start, *be = p;
-                int skipped = 0;
-                trim_body(&bs, &be, &skipped);
-                char **dst = cur_sec == 1 ? &t->system_src : &t->user_src;
-                if (!(*dst = dupn(bs, (size_t)(be - bs)))) goto nomem;
-                if (cur_sec == 1) sp.system_body = body_line + skipped;
-                else sp.user_body = body_line + skipped;
-            }
+            if (cur_sec && !close_section(t, &sp, cur_sec, body_start, p, body_line)) goto nomem;
             if ((sk == 1 && sp.system_line) || (sk == 2 && sp.user_line)) {
                 st = cel_error_set(err, CEL_ERR_FORMAT, "%s:%d: section %s given twice", path, line,
                                    sk == 1 ? "@system" : "@user");
@@ -515,15 +521,7 @@ static cel_status parse_lf(const char *path, const char *src, size_t len, cel_te
         p = nl + 1;
         line++;
     }
-    if (cur_sec) {
-        const char *bs = body_start, *be = end;
-        int skipped = 0;
-        trim_body(&bs, &be, &skipped);
-        char **dst = cur_sec == 1 ? &t->system_src : &t->user_src;
-        if (!(*dst = dupn(bs, (size_t)(be - bs)))) goto nomem;
-        if (cur_sec == 1) sp.system_body = body_line + skipped;
-        else sp.user_body = body_line + skipped;
-    }
+    if (cur_sec && !close_section(t, &sp, cur_sec, body_start, end, body_line)) goto nomem;
 
     /* whole-file checks */
     if (!line_kind) {
