@@ -68,17 +68,26 @@ static void notify(void *ud)
     __atomic_add_fetch(&notified, 1, __ATOMIC_RELAXED);
 }
 
-static void run_set(bool threaded, int32_t max_queue, res out[5])
+/* The test model on a one-thread engine (max_queue 0: the engine's default);
+ * the caller frees both. */
+static cel_engine *open_engine(int32_t max_queue, cel_model **m)
 {
-    cel_model *m;
     cel_error e;
-    assert_int_equal(cel_model_load(MODEL, NULL, &m, &e), CEL_OK);
+    assert_int_equal(cel_model_load(MODEL, NULL, m, &e), CEL_OK);
     cel_engine_params p;
     memset(&p, 0, sizeof p);
     p.n_threads = 1;
     p.max_queue = max_queue;
     cel_engine *eng;
-    assert_int_equal(cel_engine_create(m, &p, &eng, &e), CEL_OK);
+    assert_int_equal(cel_engine_create(*m, &p, &eng, &e), CEL_OK);
+    return eng;
+}
+
+static void run_set(bool threaded, int32_t max_queue, res out[5])
+{
+    cel_model *m;
+    cel_engine *eng = open_engine(max_queue, &m);
+    cel_error e;
     if (threaded) assert_int_equal(cel_engine_start(eng, &e), CEL_OK);
     cel_gen_local_opts o = {.chat = CEL_CHAT_AUTO, .engine_threaded = threaded, .notify = notify};
     cel_gen_backend *b;
@@ -160,13 +169,8 @@ static void test_pipeline_free_cancels(void **state)
 {
     (void)state;
     cel_model *m;
+    cel_engine *eng = open_engine(0, &m);
     cel_error e;
-    assert_int_equal(cel_model_load(MODEL, NULL, &m, &e), CEL_OK);
-    cel_engine_params p;
-    memset(&p, 0, sizeof p);
-    p.n_threads = 1;
-    cel_engine *eng;
-    assert_int_equal(cel_engine_create(m, &p, &eng, &e), CEL_OK);
     cel_gen_backend *b;
     assert_int_equal(cel_gen_local_create(eng, NULL, &b, &e), CEL_OK);
     cel_template_set *set;
