@@ -371,6 +371,10 @@ static cel_status cu_gemv_norm(cu_backend *be, float *y, uint16_t *swiglu_out, c
     a.n_in = be->E;
     a.n_out = n_out;
     if (cel__cuk_gemv_norm_fits(T, be->E)) {
+        /* two blocks per SM, each normalizing once: with 8 weight loads in
+         * flight per lane that is ~2000 warps x 4 KiB, more than the
+         * bandwidth-latency product of current HBM (~5 MB at 4.8 TB/s x 1 us) */
+        a.max_blocks = 2 * (be->info.n_sm > 0 ? be->info.n_sm : 1);
         a.xf = be->x;
         a.norm_w = norm_w;
         a.eps = hp->rms_eps;

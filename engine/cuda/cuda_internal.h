@@ -166,6 +166,8 @@ typedef struct cel__cu_gemv_args {
     float eps;
     int32_t n_rows, n_in, n_out;
     int accumulate;           /* plain form: add to y (residual) */
+    int32_t max_blocks;       /* grid cap (0: none); blocks then loop over several row tasks, and a
+                               * fused norm is computed once per block rather than once per 8 tasks */
 } cel__cu_gemv_args;
 cudaError_t cel__cuk_gemv_ex(cudaStream_t s, const cel__cu_gemv_args *a);
 /* Whether the fused RMSNorm's n_rows x n_in BF16 rows fit the kernel's

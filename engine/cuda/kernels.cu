@@ -498,26 +498,19 @@ CEL_UNROLL
  * does; the first group of weight loads is issued before it.
  * SWIGLU: warp o owns rows o (gate) and n_out + o (up) and writes
  * h = bf16(silu(gate) * up), the expression of cel_k_swiglu. */
-template <int R, int NR, bool NORM, bool SWIGLU>
-static __global__ void __launch_bounds__(CEL__CU_THREADS)
-    cel_k_gemv(float *y, uint16_t *h, const uint16_t *W, const uint16_t *x, const float *xf, const float *nw, float eps,
-               int n_in, int n_out, int accumulate)
+/* Points wr at task's NR weight rows and loads their first group of chunks
+ * into nxt. Rows past the end read row 0 (valid memory) and store nothing. */
+template <int U, int NR, bool SWIGLU>
+static __device__ __forceinline__ void cel_d_gemv_start(const uint16_t *W, int task, int n_tasks, int n_out, int w_rows,
+                                                        int n_in, int lane, int (&row)[NR], const uint16_t *(&wr)[NR],
+                                                        uint4 (&nxt)[U][NR])
 {
-    constexpr int U = CEL__GEMV_LOADS / NR;
-    const int lane = threadIdx.x % 32;
-    const int task = blockIdx.x * (CEL__CU_THREADS / 32) + threadIdx.x / 32;
-    const int n_tasks = SWIGLU ? n_out : (n_out + NR - 1) / NR;
-    const int w_rows = SWIGLU ? 2 * n_out : n_out;
     const int nch = n_in / 8;
-    int row[NR];
-    const uint16_t *wr[NR];
 CEL_UNROLL
     for (int n = 0; n < NR; n++) {
         row[n] = SWIGLU ? task + n * n_out : task * NR + n;
-        /* rows past the end read row 0 (valid memory) and store nothing */
         wr[n] = W + (int64_t)(task < n_tasks && row[n] < w_rows ? row[n] : 0) * n_in;
     }
-    uint4 nxt[U][NR] = {};
 CEL_UNROLL
     for (int u = 0; u < U; u++) {
         const int c = lane + 32 * u;
@@ -525,6 +518,25 @@ CEL_UNROLL
 CEL_UNROLL
             for (int n = 0; n < NR; n++) nxt[u][n] = cel_d_ld16_stream(wr[n] + (int64_t)c * 8);
     }
+}
+
+template <int R, int NR, bool NORM, bool SWIGLU>
+static __global__ void __launch_bounds__(CEL__CU_THREADS)
+    cel_k_gemv(float *y, uint16_t *h, const uint16_t *W, const uint16_t *x, const float *xf, const float *nw, float eps,
+               int n_in, int n_out, int accumulate)
+{
+    constexpr int U = CEL__GEMV_LOADS / NR;
+    const int lane = threadIdx.x % 32;
+    const int stride = gridDim.x * (CEL__CU_THREADS / 32);
+    const int n_tasks = SWIGLU ? n_out : (n_out + NR - 1) / NR;
+    const int w_rows = SWIGLU ? 2 * n_out : n_out;
+    const int nch = n_in / 8;
+    int task = blockIdx.x * (CEL__CU_THREADS / 32) + threadIdx.x / 32;
+    int row[NR];
+    const uint16_t *wr[NR];
+    uint4 nxt[U][NR] = {};
+    cel_d_gemv_start<U, NR, SWIGLU>(W, task, n_tasks, n_out, w_rows, n_in, lane, row, wr, nxt);
+    /* ^ before the norm, so the weights are on their way meanwhile */
     const uint16_t *xs = x;
     if constexpr (NORM) {
         CEL_DYN_SMEM(uint16_t, sx);
@@ -537,64 +549,69 @@ CEL_UNROLL
         }
         xs = sx;
     }
-    if (task >= n_tasks) return; /* the whole warp leaves together, after the block's barriers */
-    float acc[NR][R];
+    /* Grid-stride over tasks (the launcher may cap the grid so a block
+     * normalizes once and then serves several tasks); no barrier below, so
+     * warps leave independently. */
+    for (bool first = true; task < n_tasks; task += stride, first = false) {
+        if (!first) cel_d_gemv_start<U, NR, SWIGLU>(W, task, n_tasks, n_out, w_rows, n_in, lane, row, wr, nxt);
+        float acc[NR][R];
 CEL_UNROLL
-    for (int n = 0; n < NR; n++)
+        for (int n = 0; n < NR; n++)
 CEL_UNROLL
-        for (int r = 0; r < R; r++) acc[n][r] = 0.0f;
-    for (int c0 = lane; c0 < nch; c0 += 32 * U) {
-        uint4 cur[U][NR];
+            for (int r = 0; r < R; r++) acc[n][r] = 0.0f;
+        for (int c0 = lane; c0 < nch; c0 += 32 * U) {
+            uint4 cur[U][NR];
 CEL_UNROLL
-        for (int u = 0; u < U; u++)
+            for (int u = 0; u < U; u++)
 CEL_UNROLL
-            for (int n = 0; n < NR; n++) cur[u][n] = nxt[u][n];
-        if (c0 + 32 * U < nch) {
+                for (int n = 0; n < NR; n++) cur[u][n] = nxt[u][n];
+            if (c0 + 32 * U < nch) {
+CEL_UNROLL
+                for (int u = 0; u < U; u++) {
+                    const int c = c0 + 32 * (U + u);
+                    if (c < nch)
+CEL_UNROLL
+                        for (int n = 0; n < NR; n++) nxt[u][n] = cel_d_ld16_stream(wr[n] + (int64_t)c * 8);
+                }
+            }
 CEL_UNROLL
             for (int u = 0; u < U; u++) {
-                const int c = c0 + 32 * (U + u);
-                if (c < nch)
+                const int c = c0 + 32 * u;
+                if (c >= nch) break;
+                float wf[NR][8];
 CEL_UNROLL
-                    for (int n = 0; n < NR; n++) nxt[u][n] = cel_d_ld16_stream(wr[n] + (int64_t)c * 8);
+                for (int n = 0; n < NR; n++) cel_d_bf16x8(cur[u][n], wf[n]);
+CEL_UNROLL
+                for (int r = 0; r < R; r++) {
+                    float xv[8];
+                    cel_d_bf16x8(cel_d_ld16(xs + (int64_t)r * n_in + (int64_t)c * 8), xv);
+CEL_UNROLL
+                    for (int n = 0; n < NR; n++)
+CEL_UNROLL
+                        for (int k = 0; k < 8; k++) acc[n][r] += wf[n][k] * xv[k];
+                }
             }
         }
 CEL_UNROLL
-        for (int u = 0; u < U; u++) {
-            const int c = c0 + 32 * u;
-            if (c >= nch) break;
-            float wf[NR][8];
+        for (int n = 0; n < NR; n++)
 CEL_UNROLL
-            for (int n = 0; n < NR; n++) cel_d_bf16x8(cur[u][n], wf[n]);
+            for (int r = 0; r < R; r++) acc[n][r] = cel_d_warp_sum(acc[n][r]);
+        if (lane != 0) continue;
+        if constexpr (SWIGLU) {
 CEL_UNROLL
             for (int r = 0; r < R; r++) {
-                float xv[8];
-                cel_d_bf16x8(cel_d_ld16(xs + (int64_t)r * n_in + (int64_t)c * 8), xv);
-CEL_UNROLL
-                for (int n = 0; n < NR; n++)
-CEL_UNROLL
-                    for (int k = 0; k < 8; k++) acc[n][r] += wf[n][k] * xv[k];
+                const float g = acc[0][r], u = acc[NR - 1][r];
+                h[(int64_t)r * n_out + task] = cel_d_f32_to_bf16(g / (1.0f + expf(-g)) * u);
             }
-        }
-    }
+        } else {
 CEL_UNROLL
-    for (int n = 0; n < NR; n++)
+            for (int n = 0; n < NR; n++) {
+                if (row[n] >= n_out) break;
 CEL_UNROLL
-        for (int r = 0; r < R; r++) acc[n][r] = cel_d_warp_sum(acc[n][r]);
-    if (lane != 0) return;
-    if constexpr (SWIGLU) {
-CEL_UNROLL
-        for (int r = 0; r < R; r++) {
-            const float g = acc[0][r], u = acc[NR - 1][r];
-            h[(int64_t)r * n_out + task] = cel_d_f32_to_bf16(g / (1.0f + expf(-g)) * u);
-        }
-    } else {
-CEL_UNROLL
-        for (int n = 0; n < NR; n++) {
-            if (row[n] >= n_out) break;
-CEL_UNROLL
-            for (int r = 0; r < R; r++) {
-                float *dst = y + (int64_t)r * n_out + row[n];
-                *dst = accumulate ? *dst + acc[n][r] : acc[n][r];
+                for (int r = 0; r < R; r++) {
+                    float *dst = y + (int64_t)r * n_out + row[n];
+                    *dst = accumulate ? *dst + acc[n][r] : acc[n][r];
+                }
             }
         }
     }
@@ -624,10 +641,11 @@ static cudaError_t cel__gemv_launch(cudaStream_t s, const cel__cu_gemv_args *a)
     default: kern = cel_k_gemv<8, NR, NORM, SWIGLU>; break;
     }
     const int64_t tasks = SWIGLU ? a->n_out : ((int64_t)a->n_out + NR - 1) / NR;
-    const unsigned grid = (unsigned)((tasks + CEL__CU_THREADS / 32 - 1) / (CEL__CU_THREADS / 32));
+    int64_t grid = (tasks + CEL__CU_THREADS / 32 - 1) / (CEL__CU_THREADS / 32);
+    if (a->max_blocks > 0 && grid > a->max_blocks) grid = a->max_blocks;
     const size_t smem = NORM ? cel__gemv_norm_smem(a->n_rows, a->n_in) : 0;
-    CEL_LAUNCH(kern, grid, CEL__CU_THREADS, smem, s, a->y, a->h, a->W, a->x, a->xf, a->norm_w, a->eps, a->n_in, a->n_out,
-               a->accumulate);
+    CEL_LAUNCH(kern, (unsigned)grid, CEL__CU_THREADS, smem, s, a->y, a->h, a->W, a->x, a->xf, a->norm_w, a->eps,
+               a->n_in, a->n_out, a->accumulate);
     return cudaGetLastError();
 }
 

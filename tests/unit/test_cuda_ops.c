@@ -566,7 +566,9 @@ static void run_gemv_fused(int32_t T, int32_t I, int32_t O)
     to_host(got, d_y, ny * sizeof(float));
     snprintf(what, sizeof what, "gemv v2 == v1, T%d %dx%d", T, I, 2 * O);
     if (memcmp(got, ref, ny * sizeof(float)) != 0) fail_msg("%s: results differ", what);
-    /* 2. plain form with the fused norm */
+    /* 2. plain form with the fused norm, the grid capped to one block (its
+     * warps loop over all row tasks) */
+    a.max_blocks = 1;
     a.y = d_y;
     a.xf = d_xf;
     a.norm_w = d_nw;
@@ -575,6 +577,7 @@ static void run_gemv_fused(int32_t T, int32_t I, int32_t O)
     to_host(got, d_y, ny * sizeof(float));
     if (memcmp(got, ref, ny * sizeof(float)) != 0) fail_msg("gemv+norm T%d %dx%d differs from rmsnorm+gemv", T, I, 2 * O);
     /* 3. SwiGLU form with the fused norm, and 4. without it */
+    a.max_blocks = 0;
     a.y = NULL;
     a.h = d_h;
     a.n_out = O;
