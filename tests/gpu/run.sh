@@ -168,6 +168,13 @@ if 1 in runs:
     tg["batch1_roofline_pct_logits"] = runs[1]["roofline_pct_logits"]
     tg["batch1_roofline_pct_argmax"] = runs[1]["roofline_pct_argmax"]
     tg["batch1_roofline_ok(>=70)"] = max(runs[1]["roofline_pct_logits"], runs[1]["roofline_pct_argmax"]) >= 70
+v1 = b.get("v1_batch1")
+if v1:  # the first decode path (CELINE_CUDA_DECODE=v1), measured in the same run for comparison
+    tg["batch1_v1_roofline_pct_logits"] = v1["roofline_pct_logits"]
+    tg["batch1_v1_roofline_pct_argmax"] = v1["roofline_pct_argmax"]
+for p in b.get("profile_batch1", []):  # where one batch-1 decode step's GPU time goes (details in bench.log)
+    tg["batch1_%s_kernel_ms" % p["decode"]] = p["kernel_ms"]
+    tg["batch1_%s_graph_ms" % p["decode"]] = p["graph_ms"]
 if 256 in runs:
     tg["batch256_tok_s_logits"] = runs[256]["decode_tok_s_logits"]
     tg["batch256_tok_s_argmax"] = runs[256]["decode_tok_s_argmax"]
