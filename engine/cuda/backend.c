@@ -18,12 +18,17 @@
  * A forward pass: embed -> per layer [RMSNorm -> QKV GEMM -> bias/q-k
  * norm/RoPE + KV write -> paged attention -> O GEMM (+= residual) ->
  * RMSNorm -> gate/up GEMM -> SwiGLU -> down GEMM (+= residual)] -> final
- * RMSNorm of the wanted rows -> output GEMM -> logits to the host. GEMMs
- * with at most 8 rows use our GEMV kernel (memory-bound decode), larger ones
- * cuBLAS (BF16 inputs, FP32 accumulation and output).
+ * RMSNorm of the wanted rows -> output GEMM -> logits to the host (or their
+ * argmax, computed on the GPU). GEMMs with at most 8 rows use our GEMV
+ * kernel (memory-bound decode), larger ones cuBLAS (BF16 inputs, FP32
+ * accumulation and output). Batches of at most 8 rows also fuse: the
+ * RMSNorms into the QKV and gate/up GEMVs, SwiGLU into the gate/up GEMV (6
+ * launches per layer); CELINE_CUDA_DECODE=v1 selects the first, unfused
+ * path (same bits) so a GPU run can time both.
  *
  * Decode steps (every sequence adds one token) are captured into CUDA graphs
- * keyed by (tokens, output rows) the second time a shape is seen and replayed
+ * keyed by (tokens, output rows, argmax or not) - the whole step, argmax
+ * included, is one graph - the second time a shape is seen and replayed
  * afterwards: the meta buffer lives at a fixed address, so a replay only
  * needs the new meta copied in first. A capture failure turns graphs off and
  * the step runs eagerly.
