@@ -5,8 +5,9 @@
  * against it by tests/unit/test_cuda_ops.c. They favour plain, obviously
  * correct indexing over cleverness: one block per row for per-row ops, one
  * warp per (token, head) for RoPE, one block per (token, group of q heads
- * sharing a kv head) for attention, one warp per output feature for the
- * small-batch GEMV. The same file compiles for the CPU emulation
+ * sharing a kv head) for attention, one or two weight rows per warp for the
+ * small-batch GEMV (which is where the decode step's time goes, so that one
+ * is tuned: see cel_k_gemv). The same file compiles for the CPU emulation
  * (CEL_CUDA_EMU, see cu_kernel.h), which is why launches go through
  * CEL_LAUNCH and vector loads have a scalar emulated twin.
  */
