@@ -13,12 +13,6 @@
 #include "celine/server.h"
 #include "cli.h"
 
-/* server/routes_gen.c (owner: jobs): POST /v1/generate/<kind> and the /v1/jobs API */
-typedef struct cel_gen_routes cel_gen_routes;
-cel_status cel_gen_routes_register(cel_server *s, const char *templates_dir, cel_gen_routes **out, cel_error *err);
-void cel_gen_routes_stop(cel_gen_routes *g);
-void cel_gen_routes_free(cel_gen_routes *g);
-
 static int check_range(const char *name, int64_t v, int64_t lo, int64_t hi)
 {
     if (v < lo || v > hi) {

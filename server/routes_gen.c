@@ -29,11 +29,6 @@
 #include "celine/job.h"
 #include "internal.h"
 
-typedef struct cel_gen_routes cel_gen_routes;
-cel_status cel_gen_routes_register(cel_server *s, const char *templates_dir, cel_gen_routes **out, cel_error *err);
-void cel_gen_routes_stop(cel_gen_routes *g);
-void cel_gen_routes_free(cel_gen_routes *g);
-
 /* routes_jobs.c */
 typedef struct cel__jobs cel__jobs;
 cel_status cel__jobs_create(cel_server *s, const char *templates_dir, cel__jobs **out, cel_error *err);

@@ -164,6 +164,17 @@ void cel_http_stream_end(cel_http_req *r);
 cel_status cel_http_defer(cel_http_req *r, void (*work)(void *ud), void (*done)(cel_http_req *r, void *ud),
                           void *ud);
 
+/* ------------------------------------------------- generation routes */
+/* The generators' endpoints (POST /v1/generate/mind|rephrase|crossthink and the
+ * /v1/jobs API, server/routes_gen.c + routes_jobs.c). Lifetime:
+ * cel_gen_routes_register before cel_server_run; cel_gen_routes_stop after it
+ * returns (stops and joins the jobs, which use the engine); cel_gen_routes_free
+ * after cel_server_free. templates_dir NULL: the built-in templates. */
+typedef struct cel_gen_routes cel_gen_routes;
+cel_status cel_gen_routes_register(cel_server *s, const char *templates_dir, cel_gen_routes **out, cel_error *err);
+void cel_gen_routes_stop(cel_gen_routes *g);
+void cel_gen_routes_free(cel_gen_routes *g);
+
 #ifdef __cplusplus
 }
 #endif
