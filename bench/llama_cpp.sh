@@ -10,7 +10,9 @@
 # machine slows both alike; medians over the repetitions):
 #   single stream  llama-bench -p 512 -n 128  vs  celine bench --batch 1
 #                  (prefill of 512 tokens; decode of 128 from an empty context)
-#   parallel       llama-batched-bench -npp 128 -ntg 32 -npl 16,64  vs
+#   parallel       llama-batched-bench -npp 128 -ntg 32 -npl 16,64 (its default
+#                  per-sequence KV streams; -kvu, one unified KV cache, makes every
+#                  sequence attend over all 64 sequences' cells: 3x slower decode)  vs
 #                  celine bench --batch 16|64 --prompt-tokens 128 --gen-tokens 33
 #                  (aggregate prefill and decode tokens/s over the batch)
 #   shared prefix  celine bench --samples 16 --prompt-tokens 1000: time to the
@@ -121,7 +123,7 @@ for d in $DTYPES; do
       --gen-tokens $((TG + 1)) --reps 1 --no-shared --json >"$OUT/celine-1-$d-$r.json"
     for pl in $NPL; do
       log "$d rep $r: $pl parallel sequences"
-      "$LB/llama-batched-bench" -m "$m" -t "$THREADS" "${POLL[@]}" -c $(((NPP + NTG) * pl + 64)) -b 2048 -ub 512 -kvu \
+      "$LB/llama-batched-bench" -m "$m" -t "$THREADS" "${POLL[@]}" -c $(((NPP + NTG) * pl + 64)) -b 2048 -ub 512 \
         -npp "$NPP" -ntg "$NTG" -npl "$pl" --output-format jsonl 2>/dev/null | grep '^{' >"$OUT/llama-batched-$d-$pl-$r.json"
       "$CELINE" bench --model "$m" --threads "$THREADS" --batch "$pl" --prompt-tokens "$NPP" \
         --gen-tokens $((NTG + 1)) --reps 1 --no-shared --json >"$OUT/celine-$pl-$d-$r.json"
