@@ -45,7 +45,7 @@ while [ $# -gt 0 ]; do
     --reps) REPS="$2"; shift ;;
     --dtypes) DTYPES="$2"; shift ;;
     --llama-poll) POLL=(--poll "$2"); shift ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "llama_cpp.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
   shift
