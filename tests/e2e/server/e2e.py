@@ -772,7 +772,7 @@ def suite_generate():
             s = srv.sock()
             s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
             socks.append(s)
-            time.sleep(0.2)
+            time.sleep(0.02)  # the running stream lasts well under a second on a quiet machine
         queued = wait_gauge(srv, 'celine_queue_depth{queue="engine"}', 1)
         st, h, body = srv.json("POST", "/v1/completions", {"prompt": "x", "max_tokens": 2})
         check(queued and st == 429 and h.get("Retry-After") == "1" and is_openai_error(body, "engine_queue_full"),
@@ -794,7 +794,8 @@ def suite_generate():
         while time.time() < wait_health and srv.json("GET", "/health")[0] != 200:
             time.sleep(0.05)
         s = srv.sock()
-        body = json.dumps({"prompt": "Tell me", "max_tokens": 4000, "ignore_eos": True, "stream": True}).encode()
+        # 8 samples: long enough to outlast the 500 ms grace on a fast, quiet machine
+        body = json.dumps({"prompt": "Tell me", "max_tokens": 4000, "n": 8, "ignore_eos": True, "stream": True}).encode()
         s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
         recv_until(s, b"data: ", timeout=30)
         t0 = time.time()
