@@ -229,9 +229,45 @@ TILE_SHAPE(tile_f16, 4, 4)
 TILE_SHAPE(tile_bf16, 4, 4)
 TILE_SHAPES(tile_q8_0)
 TILE_SHAPES(tile_q4_0)
-TILE_SHAPES(tile_f32)
-TILE_SHAPES(tile_f16)
-TILE_SHAPES(tile_bf16)
+TILE_SHAPE(tile_f32, 1, 4)
+TILE_SHAPE(tile_f16, 1, 4)
+TILE_SHAPE(tile_bf16, 1, 4)
+TILE_SHAPE(tile_f32, 1, 1)
+TILE_SHAPE(tile_f16, 1, 1)
+TILE_SHAPE(tile_bf16, 1, 1)
+
+/* Decode (one activation row) with float weights: 4 weight rows per pass,
+ * each 16-element step also prefetching 64-byte lines of the next tile (pf,
+ * 4 rows), spread evenly over the pass. Measured on the 2-core EPYC (Zen 4)
+ * against the shared 4 x NX tile: 38 -> 43 tok/s single-stream F16 decode of
+ * a Qwen2.5-0.5B shape; prefetching further ahead (8 or 16 rows) or into L2
+ * only was slower. */
+#define FLOAT_ROWS4(TILE, LOADW, EB)                                                                               \
+    AVX512 __attribute__((noinline)) static void TILE##_4x1(int64_t n, const uint8_t *w, size_t ws,               \
+                                                           const uint8_t *x, size_t xs, float *y, size_t ys,      \
+                                                           const uint8_t *pf)                                     \
+    {                                                                                                              \
+        (void)xs;                                                                                                  \
+        (void)ys;                                                                                                  \
+        const float *xf = (const float *)x;                                                                        \
+        __m512 acc[4];                                                                                             \
+        for (int a = 0; a < 4; a++) acc[a] = _mm512_setzero_ps();                                                  \
+        const size_t pfn = 4 * ws, steps = (size_t)(n + 15) / 16;                                                  \
+        const size_t per = (pfn / steps + 63) & ~(size_t)63;                                                       \
+        size_t off = 0;                                                                                            \
+        for (int64_t i = 0; i < n; i += 16) {                                                                      \
+            __mmask16 m = tail_mask(n - i);                                                                        \
+            if (pf)                                                                                                \
+                for (size_t b = 0; b < per && off < pfn; b += 64, off += 64)                                       \
+                    _mm_prefetch((const char *)(pf + off), _MM_HINT_T0);                                           \
+            __m512 xv = _mm512_maskz_loadu_ps(m, xf + i);                                                          \
+            UNROLL for (int a = 0; a < 4; a++) acc[a] = _mm512_fmadd_ps(LOADW(w + (size_t)a * ws, i, m), xv, acc[a]); \
+        }                                                                                                          \
+        for (int a = 0; a < 4; a++) y[a] = _mm512_reduce_add_ps(acc[a]);                                          \
+    }
+FLOAT_ROWS4(tile_f32, load_f32, 4)
+FLOAT_ROWS4(tile_f16, load_f16, 2)
+FLOAT_ROWS4(tile_bf16, load_bf16, 2)
 
 DOT_FN(dot_q8_0, tile_q8_0, 2)
 DOT_FN(dot_q4_0, tile_q4_0, 2)
