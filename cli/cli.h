@@ -12,6 +12,7 @@
 #include <stdio.h>
 
 #include "celine/common.h"
+#include "celine/engine.h"
 
 typedef struct cel_cli_cmd {
     const char *name;
@@ -59,5 +60,28 @@ int cel_cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(pr
 
 /* Logger that writes "[level] msg" to stderr (for library log hooks). */
 void cel_cli_stderr_log(void *ud, cel_log_level level, const char *msg);
+
+/* --- opening a model and an engine (cli_model.c) --- */
+
+/* "cpu" or "cuda" as the engine's backend kind; false for any other name
+ * (the caller words the usage error). */
+bool cel_cli_backend_kind(const char *name, cel_backend_kind *out);
+
+/* The same for a --backend option: on an unknown name prints
+ * "celine <cmd>: --backend must be cpu or cuda, got '<name>'" and returns 2
+ * (the exit status of a usage error); 0 with *out set otherwise. */
+int cel_cli_backend(const char *cmd, const char *name, cel_backend_kind *out);
+
+/* Loads the model at path (a .gguf file or a Hugging Face folder) with the
+ * loader's warnings on stderr; tokenizer (may be NULL) overrides the model's
+ * tokenizer.json. With need_tokenizer a model without a tokenizer is refused.
+ * Returns 0 with *out set (free with cel_model_free), or prints
+ * "celine <cmd>: <why>" and returns 1 with *out NULL. */
+int cel_cli_model_load(const char *cmd, const char *path, const char *tokenizer, bool need_tokenizer, cel_model **out);
+
+/* The engine parameters a subcommand starts from: zeros (the engine's
+ * defaults) but for the backend, the CPU threads (0: all cores) and warnings
+ * on stderr. */
+void cel_cli_engine_params(cel_engine_params *ep, cel_backend_kind backend, int64_t threads);
 
 #endif

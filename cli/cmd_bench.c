@@ -142,30 +142,21 @@ static int run(int argc, char **argv)
         return 2;
     }
     cel_backend_kind bk;
-    if (!strcmp(backend, "cpu")) bk = CEL_BACKEND_CPU;
-    else if (!strcmp(backend, "cuda")) bk = CEL_BACKEND_CUDA;
-    else {
-        cel_cli_fail(name, "--backend must be cpu or cuda, got '%s'", backend);
-        return 2;
-    }
+    if ((rc = cel_cli_backend(name, backend, &bk))) return rc;
 
     cel_error err;
     cel_model *m = NULL;
-    cel_model_load_opts mo = {.log = {cel_cli_stderr_log, NULL, CEL_LOG_WARN}};
-    if (cel_model_load(model, &mo, &m, &err)) return cel_cli_fail(name, "%s", err.msg);
+    if ((rc = cel_cli_model_load(name, model, NULL, false, &m))) return rc;
     const int32_t bs = 16;
     int64_t seqs = batch > samples || no_shared ? batch : samples;
     int64_t per_seq = ((P > DP ? P : DP) + G + bs) / bs + 1;
     cel_engine_params ep;
-    memset(&ep, 0, sizeof ep);
-    ep.backend = bk;
-    ep.n_threads = (int32_t)threads;
+    cel_cli_engine_params(&ep, bk, threads);
     ep.block_size = bs;
     ep.n_ctx = (int32_t)((P > DP ? P : DP) + G + 1);
     ep.max_seqs = (int32_t)seqs;
     ep.max_batch_tokens = (int32_t)batch_tokens;
     ep.kv_bytes = cel_backend_kv_block_bytes(&m->hp, bs, bk) * (size_t)(seqs * per_seq + 2 * per_seq);
-    ep.log = (cel_logger){cel_cli_stderr_log, NULL, CEL_LOG_WARN};
     cel_engine *e = NULL;
     if (cel_engine_create(m, &ep, &e, &err)) {
         cel_model_free(m);

@@ -158,21 +158,11 @@ static int run(int argc, char **argv)
         return 2;
     }
     cel_backend_kind bk;
-    if (!strcmp(backend, "cpu")) bk = CEL_BACKEND_CPU;
-    else if (!strcmp(backend, "cuda")) bk = CEL_BACKEND_CUDA;
-    else {
-        cel_cli_fail(name, "--backend must be cpu or cuda, got '%s'", backend);
-        return 2;
-    }
+    if ((rc = cel_cli_backend(name, backend, &bk))) return rc;
 
     cel_error err;
     cel_model *m = NULL;
-    cel_model_load_opts mo = {.log = {cel_cli_stderr_log, NULL, CEL_LOG_WARN}};
-    if (cel_model_load(model, &mo, &m, &err)) return cel_cli_fail(name, "%s", err.msg);
-    if (!m->tok) {
-        cel_model_free(m);
-        return cel_cli_fail(name, "%s has no tokenizer", model);
-    }
+    if ((rc = cel_cli_model_load(name, model, NULL, true, &m))) return rc;
     int status = 0;
     int32_t *ids = NULL;
     size_t n_ids = 0;
@@ -189,12 +179,9 @@ static int run(int argc, char **argv)
     }
 
     cel_engine_params ep;
-    memset(&ep, 0, sizeof ep);
-    ep.backend = bk;
-    ep.n_threads = (int32_t)threads;
+    cel_cli_engine_params(&ep, bk, threads);
     ep.n_ctx = (int32_t)n_ctx;
     ep.max_seqs = (int32_t)n;
-    ep.log = (cel_logger){cel_cli_stderr_log, NULL, CEL_LOG_WARN};
     if (!n_ctx) { /* the engine's default context, but room for this prompt when the model allows it */
         int32_t train = m->hp.n_ctx_train > 0 ? m->hp.n_ctx_train : 8192;
         int32_t want = (int32_t)n_ids + (int32_t)(max_tokens ? max_tokens : 0) + 1;

@@ -86,12 +86,8 @@ static int run(int argc, char **argv)
     if (rc) return cel_cli_exit(rc);
     if (n_pos != 1) return cel_cli_fail("info", "expected one MODEL argument (see --help)");
 
-    cel_model_load_opts lo = {.tokenizer_path = tok,
-                              .log = {.fn = cel_cli_stderr_log, .ud = NULL, .min_level = CEL_LOG_WARN}};
     cel_model *m = NULL;
-    cel_error err;
-    cel_error_clear(&err);
-    if (cel_model_load(pos[0], &lo, &m, &err) != CEL_OK) return cel_cli_fail("info", "%s", err.msg);
+    if ((rc = cel_cli_model_load("info", pos[0], tok, false, &m))) return rc;
 
     int status = 0;
     if (as_json) {

@@ -98,12 +98,10 @@ static int run_serve(int argc, char **argv)
         check_range("max-queue", max_queue, 1, 1 << 24) || check_range("max-write-bytes", max_write, 1024, (int64_t)1 << 40) ||
         check_range("shutdown-grace-ms", grace, 1, 86400000))
         return 2;
-    if (strcmp(backend, "cpu") == 0)
-        cfg.backend = 0;
-    else if (strcmp(backend, "cuda") == 0)
-        cfg.backend = 1;
-    else
+    cel_backend_kind bk;
+    if (!cel_cli_backend_kind(backend, &bk))
         return cel_cli_fail("serve", "--backend must be cpu or cuda, not '%s'", backend), 2;
+    cfg.backend = (int)bk;
     cel_log_level lvl;
     if (strcmp(log_level, "debug") == 0)
         lvl = CEL_LOG_DEBUG;

@@ -87,12 +87,7 @@ static int run(int argc, char **argv)
     cel_tokenizer *own = NULL;
     const cel_tokenizer *t;
     if (model) {
-        cel_model_load_opts mo = {.log = {cel_cli_stderr_log, NULL, CEL_LOG_WARN}};
-        if (cel_model_load(model, &mo, &m, &err)) return cel_cli_fail(name, "%s", err.msg);
-        if (!m->tok) {
-            cel_model_free(m);
-            return cel_cli_fail(name, "%s has no tokenizer", model);
-        }
+        if ((rc = cel_cli_model_load(name, model, NULL, true, &m))) return rc;
         t = m->tok;
     } else {
         if (load_tokenizer(tokenizer, &own, &err)) return cel_cli_fail(name, "%s", err.msg);
