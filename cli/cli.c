@@ -19,15 +19,30 @@ static void print_help(const cel_cli_cmd *cmd, const cel_cli_opt *opts, size_t n
     printf("  %-28s %s\n", "-h, --help", "show this help");
 }
 
+/* The one place that words a subcommand's failure on stderr. */
+static void vfail(const char *cmd, const char *fmt, va_list ap)
+{
+    fprintf(stderr, "celine %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 int cel_cli_fail(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "celine %s: ", cmd);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vfail(cmd, fmt, ap);
     va_end(ap);
     return 1;
+}
+
+int cel_cli_usage(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(cmd, fmt, ap);
+    va_end(ap);
+    return 2;
 }
 
 int cel_cli_exit(int parse_rc) { return parse_rc == CEL_CLI_HELP ? 0 : 2; }

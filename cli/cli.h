@@ -58,6 +58,10 @@ int cel_cli_exit(int parse_rc);
 /* Prints "celine <cmd>: <msg>" to stderr; returns 1 (the exit status for failures). */
 int cel_cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* The same for a usage error (a missing, conflicting or out-of-range option):
+ * returns 2, the exit status the option parser gives such errors. */
+int cel_cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Logger that writes "[level] msg" to stderr (for library log hooks). */
 void cel_cli_stderr_log(void *ud, cel_log_level level, const char *msg);
 

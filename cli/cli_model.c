@@ -16,9 +16,7 @@ bool cel_cli_backend_kind(const char *name, cel_backend_kind *out)
 
 int cel_cli_backend(const char *cmd, const char *name, cel_backend_kind *out)
 {
-    if (cel_cli_backend_kind(name, out)) return 0;
-    cel_cli_fail(cmd, "--backend must be cpu or cuda, got '%s'", name);
-    return 2;
+    return cel_cli_backend_kind(name, out) ? 0 : cel_cli_usage(cmd, "--backend must be cpu or cuda, got '%s'", name);
 }
 
 int cel_cli_model_load(const char *cmd, const char *path, const char *tokenizer, bool need_tokenizer, cel_model **out)

@@ -130,16 +130,12 @@ static int run(int argc, char **argv)
     int rc = cel_cli_parse(self(), argc, argv, opts, sizeof opts / sizeof opts[0], NULL, 0, NULL);
     if (rc) return cel_cli_exit(rc);
     const char *name = self()->name;
-    if (!model) {
-        cel_cli_fail(name, "--model is required (see --help)");
-        return 2;
-    }
+    if (!model) return cel_cli_usage(name, "--model is required (see --help)");
     if (DP < 0) DP = P;
     if (DP < 1 || DP > 1000000 || batch < 1 || batch > 4096 || P < 1 || P > 1000000 || G < 2 || G > 1000000 || reps < 1 || reps > 1000 ||
         samples < 1 || samples > 4096 || threads < 0 || threads > 4096 || batch_tokens < 1 || batch_tokens > 1 << 20) {
-        cel_cli_fail(name, "out of range: --batch 1..4096, --prompt-tokens >= 1, --gen-tokens >= 2, --reps 1..1000, "
-                           "--samples 1..4096, --batch-tokens >= 1");
-        return 2;
+        return cel_cli_usage(name, "out of range: --batch 1..4096, --prompt-tokens >= 1, --gen-tokens >= 2, --reps 1..1000, "
+                                   "--samples 1..4096, --batch-tokens >= 1");
     }
     cel_backend_kind bk;
     if ((rc = cel_cli_backend(name, backend, &bk))) return rc;

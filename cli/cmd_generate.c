@@ -140,22 +140,14 @@ static int run(int argc, char **argv)
     int rc = cel_cli_parse(self(), argc, argv, opts, sizeof opts / sizeof opts[0], NULL, 0, NULL);
     if (rc) return cel_cli_exit(rc);
     const char *name = self()->name;
-    if (!model) {
-        cel_cli_fail(name, "--model is required (see --help)");
-        return 2;
-    }
-    if (!prompt == !chat) {
-        cel_cli_fail(name, "give exactly one of --prompt or --chat (see --help)");
-        return 2;
-    }
+    if (!model) return cel_cli_usage(name, "--model is required (see --help)");
+    if (!prompt == !chat) return cel_cli_usage(name, "give exactly one of --prompt or --chat (see --help)");
     if (n < 1 || n > MAX_SAMPLES) {
-        cel_cli_fail(name, "--n must be in 1..%d, got %lld", MAX_SAMPLES, (long long)n);
-        return 2;
+        return cel_cli_usage(name, "--n must be in 1..%d, got %lld", MAX_SAMPLES, (long long)n);
     }
     if (max_tokens < 0 || max_tokens > INT32_MAX || top_k < 0 || top_k > INT32_MAX || threads < 0 || threads > 4096 ||
         n_ctx < 0 || n_ctx > INT32_MAX || logprobs < -1 || logprobs > 20) {
-        cel_cli_fail(name, "--max-tokens, --top-k, --threads, --ctx must be >= 0 and --logprobs in 0..20");
-        return 2;
+        return cel_cli_usage(name, "--max-tokens, --top-k, --threads, --ctx must be >= 0 and --logprobs in 0..20");
     }
     cel_backend_kind bk;
     if ((rc = cel_cli_backend(name, backend, &bk))) return rc;

@@ -314,5 +314,5 @@ static int run_job(int argc, char **argv)
     if (!strcmp(sub, "status")) return job_status(argc - 1, argv + 1);
     if (!strcmp(sub, "verify")) return job_verify(argc - 1, argv + 1);
     if (!strcmp(sub, "merge")) return job_merge(argc - 1, argv + 1);
-    return cel_cli_fail("job", "unknown subcommand '%s' (run, status, verify, merge)", sub), 2;
+    return cel_cli_usage("job", "unknown subcommand '%s' (run, status, verify, merge)", sub);
 }

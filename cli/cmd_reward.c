@@ -316,21 +316,15 @@ static int run(int argc, char **argv)
     cel_adv_mode mode;
     cel_task dtask;
     if (!cel_adv_mode_parse(adv, &mode)) {
-        cel_cli_fail(name, "--advantage must be grpo, dr_grpo, rloo or none (got '%s')", adv);
-        return 2;
+        return cel_cli_usage(name, "--advantage must be grpo, dr_grpo, rloo or none (got '%s')", adv);
     }
     if (!cel_format_parse(format, &cfg.format)) {
-        cel_cli_fail(name, "--format must be none, boxed, answer, think or a comma list (got '%s')", format);
-        return 2;
+        return cel_cli_usage(name, "--format must be none, boxed, answer, think or a comma list (got '%s')", format);
     }
     if (!cel_task_parse(task_s, &dtask)) {
-        cel_cli_fail(name, "--task must be auto, math, mcq or open (got '%s')", task_s);
-        return 2;
+        return cel_cli_usage(name, "--task must be auto, math, mcq or open (got '%s')", task_s);
     }
-    if (threads < 0 || threads > 256) {
-        cel_cli_fail(name, "--threads must be in 0..256");
-        return 2;
-    }
+    if (threads < 0 || threads > 256) return cel_cli_usage(name, "--threads must be in 0..256");
     if (threads == 0) threads = cel_cpu_count();
     cfg.format_either = !format_both;
     if (rel_tol >= 0) cfg.rel_tol = rel_tol;
@@ -344,10 +338,7 @@ static int run(int argc, char **argv)
     cel_verifier *v = NULL;
     cel_error err;
     cel_error_clear(&err);
-    if (cel_verifier_create(&cfg, &v, &err) != CEL_OK) {
-        cel_cli_fail(name, "%s", err.msg);
-        return 2;
-    }
+    if (cel_verifier_create(&cfg, &v, &err) != CEL_OK) return cel_cli_usage(name, "%s", err.msg);
     FILE *in = stdin, *out = stdout;
     if (input && strcmp(input, "-") != 0 && !(in = fopen(input, "rb"))) {
         cel_verifier_free(v);

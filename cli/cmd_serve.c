@@ -100,7 +100,7 @@ static int run_serve(int argc, char **argv)
         return 2;
     cel_backend_kind bk;
     if (!cel_cli_backend_kind(backend, &bk))
-        return cel_cli_fail("serve", "--backend must be cpu or cuda, not '%s'", backend), 2;
+        return cel_cli_usage("serve", "--backend must be cpu or cuda, not '%s'", backend);
     cfg.backend = (int)bk;
     cel_log_level lvl;
     if (strcmp(log_level, "debug") == 0)
@@ -112,11 +112,11 @@ static int run_serve(int argc, char **argv)
     else if (strcmp(log_level, "error") == 0)
         lvl = CEL_LOG_ERROR;
     else
-        return cel_cli_fail("serve", "--log-level must be debug, info, warn or error"), 2;
+        return cel_cli_usage("serve", "--log-level must be debug, info, warn or error");
     if (chat_template && strcmp(chat_template, "auto") != 0 &&
         cel_chat_kind_from_name(chat_template) == CEL_CHAT_AUTO)
-        return cel_cli_fail("serve", "--chat-template '%s' is unknown (chatml, llama3, llama2, mistral, raw, auto)",
-                            chat_template), 2;
+        return cel_cli_usage("serve", "--chat-template '%s' is unknown (chatml, llama3, llama2, mistral, raw, auto)",
+                             chat_template);
     if (chat_template && strcmp(chat_template, "auto") == 0) chat_template = NULL;
     if (!api_key) api_key = getenv("CELINE_API_KEY");
 

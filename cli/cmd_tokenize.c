@@ -73,13 +73,10 @@ static int run(int argc, char **argv)
     int rc = cel_cli_parse(self(), argc, argv, opts, sizeof opts / sizeof opts[0], NULL, 0, NULL);
     if (rc) return cel_cli_exit(rc);
     const char *name = self()->name;
-    if (!model == !tokenizer) { /* usage errors exit 2, like the option parser's */
-        cel_cli_fail(name, "give exactly one of --model or --tokenizer (see --help)");
-        return 2;
-    }
+    if (!model == !tokenizer) /* usage errors exit 2, like the option parser's */
+        return cel_cli_usage(name, "give exactly one of --model or --tokenizer (see --help)");
     if (!decode && !text == !file) {
-        cel_cli_fail(name, "give exactly one of --text, --file or --decode (see --help)");
-        return 2;
+        return cel_cli_usage(name, "give exactly one of --text, --file or --decode (see --help)");
     }
 
     cel_error err;
