@@ -24,7 +24,15 @@
  * accumulation and output). Batches of at most 8 rows also fuse: the
  * RMSNorms into the QKV and gate/up GEMVs, SwiGLU into the gate/up GEMV (6
  * launches per layer); CELINE_CUDA_DECODE=v1 selects the first, unfused
- * path (same bits) so a GPU run can time both.
+ * path (same bits) so a GPU run can time both. CELINE_CUDA_DECODE=v3 keeps
+ * v2's GEMVs and swaps in, for every batch size, the parallel q/k/v
+ * post-process (one warp per head) and the split-context attention (chunks
+ * of a fixed length per context length, partial states folded in chunk
+ * order; split over several blocks when the (token, head group) grid is
+ * too small for the GPU, with scratch allocated here at creation). v3 is
+ * not bit-equal to v2 (other cos/sin, other attention summation order) but
+ * is batch-invariant in the same way; v2 stays the default until a GPU run
+ * has timed v3.
  *
  * Decode steps (every sequence adds one token) are captured into CUDA graphs
  * keyed by (tokens, output rows, argmax or not) - the whole step, argmax
@@ -105,6 +113,7 @@ typedef struct cu_backend {
     int32_t E, Q, KV, F, V, L, hd, nh, nkv, bs, max_tokens, logit_rows;
     bool use_gemv;
     bool decode_v1; /* CELINE_CUDA_DECODE=v1: the first decode path (unfused, v1 GEMV), for A/B timing */
+    bool decode_v3; /* CELINE_CUDA_DECODE=v3: v2 + split-context attention + parallel q/k/v post-process */
     cu_prof *prof;  /* non-NULL only inside cel_backend_cuda_profile */
     /* weights */
     uint16_t *tok_embd, *output; /* output == tok_embd when tied */
@@ -118,6 +127,8 @@ typedef struct cu_backend {
     uint16_t *xb; /* BF16 GEMM input: norm output, attention output, SwiGLU output */
     uint16_t *xn; /* BF16 [max_tokens][E]: normalized rows when the gate/up GEMV cannot fuse the norm */
     int32_t *argmax_dev;
+    float *attn_part;    /* v3 attention chunk states (cel__cuk_attn_part_floats) */
+    int32_t *attn_count; /* v3 attention arrival counters [CEL__CU_ATTN_SPLIT_ROWS][nh], zero between launches */
     /* batch meta: [tokens | pos | blk | seq | out_rows | tab_off] each cap_t, then tables */
     int32_t cap_t, cap_tab;
     int32_t *meta_host, *meta_dev;
@@ -393,6 +404,12 @@ static cel_status cu_gemv_norm(cu_backend *be, float *y, uint16_t *swiglu_out, c
     return CEL_OK;
 }
 
+/* Blocks per (token, q-head group) of the v3 attention for T rows. */
+static int32_t cu_attn_splits(const cu_backend *be, int32_t T)
+{
+    return cel__cuk_attn_splits(T, be->nh, be->nkv, be->hd, be->info.n_sm);
+}
+
 /* Enqueues embedding and every layer for the n_tokens rows described by the
  * meta buffer (already on the device). No host synchronisation: capturable.
  * Batches of at most CEL__CU_GEMV_MAX_ROWS rows (decode) take the fused
@@ -419,12 +436,20 @@ static cel_status cu_enqueue_body(cu_backend *be, int32_t T, cel_error *err)
             CEL_TRY(cu_gemm(be, be->qkv, cl->wqkv, be->xb, T, be->E, qkv_w, false, CU_K_QKV, err));
         }
         cel__cu_qkv_params qp = {T, be->nh, be->nkv, be->hd, be->bs, (int32_t)hp->rope_style, hp->rms_eps};
-        CEL_CUDA_CHECK(err, cel__cuk_qkv_rope(be->stream, be->qkv, cl->bqkv, cl->q_norm, cl->k_norm, be->inv_freq,
-                                              META_POS(be, m), META_BLK(be, m), kc, vc, qp));
+        CEL_CUDA_CHECK(err, (be->decode_v3 ? cel__cuk_qkv_rope_v3 : cel__cuk_qkv_rope)(
+                                be->stream, be->qkv, cl->bqkv, cl->q_norm, cl->k_norm, be->inv_freq, META_POS(be, m),
+                                META_BLK(be, m), kc, vc, qp));
         cu_mark(be, CU_K_ROPE, 0.0);
         cel__cu_attn_params ap = {T, be->nh, be->nkv, be->hd, be->bs, qkv_w, 1.0f / sqrtf((float)be->hd)};
-        CEL_CUDA_CHECK(err, cel__cuk_attention(be->stream, be->xb, be->qkv, kc, vc, META_POS(be, m), META_SEQ(be, m),
-                                               META_OFF(be, m), META_TAB(be, m), ap));
+        if (be->decode_v3) {
+            /* every batch size: the split and unsplit forms give the same bits */
+            const cel__cu_attn_split sp = {be->attn_part, be->attn_count, cu_attn_splits(be, T)};
+            CEL_CUDA_CHECK(err, cel__cuk_attention_v3(be->stream, be->xb, be->qkv, kc, vc, META_POS(be, m),
+                                                      META_SEQ(be, m), META_OFF(be, m), META_TAB(be, m), ap, &sp));
+        } else {
+            CEL_CUDA_CHECK(err, cel__cuk_attention(be->stream, be->xb, be->qkv, kc, vc, META_POS(be, m),
+                                                   META_SEQ(be, m), META_OFF(be, m), META_TAB(be, m), ap));
+        }
         cu_mark(be, CU_K_ATTN, 0.0);
         CEL_TRY(cu_gemm(be, be->x, cl->wo, be->xb, T, be->Q, be->E, true, CU_K_O, err));
         if (fused) {
@@ -719,6 +744,8 @@ static void cu_destroy(cel_backend *base)
     cu_free(be->xb);
     cu_free(be->xn);
     cu_free(be->argmax_dev);
+    cu_free(be->attn_part);
+    cu_free(be->attn_count);
     cu_free(be->meta_dev);
     cu_free(be->stage_dev);
     cu_free(be->blas_ws);
@@ -837,6 +864,7 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
     be->use_gemv = be->E % 8 == 0 && be->Q % 8 == 0 && be->F % 8 == 0;
     const char *denv = getenv("CELINE_CUDA_DECODE");
     be->decode_v1 = denv && strcmp(denv, "v1") == 0;
+    be->decode_v3 = denv && strcmp(denv, "v3") == 0;
     const char *genv = getenv("CELINE_CUDA_GRAPHS");
     be->graphs_on = !(genv && strcmp(genv, "0") == 0);
     be->base.block_size = be->bs;
@@ -861,7 +889,8 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
     size_t xb_w = E > Q ? E : Q;
     if (F > xb_w) xb_w = F;
     size_t act_bytes = T * E * 4 + T * (Q + 2 * KV) * 4 + T * 2 * F * 4 + T * xb_w * 2 + T * E * 2 +
-                       (size_t)be->logit_rows * V * 4 + CEL__CU_BLAS_WS_BYTES + CEL__CU_STAGE_BYTES + (1 << 20);
+                       (size_t)be->logit_rows * V * 4 + CEL__CU_BLAS_WS_BYTES + CEL__CU_STAGE_BYTES + (1 << 20) +
+                       cel__cuk_attn_part_floats(be->nh, be->hd) * 4 + (size_t)CEL__CU_ATTN_SPLIT_ROWS * be->nh * 4;
     size_t free_b = 0, total_b = 0;
     CEL_CUDA_GOTO(err, st, fail, cudaMemGetInfo(&free_b, &total_b));
     size_t budget = p && p->device_mem_bytes ? p->device_mem_bytes : (size_t)((double)free_b * 0.9);
@@ -937,6 +966,12 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
     if ((st = cu_alloc((void **)&be->xn, T * E * 2, "activations", err)) != CEL_OK) goto fail;
     if ((st = cu_alloc((void **)&be->logits, (size_t)be->logit_rows * V * 4, "logits", err)) != CEL_OK) goto fail;
     if ((st = cu_alloc((void **)&be->argmax_dev, (size_t)be->logit_rows * 4, "argmax", err)) != CEL_OK) goto fail;
+    if ((st = cu_alloc((void **)&be->attn_part, cel__cuk_attn_part_floats(be->nh, be->hd) * 4, "attention scratch",
+                       err)) != CEL_OK)
+        goto fail;
+    if ((st = cu_alloc((void **)&be->attn_count, (size_t)CEL__CU_ATTN_SPLIT_ROWS * be->nh * 4, "attention counters",
+                       err)) != CEL_OK)
+        goto fail;
     if ((st = cu_alloc(&be->blas_ws, CEL__CU_BLAS_WS_BYTES, "cuBLAS workspace", err)) != CEL_OK) goto fail;
     if ((st = cu_alloc(&be->stage_dev, CEL__CU_STAGE_BYTES, "upload staging", err)) != CEL_OK) goto fail;
     be->cap_t = be->max_tokens;
@@ -976,6 +1011,8 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
     /* a fresh pool: zero K/V so stray reads are finite */
     CEL_CUDA_GOTO(err, st, fail, cudaMemsetAsync(be->k_cache, 0, L * be->kv_layer_elems * 2, be->stream));
     CEL_CUDA_GOTO(err, st, fail, cudaMemsetAsync(be->v_cache, 0, L * be->kv_layer_elems * 2, be->stream));
+    CEL_CUDA_GOTO(err, st, fail,
+                  cudaMemsetAsync(be->attn_count, 0, (size_t)CEL__CU_ATTN_SPLIT_ROWS * be->nh * 4, be->stream));
     CEL_CUDA_GOTO(err, st, fail, cudaStreamSynchronize(be->stream));
     be->info.graphs = be->graphs_on;
     cel_log(&be->log, CEL_LOG_INFO,
@@ -1015,7 +1052,8 @@ cel_status cel_backend_cuda_profile(cel_backend *base, const cel_batch *b, bool 
         return cel_error_set(err, CEL_ERR_INVALID, "cuda: profile needs a CUDA backend, a batch and an output");
     cu_backend *be = (cu_backend *)base;
     memset(out, 0, sizeof *out);
-    out->decode = be->decode_v1 ? "v1" : "v2";
+    out->decode = be->decode_v1 ? "v1" : be->decode_v3 ? "v3" : "v2";
+    out->attn_splits = be->decode_v3 ? cu_attn_splits(be, b->n_tokens) : 1;
     CEL_CUDA_CHECK(err, cudaSetDevice(be->device));
     int32_t n_tab = 0;
     bool decode_only = false;

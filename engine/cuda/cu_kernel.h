@@ -67,6 +67,26 @@ static inline uint32_t __float_as_uint(float f)
 #define CEL_UNROLL
 #define CEL_UNROLL_4
 
+/* Blocks run one after another, so atomics are plain read-modify-writes and
+ * fences have nothing to order. */
+static inline int atomicAdd(int *p, int v)
+{
+    const int old = *p;
+    *p = old + v;
+    return old;
+}
+static inline void __threadfence(void) {}
+static inline float __ldcg(const float *p) { return *p; }
+/* Rounded float operations that the compiler may not contract into FMAs
+ * (nvcc: __fmul_rn etc.): two code paths meant to give the same bits use them. */
+static inline float cel_d_mul(float a, float b) { return a * b; }
+static inline float cel_d_fma(float a, float b, float c) { return fmaf(a, b, c); }
+static inline void cel_d_fast_sincos(float x, float *s, float *c)
+{
+    *s = sinf(x);
+    *c = cosf(x);
+}
+
 /* Runs body once per thread of grid x block (see emu.cpp). */
 cudaError_t cel__emu_launch(dim3 grid, dim3 block, size_t smem, cudaStream_t s, const std::function<void()> &body);
 void *cel__emu_dyn_smem(void);
@@ -106,6 +126,11 @@ static inline uint16_t cel_d_f32_to_f16(float f)
 #define cel_d_fast_exp(x) __expf(x)
 #define CEL_UNROLL _Pragma("unroll")
 #define CEL_UNROLL_4 _Pragma("unroll 4")
+
+static __device__ __forceinline__ float cel_d_mul(float a, float b) { return __fmul_rn(a, b); }
+static __device__ __forceinline__ float cel_d_fma(float a, float b, float c) { return __fmaf_rn(a, b, c); }
+/* sin and cos of x in [-pi, pi] by the SFU (absolute error about 2^-21.4 there). */
+static __device__ __forceinline__ void cel_d_fast_sincos(float x, float *s, float *c) { __sincosf(x, s, c); }
 
 static __device__ __forceinline__ float cel_d_f16_to_f32(uint16_t h) { return __half2float(__ushort_as_half(h)); }
 static __device__ __forceinline__ uint16_t cel_d_f32_to_f16(float f) { return __half_as_ushort(__float2half_rn(f)); }

@@ -40,6 +40,11 @@
 #define cel__cuk_copy_block cel__emuk_copy_block
 #define cel__cuk_argmax cel__emuk_argmax
 #define cel__cuk_attn_group cel__emuk_attn_group
+#define cel__cuk_qkv_rope_v3 cel__emuk_qkv_rope_v3
+#define cel__cuk_attention_v3 cel__emuk_attention_v3
+#define cel__cuk_attn_splits cel__emuk_attn_splits
+#define cel__cuk_attn_chunk cel__emuk_attn_chunk
+#define cel__cuk_attn_part_floats cel__emuk_attn_part_floats
 #define cel__cu_gemm cel__emu_gemm
 #else
 #include <cublas_v2.h>
@@ -117,6 +122,13 @@ cudaError_t cel__cuk_qkv_rope(cudaStream_t s, float *qkv, const float *bias, con
                               const float *inv_freq, const int32_t *pos, const int32_t *blk, uint16_t *k_cache,
                               uint16_t *v_cache, cel__cu_qkv_params p);
 
+/* v3 (CELINE_CUDA_DECODE=v3): the same contract, one warp per head-unit over
+ * a (tokens, unit groups) grid; cos/sin from a range-reduced angle (SFU), so
+ * q and k may differ from cel__cuk_qkv_rope by a few ulps (v is identical). */
+cudaError_t cel__cuk_qkv_rope_v3(cudaStream_t s, float *qkv, const float *bias, const float *q_norm,
+                                 const float *k_norm, const float *inv_freq, const int32_t *pos, const int32_t *blk,
+                                 uint16_t *k_cache, uint16_t *v_cache, cel__cu_qkv_params p);
+
 typedef struct cel__cu_attn_params {
     int32_t n_tokens, n_head, n_head_kv, head_dim, block_size;
     int32_t q_stride; /* floats from one token's q to the next's */
@@ -134,6 +146,40 @@ cudaError_t cel__cuk_attention(cudaStream_t s, uint16_t *out, const float *q, co
 /* The number of q heads one attention block handles for this shape (a
  * divisor of n_head / n_head_kv); exposed for tests. */
 int32_t cel__cuk_attn_group(int32_t n_head, int32_t n_head_kv, int32_t head_dim);
+
+/* Split-context attention (v3, flash-decoding): the contract of
+ * cel__cuk_attention, computed over chunks of cel__cuk_attn_chunk(n_ctx)
+ * positions (CEL__CU_ATTN_CHUNK up to CEL__CU_ATTN_CHUNK *
+ * CEL__CU_ATTN_MAX_CHUNKS positions, longer beyond, so a token has at most
+ * CEL__CU_ATTN_MAX_CHUNKS chunks) whose partial softmax states are folded in
+ * chunk order. `splits` blocks share each (token, q-head group); splits > 1
+ * needs n_tokens <= CEL__CU_ATTN_SPLIT_ROWS and the scratch below (part:
+ * cel__cuk_attn_part_floats floats; count: CEL__CU_ATTN_SPLIT_ROWS x n_head
+ * int32, zeroed once - the kernel leaves it zero). The result depends on the
+ * token's own q, context and K/V only: bit-identical for every splits value
+ * and every batch (but not bit-equal to cel__cuk_attention). sp may be NULL
+ * (splits 1). */
+#define CEL__CU_ATTN_CHUNK 64
+#define CEL__CU_ATTN_MAX_CHUNKS 64
+#define CEL__CU_ATTN_SPLIT_ROWS 16
+typedef struct cel__cu_attn_split {
+    float *part;    /* device scratch for chunk states */
+    int32_t *count; /* device arrival counters, zero between launches */
+    int32_t splits; /* blocks per (token, q-head group), 1 .. CEL__CU_ATTN_MAX_CHUNKS */
+} cel__cu_attn_split;
+cudaError_t cel__cuk_attention_v3(cudaStream_t s, uint16_t *out, const float *q, const uint16_t *k_cache,
+                                  const uint16_t *v_cache, const int32_t *pos, const int32_t *seq,
+                                  const int32_t *tab_off, const int32_t *tables, cel__cu_attn_params p,
+                                  const cel__cu_attn_split *sp);
+/* The splits the backend uses for n_tokens rows on n_sm SMs: 1 when the
+ * (token, group) grid fills the GPU by itself or n_tokens exceeds
+ * CEL__CU_ATTN_SPLIT_ROWS, else enough for ~4 blocks per SM (at most
+ * CEL__CU_ATTN_MAX_CHUNKS). Splits only change speed, never bits. */
+int32_t cel__cuk_attn_splits(int32_t n_tokens, int32_t n_head, int32_t n_head_kv, int32_t head_dim, int32_t n_sm);
+/* Positions per chunk for a context of n_ctx positions (exposed for tests). */
+int32_t cel__cuk_attn_chunk(int32_t n_ctx);
+/* Floats of chunk-state scratch cel__cuk_attention_v3 needs for splits > 1. */
+size_t cel__cuk_attn_part_floats(int32_t n_head, int32_t head_dim);
 
 /* h[t][i] = bf16(silu(gu[t][i]) * gu[t][n_ff + i]); gu is [n_tokens][2 n_ff]. */
 cudaError_t cel__cuk_swiglu(cudaStream_t s, uint16_t *h, const float *gu, int32_t n_tokens, int32_t n_ff);
@@ -234,7 +280,8 @@ typedef struct cel_cuda_profile {
     int launches;
     double kernel_ms;     /* sum over kinds */
     double graph_ms;      /* one graph replay, averaged (0 when no graph ran) */
-    const char *decode;   /* decode path: "v2" or "v1" */
+    const char *decode;   /* decode path: "v1", "v2" or "v3" */
+    int attn_splits;      /* v3: blocks per (token, q-head group) the attention used (1: none) */
 } cel_cuda_profile;
 cel_status cel_backend_cuda_profile(cel_backend *be, const cel_batch *b, bool argmax, int graph_reps,
                                     cel_cuda_profile *out, cel_error *err);

@@ -280,6 +280,83 @@ extern "C" cudaError_t cel__cuk_qkv_rope(cudaStream_t s, float *qkv, const float
     return cudaGetLastError();
 }
 
+/* cos and sin of the angle pos * inv_freq, the angle rounded to float as the
+ * CPU reference (cel_op_rope) rounds it. The angle is reduced to [-pi, pi] in
+ * double (k * 2 pi with k < 2^31 loses nothing that matters at float
+ * precision), then the SFU takes sin/cos: accurate to ~4e-7 at any position,
+ * and no slow path for large angles (precise sincosf switches to a
+ * Payne-Hanek reduction above |x| ~ 1e5). */
+static __device__ __forceinline__ void cel_d_rope_cs(int pos, float inv_freq, float *c, float *s)
+{
+    const float th = (float)pos * inv_freq;
+    const double k = rint((double)th * 0.15915494309189533577);
+    const float r = (float)((double)th - k * 6.28318530717958647693);
+    cel_d_fast_sincos(r, s, c);
+}
+
+#define CEL__ROPE_WARPS 4
+
+/* v3 q/k/v post-process: one warp per head-unit (q heads, then k heads, then
+ * v heads), CEL__ROPE_WARPS units per block, grid (tokens, unit groups), so
+ * a token's units run in parallel rather than 12 after another in one block.
+ * Per unit the same steps as cel_k_qkv_rope; the rotation takes its cos/sin
+ * from cel_d_rope_cs. */
+static __global__ void __launch_bounds__(32 * CEL__ROPE_WARPS)
+    cel_k_qkv_rope_v3(float *qkv, const float *bias, const float *q_norm, const float *k_norm, const float *inv_freq,
+                      const int32_t *pos, const int32_t *blk, uint16_t *k_cache, uint16_t *v_cache,
+                      cel__cu_qkv_params p)
+{
+    const int t = blockIdx.x, lane = threadIdx.x % 32;
+    const int hd = p.head_dim, nq = p.n_head, nkv = p.n_head_kv, half = hd / 2;
+    const int u = blockIdx.y * (blockDim.x / 32) + threadIdx.x / 32;
+    if (u >= nq + 2 * nkv) return; /* the whole warp */
+    float *x = qkv + ((int64_t)t * (nq + 2 * nkv) + u) * hd;
+    const int ps = pos[t];
+    if (bias)
+        for (int d = lane; d < hd; d += 32) x[d] += bias[(int64_t)u * hd + d];
+    const bool is_q = u < nq, is_k = !is_q && u < nq + nkv;
+    if (is_q || is_k) {
+        const float *nwt = is_q ? q_norm : k_norm;
+        if (nwt) { /* same lanes own the same elements as the bias loop: no sync needed */
+            float ss = 0.0f;
+            for (int d = lane; d < hd; d += 32) ss += x[d] * x[d];
+            ss = cel_d_warp_sum(ss);
+            const float sc = 1.0f / sqrtf(ss / (float)hd + p.eps);
+            for (int d = lane; d < hd; d += 32) x[d] = x[d] * sc * nwt[d];
+        }
+        __syncwarp();
+        for (int i = lane; i < half; i += 32) {
+            const int i0 = p.rope_style == CEL_ROPE_NEOX ? i : 2 * i;
+            const int i1 = p.rope_style == CEL_ROPE_NEOX ? i + half : 2 * i + 1;
+            float c, sn;
+            cel_d_rope_cs(ps, inv_freq[i], &c, &sn);
+            const float a = x[i0], bb = x[i1];
+            x[i0] = a * c - bb * sn;
+            x[i1] = a * sn + bb * c;
+        }
+        __syncwarp();
+    }
+    if (!is_q) {
+        const int h = is_k ? u - nq : u - nq - nkv;
+        uint16_t *dst = (is_k ? k_cache : v_cache) +
+                        (((int64_t)blk[t] * nkv + h) * p.block_size + ps % p.block_size) * (int64_t)hd;
+        for (int d = lane; d < hd; d += 32) dst[d] = cel_d_f32_to_f16(x[d]);
+    }
+}
+
+extern "C" cudaError_t cel__cuk_qkv_rope_v3(cudaStream_t s, float *qkv, const float *bias, const float *q_norm,
+                                            const float *k_norm, const float *inv_freq, const int32_t *pos,
+                                            const int32_t *blk, uint16_t *k_cache, uint16_t *v_cache,
+                                            cel__cu_qkv_params p)
+{
+    if (p.n_tokens <= 0) return cudaSuccess;
+    const int units = p.n_head + 2 * p.n_head_kv;
+    const dim3 grid((unsigned)p.n_tokens, (unsigned)((units + CEL__ROPE_WARPS - 1) / CEL__ROPE_WARPS));
+    CEL_LAUNCH(cel_k_qkv_rope_v3, grid, 32 * CEL__ROPE_WARPS, 0, s, qkv, bias, q_norm, k_norm, inv_freq, pos, blk,
+               k_cache, v_cache, p);
+    return cudaGetLastError();
+}
+
 /* -------------------------------------------------------------- attention */
 
 #define CEL__ATT_WARPS 8
@@ -420,6 +497,255 @@ extern "C" cudaError_t cel__cuk_attention(cudaStream_t s, uint16_t *out, const f
     case 3: return cel__attn_launch_d<3>(s, G, out, q, k_cache, v_cache, pos, seq, tab_off, tables, p);
     case 4: return cel__attn_launch_d<4>(s, G, out, q, k_cache, v_cache, pos, seq, tab_off, tables, p);
     case 8: return cel__attn_launch_d<8>(s, G, out, q, k_cache, v_cache, pos, seq, tab_off, tables, p);
+    default: return cudaErrorInvalidValue;
+    }
+}
+
+/* ------------------------------------------------- split-context attention */
+
+/* v3 attention (flash-decoding). A token's context 0..n_ctx-1 is cut into
+ * chunks of cel_d_attn_chunk(n_ctx) positions - a function of n_ctx alone,
+ * so the partition never depends on the batch or on the launch shape. For
+ * each chunk, a block of CEL__ATT_WARPS warps computes the partial softmax
+ * state (max m, sum l, un-normalised weighted V) of its G q heads exactly as
+ * cel_k_attention does for a whole context (warp w visits the chunk's
+ * positions w, w + 8, ...; the warps merge through shared memory). The chunk
+ * states are then folded in chunk order with cel_d_attn_fold.
+ *
+ * The grid is (tokens, q-head groups, splits): block z handles chunks z,
+ * z + splits, ... When only one block has work (splits == 1, or one chunk),
+ * it folds each chunk state into registers as it goes. Otherwise each block
+ * writes its chunk states to `part`; the last block to finish (an atomic
+ * counter per (token, group), which that block resets to 0) folds all of
+ * them in chunk order. Both ways run the same float operations on the same
+ * values (the fold uses non-contractible multiplies and FMAs), so the result
+ * is bit-identical for any splits and any batch. */
+#define CEL__ATT3_THREADS (32 * CEL__ATT_WARPS)
+
+/* Chunk length for a context of n_ctx positions: CEL__CU_ATTN_CHUNK, grown in
+ * steps of CEL__CU_ATTN_CHUNK so a context has at most CEL__CU_ATTN_MAX_CHUNKS. */
+static __device__ __host__ __forceinline__ int cel_d_attn_chunk(int n_ctx)
+{
+    const int span = CEL__CU_ATTN_CHUNK * CEL__CU_ATTN_MAX_CHUNKS;
+    return CEL__CU_ATTN_CHUNK * ((n_ctx + span - 1) / span);
+}
+
+/* Folds one chunk's (mc, lc, oc) into the running (M, L, O). From the empty
+ * state (-inf, 0, 0) the first fold yields (mc, lc, oc) up to exp(0) == 1. */
+static __device__ __forceinline__ void cel_d_attn_fold(float &M, float &L, float &O, float mc, float lc, float oc)
+{
+    const float mn = fmaxf(M, mc);
+    const float a = cel_d_fast_exp(M - mn), b = cel_d_fast_exp(mc - mn);
+    L = cel_d_fma(lc, b, cel_d_mul(L, a));
+    O = cel_d_fma(oc, b, cel_d_mul(O, a));
+    M = mn;
+}
+
+template <int D, int G>
+static __global__ void __launch_bounds__(CEL__ATT3_THREADS)
+    cel_k_attention_v3(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
+                       const int32_t *pos, const int32_t *seq, const int32_t *tab_off, const int32_t *tables,
+                       cel__cu_attn_params p, float *part, int32_t *count)
+{
+    constexpr int NW = CEL__ATT_WARPS, HD = 32 * D, NT = CEL__ATT3_THREADS;
+    constexpr int EPT = (G * HD + NT - 1) / NT; /* output elements per thread */
+    constexpr int AU = D <= 4 ? 4 : 2;
+    __shared__ float s_m[NW][G], s_l[NW][G];
+    __shared__ float s_acc[NW][G][HD];
+    __shared__ int s_last;
+    const int t = blockIdx.x, h0 = blockIdx.y * G, z = blockIdx.z, S = gridDim.z;
+    const int kvh = h0 / (p.n_head / p.n_head_kv);
+    const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
+    const int n_ctx = pos[t] + 1;
+    const int csz = cel_d_attn_chunk(n_ctx), n_chunks = (n_ctx + csz - 1) / csz;
+    if (z >= n_chunks) return; /* the whole block: no chunk for it */
+    const int n_work = S < n_chunks ? S : n_chunks;
+    const bool direct = n_work == 1;
+    const int32_t *tab = tables + tab_off[seq[t]];
+
+    float qr[G][D];
+    const float *qt = q + (int64_t)t * p.q_stride;
+CEL_UNROLL
+    for (int g = 0; g < G; g++)
+CEL_UNROLL
+        for (int d = 0; d < D; d++) qr[g][d] = qt[(h0 + g) * HD + lane * D + d] * p.scale;
+    float fM[EPT], fL[EPT], fO[EPT];
+CEL_UNROLL
+    for (int e = 0; e < EPT; e++) {
+        fM[e] = -INFINITY;
+        fL[e] = 0.0f;
+        fO[e] = 0.0f;
+    }
+
+    for (int c = z; c < n_chunks; c += S) {
+        const int j_end = (c + 1) * csz < n_ctx ? (c + 1) * csz : n_ctx;
+        float acc[G][D], m[G], l[G];
+CEL_UNROLL
+        for (int g = 0; g < G; g++) {
+CEL_UNROLL
+            for (int d = 0; d < D; d++) acc[g][d] = 0.0f;
+            m[g] = -INFINITY;
+            l[g] = 0.0f;
+        }
+        /* as cel_k_attention, over the chunk's positions only */
+        for (int j0 = c * csz + w; j0 < j_end; j0 += NW * AU) {
+            float kr[AU][D], vr[AU][D];
+CEL_UNROLL
+            for (int u = 0; u < AU; u++) {
+                const int j = j0 + u * NW;
+                if (j < j_end) {
+                    const int64_t b = tab[j / p.block_size];
+                    const int64_t off = ((b * p.n_head_kv + kvh) * p.block_size + j % p.block_size) * HD + lane * D;
+                    cel_d_load_f16<D>(k_cache + off, kr[u]);
+                    cel_d_load_f16<D>(v_cache + off, vr[u]);
+                }
+            }
+CEL_UNROLL
+            for (int u = 0; u < AU; u++) {
+                if (j0 + u * NW >= j_end) break;
+CEL_UNROLL
+                for (int g = 0; g < G; g++) {
+                    float sdot = 0.0f;
+CEL_UNROLL
+                    for (int d = 0; d < D; d++) sdot += qr[g][d] * kr[u][d];
+                    sdot = cel_d_warp_sum(sdot);
+                    const float mn = fmaxf(m[g], sdot);
+                    const float corr = cel_d_fast_exp(m[g] - mn), pr = cel_d_fast_exp(sdot - mn);
+                    l[g] = l[g] * corr + pr;
+CEL_UNROLL
+                    for (int d = 0; d < D; d++) acc[g][d] = acc[g][d] * corr + pr * vr[u][d];
+                    m[g] = mn;
+                }
+            }
+        }
+        __syncthreads(); /* the previous chunk's merge has read s_* */
+CEL_UNROLL
+        for (int g = 0; g < G; g++) {
+            if (lane == 0) {
+                s_m[w][g] = m[g];
+                s_l[w][g] = l[g];
+            }
+CEL_UNROLL
+            for (int d = 0; d < D; d++) s_acc[w][g][lane * D + d] = acc[g][d];
+        }
+        __syncthreads();
+CEL_UNROLL
+        for (int e = 0; e < EPT; e++) {
+            const int idx = threadIdx.x + e * NT;
+            if (idx >= G * HD) break;
+            const int g = idx / HD, d = idx % HD;
+            float Mc = -INFINITY;
+            for (int ww = 0; ww < NW; ww++) Mc = fmaxf(Mc, s_m[ww][g]);
+            float Lc = 0.0f, Oc = 0.0f;
+            for (int ww = 0; ww < NW; ww++) {
+                if (s_m[ww][g] == -INFINITY) continue; /* this warp saw no position of the chunk */
+                const float f = cel_d_fast_exp(s_m[ww][g] - Mc);
+                Lc = cel_d_fma(s_l[ww][g], f, Lc);
+                Oc = cel_d_fma(s_acc[ww][g][d], f, Oc);
+            }
+            if (direct) {
+                cel_d_attn_fold(fM[e], fL[e], fO[e], Mc, Lc, Oc);
+            } else {
+                float *pp = part + (((int64_t)t * p.n_head + h0 + g) * CEL__CU_ATTN_MAX_CHUNKS + c) * (HD + 2);
+                pp[d] = Oc;
+                if (d == 0) {
+                    pp[HD] = Mc;
+                    pp[HD + 1] = Lc;
+                }
+            }
+        }
+    }
+    if (!direct) {
+        __threadfence(); /* this block's chunk states are visible before it is counted */
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            int32_t *cnt = count + (int64_t)t * gridDim.y + blockIdx.y;
+            const int old = atomicAdd(cnt, 1);
+            s_last = old == n_work - 1;
+            if (s_last) *cnt = 0; /* every block of this (token, group) has arrived: ready for the next launch */
+        }
+        __syncthreads();
+        if (!s_last) return;
+        __threadfence();
+CEL_UNROLL
+        for (int e = 0; e < EPT; e++) {
+            const int idx = threadIdx.x + e * NT;
+            if (idx >= G * HD) break;
+            const int g = idx / HD, d = idx % HD;
+            const float *pp = part + ((int64_t)t * p.n_head + h0 + g) * CEL__CU_ATTN_MAX_CHUNKS * (HD + 2);
+            for (int c = 0; c < n_chunks; c++, pp += HD + 2) /* L2 reads (__ldcg): other blocks wrote these */
+                cel_d_attn_fold(fM[e], fL[e], fO[e], __ldcg(pp + HD), __ldcg(pp + HD + 1), __ldcg(pp + d));
+        }
+    }
+CEL_UNROLL
+    for (int e = 0; e < EPT; e++) {
+        const int idx = threadIdx.x + e * NT;
+        if (idx >= G * HD) break;
+        const int g = idx / HD, d = idx % HD;
+        out[(int64_t)t * p.n_head * HD + (int64_t)(h0 + g) * HD + d] = cel_d_f32_to_bf16(fO[e] / fL[e]);
+    }
+}
+
+extern "C" int32_t cel__cuk_attn_chunk(int32_t n_ctx) { return cel_d_attn_chunk(n_ctx); }
+
+extern "C" int32_t cel__cuk_attn_splits(int32_t n_tokens, int32_t n_head, int32_t n_head_kv, int32_t head_dim,
+                                        int32_t n_sm)
+{
+    const int32_t G = cel__cuk_attn_group(n_head, n_head_kv, head_dim);
+    if (G <= 0 || n_tokens <= 0 || n_tokens > CEL__CU_ATTN_SPLIT_ROWS) return 1;
+    const int64_t blocks = (int64_t)n_tokens * (n_head / G), want = 4 * (int64_t)(n_sm > 0 ? n_sm : 1);
+    if (blocks >= want / 2) return 1; /* the grid fills the GPU already */
+    int64_t s = (want + blocks - 1) / blocks;
+    if (s > CEL__CU_ATTN_MAX_CHUNKS) s = CEL__CU_ATTN_MAX_CHUNKS;
+    return (int32_t)s;
+}
+
+extern "C" size_t cel__cuk_attn_part_floats(int32_t n_head, int32_t head_dim)
+{
+    return (size_t)CEL__CU_ATTN_SPLIT_ROWS * (size_t)n_head * CEL__CU_ATTN_MAX_CHUNKS * ((size_t)head_dim + 2);
+}
+
+template <int D>
+static cudaError_t cel__attn_v3_launch_d(cudaStream_t s, int G, uint16_t *out, const float *q, const uint16_t *k,
+                                         const uint16_t *v, const int32_t *pos, const int32_t *seq,
+                                         const int32_t *tab_off, const int32_t *tables, cel__cu_attn_params p,
+                                         const cel__cu_attn_split *sp)
+{
+    void (*kern)(uint16_t *, const float *, const uint16_t *, const uint16_t *, const int32_t *, const int32_t *,
+                 const int32_t *, const int32_t *, cel__cu_attn_params, float *, int32_t *) = nullptr;
+    if constexpr (D <= 4) {
+        if (G == 8) kern = cel_k_attention_v3<D, 8>;
+    }
+    if constexpr (D <= 8) {
+        if (G == 4) kern = cel_k_attention_v3<D, 4>;
+    }
+    if (G == 2) kern = cel_k_attention_v3<D, 2>;
+    else if (G == 1) kern = cel_k_attention_v3<D, 1>;
+    if (!kern || G * D > 32) return cudaErrorInvalidValue;
+    const int splits = sp ? sp->splits : 1;
+    const dim3 grid((unsigned)p.n_tokens, (unsigned)(p.n_head / G), (unsigned)splits);
+    CEL_LAUNCH(kern, grid, CEL__ATT3_THREADS, 0, s, out, q, k, v, pos, seq, tab_off, tables, p,
+               splits > 1 ? sp->part : nullptr, splits > 1 ? sp->count : nullptr);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cel__cuk_attention_v3(cudaStream_t s, uint16_t *out, const float *q, const uint16_t *k_cache,
+                                             const uint16_t *v_cache, const int32_t *pos, const int32_t *seq,
+                                             const int32_t *tab_off, const int32_t *tables, cel__cu_attn_params p,
+                                             const cel__cu_attn_split *sp)
+{
+    if (p.n_tokens <= 0) return cudaSuccess;
+    const int G = cel__cuk_attn_group(p.n_head, p.n_head_kv, p.head_dim);
+    if (G <= 0 || p.head_dim % 32 != 0) return cudaErrorInvalidValue;
+    if (sp && (sp->splits < 1 || sp->splits > CEL__CU_ATTN_MAX_CHUNKS ||
+               (sp->splits > 1 && (!sp->part || !sp->count || p.n_tokens > CEL__CU_ATTN_SPLIT_ROWS))))
+        return cudaErrorInvalidValue;
+    switch (p.head_dim / 32) {
+    case 1: return cel__attn_v3_launch_d<1>(s, G, out, q, k_cache, v_cache, pos, seq, tab_off, tables, p, sp);
+    case 2: return cel__attn_v3_launch_d<2>(s, G, out, q, k_cache, v_cache, pos, seq, tab_off, tables, p, sp);
+    case 3: return cel__attn_v3_launch_d<3>(s, G, out, q, k_cache, v_cache, pos, seq, tab_off, tables, p, sp);
+    case 4: return cel__attn_v3_launch_d<4>(s, G, out, q, k_cache, v_cache, pos, seq, tab_off, tables, p, sp);
+    case 8: return cel__attn_v3_launch_d<8>(s, G, out, q, k_cache, v_cache, pos, seq, tab_off, tables, p, sp);
     default: return cudaErrorInvalidValue;
     }
 }
