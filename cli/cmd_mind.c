@@ -218,18 +218,15 @@ int cel__gen_cli_run(int kind, const cel_cli_cmd *cmd, int argc, char **argv)
         goto fail;
     }
     if (o.text && (o.input || o.format)) {
-        cel_cli_fail(name, "--text cannot be combined with --input or --format");
-        exit_code = 2;
+        exit_code = cel_cli_usage(name, "--text cannot be combined with --input or --format");
         goto done;
     }
     if (!o.model && o.remote.n == 0) {
-        cel_cli_fail(name, "give a model (--model PATH) or a server (--remote URL)");
-        exit_code = 2;
+        exit_code = cel_cli_usage(name, "give a model (--model PATH) or a server (--remote URL)");
         goto done;
     }
     if (o.model && o.remote.n) {
-        cel_cli_fail(name, "--model and --remote are exclusive");
-        exit_code = 2;
+        exit_code = cel_cli_usage(name, "--model and --remote are exclusive");
         goto done;
     }
 
@@ -247,8 +244,7 @@ int cel__gen_cli_run(int kind, const cel_cli_cmd *cmd, int argc, char **argv)
     if (o.chat_template) {
         bo.local.chat = cel_chat_kind_from_name(o.chat_template);
         if (bo.local.chat == CEL_CHAT_AUTO) {
-            cel_cli_fail(name, "unknown --chat-template '%s' (chatml, llama3, llama2, mistral, raw)", o.chat_template);
-            exit_code = 2;
+            exit_code = cel_cli_usage(name, "unknown --chat-template '%s' (chatml, llama3, llama2, mistral, raw)", o.chat_template);
             goto done;
         }
     }
@@ -293,8 +289,7 @@ int cel__gen_cli_run(int kind, const cel_cli_cmd *cmd, int argc, char **argv)
     }
     if (o.window != UNSET_I) {
         if (o.window < 1 || o.window > 100000) {
-            cel_cli_fail(name, "--window must be in 1..100000");
-            exit_code = 2;
+            exit_code = cel_cli_usage(name, "--window must be in 1..100000");
             goto done;
         }
         c->max_inflight_docs = (uint32_t)o.window;
@@ -335,8 +330,7 @@ int cel__gen_cli_run(int kind, const cel_cli_cmd *cmd, int argc, char **argv)
             else if (strcmp(o.with_chunk, "field") == 0) mc.with_chunk = CEL_MIND_CHUNK_FIELD;
             else if (strcmp(o.with_chunk, "concat") == 0) mc.with_chunk = CEL_MIND_CHUNK_CONCAT;
             else {
-                cel_cli_fail(name, "--with-chunk must be none, field or concat");
-                exit_code = 2;
+                exit_code = cel_cli_usage(name, "--with-chunk must be none, field or concat");
                 goto done;
             }
         }
@@ -366,8 +360,7 @@ int cel__gen_cli_run(int kind, const cel_cli_cmd *cmd, int argc, char **argv)
                 if (strcmp(names[i], "mcq") == 0) cc.mcq = true;
                 else if (strcmp(names[i], "open") == 0) cc.open = true;
                 else {
-                    cel_cli_fail(name, "--formats takes mcq and/or open, not '%s'", names[i]);
-                    exit_code = 2;
+                    exit_code = cel_cli_usage(name, "--formats takes mcq and/or open, not '%s'", names[i]);
                     goto done;
                 }
             }
@@ -406,8 +399,7 @@ int cel__gen_cli_run(int kind, const cel_cli_cmd *cmd, int argc, char **argv)
         }
         if (strcmp(fmt, "text") == 0) ro.plain_text = true;
         else if (strcmp(fmt, "jsonl") != 0) {
-            cel_cli_fail(name, "--format must be jsonl or text");
-            exit_code = 2;
+            exit_code = cel_cli_usage(name, "--format must be jsonl or text");
             goto done;
         }
         if (cel_doc_reader_open(o.input, &ro, &reader, &err) || cel_gen_run(p, reader, &err)) goto fail;
