@@ -5,7 +5,10 @@
  *   F32 4 B, F16 / BF16 2 B per element;
  *   Q8_0 blocks of 32: fp16 d + 32 x int8                      = 34 B;
  *   Q4_0 blocks of 32: fp16 d + 16 B of nibbles                  = 18 B;
+ *   Q5_0 blocks of 32: fp16 d + 4 B high bits + 16 B of nibbles  = 22 B;
+ *   Q5_1 blocks of 32: fp16 d, fp16 m + 4 B high bits + 16 B nibbles = 24 B;
  *   Q4_K super-blocks of 256: fp16 d, fp16 dmin, 12 B scales, 128 B nibbles = 144 B;
+ *   Q5_K super-blocks of 256: Q4_K's fields + 32 B of high bits (after the scales) = 176 B;
  *   Q6_K super-blocks of 256: 128 B low nibbles, 64 B high bits, 16 x int8 scales, fp16 d = 210 B.
  */
 #include "celine/engine.h"
@@ -16,8 +19,11 @@ bool cel_dtype_valid(int t)
     case CEL_DTYPE_F32:
     case CEL_DTYPE_F16:
     case CEL_DTYPE_Q4_0:
+    case CEL_DTYPE_Q5_0:
+    case CEL_DTYPE_Q5_1:
     case CEL_DTYPE_Q8_0:
     case CEL_DTYPE_Q4_K:
+    case CEL_DTYPE_Q5_K:
     case CEL_DTYPE_Q6_K:
     case CEL_DTYPE_BF16:
         return true;
@@ -32,8 +38,11 @@ const char *cel_dtype_name(cel_dtype t)
     case CEL_DTYPE_F32: return "F32";
     case CEL_DTYPE_F16: return "F16";
     case CEL_DTYPE_Q4_0: return "Q4_0";
+    case CEL_DTYPE_Q5_0: return "Q5_0";
+    case CEL_DTYPE_Q5_1: return "Q5_1";
     case CEL_DTYPE_Q8_0: return "Q8_0";
     case CEL_DTYPE_Q4_K: return "Q4_K";
+    case CEL_DTYPE_Q5_K: return "Q5_K";
     case CEL_DTYPE_Q6_K: return "Q6_K";
     case CEL_DTYPE_BF16: return "BF16";
     }
@@ -47,8 +56,11 @@ int64_t cel_dtype_block_elems(cel_dtype t)
     case CEL_DTYPE_F16:
     case CEL_DTYPE_BF16: return 1;
     case CEL_DTYPE_Q4_0:
+    case CEL_DTYPE_Q5_0:
+    case CEL_DTYPE_Q5_1:
     case CEL_DTYPE_Q8_0: return 32;
     case CEL_DTYPE_Q4_K:
+    case CEL_DTYPE_Q5_K:
     case CEL_DTYPE_Q6_K: return 256;
     }
     return 0;
@@ -61,8 +73,11 @@ size_t cel_dtype_block_bytes(cel_dtype t)
     case CEL_DTYPE_F16:
     case CEL_DTYPE_BF16: return 2;
     case CEL_DTYPE_Q4_0: return 2 + 16;
+    case CEL_DTYPE_Q5_0: return 2 + 4 + 16;
+    case CEL_DTYPE_Q5_1: return 2 + 2 + 4 + 16;
     case CEL_DTYPE_Q8_0: return 2 + 32;
     case CEL_DTYPE_Q4_K: return 2 + 2 + 12 + 128;
+    case CEL_DTYPE_Q5_K: return 2 + 2 + 12 + 32 + 128;
     case CEL_DTYPE_Q6_K: return 128 + 64 + 16 + 2;
     }
     return 0;

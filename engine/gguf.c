@@ -367,7 +367,7 @@ static cel_status parse_tensor_info(cel_gguf *g, rd *r, uint64_t i)
         if (tn)
             return cel_error_set(r->err, CEL_ERR_UNSUPPORTED,
                                  "%s: tensor '%.*s' has type %s (%u), which celine does not read "
-                                 "(supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)",
+                                 "(supported: F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)",
                                  g->label, nl, t->name.p, tn, type);
         return cel_error_set(r->err, CEL_ERR_FORMAT, "%s: tensor '%.*s' has unknown type %u", g->label, nl, t->name.p,
                              type);

@@ -41,11 +41,27 @@ typedef struct cel__blk_q4_0 {
     uint16_t d;
     uint8_t qs[16]; /* element j: low nibble of qs[j]; element 16 + j: high nibble */
 } cel__blk_q4_0;
+typedef struct cel__blk_q5_0 {
+    uint16_t d;
+    uint8_t qh[4];  /* bit j of the little-endian u32: the 5th bit of element j */
+    uint8_t qs[16]; /* low 4 bits, as Q4_0: element j low nibble, 16 + j high nibble */
+} cel__blk_q5_0;
+typedef struct cel__blk_q5_1 {
+    uint16_t d, m;
+    uint8_t qh[4];
+    uint8_t qs[16];
+} cel__blk_q5_1;
 typedef struct cel__blk_q4_k {
     uint16_t d, dmin;
     uint8_t scales[12]; /* 8 x (6-bit scale, 6-bit min), packed */
     uint8_t qs[128];    /* per 64 elements: 32 bytes, low nibbles first 32, high nibbles next 32 */
 } cel__blk_q4_k;
+typedef struct cel__blk_q5_k {
+    uint16_t d, dmin;
+    uint8_t scales[12]; /* as Q4_K */
+    uint8_t qh[32];     /* qh[l] bit 2c: 5th bit of element 64c + l; bit 2c+1: of element 64c + 32 + l */
+    uint8_t qs[128];    /* low 4 bits, laid out as Q4_K's nibbles */
+} cel__blk_q5_k;
 typedef struct cel__blk_q6_k {
     uint8_t ql[128]; /* low 4 bits */
     uint8_t qh[64];  /* high 2 bits */
@@ -55,7 +71,10 @@ typedef struct cel__blk_q6_k {
 
 _Static_assert(sizeof(cel__blk_q8_0) == 34, "Q8_0 block is 34 bytes");
 _Static_assert(sizeof(cel__blk_q4_0) == 18, "Q4_0 block is 18 bytes");
+_Static_assert(sizeof(cel__blk_q5_0) == 22, "Q5_0 block is 22 bytes");
+_Static_assert(sizeof(cel__blk_q5_1) == 24, "Q5_1 block is 24 bytes");
 _Static_assert(sizeof(cel__blk_q4_k) == 144, "Q4_K block is 144 bytes");
+_Static_assert(sizeof(cel__blk_q5_k) == 176, "Q5_K block is 176 bytes");
 _Static_assert(sizeof(cel__blk_q6_k) == 210, "Q6_K block is 210 bytes");
 
 static inline uint16_t cel__rd16(const void *p)
@@ -65,7 +84,14 @@ static inline uint16_t cel__rd16(const void *p)
     return v;
 }
 
-/* Q4_K: the 6-bit scale and min of sub-block j (0..7) from the 12 packed bytes. */
+static inline uint32_t cel__rd32(const void *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* Q4_K / Q5_K: the 6-bit scale and min of sub-block j (0..7) from the 12 packed bytes. */
 static inline void cel__q4k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *mn)
 {
     if (j < 4) {
@@ -80,19 +106,24 @@ static inline void cel__q4k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint
 /* ------------------------------------------------------------ activations */
 /* The activation row format a weight dtype's dot product wants:
  *   F32   (F32, F16, BF16 weights): the float row itself;
- *   Q8_32 (Q8_0, Q4_0): int8 qs[n] | float d[n/32] | pad to 64 | float dx[ceil(n/64)][16]
- *          (x ~ d * qs per 32; dx, written and read only by the AVX-512
- *          table, holds each pair of block scales spread over 16 lanes:
- *          8 x d[2p], 8 x d[2p + 1] (0 past the last block));
- *   Q8_256 (Q4_K, Q6_K): int8 qs[n] | float d[n/256] | int16 bsum[n/16]
+ *   Q8_32 (Q8_0, Q4_0, Q5_0, Q5_1): int8 qs[n] | float d[n/32] | float s[n/32]
+ *          | pad to 64 | float dx[ceil(n/64)][16]
+ *          (x ~ d * qs per 32; s = d * (sum of the block's qs), exactly
+ *          (float)sum times d, for Q5_1's offset term m * sum(x); dx,
+ *          written and read only by the AVX-512 table, holds each pair of
+ *          block scales spread over 16 lanes: 8 x d[2p], 8 x d[2p + 1] (0
+ *          past the last block));
+ *   Q8_256 (Q4_K, Q5_K, Q6_K): int8 qs[n] | float d[n/256] | int16 bsum[n/16]
  *          (one scale per 256, plus the sums of each 16 qs for the K-quants'
  *          min / offset terms).
  * Quantized rows are padded to 64 bytes so rows never share a cache line. */
 typedef enum cel__act_kind { CEL__ACT_F32 = 0, CEL__ACT_Q8_32 = 1, CEL__ACT_Q8_256 = 2 } cel__act_kind;
 
 cel__act_kind cel__act_kind_for(cel_dtype t);
-/* Offset of the expanded scale pairs (dx) in a Q8_32 row of n elements. */
-static inline size_t cel__act_q8_32_dx_offset(int64_t n) { return ((size_t)n + (size_t)(n / 32) * 4 + 63) & ~(size_t)63; }
+/* Offset of the block sums (s) and of the expanded scale pairs (dx) in a
+ * Q8_32 row of n elements. */
+static inline size_t cel__act_q8_32_s_offset(int64_t n) { return (size_t)n + (size_t)(n / 32) * 4; }
+static inline size_t cel__act_q8_32_dx_offset(int64_t n) { return ((size_t)n + (size_t)(n / 32) * 8 + 63) & ~(size_t)63; }
 /* Bytes of one quantized activation row of n elements (kind Q8_32 / Q8_256;
  * n a multiple of 32 / 256); for F32, 4 * n rounded up to 64. */
 size_t cel__act_row_bytes(cel__act_kind k, int64_t n);
@@ -107,7 +138,7 @@ typedef void (*cel__dot_fn)(int64_t n, const void *w, size_t w_stride, int nw, c
 
 typedef struct cel__kern {
     const char *name; /* "scalar", "avx2" */
-    cel__dot_fn dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_k, dot_q6_k;
+    cel__dot_fn dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q5_0, dot_q5_1, dot_q4_k, dot_q5_k, dot_q6_k;
     /* x[n] -> one activation row (formats above). n: multiple of 32 / 256. */
     void (*quant_q8_32)(const float *x, void *dst, int64_t n);
     void (*quant_q8_256)(const float *x, void *dst, int64_t n);
@@ -129,8 +160,8 @@ const cel__kern *cel__kern_scalar(void);
  * compiler could not build the AVX2 kernels. */
 const cel__kern *cel__kern_avx2(void);
 /* NULL without AVX-512 F/BW/VL/VNNI (plus AVX2/FMA/F16C). Float formats and
- * Q8_0 / Q4_0 at 16 lanes (VNNI dot products); K-quants and the float
- * helpers are the AVX2 ones. */
+ * Q8_0 / Q4_0 / Q5_0 / Q5_1 at 16 lanes (VNNI dot products); K-quants and
+ * the float helpers are the AVX2 ones. */
 const cel__kern *cel__kern_avx512(void);
 /* The table this process uses: the best the CPU supports. */
 const cel__kern *cel__kern_best(void);
@@ -142,6 +173,8 @@ int cel__kern_all(const cel__kern **out, int max);
 void cel__avx2_quant_q8_32(const float *x, void *dst, int64_t n);
 void cel__avx2_quant_q8_256(const float *x, void *dst, int64_t n);
 void cel__avx2_dot_q4_k(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y,
+                        size_t ys);
+void cel__avx2_dot_q5_k(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y,
                         size_t ys);
 void cel__avx2_dot_q6_k(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y,
                         size_t ys);

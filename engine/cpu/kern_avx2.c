@@ -16,7 +16,11 @@
  *     maddubs -> madd -> int32 x 8 -> float, times d_w * d_x, into the
  *     accumulator. The int16 intermediates cannot saturate (|w| <= 128,
  *     |x| <= 127, two products per lane).
- *   Q4_K: nibbles (u8) x x (s8) -> madd with the sub-block scale -> int32
+ *   Q5_0: as Q4_0, the 5th bits expanded from the 32-bit qh to bytes.
+ *   Q5_1: values 0..31 (u8) x x (s8) directly, times d_w * d_x; the offset
+ *     term m * d_x * sum(x) comes from the activation row's block sums (s),
+ *     one scalar FMA per block into a second, scalar accumulator per pair.
+ *   Q4_K / Q5_K: nibbles (+ 5th bit) (u8) x x (s8) -> madd with the sub-block scale -> int32
  *     sums over the super-block, then d * dx; the mins term is
  *     madd(bsums, mins) times dmin * dx, subtracted with an FMA.
  *   Q6_K: 6-bit values (u8, offset 32) x x -> madd with the int8 scales; the
@@ -110,10 +114,21 @@ AVX2_INLINE __m256i quant32(const float *x, __m256 id)
 
 AVX2_INLINE __m256 abs8(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
 
+/* Sum of the 32 int8 in q, exact. */
+AVX2_INLINE int hsum_i8(__m256i q)
+{
+    __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
+    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(1, 0, 3, 2)));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(t);
+}
+
 AVX2 void cel__avx2_quant_q8_32(const float *x, void *dst, int64_t n)
 {
     int8_t *qs = dst;
     float *d = (float *)(qs + n);
+    float *bs = (float *)((uint8_t *)dst + cel__act_q8_32_s_offset(n));
     for (int64_t i = 0; i < n / 32; i++) {
         const float *v = x + i * 32;
         __m256 m = _mm256_max_ps(_mm256_max_ps(abs8(_mm256_loadu_ps(v)), abs8(_mm256_loadu_ps(v + 8))),
@@ -121,7 +136,9 @@ AVX2 void cel__avx2_quant_q8_32(const float *x, void *dst, int64_t n)
         float amax = hmax8(m);
         float id = amax > 0.0f ? 127.0f / amax : 0.0f;
         d[i] = amax / 127.0f;
-        _mm256_storeu_si256((__m256i *)(qs + i * 32), quant32(v, _mm256_set1_ps(id)));
+        __m256i q = quant32(v, _mm256_set1_ps(id));
+        _mm256_storeu_si256((__m256i *)(qs + i * 32), q);
+        bs[i] = d[i] * (float)hsum_i8(q); /* the scalar table's float op */
     }
 }
 
@@ -221,6 +238,109 @@ AVX2_INLINE void tile_q4_0(const int NW, const int NX, int64_t n, const uint8_t 
         hsum8(acc[a][b]);
 }
 
+/* 0xFF in byte j where bit j of qh is set (j = 0..31). */
+AVX2_INLINE __m256i bits_to_bytes(uint32_t qh)
+{
+    /* byte j takes byte j / 8 of qh, then keeps only bit j % 8 */
+    const __m256i sel = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3,
+                                         3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), sel);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+}
+
+/* The 32 values (0..31) of a Q5_0 / Q5_1 block from its qh and qs. */
+AVX2_INLINE __m256i q5_values(const uint8_t *qh, const uint8_t *qs)
+{
+    __m128i t = _mm_loadu_si128((const __m128i *)qs);
+    __m256i lo = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F));
+    return _mm256_or_si256(lo, _mm256_and_si256(bits_to_bytes(cel__rd32(qh)), _mm256_set1_epi8(0x10)));
+}
+
+AVX2_INLINE void tile_q5_0(const int NW, const int NX, int64_t n, const uint8_t *w, size_t ws, const uint8_t *x,
+                           size_t xs, float *y, size_t ys, const uint8_t *pf)
+{
+    const __m256i sixteen = _mm256_set1_epi8(16);
+    __m256 acc[4][4];
+    UNROLL for (int a = 0; a < NW; a++) UNROLL for (int b = 0; b < NX; b++) acc[a][b] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++) {
+        __m256i xv[4];
+        float xd[4];
+        prefetch_span(pf, (size_t)i * NW * 22, NW * 22);
+        UNROLL for (int b = 0; b < NX; b++)
+        {
+            const int8_t *xr = (const int8_t *)(x + (size_t)b * xs);
+            xv[b] = _mm256_loadu_si256((const __m256i *)(xr + i * 32));
+            xd[b] = ((const float *)(xr + n))[i];
+        }
+        UNROLL for (int a = 0; a < NW; a++)
+        {
+            const cel__blk_q5_0 *bw = (const cel__blk_q5_0 *)(w + (size_t)a * ws + (size_t)i * 22);
+            __m256i wv = _mm256_sub_epi8(q5_values(bw->qh, bw->qs), sixteen); /* -16..15 */
+            __m256i aw = _mm256_sign_epi8(wv, wv);
+            float dw = h2f(&bw->d);
+            UNROLL for (int b = 0; b < NX; b++) acc[a][b] =
+                _mm256_fmadd_ps(dot_i8(aw, wv, xv[b]), _mm256_set1_ps(dw * xd[b]), acc[a][b]);
+        }
+    }
+    UNROLL for (int a = 0; a < NW; a++) UNROLL for (int b = 0; b < NX; b++) y[(size_t)b * ys + (size_t)a] =
+        hsum8(acc[a][b]);
+}
+
+AVX2_INLINE void tile_q5_1(const int NW, const int NX, int64_t n, const uint8_t *w, size_t ws, const uint8_t *x,
+                           size_t xs, float *y, size_t ys, const uint8_t *pf)
+{
+    const size_t so = cel__act_q8_32_s_offset(n);
+    __m256 acc[4][4];
+    float macc[4][4];
+    UNROLL for (int a = 0; a < NW; a++) UNROLL for (int b = 0; b < NX; b++)
+    {
+        acc[a][b] = _mm256_setzero_ps();
+        macc[a][b] = 0.0f;
+    }
+    for (int64_t i = 0; i < n / 32; i++) {
+        __m256i xv[4];
+        float xd[4], xsum[4];
+        prefetch_span(pf, (size_t)i * NW * 24, NW * 24);
+        UNROLL for (int b = 0; b < NX; b++)
+        {
+            const int8_t *xr = (const int8_t *)(x + (size_t)b * xs);
+            xv[b] = _mm256_loadu_si256((const __m256i *)(xr + i * 32));
+            xd[b] = ((const float *)(xr + n))[i];
+            xsum[b] = ((const float *)((const uint8_t *)xr + so))[i];
+        }
+        UNROLL for (int a = 0; a < NW; a++)
+        {
+            const cel__blk_q5_1 *bw = (const cel__blk_q5_1 *)(w + (size_t)a * ws + (size_t)i * 24);
+            __m256i wv = q5_values(bw->qh, bw->qs); /* 0..31: unsigned operand as is */
+            float dw = h2f(&bw->d), mw = h2f(&bw->m);
+            UNROLL for (int b = 0; b < NX; b++)
+            {
+                __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, xv[b]), _mm256_set1_epi16(1));
+                acc[a][b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * xd[b]), acc[a][b]);
+                macc[a][b] = fmaf(mw, xsum[b], macc[a][b]);
+            }
+        }
+    }
+    UNROLL for (int a = 0; a < NW; a++) UNROLL for (int b = 0; b < NX; b++) y[(size_t)b * ys + (size_t)a] =
+        hsum8(acc[a][b]) + macc[a][b];
+}
+
+/* Q4_K / Q5_K: the 8 six-bit scales and mins, four bytes at a time: bytes
+ * 0..3 hold scales 0..3 (low 6 bits), 4..7 mins 0..3, 8..11 the low 4 bits
+ * of scales / mins 4..7, whose top 2 bits sit in bits 6..7 of bytes 0..3 /
+ * 4..7 (cel__q4k_scale_min, one at a time). Returns the scales as 8 bytes
+ * (scale j in bits 8j..8j+7); *mins gets each min twice, as int16, in the
+ * order of the activation row's 16 block sums. */
+AVX2_INLINE uint64_t kq_scales_mins(const uint8_t *scales, __m256i *mins)
+{
+    uint32_t q0 = cel__rd32(scales), q1 = cel__rd32(scales + 4), q2 = cel__rd32(scales + 8);
+    const uint32_t mlo = q1 & 0x3F3F3F3Fu, mhi = ((q2 >> 4) & 0x0F0F0F0Fu) | (((q1 >> 6) & 0x03030303u) << 4);
+    const __m128i mn16 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)mhi, (int)mlo));
+    *mins = _mm256_set_m128i(_mm_unpackhi_epi16(mn16, mn16), _mm_unpacklo_epi16(mn16, mn16));
+    return (uint64_t)(q0 & 0x3F3F3F3Fu) | (uint64_t)((q2 & 0x0F0F0F0Fu) | (((q0 >> 6) & 0x03030303u) << 4)) << 32;
+}
+
 AVX2_INLINE void tile_q4_k(const int NW, const int NX, int64_t n, const uint8_t *w, size_t ws, const uint8_t *x,
                            size_t xs, float *y, size_t ys, const uint8_t *pf)
 {
@@ -233,25 +353,69 @@ AVX2_INLINE void tile_q4_k(const int NW, const int NX, int64_t n, const uint8_t 
         UNROLL for (int a = 0; a < NW; a++)
         {
             const cel__blk_q4_k *bw = (const cel__blk_q4_k *)(w + (size_t)a * ws + (size_t)i * 144);
-            /* the 8 six-bit scales and mins, four bytes at a time: bytes 0..3
-             * hold scales 0..3 (low 6 bits), 4..7 mins 0..3, 8..11 the low 4
-             * bits of scales / mins 4..7, whose top 2 bits sit in bits 6..7
-             * of bytes 0..3 / 4..7 (cel__q4k_scale_min, one at a time) */
-            uint32_t q0, q1, q2;
-            memcpy(&q0, bw->scales, 4);
-            memcpy(&q1, bw->scales + 4, 4);
-            memcpy(&q2, bw->scales + 8, 4);
-            const uint64_t sc = (uint64_t)(q0 & 0x3F3F3F3Fu) |
-                                (uint64_t)((q2 & 0x0F0F0F0Fu) | (((q0 >> 6) & 0x03030303u) << 4)) << 32;
-            const uint32_t mlo = q1 & 0x3F3F3F3Fu, mhi = ((q2 >> 4) & 0x0F0F0F0Fu) | (((q1 >> 6) & 0x03030303u) << 4);
-            const __m128i mn16 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)mhi, (int)mlo));
-            const __m256i mins = _mm256_set_m128i(_mm_unpackhi_epi16(mn16, mn16), _mm_unpacklo_epi16(mn16, mn16));
+            __m256i mins;
+            const uint64_t sc = kq_scales_mins(bw->scales, &mins);
             float d = h2f(&bw->d), dmin = h2f(&bw->dmin);
             __m256i isum[4];
             UNROLL for (int b = 0; b < NX; b++) isum[b] = _mm256_setzero_si256();
             for (int c = 0; c < 4; c++) {
                 __m256i q = _mm256_loadu_si256((const __m256i *)(bw->qs + 32 * c));
                 __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                __m256i slo = _mm256_set1_epi16((short)((sc >> (16 * c)) & 0xFF));
+                __m256i shi = _mm256_set1_epi16((short)((sc >> (16 * c + 8)) & 0xFF));
+                UNROLL for (int b = 0; b < NX; b++)
+                {
+                    const int8_t *xq = (const int8_t *)(x + (size_t)b * xs) + i * 256 + 64 * c;
+                    __m256i plo = _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)xq)), slo);
+                    __m256i phi = _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(xq + 32))), shi);
+                    isum[b] = _mm256_add_epi32(isum[b], _mm256_add_epi32(plo, phi));
+                }
+            }
+            UNROLL for (int b = 0; b < NX; b++)
+            {
+                const int8_t *xr = (const int8_t *)(x + (size_t)b * xs);
+                const float *xd = (const float *)(xr + n);
+                const int16_t *bs = (const int16_t *)(xd + nb) + i * 16;
+                __m256i ms = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bs), mins);
+                float dx = xd[i];
+                acc[a][b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[b]), _mm256_set1_ps(d * dx), acc[a][b]);
+                acc[a][b] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(ms), _mm256_set1_ps(dmin * dx), acc[a][b]);
+            }
+        }
+    }
+    UNROLL for (int a = 0; a < NW; a++) UNROLL for (int b = 0; b < NX; b++) y[(size_t)b * ys + (size_t)a] =
+        hsum8(acc[a][b]);
+}
+
+/* Q5_K: tile_q4_k with the 5th bits: qh[l] bit j belongs to element l of
+ * sub-block j, moved to bit 4 of the byte with 16-bit shifts (a byte's low
+ * bit never takes a neighbour's bits for shifts below 8). */
+AVX2_INLINE void tile_q5_k(const int NW, const int NX, int64_t n, const uint8_t *w, size_t ws, const uint8_t *x,
+                           size_t xs, float *y, size_t ys, const uint8_t *pf)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    __m256 acc[4][4];
+    UNROLL for (int a = 0; a < NW; a++) UNROLL for (int b = 0; b < NX; b++) acc[a][b] = _mm256_setzero_ps();
+    const int64_t nb = n / 256;
+    for (int64_t i = 0; i < nb; i++) {
+        prefetch_span(pf, (size_t)i * NW * 176, NW * 176);
+        UNROLL for (int a = 0; a < NW; a++)
+        {
+            const cel__blk_q5_k *bw = (const cel__blk_q5_k *)(w + (size_t)a * ws + (size_t)i * 176);
+            __m256i mins;
+            const uint64_t sc = kq_scales_mins(bw->scales, &mins);
+            float d = h2f(&bw->d), dmin = h2f(&bw->dmin);
+            __m256i hb = _mm256_loadu_si256((const __m256i *)bw->qh);
+            __m256i isum[4];
+            UNROLL for (int b = 0; b < NX; b++) isum[b] = _mm256_setzero_si256();
+            for (int c = 0; c < 4; c++) {
+                __m256i q = _mm256_loadu_si256((const __m256i *)(bw->qs + 32 * c));
+                __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
+                __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+                                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
+                hb = _mm256_srli_epi16(hb, 2);
                 __m256i slo = _mm256_set1_epi16((short)((sc >> (16 * c)) & 0xFF));
                 __m256i shi = _mm256_set1_epi16((short)((sc >> (16 * c + 8)) & 0xFF));
                 UNROLL for (int b = 0; b < NX; b++)
@@ -443,7 +607,10 @@ TILE_SHAPE(tile_f16, 2, 4)
 TILE_SHAPE(tile_bf16, 2, 4)
 TILE_SHAPES(tile_q8_0)
 TILE_SHAPES(tile_q4_0)
+TILE_SHAPES(tile_q5_0)
+TILE_SHAPES(tile_q5_1)
 TILE_SHAPES(tile_q4_k)
+TILE_SHAPES(tile_q5_k)
 TILE_SHAPES(tile_q6_k)
 TILE_SHAPES(tile_f32)
 TILE_SHAPES(tile_f16)
@@ -451,7 +618,10 @@ TILE_SHAPES(tile_bf16)
 
 DOT_FN(static, dot_q8_0, tile_q8_0, 1)
 DOT_FN(static, dot_q4_0, tile_q4_0, 1)
+DOT_FN(static, dot_q5_0, tile_q5_0, 1)
+DOT_FN(static, dot_q5_1, tile_q5_1, 1)
 DOT_FN(, cel__avx2_dot_q4_k, tile_q4_k, 1)
+DOT_FN(, cel__avx2_dot_q5_k, tile_q5_k, 1)
 DOT_FN(, cel__avx2_dot_q6_k, tile_q6_k, 1)
 DOT_FN(static, dot_f32, tile_f32, 2)
 DOT_FN(static, dot_f16, tile_f16, 2)
@@ -553,7 +723,10 @@ static const cel__kern kern_avx2 = {
     .dot_bf16 = dot_bf16,
     .dot_q8_0 = dot_q8_0,
     .dot_q4_0 = dot_q4_0,
+    .dot_q5_0 = dot_q5_0,
+    .dot_q5_1 = dot_q5_1,
     .dot_q4_k = cel__avx2_dot_q4_k,
+    .dot_q5_k = cel__avx2_dot_q5_k,
     .dot_q6_k = cel__avx2_dot_q6_k,
     .quant_q8_32 = cel__avx2_quant_q8_32,
     .quant_q8_256 = cel__avx2_quant_q8_256,

@@ -9,7 +9,7 @@
  *     activation rows, each activation vector for four weight rows); masked
  *     loads cover any tail, so every element goes through the same vector
  *     path.
- *   Q8_0 / Q4_0: two 32-blocks per 512-bit step. The int8 dot product is one
+ *   Q8_0 / Q4_0 / Q5_0 / Q5_1: two 32-blocks per 512-bit step. The int8 dot product is one
  *     VPDPBUSD of |w| (u8) with x negated where w < 0 (s8); lanes 0..7 carry
  *     the first block's partial sums, lanes 8..15 the second's, so the
  *     scales are applied lane-wise: the activation row stores each pair of
@@ -22,6 +22,8 @@
  * ones.
  */
 #include "cpu.h"
+
+#include <math.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -93,15 +95,77 @@ AVX512_INLINE __m512 dpair_q4_0(const uint8_t *row, int64_t i, int two)
     return spread2(h2f(b), two ? h2f(b + 18) : 0.0f);
 }
 
-/* NW x NX tile over pairs of 32-blocks; BB: bytes per weight block. */
-#define INT8_TILE(NAME, WPAIR, DPAIR, BB)                                                                          \
+/* Q5_0 / Q5_1: the nibbles as Q4_0's, with the 5th bit (bit j of the 32-bit
+ * qh) added as 16 in the lanes whose mask bit is set; Q5_0 instead subtracts
+ * 16 where it is clear, giving -16..15 in one masked op. */
+AVX512_INLINE __m256i q5_nibbles(const uint8_t *qs)
+{
+    __m128i t = _mm_loadu_si128((const __m128i *)qs);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F));
+}
+AVX512_INLINE __m256i q5_0_block(const uint8_t *b)
+{
+    __m256i v = q5_nibbles(b + 6);
+    return _mm256_mask_sub_epi8(v, (__mmask32)~cel__rd32(b + 2), v, _mm256_set1_epi8(16));
+}
+AVX512_INLINE __m256i q5_1_block(const uint8_t *b)
+{
+    __m256i v = q5_nibbles(b + 8);
+    return _mm256_mask_add_epi8(v, (__mmask32)cel__rd32(b + 4), v, _mm256_set1_epi8(16));
+}
+AVX512_INLINE __m512i wpair_q5_0(const uint8_t *row, int64_t i, int two)
+{
+    const uint8_t *b = row + (size_t)i * 22;
+    __m256i hi = two ? q5_0_block(b + 22) : _mm256_setzero_si256();
+    return _mm512_inserti64x4(_mm512_castsi256_si512(q5_0_block(b)), hi, 1);
+}
+AVX512_INLINE __m512 dpair_q5_0(const uint8_t *row, int64_t i, int two)
+{
+    const uint8_t *b = row + (size_t)i * 22;
+    return spread2(h2f(b), two ? h2f(b + 22) : 0.0f);
+}
+AVX512_INLINE __m512i wpair_q5_1(const uint8_t *row, int64_t i, int two)
+{
+    const uint8_t *b = row + (size_t)i * 24;
+    __m256i hi = two ? q5_1_block(b + 24) : _mm256_setzero_si256();
+    return _mm512_inserti64x4(_mm512_castsi256_si512(q5_1_block(b)), hi, 1);
+}
+AVX512_INLINE __m512 dpair_q5_1(const uint8_t *row, int64_t i, int two)
+{
+    const uint8_t *b = row + (size_t)i * 24;
+    return spread2(h2f(b), two ? h2f(b + 24) : 0.0f);
+}
+/* Q5_1's offsets m of blocks i and i + 1 (0 for the missing one). */
+AVX512_INLINE void mpair_q5_1(const uint8_t *row, int64_t i, int two, float *m0, float *m1)
+{
+    const uint8_t *b = row + (size_t)i * 24;
+    *m0 = h2f(b + 2);
+    *m1 = two ? h2f(b + 26) : 0.0f;
+}
+AVX512_INLINE void mpair_none(const uint8_t *row, int64_t i, int two, float *m0, float *m1)
+{
+    (void)row, (void)i, (void)two;
+    *m0 = *m1 = 0.0f;
+}
+
+/* NW x NX tile over pairs of 32-blocks; BB: bytes per weight block.
+ * SIGNED formats (Q8_0, Q4_0, Q5_0) feed |w| and x negated where w < 0 to
+ * VPDPBUSD; unsigned ones (Q5_1, values 0..31) feed w as is, and add the
+ * offset term m * d_x * sum(x) per block from the activation row's block
+ * sums (MPAIR) with scalar FMAs into a second accumulator per pair. */
+#define INT8_TILE(NAME, WPAIR, DPAIR, BB, SIGNED, MPAIR)                                                          \
     AVX512_INLINE void NAME(const int NW, const int NX, int64_t n, const uint8_t *w, size_t ws, const uint8_t *x, \
                             size_t xs, float *y, size_t ys, const uint8_t *pf)                                     \
     {                                                                                                              \
         const int64_t nb = n / 32, np = (nb + 1) / 2;                                                              \
-        const size_t dxo = cel__act_q8_32_dx_offset(n);                                                            \
+        const size_t dxo = cel__act_q8_32_dx_offset(n), so = cel__act_q8_32_s_offset(n);                          \
         __m512 acc[4][4];                                                                                          \
-        UNROLL for (int a = 0; a < NW; a++) UNROLL for (int b = 0; b < NX; b++) acc[a][b] = _mm512_setzero_ps();   \
+        float macc[4][4];                                                                                          \
+        UNROLL for (int a = 0; a < NW; a++) UNROLL for (int b = 0; b < NX; b++)                                    \
+        {                                                                                                          \
+            acc[a][b] = _mm512_setzero_ps();                                                                       \
+            macc[a][b] = 0.0f;                                                                                     \
+        }                                                                                                          \
         for (int64_t p = 0; p < np; p++) {                                                                         \
             const int two = 2 * p + 1 < nb;                                                                        \
             prefetch_span(pf, (size_t)p * NW * 2 * (BB), (size_t)NW * 2 * (BB));                                   \
@@ -117,23 +181,32 @@ AVX512_INLINE __m512 dpair_q4_0(const uint8_t *row, int64_t i, int two)
                 const uint8_t *wr = w + (size_t)a * ws;                                                            \
                 __m512i wv = WPAIR(wr, 2 * p, two);                                                                \
                 __m512 dw = DPAIR(wr, 2 * p, two);                                                                 \
-                __m512i aw = _mm512_abs_epi8(wv);                                                                  \
-                __mmask64 neg = _mm512_movepi8_mask(wv);                                                           \
+                __m512i aw = SIGNED ? _mm512_abs_epi8(wv) : wv;                                                    \
+                __mmask64 neg = SIGNED ? _mm512_movepi8_mask(wv) : 0;                                              \
+                float m0, m1;                                                                                      \
+                MPAIR(wr, 2 * p, two, &m0, &m1);                                                                   \
                 UNROLL for (int b = 0; b < NX; b++)                                                                \
                 {                                                                                                  \
-                    __m512i sx = _mm512_mask_sub_epi8(xv[b], neg, _mm512_setzero_si512(), xv[b]);                  \
+                    __m512i sx = SIGNED ? _mm512_mask_sub_epi8(xv[b], neg, _mm512_setzero_si512(), xv[b]) : xv[b]; \
                     __m512 f = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), aw, sx));            \
                     const float *dx = (const float *)(x + (size_t)b * xs + dxo) + 16 * p;                          \
                     acc[a][b] = _mm512_fmadd_ps(_mm512_mul_ps(f, _mm512_loadu_ps(dx)), dw, acc[a][b]);             \
+                    if (!SIGNED) {                                                                                 \
+                        const float *sb = (const float *)(x + (size_t)b * xs + so) + 2 * p;                        \
+                        macc[a][b] = fmaf(m0, sb[0], macc[a][b]);                                                  \
+                        if (two) macc[a][b] = fmaf(m1, sb[1], macc[a][b]);                                         \
+                    }                                                                                              \
                 }                                                                                                  \
             }                                                                                                      \
         }                                                                                                          \
         UNROLL for (int a = 0; a < NW; a++) UNROLL for (int b = 0; b < NX; b++) y[(size_t)b * ys + (size_t)a] =    \
-            _mm512_reduce_add_ps(acc[a][b]);                                                                       \
+            SIGNED ? _mm512_reduce_add_ps(acc[a][b]) : _mm512_reduce_add_ps(acc[a][b]) + macc[a][b];               \
     }
 
-INT8_TILE(tile_q8_0, wpair_q8_0, dpair_q8_0, 34)
-INT8_TILE(tile_q4_0, wpair_q4_0, dpair_q4_0, 18)
+INT8_TILE(tile_q8_0, wpair_q8_0, dpair_q8_0, 34, 1, mpair_none)
+INT8_TILE(tile_q4_0, wpair_q4_0, dpair_q4_0, 18, 1, mpair_none)
+INT8_TILE(tile_q5_0, wpair_q5_0, dpair_q5_0, 22, 1, mpair_none)
+INT8_TILE(tile_q5_1, wpair_q5_1, dpair_q5_1, 24, 0, mpair_q5_1)
 
 /* ------------------------------------------------------------------ floats */
 
@@ -224,11 +297,15 @@ FLOAT_TILE(tile_bf16, load_bf16, 2)
 
 TILE_SHAPE(tile_q8_0, 2, 4)
 TILE_SHAPE(tile_q4_0, 2, 4)
+TILE_SHAPE(tile_q5_0, 2, 4)
+TILE_SHAPE(tile_q5_1, 2, 4)
 TILE_SHAPE(tile_f32, 4, 4)
 TILE_SHAPE(tile_f16, 4, 4)
 TILE_SHAPE(tile_bf16, 4, 4)
 TILE_SHAPES(tile_q8_0)
 TILE_SHAPES(tile_q4_0)
+TILE_SHAPES(tile_q5_0)
+TILE_SHAPES(tile_q5_1)
 TILE_SHAPE(tile_f32, 1, 4)
 TILE_SHAPE(tile_f16, 1, 4)
 TILE_SHAPE(tile_bf16, 1, 4)
@@ -271,6 +348,8 @@ FLOAT_ROWS4(tile_bf16, load_bf16, 2)
 
 DOT_FN(dot_q8_0, tile_q8_0, 2)
 DOT_FN(dot_q4_0, tile_q4_0, 2)
+DOT_FN(dot_q5_0, tile_q5_0, 2)
+DOT_FN(dot_q5_1, tile_q5_1, 2)
 DOT_FN(dot_f32, tile_f32, 4)
 DOT_FN(dot_f16, tile_f16, 4)
 DOT_FN(dot_bf16, tile_bf16, 4)
@@ -282,7 +361,10 @@ static const cel__kern kern_avx512 = {
     .dot_bf16 = dot_bf16,
     .dot_q8_0 = dot_q8_0,
     .dot_q4_0 = dot_q4_0,
+    .dot_q5_0 = dot_q5_0,
+    .dot_q5_1 = dot_q5_1,
     .dot_q4_k = cel__avx2_dot_q4_k,
+    .dot_q5_k = cel__avx2_dot_q5_k,
     .dot_q6_k = cel__avx2_dot_q6_k,
     .quant_q8_32 = quant_q8_32,
     .quant_q8_256 = cel__avx2_quant_q8_256,

@@ -26,7 +26,13 @@ static void quant_q8_32(const float *x, void *dst, int64_t n)
 {
     int8_t *qs = dst;
     float *d = (float *)(qs + n);
-    for (int64_t i = 0; i < n / 32; i++) d[i] = quant_block(x + i * 32, qs + i * 32, 32);
+    float *bs = (float *)((uint8_t *)dst + cel__act_q8_32_s_offset(n));
+    for (int64_t i = 0; i < n / 32; i++) {
+        d[i] = quant_block(x + i * 32, qs + i * 32, 32);
+        int s = 0;
+        for (int j = 0; j < 32; j++) s += qs[i * 32 + j];
+        bs[i] = d[i] * (float)s;
+    }
 }
 
 static void quant_q8_256(const float *x, void *dst, int64_t n)
@@ -93,6 +99,46 @@ static float pair_q4_0(int64_t n, const uint8_t *w, const int8_t *xq)
     return acc;
 }
 
+/* Q5_0 / Q5_1 value j (0..31) of a block: nibble plus bit j of qh. */
+static int q5_val(uint32_t qh, const uint8_t *qs, int j)
+{
+    int lo = j < 16 ? (qs[j] & 0x0F) : (qs[j - 16] >> 4);
+    return lo | (int)((qh >> j) & 1u) << 4;
+}
+
+static float pair_q5_0(int64_t n, const uint8_t *w, const int8_t *xq)
+{
+    const float *xd = (const float *)(xq + n);
+    float acc = 0.0f;
+    for (int64_t i = 0; i < n / 32; i++) {
+        const cel__blk_q5_0 *b = (const cel__blk_q5_0 *)(w + i * 22);
+        const int8_t *x = xq + i * 32;
+        uint32_t qh = cel__rd32(b->qh);
+        int s = 0;
+        for (int j = 0; j < 32; j++) s += (q5_val(qh, b->qs, j) - 16) * x[j];
+        acc += (float)s * (cel_fp16_to_fp32(cel__rd16(&b->d)) * xd[i]);
+    }
+    return acc;
+}
+
+/* Q5_1: d * dx * sum(q x) for the steps plus m * (dx * sum x), the block sum
+ * the activation row carries. */
+static float pair_q5_1(int64_t n, const uint8_t *w, const int8_t *xq)
+{
+    const float *xd = (const float *)(xq + n);
+    const float *xs = (const float *)((const uint8_t *)xq + cel__act_q8_32_s_offset(n));
+    float acc = 0.0f;
+    for (int64_t i = 0; i < n / 32; i++) {
+        const cel__blk_q5_1 *b = (const cel__blk_q5_1 *)(w + i * 24);
+        const int8_t *x = xq + i * 32;
+        uint32_t qh = cel__rd32(b->qh);
+        int s = 0;
+        for (int j = 0; j < 32; j++) s += q5_val(qh, b->qs, j) * x[j];
+        acc += (float)s * (cel_fp16_to_fp32(cel__rd16(&b->d)) * xd[i]) + cel_fp16_to_fp32(cel__rd16(&b->m)) * xs[i];
+    }
+    return acc;
+}
+
 /* Q4_K: per super-block, sum_j sc_j * (q . x)_j and sum_j m_j * (sum x)_j in
  * integers, then d * dx * first - dmin * dx * second. */
 static float pair_q4_k(int64_t n, const uint8_t *w, const int8_t *xq)
@@ -110,6 +156,35 @@ static float pair_q4_k(int64_t n, const uint8_t *w, const int8_t *xq)
             const uint8_t *q = b->qs + (j / 2) * 32;
             int s = 0;
             for (int l = 0; l < 32; l++) s += ((j & 1) ? (q[l] >> 4) : (q[l] & 0x0F)) * x[32 * j + l];
+            sumi += sc * s;
+            summ += mn * (bs[i * 16 + 2 * j] + bs[i * 16 + 2 * j + 1]);
+        }
+        float dx = xd[i];
+        acc += cel_fp16_to_fp32(cel__rd16(&b->d)) * dx * (float)sumi -
+               cel_fp16_to_fp32(cel__rd16(&b->dmin)) * dx * (float)summ;
+    }
+    return acc;
+}
+
+/* Q5_K: Q4_K's sums with the 5th bit of each value from qh. */
+static float pair_q5_k(int64_t n, const uint8_t *w, const int8_t *xq)
+{
+    const float *xd = (const float *)(xq + n);
+    const int16_t *bs = (const int16_t *)(xd + n / 256);
+    float acc = 0.0f;
+    for (int64_t i = 0; i < n / 256; i++) {
+        const cel__blk_q5_k *b = (const cel__blk_q5_k *)(w + i * 176);
+        const int8_t *x = xq + i * 256;
+        int sumi = 0, summ = 0;
+        for (int j = 0; j < 8; j++) {
+            uint8_t sc, mn;
+            cel__q4k_scale_min(j, b->scales, &sc, &mn);
+            const uint8_t *q = b->qs + (j / 2) * 32;
+            int s = 0;
+            for (int l = 0; l < 32; l++) {
+                int v = ((j & 1) ? (q[l] >> 4) : (q[l] & 0x0F)) | ((b->qh[l] >> j) & 1) << 4;
+                s += v * x[32 * j + l];
+            }
             sumi += sc * s;
             summ += mn * (bs[i * 16 + 2 * j] + bs[i * 16 + 2 * j + 1]);
         }
@@ -169,6 +244,18 @@ static void dot_q4_0(int64_t n, const void *w, size_t ws, int nw, const void *x,
 {
     PAIR_LOOP(pair_q4_0, int8_t)
 }
+static void dot_q5_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y, size_t ys)
+{
+    PAIR_LOOP(pair_q5_0, int8_t)
+}
+static void dot_q5_1(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y, size_t ys)
+{
+    PAIR_LOOP(pair_q5_1, int8_t)
+}
+static void dot_q5_k(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y, size_t ys)
+{
+    PAIR_LOOP(pair_q5_k, int8_t)
+}
 static void dot_q4_k(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y, size_t ys)
 {
     PAIR_LOOP(pair_q4_k, int8_t)
@@ -222,7 +309,10 @@ static const cel__kern kern_scalar = {
     .dot_bf16 = dot_bf16,
     .dot_q8_0 = dot_q8_0,
     .dot_q4_0 = dot_q4_0,
+    .dot_q5_0 = dot_q5_0,
+    .dot_q5_1 = dot_q5_1,
     .dot_q4_k = dot_q4_k,
+    .dot_q5_k = dot_q5_k,
     .dot_q6_k = dot_q6_k,
     .quant_q8_32 = quant_q8_32,
     .quant_q8_256 = quant_q8_256,
@@ -242,7 +332,10 @@ cel__dot_fn cel__kern_dot(const cel__kern *k, cel_dtype t)
     case CEL_DTYPE_BF16: return k->dot_bf16;
     case CEL_DTYPE_Q8_0: return k->dot_q8_0;
     case CEL_DTYPE_Q4_0: return k->dot_q4_0;
+    case CEL_DTYPE_Q5_0: return k->dot_q5_0;
+    case CEL_DTYPE_Q5_1: return k->dot_q5_1;
     case CEL_DTYPE_Q4_K: return k->dot_q4_k;
+    case CEL_DTYPE_Q5_K: return k->dot_q5_k;
     case CEL_DTYPE_Q6_K: return k->dot_q6_k;
     }
     return NULL;

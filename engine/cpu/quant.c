@@ -104,6 +104,33 @@ static void dequant_q4_0(const uint8_t *src, float *dst, int64_t nb)
     }
 }
 
+/* Q5_0 / Q5_1 element j of a block: the low nibble (qs[j] for j < 16, the
+ * high nibble of qs[j - 16] otherwise) with bit j of qh on top: 0..31. */
+static int q5_value(const uint8_t *qh, const uint8_t *qs, int j)
+{
+    uint32_t h = cel__rd32(qh);
+    int lo = j < 16 ? (qs[j] & 0x0F) : (qs[j - 16] >> 4);
+    return lo | (int)((h >> j) & 1u) << 4;
+}
+
+static void dequant_q5_0(const uint8_t *src, float *dst, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        const cel__blk_q5_0 *b = (const cel__blk_q5_0 *)(src + i * (int64_t)sizeof *b);
+        float d = cel_fp16_to_fp32(cel__rd16(&b->d));
+        for (int j = 0; j < 32; j++) dst[i * 32 + j] = d * (float)(q5_value(b->qh, b->qs, j) - 16);
+    }
+}
+
+static void dequant_q5_1(const uint8_t *src, float *dst, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        const cel__blk_q5_1 *b = (const cel__blk_q5_1 *)(src + i * (int64_t)sizeof *b);
+        float d = cel_fp16_to_fp32(cel__rd16(&b->d)), m = cel_fp16_to_fp32(cel__rd16(&b->m));
+        for (int j = 0; j < 32; j++) dst[i * 32 + j] = d * (float)q5_value(b->qh, b->qs, j) + m;
+    }
+}
+
 static void dequant_q4_k(const uint8_t *src, float *dst, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++) {
@@ -121,6 +148,29 @@ static void dequant_q4_k(const uint8_t *src, float *dst, int64_t nb)
             for (int l = 0; l < 32; l++) {
                 y[c * 64 + l] = d0 * (float)(q[l] & 0x0F) - mm0;
                 y[c * 64 + 32 + l] = d1 * (float)(q[l] >> 4) - mm1;
+            }
+        }
+    }
+}
+
+static void dequant_q5_k(const uint8_t *src, float *dst, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        const cel__blk_q5_k *b = (const cel__blk_q5_k *)(src + i * (int64_t)sizeof *b);
+        float d = cel_fp16_to_fp32(cel__rd16(&b->d));
+        float dmin = cel_fp16_to_fp32(cel__rd16(&b->dmin));
+        float *y = dst + i * 256;
+        for (int c = 0; c < 4; c++) { /* 64 elements: sub-blocks 2c (low nibbles, qh bit 2c), 2c+1 (high, bit 2c+1) */
+            uint8_t sc0, m0, sc1, m1;
+            cel__q4k_scale_min(2 * c, b->scales, &sc0, &m0);
+            cel__q4k_scale_min(2 * c + 1, b->scales, &sc1, &m1);
+            float d0 = d * (float)sc0, mm0 = dmin * (float)m0;
+            float d1 = d * (float)sc1, mm1 = dmin * (float)m1;
+            const uint8_t *q = b->qs + c * 32;
+            for (int l = 0; l < 32; l++) {
+                int h0 = (b->qh[l] >> (2 * c)) & 1, h1 = (b->qh[l] >> (2 * c + 1)) & 1;
+                y[c * 64 + l] = d0 * (float)((q[l] & 0x0F) | h0 << 4) - mm0;
+                y[c * 64 + 32 + l] = d1 * (float)((q[l] >> 4) | h1 << 4) - mm1;
             }
         }
     }
@@ -158,7 +208,10 @@ void cel_dequant_row(cel_dtype t, const void *src, float *dst, int64_t n)
         break;
     case CEL_DTYPE_Q8_0: dequant_q8_0(s, dst, n / 32); break;
     case CEL_DTYPE_Q4_0: dequant_q4_0(s, dst, n / 32); break;
+    case CEL_DTYPE_Q5_0: dequant_q5_0(s, dst, n / 32); break;
+    case CEL_DTYPE_Q5_1: dequant_q5_1(s, dst, n / 32); break;
     case CEL_DTYPE_Q4_K: dequant_q4_k(s, dst, n / 256); break;
+    case CEL_DTYPE_Q5_K: dequant_q5_k(s, dst, n / 256); break;
     case CEL_DTYPE_Q6_K: dequant_q6_k(s, dst, n / 256); break;
     }
 }
@@ -203,16 +256,17 @@ static float fit_symmetric(const float *x, int n, int nmax)
     return best_s;
 }
 
-/* Fits x[0..n) ~ s * q - m with q in [0, nmax], s >= 0 and m >= 0 (the
- * K-quant convention: mins are stored as non-negative offsets). */
-static void fit_affine(const float *x, int n, int nmax, float *s_out, float *m_out)
+/* Fits x[0..n) ~ s * q - m with q in [0, nmax] and s >= 0; with nonneg_min,
+ * also m >= 0 (the K-quant convention: mins are stored as non-negative
+ * offsets), otherwise m takes either sign (Q5_1 stores the offset as is). */
+static void fit_affine(const float *x, int n, int nmax, bool nonneg_min, float *s_out, float *m_out)
 {
     float lo = x[0], hi = x[0];
     for (int i = 1; i < n; i++) {
         if (x[i] < lo) lo = x[i];
         if (x[i] > hi) hi = x[i];
     }
-    if (lo > 0.0f) lo = 0.0f;
+    if (nonneg_min && lo > 0.0f) lo = 0.0f;
     if (hi <= lo) {
         *s_out = 0.0f;
         *m_out = -lo;
@@ -236,7 +290,7 @@ static void fit_affine(const float *x, int n, int nmax, float *s_out, float *m_o
         if (det <= 0.0) continue;
         s = (n * sxq - sq * sx) / det;
         o = (sqq * sx - sq * sxq) / det;
-        if (o > 0.0) { /* the offset must stay <= 0: refit through the origin */
+        if (nonneg_min && o > 0.0) { /* the offset must stay <= 0: refit through the origin */
             o = 0.0;
             s = sqq > 0 ? sxq / sqq : 0.0;
         }
@@ -297,41 +351,122 @@ static void quant_q4_0(const float *x, uint8_t *dst, int64_t nb)
     }
 }
 
+/* Packs 32 values q[j] in 0..31 into Q5_0 / Q5_1's high bits and nibbles. */
+static void pack_q5(const int *q, uint8_t qh[4], uint8_t qs[16])
+{
+    uint32_t h = 0;
+    for (int j = 0; j < 32; j++) h |= (uint32_t)(q[j] >> 4) << j;
+    for (int j = 0; j < 16; j++) qs[j] = (uint8_t)((q[j] & 0x0F) | (q[16 + j] & 0x0F) << 4);
+    memcpy(qh, &h, 4); /* little-endian host, as the file */
+}
+
+static void quant_q5_0(const float *x, uint8_t *dst, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        cel__blk_q5_0 b;
+        const float *v = x + i * 32;
+        uint16_t dh = cel_fp32_to_fp16(fit_symmetric(v, 32, 16));
+        float d = cel_fp16_to_fp32(dh);
+        memcpy(&b.d, &dh, 2);
+        int q[32];
+        for (int j = 0; j < 32; j++) q[j] = (d != 0.0f ? clampi(round_i(v[j] / d), -16, 15) : 0) + 16;
+        pack_q5(q, b.qh, b.qs);
+        memcpy(dst + i * (int64_t)sizeof b, &b, sizeof b);
+    }
+}
+
+static void quant_q5_1(const float *x, uint8_t *dst, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        cel__blk_q5_1 b;
+        const float *v = x + i * 32;
+        float sc, mn;
+        fit_affine(v, 32, 31, false, &sc, &mn);
+        uint16_t dh = cel_fp32_to_fp16(sc), mh = cel_fp32_to_fp16(-mn);
+        float d = cel_fp16_to_fp32(dh), m = cel_fp16_to_fp32(mh);
+        memcpy(&b.d, &dh, 2);
+        memcpy(&b.m, &mh, 2);
+        int q[32];
+        for (int j = 0; j < 32; j++) q[j] = d > 0.0f ? clampi(round_i((v[j] - m) / d), 0, 31) : 0;
+        pack_q5(q, b.qh, b.qs);
+        memcpy(dst + i * (int64_t)sizeof b, &b, sizeof b);
+    }
+}
+
+/* The K-quant super-block header shared by Q4_K and Q5_K: fits the 8
+ * sub-blocks of v[256] as s * q - m with q in 0..nmax, stores d / dmin and
+ * the packed 6-bit scales and mins, and returns each sub-block's step and
+ * offset as decoded (d * sc, dmin * mn). */
+static void kquant_scales(const float *v, int nmax, uint8_t hdr[16], float step[8], float off[8])
+{
+    float s[8], m[8], smax = 0.0f, mmax = 0.0f;
+    for (int j = 0; j < 8; j++) {
+        fit_affine(v + 32 * j, 32, nmax, true, &s[j], &m[j]);
+        smax = fmaxf(smax, s[j]);
+        mmax = fmaxf(mmax, m[j]);
+    }
+    uint16_t dh = cel_fp32_to_fp16(smax / 63.0f), mh = cel_fp32_to_fp16(mmax / 63.0f);
+    float d = cel_fp16_to_fp32(dh), dmin = cel_fp16_to_fp32(mh);
+    memcpy(hdr, &dh, 2);
+    memcpy(hdr + 2, &mh, 2);
+    uint8_t sc[8], mn[8];
+    for (int j = 0; j < 8; j++) {
+        sc[j] = (uint8_t)(d > 0.0f ? clampi(round_i(s[j] / d), 0, 63) : 0);
+        mn[j] = (uint8_t)(dmin > 0.0f ? clampi(round_i(m[j] / dmin), 0, 63) : 0);
+        step[j] = d * (float)sc[j];
+        off[j] = dmin * (float)mn[j];
+    }
+    /* pack: bytes 0..3 scales 0..3 (+ top bits of scales 4..7), bytes 4..7 mins 0..3
+     * (+ top bits of mins 4..7), bytes 8..11 low 4 bits of scale and min 4..7 */
+    uint8_t *p = hdr + 4;
+    for (int j = 0; j < 4; j++) {
+        p[j] = (uint8_t)(sc[j] | ((sc[j + 4] >> 4) << 6));
+        p[j + 4] = (uint8_t)(mn[j] | ((mn[j + 4] >> 4) << 6));
+        p[j + 8] = (uint8_t)((sc[j + 4] & 0x0F) | ((mn[j + 4] & 0x0F) << 4));
+    }
+}
+
+static void quant_q5_k(const float *x, uint8_t *dst, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        cel__blk_q5_k b;
+        memset(&b, 0, sizeof b);
+        const float *v = x + i * 256;
+        uint8_t hdr[16];
+        float step[8], off[8];
+        kquant_scales(v, 31, hdr, step, off);
+        memcpy(&b.d, hdr, 2);
+        memcpy(&b.dmin, hdr + 2, 2);
+        memcpy(b.scales, hdr + 4, 12);
+        for (int j = 0; j < 8; j++) {
+            for (int l = 0; l < 32; l++) {
+                int e = 32 * j + l;
+                int q = step[j] > 0.0f ? clampi(round_i((v[e] + off[j]) / step[j]), 0, 31) : 0;
+                b.qs[(j / 2) * 32 + l] |= (uint8_t)((j & 1) ? (q & 0x0F) << 4 : (q & 0x0F));
+                b.qh[l] |= (uint8_t)((q >> 4) << j); /* sub-block j's 5th bits: bit j (2c / 2c + 1) */
+            }
+        }
+        memcpy(dst + i * (int64_t)sizeof b, &b, sizeof b);
+    }
+}
+
 static void quant_q4_k(const float *x, uint8_t *dst, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++) {
         cel__blk_q4_k b;
         memset(&b, 0, sizeof b);
         const float *v = x + i * 256;
-        float s[8], m[8], smax = 0.0f, mmax = 0.0f;
+        uint8_t hdr[16];
+        float step[8], off[8];
+        kquant_scales(v, 15, hdr, step, off);
+        memcpy(&b.d, hdr, 2);
+        memcpy(&b.dmin, hdr + 2, 2);
+        memcpy(b.scales, hdr + 4, 12);
         for (int j = 0; j < 8; j++) {
-            fit_affine(v + 32 * j, 32, 15, &s[j], &m[j]);
-            smax = fmaxf(smax, s[j]);
-            mmax = fmaxf(mmax, m[j]);
-        }
-        uint16_t dh = cel_fp32_to_fp16(smax / 63.0f), mh = cel_fp32_to_fp16(mmax / 63.0f);
-        float d = cel_fp16_to_fp32(dh), dmin = cel_fp16_to_fp32(mh);
-        memcpy(&b.d, &dh, 2);
-        memcpy(&b.dmin, &mh, 2);
-        uint8_t sc[8], mn[8];
-        for (int j = 0; j < 8; j++) {
-            sc[j] = (uint8_t)(d > 0.0f ? clampi(round_i(s[j] / d), 0, 63) : 0);
-            mn[j] = (uint8_t)(dmin > 0.0f ? clampi(round_i(m[j] / dmin), 0, 63) : 0);
-        }
-        /* pack: bytes 0..3 scales 0..3 (+ top bits of scales 4..7), bytes 4..7 mins 0..3
-         * (+ top bits of mins 4..7), bytes 8..11 low 4 bits of scale and min 4..7 */
-        for (int j = 0; j < 4; j++) {
-            b.scales[j] = (uint8_t)(sc[j] | ((sc[j + 4] >> 4) << 6));
-            b.scales[j + 4] = (uint8_t)(mn[j] | ((mn[j + 4] >> 4) << 6));
-            b.scales[j + 8] = (uint8_t)((sc[j + 4] & 0x0F) | ((mn[j + 4] & 0x0F) << 4));
-        }
-        for (int j = 0; j < 8; j++) {
-            float ds = d * (float)sc[j], dm = dmin * (float)mn[j];
             for (int l = 0; l < 32; l++) {
                 int e = 32 * j + l;
-                int q = ds > 0.0f ? clampi(round_i((v[e] + dm) / ds), 0, 15) : 0;
-                int c = e / 64, hi = (e % 64) >= 32;
-                b.qs[c * 32 + l] |= (uint8_t)(hi ? q << 4 : q);
+                int q = step[j] > 0.0f ? clampi(round_i((v[e] + off[j]) / step[j]), 0, 15) : 0;
+                b.qs[(j / 2) * 32 + l] |= (uint8_t)((j & 1) ? q << 4 : q);
             }
         }
         memcpy(dst + i * (int64_t)sizeof b, &b, sizeof b);
@@ -384,7 +519,10 @@ void cel_quant_row(cel_dtype t, const float *src, void *dst, int64_t n)
         break;
     case CEL_DTYPE_Q8_0: quant_q8_0(src, d, n / 32); break;
     case CEL_DTYPE_Q4_0: quant_q4_0(src, d, n / 32); break;
+    case CEL_DTYPE_Q5_0: quant_q5_0(src, d, n / 32); break;
+    case CEL_DTYPE_Q5_1: quant_q5_1(src, d, n / 32); break;
     case CEL_DTYPE_Q4_K: quant_q4_k(src, d, n / 256); break;
+    case CEL_DTYPE_Q5_K: quant_q5_k(src, d, n / 256); break;
     case CEL_DTYPE_Q6_K: quant_q6_k(src, d, n / 256); break;
     }
 }
@@ -395,8 +533,11 @@ cel__act_kind cel__act_kind_for(cel_dtype t)
 {
     switch (t) {
     case CEL_DTYPE_Q8_0:
-    case CEL_DTYPE_Q4_0: return CEL__ACT_Q8_32;
+    case CEL_DTYPE_Q4_0:
+    case CEL_DTYPE_Q5_0:
+    case CEL_DTYPE_Q5_1: return CEL__ACT_Q8_32;
     case CEL_DTYPE_Q4_K:
+    case CEL_DTYPE_Q5_K:
     case CEL_DTYPE_Q6_K: return CEL__ACT_Q8_256;
     default: return CEL__ACT_F32;
     }

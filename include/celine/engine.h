@@ -17,13 +17,18 @@ extern "C" {
 #endif
 
 /* ------------------------------------------------------------------ dtypes */
-/* Values equal ggml's type ids, so GGUF tensor types map 1:1. */
+/* Values equal ggml's type ids, so GGUF tensor types map 1:1. Q5_0 / Q5_1 /
+ * Q8_0 are what llama.cpp's K-quant mixes fall back to for rows that are not
+ * whole 256-element super-blocks (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0). */
 typedef enum cel_dtype {
     CEL_DTYPE_F32 = 0,
     CEL_DTYPE_F16 = 1,
     CEL_DTYPE_Q4_0 = 2,
+    CEL_DTYPE_Q5_0 = 6, /* blocks of 32: fp16 d, 32 high bits, 16 B nibbles; d * (q - 16) */
+    CEL_DTYPE_Q5_1 = 7, /* blocks of 32: fp16 d, fp16 m, 32 high bits, 16 B nibbles; d * q + m */
     CEL_DTYPE_Q8_0 = 8,
     CEL_DTYPE_Q4_K = 12,
+    CEL_DTYPE_Q5_K = 13, /* super-blocks of 256: Q4_K's scales plus one high bit per element */
     CEL_DTYPE_Q6_K = 14,
     CEL_DTYPE_BF16 = 30,
 } cel_dtype;

@@ -406,8 +406,8 @@ static void test_bad_tensors(void **state)
     cel_buf_free(&g.b);
 
     build(&g, 0);
-    patch_u32(&g, g.off_t0_type, 13); /* Q5_K: a real type celine does not read */
-    expect_fail(&g, CEL_ERR_UNSUPPORTED, "'a.weight' has type Q5_K (13)");
+    patch_u32(&g, g.off_t0_type, 3); /* Q4_1: a real type celine does not read */
+    expect_fail(&g, CEL_ERR_UNSUPPORTED, "'a.weight' has type Q4_1 (3)");
     patch_u32(&g, g.off_t0_type, 999);
     expect_fail(&g, CEL_ERR_FORMAT, "'a.weight' has unknown type 999");
     patch_u32(&g, g.off_t0_type, CEL_DTYPE_Q8_0); /* 4 elements per row: not a block of 32 */
@@ -450,6 +450,73 @@ static void test_bad_tensors(void **state)
     put(&h, "\0\0\0\0", 4);
     expect_fail(&h, CEL_ERR_FORMAT, "invalid name");
     cel_buf_free(&h.b);
+    cel_buf_free(&g.b);
+}
+
+/* A GGUF with one tensor "w" of ggml type `type`, shape [ne0, ne1], at data
+ * offset 0, followed by `data_bytes` bytes of data (which end the file). */
+static void build_one(gfile *g, uint32_t type, uint64_t ne0, uint64_t ne1, size_t data_bytes)
+{
+    memset(g, 0, sizeof *g);
+    cel_buf_init(&g->b);
+    put(g, "GGUF", 4);
+    put_u32(g, 3);
+    put_u64(g, 1);
+    put_u64(g, 0);
+    put_str(g, "w");
+    put_u32(g, 2);
+    put_u64(g, ne0);
+    put_u64(g, ne1);
+    put_u32(g, type);
+    put_u64(g, 0);
+    while (g->b.len % 32) put(g, "\0", 1);
+    g->data_off = g->b.len;
+    for (size_t i = 0; i < data_bytes; i++) put(g, "\x11", 1);
+}
+
+/* The 5-bit types: block sizes and row bytes (Q5_0 22 B / 32, Q5_1 24 B / 32,
+ * Q5_K 176 B / 256), and the usual rejections: rows that are not whole blocks,
+ * data shorter than the shape needs. */
+static void test_q5_types(void **state)
+{
+    (void)state;
+    static const struct {
+        uint32_t type;
+        uint64_t ne0, ne1;
+        size_t bytes;
+        const char *name;
+    } ok[] = {{6, 64, 3, 2 * 22 * 3, "Q5_0"}, {7, 32, 5, 24 * 5, "Q5_1"}, {13, 512, 2, 2 * 176 * 2, "Q5_K"}};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        gfile g;
+        build_one(&g, ok[i].type, ok[i].ne0, ok[i].ne1, ok[i].bytes);
+        cel_gguf *x = NULL;
+        cel_error err;
+        cel_error_clear(&err);
+        if (open_g(&g, &x, &err) != CEL_OK) fail_msg("%s: %s", ok[i].name, err.msg);
+        const cel_gguf_tensor_info *t = cel_gguf_find_tensor(x, "w");
+        assert_non_null(t);
+        assert_int_equal(t->dtype, ok[i].type);
+        assert_string_equal(cel_dtype_name(t->dtype), ok[i].name);
+        assert_int_equal(t->nbytes, ok[i].bytes);
+        cel_gguf_close(x);
+        cel_buf_free(&g.b);
+
+        /* one byte short: the tensor extends past the end of the file */
+        build_one(&g, ok[i].type, ok[i].ne0, ok[i].ne1, ok[i].bytes - 1);
+        char want[96];
+        snprintf(want, sizeof want, "'w' (%zu bytes at data offset 0) extends past the end", ok[i].bytes);
+        expect_fail(&g, CEL_ERR_FORMAT, want);
+        cel_buf_free(&g.b);
+    }
+    gfile g;
+    build_one(&g, 13, 128, 1, 176); /* half a Q5_K super-block per row */
+    expect_fail(&g, CEL_ERR_FORMAT, "'w' of type Q5_K has rows of 128 elements, not a multiple of its block (256)");
+    cel_buf_free(&g.b);
+    build_one(&g, 6, 48, 1, 44);
+    expect_fail(&g, CEL_ERR_FORMAT, "'w' of type Q5_0 has rows of 48 elements, not a multiple of its block (32)");
+    cel_buf_free(&g.b);
+    build_one(&g, 13, 256, 4, 176 * 3 + 100); /* a truncated Q5_K tensor: 3.6 of 4 rows */
+    expect_fail(&g, CEL_ERR_FORMAT, "'w' (704 bytes at data offset 0) extends past the end of the file");
     cel_buf_free(&g.b);
 }
 
@@ -535,6 +602,7 @@ int main(void)
         cmocka_unit_test(test_huge_counts),     cmocka_unit_test(test_bad_kv),
         cmocka_unit_test(test_bad_tensors),     cmocka_unit_test(test_random_corruption),
         cmocka_unit_test(test_open_file),       cmocka_unit_test(test_real_vocab_file),
+        cmocka_unit_test(test_q5_types),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,7 +18,8 @@
 #include "engine/ops.h"
 
 static const cel_dtype ALL_DTYPES[] = {CEL_DTYPE_F32,  CEL_DTYPE_F16,  CEL_DTYPE_BF16, CEL_DTYPE_Q8_0,
-                                       CEL_DTYPE_Q4_0, CEL_DTYPE_Q4_K, CEL_DTYPE_Q6_K};
+                                       CEL_DTYPE_Q4_0, CEL_DTYPE_Q5_0, CEL_DTYPE_Q5_1, CEL_DTYPE_Q4_K,
+                                       CEL_DTYPE_Q5_K, CEL_DTYPE_Q6_K};
 #define N_DTYPES (sizeof ALL_DTYPES / sizeof ALL_DTYPES[0])
 
 static void fill(float *x, int64_t n, uint64_t seed, float scale)
@@ -397,7 +398,7 @@ static void test_matmul_multi(void **state)
     assert_int_equal(cel_pool_create(2, &pool, &err), CEL_OK);
     const cel__kern *k = cel__kern_best();
     const int64_t n_in = 512, n_rows = 9;
-    const cel_dtype ts[4] = {CEL_DTYPE_Q8_0, CEL_DTYPE_Q6_K, CEL_DTYPE_F16, CEL_DTYPE_Q4_K};
+    const cel_dtype ts[4] = {CEL_DTYPE_Q5_1, CEL_DTYPE_Q6_K, CEL_DTYPE_F16, CEL_DTYPE_Q4_K};
     const int64_t outs[4] = {64, 33, 17, 100};
     cel_tensor w[4];
     float *wf[4], *ya[4], *yb[4];

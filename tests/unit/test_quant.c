@@ -147,6 +147,83 @@ static void test_dequant_q4_0(void **state)
     }
 }
 
+/* Q5_0 / Q5_1 blocks written byte by byte from the ggml layout: element j's
+ * low 4 bits in qs[j] (low nibble, j < 16) or qs[j - 16] (high nibble), its
+ * 5th bit is bit j of the little-endian 32-bit qh (byte j / 8, bit j % 8). */
+static void put_q5(uint8_t *qh, uint8_t *qs, const int *val)
+{
+    memset(qh, 0, 4);
+    for (int j = 0; j < 32; j++) qh[j / 8] |= (uint8_t)((val[j] >> 4) << (j % 8));
+    for (int j = 0; j < 16; j++) qs[j] = (uint8_t)((val[j] & 15) | ((val[16 + j] & 15) << 4));
+}
+
+static void test_dequant_q5_0(void **state)
+{
+    (void)state;
+    uint8_t blk[2 * 22];
+    int val[2][32];
+    for (int j = 0; j < 32; j++) {
+        val[0][j] = (j * 7 + 3) % 32;
+        val[1][j] = 31 - j;
+    }
+    put16(blk, 0x4000);      /* 2 */
+    put16(blk + 22, 0xB400); /* -0.25 */
+    put_q5(blk + 2, blk + 6, val[0]);
+    put_q5(blk + 24, blk + 28, val[1]);
+    float out[64];
+    cel_dequant_row(CEL_DTYPE_Q5_0, blk, out, 64);
+    for (int j = 0; j < 32; j++) {
+        assert_true(out[j] == 2.0f * (float)(val[0][j] - 16));
+        assert_true(out[32 + j] == -0.25f * (float)(val[1][j] - 16));
+    }
+}
+
+static void test_dequant_q5_1(void **state)
+{
+    (void)state;
+    uint8_t blk[24];
+    int val[32];
+    for (int j = 0; j < 32; j++) val[j] = (j * 13 + 1) % 32;
+    put16(blk, 0x3800);     /* d = 0.5 */
+    put16(blk + 2, 0xC200); /* m = -3 */
+    put_q5(blk + 4, blk + 8, val);
+    float out[32];
+    cel_dequant_row(CEL_DTYPE_Q5_1, blk, out, 32);
+    for (int j = 0; j < 32; j++) assert_true(out[j] == 0.5f * (float)val[j] - 3.0f);
+}
+
+/* Q5_K: Q4_K's header and nibbles plus qh[32]: bit 2c of qh[l] is the 5th
+ * bit of element 64c + l, bit 2c + 1 that of element 64c + 32 + l. */
+static void test_dequant_q5_k(void **state)
+{
+    (void)state;
+    const int sc[8] = {1, 2, 3, 4, 17, 33, 50, 63};
+    const int mn[8] = {0, 5, 10, 15, 20, 40, 61, 63};
+    uint8_t blk[176] = {0};
+    put16(blk, 0x3C00);     /* d = 1 */
+    put16(blk + 2, 0x3800); /* dmin = 0.5 */
+    uint8_t *s = blk + 4, *qh = blk + 16, *qs = blk + 48;
+    for (int j = 0; j < 4; j++) {
+        s[j] = (uint8_t)(sc[j] | ((sc[j + 4] >> 4) << 6));
+        s[j + 4] = (uint8_t)(mn[j] | ((mn[j + 4] >> 4) << 6));
+        s[j + 8] = (uint8_t)((sc[j + 4] & 15) | ((mn[j + 4] & 15) << 4));
+    }
+    int val[256];
+    for (int e = 0; e < 256; e++) {
+        val[e] = (e * 11 + 5) % 32;
+        int c = e / 64, within = e % 64, l = within % 32, second = within >= 32;
+        qs[c * 32 + l] |= (uint8_t)(second ? (val[e] & 15) << 4 : (val[e] & 15));
+        qh[l] |= (uint8_t)((val[e] >> 4) << (2 * c + second));
+    }
+    float out[256];
+    cel_dequant_row(CEL_DTYPE_Q5_K, blk, out, 256);
+    for (int e = 0; e < 256; e++) {
+        int j = e / 32;
+        float want = 1.0f * (float)sc[j] * (float)val[e] - 0.5f * (float)mn[j];
+        assert_true(fabsf(out[e] - want) <= 1e-6f * fabsf(want) + 1e-6f);
+    }
+}
+
 /* Q4_K: 8 sub-blocks of 32 with 6-bit scales/mins; values >= 16 exercise the
  * high bits stored in the top of bytes 0..7. */
 static void test_dequant_q4_k(void **state)
@@ -290,6 +367,33 @@ static void test_roundtrip_bounds(void **state)
         double e4k = rel_rmse(x, y, n);
         roundtrip(CEL_DTYPE_Q6_K, n, sc, x, y);
         double e6k = rel_rmse(x, y, n);
+
+        /* Q5_0: within one step (the fitted |d| <= amax / 15 or so) of each value */
+        roundtrip(CEL_DTYPE_Q5_0, n, sc, x, y);
+        for (int64_t b = 0; b < n / 32; b++) {
+            float amax = 0;
+            for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b * 32 + j]));
+            for (int j = 0; j < 32; j++) assert_true(fabsf(x[b * 32 + j] - y[b * 32 + j]) <= amax / 15.0f);
+        }
+        double e5 = rel_rmse(x, y, n);
+        /* Q5_1: d * q + m spans [min, max] in 31 steps: within a step of each value */
+        roundtrip(CEL_DTYPE_Q5_1, n, sc, x, y);
+        for (int64_t b = 0; b < n / 32; b++) {
+            float lo = x[b * 32], hi = x[b * 32];
+            for (int j = 0; j < 32; j++) lo = fminf(lo, x[b * 32 + j]), hi = fmaxf(hi, x[b * 32 + j]);
+            for (int j = 0; j < 32; j++) assert_true(fabsf(x[b * 32 + j] - y[b * 32 + j]) <= (hi - lo) / 31.0f * 1.001f);
+        }
+        double e51 = rel_rmse(x, y, n);
+        roundtrip(CEL_DTYPE_Q5_K, n, sc, x, y);
+        double e5k = rel_rmse(x, y, n);
+        print_message("scale %g: relative RMS error Q8_0 %.4f Q6_K %.4f Q5_K %.4f Q5_1 %.4f Q5_0 %.4f Q4_K %.4f "
+                      "Q4_0 %.4f\n",
+                      (double)sc, e8, e6k, e5k, e51, e5, e4k, e4);
+        /* one more bit than the 4-bit formats: about half their error */
+        assert_true(e5 < 0.6 * e4);
+        assert_true(e5k < 0.6 * e4k);
+        assert_true(e6k < e5k && e6k < e51 && e6k < e5);
+        assert_true(e51 < e4k);
         /* relative RMS error on bell-shaped data (measured: Q4_0 0.082,
          * Q4_K 0.070, Q6_K 0.017, Q8_0 0.005); the scale search must make
          * Q4_K beat the plain 4-bit format */
@@ -301,7 +405,8 @@ static void test_roundtrip_bounds(void **state)
     }
     /* zeros stay zeros; a constant row is (nearly) exact */
     memset(x, 0, n * sizeof *x);
-    const cel_dtype all[] = {CEL_DTYPE_F16, CEL_DTYPE_BF16, CEL_DTYPE_Q8_0, CEL_DTYPE_Q4_0, CEL_DTYPE_Q4_K, CEL_DTYPE_Q6_K};
+    const cel_dtype all[] = {CEL_DTYPE_F16,  CEL_DTYPE_BF16, CEL_DTYPE_Q8_0, CEL_DTYPE_Q4_0, CEL_DTYPE_Q5_0,
+                             CEL_DTYPE_Q5_1, CEL_DTYPE_Q4_K, CEL_DTYPE_Q5_K, CEL_DTYPE_Q6_K};
     for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) {
         roundtrip(all[k], n, 1, x, y);
         for (int64_t i = 0; i < n; i++) assert_true(y[i] == 0.0f);
@@ -335,10 +440,14 @@ static void test_act_quant(void **state)
     ks->quant_q8_32(x, a[0], n);
     const int8_t *qs = (const int8_t *)a[0];
     const float *d = (const float *)(a[0] + n);
+    const float *bsum = (const float *)(a[0] + cel__act_q8_32_s_offset(n));
+    assert_true(cel__act_q8_32_s_offset(n) + (size_t)(n / 32) * 4 <= cel__act_q8_32_dx_offset(n));
     for (int64_t b = 0; b < n / 32; b++) {
         float amax = 0;
-        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b * 32 + j]));
+        int sum = 0;
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b * 32 + j])), sum += qs[b * 32 + j];
         assert_true(d[b] == amax / 127.0f);
+        assert_true(bsum[b] == d[b] * (float)sum);
         for (int j = 0; j < 32; j++) {
             assert_true(abs(qs[b * 32 + j]) <= 127);
             assert_true(fabsf(d[b] * qs[b * 32 + j] - x[b * 32 + j]) <= d[b] * 0.5001f + 1e-30f);
@@ -356,7 +465,7 @@ static void test_act_quant(void **state)
      * spread scale pairs, checked against d) */
     const cel__kern *ks_all[4];
     int nk = cel__kern_all(ks_all, 4);
-    size_t common32 = (size_t)n + (size_t)(n / 32) * 4;
+    size_t common32 = cel__act_q8_32_s_offset(n) + (size_t)(n / 32) * 4; /* qs, d, s */
     for (int k = 1; k < nk; k++) {
         memset(a, 0, sizeof a);
         ks->quant_q8_32(x, a[0], n);
@@ -382,7 +491,9 @@ int main(void)
         cmocka_unit_test(test_fp16_known),   cmocka_unit_test(test_fp16_exhaustive),
         cmocka_unit_test(test_bf16),         cmocka_unit_test(test_dequant_q8_0),
         cmocka_unit_test(test_dequant_q4_0), cmocka_unit_test(test_dequant_q4_k),
-        cmocka_unit_test(test_dequant_q6_k), cmocka_unit_test(test_roundtrip_bounds),
+        cmocka_unit_test(test_dequant_q6_k), cmocka_unit_test(test_dequant_q5_0),
+        cmocka_unit_test(test_dequant_q5_1), cmocka_unit_test(test_dequant_q5_k),
+        cmocka_unit_test(test_roundtrip_bounds),
         cmocka_unit_test(test_act_quant),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
