@@ -202,11 +202,14 @@ static void test_rmsnorm(void **state)
 }
 
 /* ------------------------------------------------------------- qkv + rope */
-static void run_qkv_rope(int32_t nh, int32_t nkv, int32_t hd, cel_rope_style style, bool bias, bool qk_norm)
+/* v3: cel__cuk_qkv_rope_v3 (one warp per head-unit, range-reduced SFU
+ * sin/cos) against the same reference and tolerances. Position 100000 checks
+ * the angle reduction far beyond the prompt lengths the other rows use. */
+static void run_qkv_rope(int32_t nh, int32_t nkv, int32_t hd, cel_rope_style style, bool bias, bool qk_norm, bool v3)
 {
-    const int32_t T = 5, bs = 4, n_blocks = 6, W = (nh + 2 * nkv) * hd;
-    const int32_t pos[5] = {0, 3, 4, 17, 1000};
-    const int32_t blk[5] = {2, 2, 5, 1, 0};
+    const int32_t T = 6, bs = 4, n_blocks = 6, W = (nh + 2 * nkv) * hd;
+    const int32_t pos[6] = {0, 3, 4, 17, 1000, 100000};
+    const int32_t blk[6] = {2, 2, 5, 1, 0, 3};
     cel_hparams hp = {.head_dim = hd, .rope_theta = 10000.0f, .rope_style = style};
     float inv[128];
     cel_op_rope_freqs(&hp, inv);
@@ -248,8 +251,9 @@ static void run_qkv_rope(int32_t nh, int32_t nkv, int32_t hd, cel_rope_style sty
     assert_int_equal(cudaMemset(d_k, 0, cache_n * 2), cudaSuccess);
     assert_int_equal(cudaMemset(d_v, 0, cache_n * 2), cudaSuccess);
     cel__cu_qkv_params p = {T, nh, nkv, hd, bs, (int32_t)style, 1e-6f};
-    assert_int_equal(cel__cuk_qkv_rope(g_stream, d_qkv, bias ? d_b : NULL, qk_norm ? d_qn : NULL, qk_norm ? d_kn : NULL,
-                                       d_inv, d_pos, d_blk, d_k, d_v, p),
+    assert_int_equal((v3 ? cel__cuk_qkv_rope_v3 : cel__cuk_qkv_rope)(g_stream, d_qkv, bias ? d_b : NULL,
+                                                                      qk_norm ? d_qn : NULL, qk_norm ? d_kn : NULL,
+                                                                      d_inv, d_pos, d_blk, d_k, d_v, p),
                      cudaSuccess);
     float *got = malloc((size_t)T * W * sizeof(float));
     uint16_t *kh = malloc(cache_n * 2), *vh = malloc(cache_n * 2);
@@ -260,8 +264,8 @@ static void run_qkv_rope(int32_t nh, int32_t nkv, int32_t hd, cel_rope_style sty
     f16_to_f32_arr(kg, kh, cache_n);
     f16_to_f32_arr(vg, vh, cache_n);
     char what[96];
-    snprintf(what, sizeof what, "qkv_rope h%d/%d d%d %s%s%s", nh, nkv, hd, style == CEL_ROPE_NEOX ? "neox" : "norm",
-             bias ? " bias" : "", qk_norm ? " qknorm" : "");
+    snprintf(what, sizeof what, "qkv_rope%s h%d/%d d%d %s%s%s", v3 ? "_v3" : "", nh, nkv, hd,
+             style == CEL_ROPE_NEOX ? "neox" : "norm", bias ? " bias" : "", qk_norm ? " qknorm" : "");
     /* q only (k and v rows in qkv are intermediate) */
     float *gq = malloc((size_t)T * nh * hd * sizeof(float)), *rq = malloc((size_t)T * nh * hd * sizeof(float));
     for (int32_t t = 0; t < T; t++) {
@@ -298,11 +302,14 @@ static void test_qkv_rope(void **state)
 {
     (void)state;
     NEED_DEVICE();
-    run_qkv_rope(4, 2, 64, CEL_ROPE_NEOX, false, false);
-    run_qkv_rope(4, 2, 64, CEL_ROPE_NORM, false, false);
-    run_qkv_rope(2, 1, 128, CEL_ROPE_NEOX, true, false);
-    run_qkv_rope(3, 3, 32, CEL_ROPE_NEOX, false, true);
-    run_qkv_rope(8, 2, 96, CEL_ROPE_NORM, true, true);
+    for (int v3 = 0; v3 < 2; v3++) {
+        run_qkv_rope(4, 2, 64, CEL_ROPE_NEOX, false, false, v3);
+        run_qkv_rope(4, 2, 64, CEL_ROPE_NORM, false, false, v3);
+        run_qkv_rope(2, 1, 128, CEL_ROPE_NEOX, true, false, v3);
+        run_qkv_rope(3, 3, 32, CEL_ROPE_NEOX, false, true, v3);
+        run_qkv_rope(8, 2, 96, CEL_ROPE_NORM, true, true, v3);
+        run_qkv_rope(32, 8, 64, CEL_ROPE_NEOX, false, false, v3); /* Llama-3.2-1B: 48 units, 12 v3 blocks per token */
+    }
 }
 
 /* -------------------------------------------------------------- attention */
@@ -425,6 +432,259 @@ static void test_attention(void **state)
     run_attention(6, 2, 32);   /* group 3 -> G = 1 */
     run_attention(16, 2, 256); /* group 8, G limited to 4 by shared memory */
     run_attention(2, 1, 96);   /* G = 2, odd lane width */
+}
+
+/* ------------------------------------------------- split-context attention */
+
+/* One attention problem for cel__cuk_attention_v3: random FP16 K/V caches and
+ * up to 8 sequences (n_past cached positions + n_new new tokens each) whose
+ * blocks are scattered through the pool. */
+#define AP_MAX_SEQ 8
+typedef struct attn_prob {
+    int32_t nh, nkv, hd, bs, n_blocks, qs, n_seq;
+    int32_t n_past[AP_MAX_SEQ], n_new[AP_MAX_SEQ], nblk[AP_MAX_SEQ];
+    int32_t *tables[AP_MAX_SEQ];
+    float *q[AP_MAX_SEQ]; /* host, [n_new][qs] */
+    uint16_t *kh, *vh;
+    float *kf, *vf;
+    uint16_t *d_k, *d_v;
+    float *d_part;
+    int32_t *d_count;
+} attn_prob;
+
+static void ap_init(attn_prob *P, int32_t nh, int32_t nkv, int32_t hd, int n_seq, const int32_t *n_past,
+                    const int32_t *n_new)
+{
+    memset(P, 0, sizeof *P);
+    P->nh = nh;
+    P->nkv = nkv;
+    P->hd = hd;
+    P->bs = 16;
+    P->qs = (nh + 2 * nkv) * hd; /* q rows inside a qkv buffer, as in the backend */
+    P->n_seq = n_seq;
+    int32_t need = 0;
+    for (int s = 0; s < n_seq; s++) {
+        P->n_past[s] = n_past[s];
+        P->n_new[s] = n_new[s];
+        P->nblk[s] = (n_past[s] + n_new[s] + P->bs - 1) / P->bs;
+        need += P->nblk[s];
+    }
+    P->n_blocks = need + 1;
+    while (P->n_blocks % 7 == 0) P->n_blocks++; /* 7 coprime: the permutation below visits every block once */
+    int32_t next = 0;
+    for (int s = 0; s < n_seq; s++) {
+        P->tables[s] = malloc((size_t)P->nblk[s] * sizeof(int32_t));
+        for (int i = 0; i < P->nblk[s]; i++) P->tables[s][i] = (next++ * 7) % P->n_blocks;
+        P->q[s] = malloc((size_t)n_new[s] * P->qs * sizeof(float));
+        for (int64_t i = 0; i < (int64_t)n_new[s] * P->qs; i++) P->q[s][i] = frand(1.5f);
+    }
+    const size_t cache_n = (size_t)P->n_blocks * nkv * P->bs * hd;
+    P->kh = malloc(cache_n * 2);
+    P->vh = malloc(cache_n * 2);
+    P->kf = malloc(cache_n * sizeof(float));
+    P->vf = malloc(cache_n * sizeof(float));
+    for (size_t i = 0; i < cache_n; i++) {
+        P->kh[i] = cel_fp32_to_fp16(frand(2.0f));
+        P->vh[i] = cel_fp32_to_fp16(frand(1.0f));
+    }
+    f16_to_f32_arr(P->kf, P->kh, cache_n);
+    f16_to_f32_arr(P->vf, P->vh, cache_n);
+    P->d_k = dup_to_dev(P->kh, cache_n * 2);
+    P->d_v = dup_to_dev(P->vh, cache_n * 2);
+    P->d_part = dalloc(cel__cuk_attn_part_floats(nh, hd) * sizeof(float));
+    P->d_count = dalloc((size_t)CEL__CU_ATTN_SPLIT_ROWS * nh * sizeof(int32_t));
+    assert_int_equal(cudaMemset(P->d_count, 0, (size_t)CEL__CU_ATTN_SPLIT_ROWS * nh * sizeof(int32_t)), cudaSuccess);
+}
+
+static void ap_free(attn_prob *P)
+{
+    for (int s = 0; s < P->n_seq; s++) {
+        free(P->tables[s]);
+        free(P->q[s]);
+    }
+    free(P->kh);
+    free(P->vh);
+    free(P->kf);
+    free(P->vf);
+    dfree(P->d_k);
+    dfree(P->d_v);
+    dfree(P->d_part);
+    dfree(P->d_count);
+}
+
+/* Sequence s's reference output ([n_new][nh][hd]) from cel_op_attention. */
+static void ap_reference(const attn_prob *P, int s, float *ref)
+{
+    const int32_t nq = P->nh * P->hd;
+    float *qc = malloc((size_t)P->n_new[s] * nq * sizeof(float));
+    for (int32_t r = 0; r < P->n_new[s]; r++) memcpy(qc + (size_t)r * nq, P->q[s] + (size_t)r * P->qs, nq * sizeof(float));
+    kv_ctx *c = malloc(sizeof *c);
+    c->k = P->kf;
+    c->v = P->vf;
+    c->table = P->tables[s];
+    c->bs = P->bs;
+    c->nkv = P->nkv;
+    c->hd = P->hd;
+    cel_op_attention(ref, qc, P->n_new[s], P->n_past[s], P->nh, P->nkv, P->hd, kv_read, c);
+    free(c);
+    free(qc);
+}
+
+/* Runs cel__cuk_attention_v3 on the batch made of sequences which[0..n)
+ * (in that order) with `splits` blocks per (token, head group); writes the
+ * BF16 output rows to out ([T][nh * hd]) and returns T. Checks that the
+ * arrival counters are back to zero afterwards. */
+static int32_t ap_run(const attn_prob *P, const int *which, int n, int32_t splits, uint16_t *out)
+{
+    int32_t T = 0, n_tab = 0;
+    for (int i = 0; i < n; i++) {
+        T += P->n_new[which[i]];
+        n_tab += P->nblk[which[i]];
+    }
+    float *q = malloc((size_t)T * P->qs * sizeof(float));
+    int32_t *pos = malloc((size_t)T * 4), *seq = malloc((size_t)T * 4), *off = malloc((size_t)n * 4);
+    int32_t *flat = malloc((size_t)n_tab * 4);
+    int32_t t = 0, at = 0;
+    for (int i = 0; i < n; i++) {
+        const int s = which[i];
+        off[i] = at;
+        for (int b = 0; b < P->nblk[s]; b++) flat[at++] = P->tables[s][b];
+        memcpy(q + (size_t)t * P->qs, P->q[s], (size_t)P->n_new[s] * P->qs * sizeof(float));
+        for (int r = 0; r < P->n_new[s]; r++, t++) {
+            pos[t] = P->n_past[s] + r;
+            seq[t] = i;
+        }
+    }
+    float *d_q = dup_to_dev(q, (size_t)T * P->qs * sizeof(float));
+    int32_t *d_pos = dup_to_dev(pos, (size_t)T * 4), *d_seq = dup_to_dev(seq, (size_t)T * 4);
+    int32_t *d_off = dup_to_dev(off, (size_t)n * 4), *d_tab = dup_to_dev(flat, (size_t)n_tab * 4);
+    uint16_t *d_out = dalloc((size_t)T * P->nh * P->hd * 2);
+    cel__cu_attn_params p = {T, P->nh, P->nkv, P->hd, P->bs, P->qs, 1.0f / sqrtf((float)P->hd)};
+    const cel__cu_attn_split sp = {P->d_part, P->d_count, splits};
+    assert_int_equal(cel__cuk_attention_v3(g_stream, d_out, d_q, P->d_k, P->d_v, d_pos, d_seq, d_off, d_tab, p, &sp),
+                     cudaSuccess);
+    to_host(out, d_out, (size_t)T * P->nh * P->hd * 2);
+    int32_t cnt[CEL__CU_ATTN_SPLIT_ROWS * 64];
+    const size_t n_cnt = (size_t)CEL__CU_ATTN_SPLIT_ROWS * P->nh;
+    assert_true(n_cnt <= sizeof cnt / sizeof cnt[0]);
+    to_host(cnt, P->d_count, n_cnt * 4);
+    for (size_t i = 0; i < n_cnt; i++) assert_int_equal(cnt[i], 0);
+    dfree(d_q);
+    dfree(d_pos);
+    dfree(d_seq);
+    dfree(d_off);
+    dfree(d_tab);
+    dfree(d_out);
+    free(q);
+    free(pos);
+    free(seq);
+    free(off);
+    free(flat);
+    return T;
+}
+
+/* Decode tokens at contexts 1, 63, 64, 65, 200 and 1000 positions plus a
+ * 6-token prefill chunk that crosses a chunk boundary, in one batch:
+ *  - each row against cel_op_attention (the v2 kernel's tolerance);
+ *  - the batch run with 1, 2, 3 and 64 splits: the same bits;
+ *  - every sequence alone (with the splits the backend would pick): the
+ *    same bits as its rows in the batch;
+ *  - the batch plus a 12-token chunk (24 rows > CEL__CU_ATTN_SPLIT_ROWS, so
+ *    unsplit): the same bits again. */
+static void run_attention_v3(int32_t nh, int32_t nkv, int32_t hd)
+{
+    enum { NS = 8 };
+    const int32_t n_past[NS] = {0, 62, 63, 64, 199, 999, 60, 5};
+    const int32_t n_new[NS] = {1, 1, 1, 1, 1, 1, 6, 12};
+    attn_prob P;
+    ap_init(&P, nh, nkv, hd, NS, n_past, n_new);
+    const int32_t row = nh * hd;
+    const int batch[7] = {0, 1, 2, 3, 4, 5, 6};
+    int32_t T = 0;
+    for (int i = 0; i < 7; i++) T += n_new[batch[i]];
+    uint16_t *base = malloc((size_t)(T + 12) * row * 2), *got = malloc((size_t)(T + 12) * row * 2);
+    assert_int_equal(ap_run(&P, batch, 7, 1, base), T);
+    /* against the reference */
+    float *ref = malloc((size_t)T * row * sizeof(float)), *gf = malloc((size_t)T * row * sizeof(float));
+    for (int i = 0, t = 0; i < 7; t += n_new[batch[i]], i++) ap_reference(&P, batch[i], ref + (size_t)t * row);
+    bf16_to_f32_arr(gf, base, (size_t)T * row);
+    char what[96];
+    snprintf(what, sizeof what, "attention_v3 h%d/%d d%d (G=%d)", nh, nkv, hd, cel__cuk_attn_group(nh, nkv, hd));
+    check_close(what, gf, ref, (size_t)T * row, 2e-3f, 1.0f / 128);
+    /* split counts do not change the bits */
+    const int32_t splits[] = {2, 3, CEL__CU_ATTN_MAX_CHUNKS};
+    for (size_t k = 0; k < sizeof splits / sizeof splits[0]; k++) {
+        ap_run(&P, batch, 7, splits[k], got);
+        if (memcmp(got, base, (size_t)T * row * 2) != 0) fail_msg("%s: %d splits change the bits", what, (int)splits[k]);
+    }
+    /* alone vs in the batch */
+    for (int i = 0, t = 0; i < 7; t += n_new[batch[i]], i++) {
+        const int one[1] = {batch[i]};
+        const int32_t sp = cel__cuk_attn_splits(n_new[batch[i]], nh, nkv, hd, 132);
+        ap_run(&P, one, 1, sp, got);
+        if (memcmp(got, base + (size_t)t * row, (size_t)n_new[batch[i]] * row * 2) != 0)
+            fail_msg("%s: sequence %d alone (%d splits) differs from its rows in the batch", what, batch[i], (int)sp);
+    }
+    /* a batch too large to split */
+    const int big[8] = {7, 0, 1, 2, 3, 4, 5, 6};
+    assert_int_equal(cel__cuk_attn_splits(T + 12, nh, nkv, hd, 132), 1);
+    assert_int_equal(ap_run(&P, big, 8, 1, got), T + 12);
+    if (memcmp(got + (size_t)12 * row, base, (size_t)T * row * 2) != 0)
+        fail_msg("%s: rows of a 24-row batch differ from the same rows in a 12-row batch", what);
+    printf("  %-28s split 1/2/3/%d, alone and 24-row batch: identical bits\n", "", CEL__CU_ATTN_MAX_CHUNKS);
+    free(base);
+    free(got);
+    free(ref);
+    free(gf);
+    ap_free(&P);
+}
+
+static void test_attention_v3(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    assert_int_equal(cel__cuk_attn_chunk(1), CEL__CU_ATTN_CHUNK);
+    assert_int_equal(cel__cuk_attn_chunk(CEL__CU_ATTN_CHUNK * CEL__CU_ATTN_MAX_CHUNKS), CEL__CU_ATTN_CHUNK);
+    assert_int_equal(cel__cuk_attn_chunk(CEL__CU_ATTN_CHUNK * CEL__CU_ATTN_MAX_CHUNKS + 1), 2 * CEL__CU_ATTN_CHUNK);
+    /* batch 1 of Llama-3.2-1B on 132 SMs: 8 groups x 64 splits; a 64-token batch fills the GPU unsplit */
+    assert_int_equal(cel__cuk_attn_splits(1, 32, 8, 64, 132), CEL__CU_ATTN_MAX_CHUNKS);
+    assert_int_equal(cel__cuk_attn_splits(64, 32, 8, 64, 132), 1);
+    assert_int_equal(cel__cuk_attn_splits(CEL__CU_ATTN_SPLIT_ROWS + 1, 32, 8, 64, 1), 1);
+    run_attention_v3(8, 8, 64);   /* G = 1 */
+    run_attention_v3(8, 4, 64);   /* G = 2 */
+    run_attention_v3(8, 2, 64);   /* G = 4 (Llama-3.2-1B's group) */
+    run_attention_v3(16, 2, 64);  /* G = 8 */
+    run_attention_v3(4, 4, 128);  /* head_dim 128, G = 1 */
+    run_attention_v3(8, 2, 128);  /* head_dim 128, G = 4 */
+    run_attention_v3(16, 2, 128); /* head_dim 128, G = 8 */
+    run_attention_v3(6, 2, 96);   /* group 3 -> G = 1, odd lane width */
+}
+
+/* A context longer than CEL__CU_ATTN_CHUNK * CEL__CU_ATTN_MAX_CHUNKS: the
+ * chunks grow (4500 positions: 36 chunks of 128), still within tolerance and
+ * the same bits for every split count. */
+static void test_attention_v3_long(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    const int32_t n_past[1] = {4499}, n_new[1] = {1};
+    attn_prob P;
+    ap_init(&P, 4, 1, 64, 1, n_past, n_new);
+    assert_int_equal(cel__cuk_attn_chunk(4500), 2 * CEL__CU_ATTN_CHUNK);
+    const int32_t row = 4 * 64;
+    uint16_t base[256], got[256];
+    float ref[256], gf[256];
+    const int one[1] = {0};
+    ap_run(&P, one, 1, 1, base);
+    ap_reference(&P, 0, ref);
+    bf16_to_f32_arr(gf, base, (size_t)row);
+    check_close("attention_v3 ctx 4500", gf, ref, (size_t)row, 2e-3f, 1.0f / 128);
+    const int32_t splits[] = {5, 36, CEL__CU_ATTN_MAX_CHUNKS};
+    for (size_t k = 0; k < sizeof splits / sizeof splits[0]; k++) {
+        ap_run(&P, one, 1, splits[k], got);
+        if (memcmp(got, base, sizeof got) != 0) fail_msg("ctx 4500: %d splits change the bits", (int)splits[k]);
+    }
+    ap_free(&P);
 }
 
 /* ------------------------------------------------------- swiglu, matmul */
@@ -756,6 +1016,27 @@ static void test_launch_errors(void **state)
     assert_int_not_equal(cel__cuk_gemv(g_stream, NULL, NULL, NULL, 2, 60, 4, 0), cudaSuccess);
     cel__cu_attn_params p = {1, 4, 4, 48, 16, 48 * 12, 0.1f};
     assert_int_not_equal(cel__cuk_attention(g_stream, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, p), cudaSuccess);
+    assert_int_not_equal(cel__cuk_attention_v3(g_stream, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, p, NULL),
+                         cudaSuccess);
+    /* splits > 1: scratch required, at most CEL__CU_ATTN_SPLIT_ROWS tokens; splits within 1..MAX_CHUNKS */
+    cel__cu_attn_params p2 = {1, 4, 4, 64, 16, 64 * 12, 0.1f};
+    cel__cu_attn_split sp = {NULL, NULL, 2};
+    assert_int_not_equal(cel__cuk_attention_v3(g_stream, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, p2, &sp),
+                         cudaSuccess);
+    float dummy_f;
+    int32_t dummy_i;
+    sp.part = &dummy_f;
+    sp.count = &dummy_i;
+    sp.splits = 0;
+    assert_int_not_equal(cel__cuk_attention_v3(g_stream, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, p2, &sp),
+                         cudaSuccess);
+    sp.splits = CEL__CU_ATTN_MAX_CHUNKS + 1;
+    assert_int_not_equal(cel__cuk_attention_v3(g_stream, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, p2, &sp),
+                         cudaSuccess);
+    sp.splits = 2;
+    p2.n_tokens = CEL__CU_ATTN_SPLIT_ROWS + 1;
+    assert_int_not_equal(cel__cuk_attention_v3(g_stream, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, p2, &sp),
+                         cudaSuccess);
     cudaGetLastError();
 }
 
@@ -796,7 +1077,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_convert),   cmocka_unit_test(test_embed),
         cmocka_unit_test(test_rmsnorm),   cmocka_unit_test(test_qkv_rope),
-        cmocka_unit_test(test_attention), cmocka_unit_test(test_swiglu),
+        cmocka_unit_test(test_attention), cmocka_unit_test(test_attention_v3),
+        cmocka_unit_test(test_attention_v3_long), cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_gemm),      cmocka_unit_test(test_gemv_batch_invariance),
         cmocka_unit_test(test_gemv_fused),
         cmocka_unit_test(test_copy_block), cmocka_unit_test(test_argmax),
