@@ -5,8 +5,12 @@ file layouts celine loads, for tests and benchmarks (python3 + numpy only).
   GGUF  (--format gguf): llama.cpp's layout: tensor names blk.N.attn_q.weight ...,
         q/k rows of llama/mistral permuted the way llama.cpp's converter does
         (so those files use NORM RoPE), 1-D tensors in F32, 2-D tensors in the
-        chosen type: F32 F16 BF16 Q8_0 Q4_0 Q4_K Q6_K, or the Q4_K_M mix
-        (Q6_K for output and for attn_v / ffn_down of some layers), with the
+        chosen type: F32 F16 BF16 Q8_0 Q4_0 Q5_0 Q5_1 Q4_K Q5_K Q6_K, or the
+        Q4_K_M / Q5_K_M mixes (Q4_K / Q5_K, with Q6_K for output and for
+        attn_v / ffn_down of some layers); as in llama.cpp, tensors whose rows
+        are not whole 256-element super-blocks fall back Q4_K -> Q5_0,
+        Q5_K -> Q5_1, Q6_K -> Q8_0 (so a Qwen2.5-0.5B shape, hidden 896,
+        carries Q5_0 and Q8_0 tensors in its Q4_K_M file), with the
         tokenizer.ggml.* metadata written from a tokenizer.json, and, for
         llama3 RoPE scaling, the rope_freqs.weight factor tensor.
   HF    (--format hf): a Hugging Face folder: config.json, safetensors (sharded
@@ -26,8 +30,13 @@ fewer tokens is padded in the GGUF token list as llama.cpp does ([PAD<id>]).
 The ggml block layouts (little-endian):
   Q8_0: fp16 d, int8 q[32]                        x = d * q
   Q4_0: fp16 d, u8 qs[16] (q[j] low, q[j+16] high) x = d * (q - 8)
+  Q5_0: fp16 d, u8 qh[4], u8 qs[16]; q = nibble (as Q4_0) | bit j of the
+        32-bit qh << 4                            x = d * (q - 16)
+  Q5_1: fp16 d, fp16 m, u8 qh[4], u8 qs[16]       x = d * q + m
   Q4_K: fp16 d, fp16 dmin, u8 scales[12], u8 qs[128]; 8 sub-blocks of 32,
         6-bit scale sc and min m each; x = d*sc*q - dmin*m, q in 0..15
+  Q5_K: Q4_K's d, dmin, scales, then u8 qh[32], u8 qs[128] (as Q4_K's); bit j
+        of qh[l] is the 5th bit of element l of sub-block j; q in 0..31
   Q6_K: u8 ql[128], u8 qh[64], i8 scales[16], fp16 d; 16 sub-blocks of 16;
         x = d * scale * (q - 32), q in 0..63
 """
@@ -53,9 +62,14 @@ PRESETS = {
                        vocab=151936, ctx=40960, theta=1000000.0, eps=1e-6, tied=True),
 }
 
-GGML = dict(F32=0, F16=1, Q4_0=2, Q8_0=8, Q4_K=12, Q6_K=14, BF16=30)
-BLOCK = dict(F32=(1, 4), F16=(1, 2), BF16=(1, 2), Q8_0=(32, 34), Q4_0=(32, 18), Q4_K=(256, 144), Q6_K=(256, 210))
-FILE_TYPE = dict(f32=0, f16=1, q4_0=2, q8_0=7, q4_k=15, q4_k_m=15, q6_k=18, bf16=32)
+GGML = dict(F32=0, F16=1, Q4_0=2, Q5_0=6, Q5_1=7, Q8_0=8, Q4_K=12, Q5_K=13, Q6_K=14, BF16=30)
+BLOCK = dict(F32=(1, 4), F16=(1, 2), BF16=(1, 2), Q8_0=(32, 34), Q4_0=(32, 18), Q5_0=(32, 22), Q5_1=(32, 24),
+             Q4_K=(256, 144), Q5_K=(256, 176), Q6_K=(256, 210))
+# llama.cpp's general.file_type (LLAMA_FTYPE_MOSTLY_*)
+FILE_TYPE = dict(f32=0, f16=1, q4_0=2, q8_0=7, q5_0=8, q5_1=9, q4_k=15, q4_k_m=15, q5_k=17, q5_k_m=17, q6_k=18,
+                 bf16=32)
+# llama.cpp's types for rows that are not whole 256-element super-blocks
+FALLBACK = dict(Q4_K="Q5_0", Q5_K="Q5_1", Q6_K="Q8_0")
 
 # ---------------------------------------------------------- number formats
 
@@ -105,12 +119,53 @@ def quant_q4_0(x):
     return out.reshape(-1)
 
 
-def quant_q4_k(x):
-    b = x.reshape(-1, 8, 32).astype(np.float32)  # super-blocks x sub-blocks x values
+def pack_q5(q):
+    """[blocks][32] values 0..31 -> (qh [blocks][4], qs [blocks][16])."""
+    bits = (q >> 4).astype(np.uint32) << np.arange(32, dtype=np.uint32)
+    qh = bits.sum(axis=1, dtype=np.uint32).astype("<u4").view(np.uint8).reshape(-1, 4)
+    qs = (q[:, :16] & 15) | ((q[:, 16:] & 15) << 4)
+    return qh, qs
+
+
+def quant_q5_0(x):
+    b = x.reshape(-1, 32).astype(np.float32)
+    idx = np.abs(b).argmax(axis=1)
+    mx = b[np.arange(b.shape[0]), idx]  # the value of largest magnitude maps to -16
+    d16 = f16(mx / -16.0)
+    dq = d16.astype(np.float32)
+    inv = np.where(dq != 0, 1.0 / np.where(dq != 0, dq, 1), 0.0)
+    q = np.clip(np.round(b * inv[:, None]) + 16, 0, 31).astype(np.uint8)
+    qh, qs = pack_q5(q)
+    out = np.empty((b.shape[0], 22), dtype=np.uint8)
+    out[:, 0:2] = d16.view(np.uint8).reshape(-1, 2)
+    out[:, 2:6] = qh
+    out[:, 6:] = qs
+    return out.reshape(-1)
+
+
+def quant_q5_1(x):
+    b = x.reshape(-1, 32).astype(np.float32)
+    lo, hi = b.min(axis=1), b.max(axis=1)
+    d16, m16 = f16((hi - lo) / 31.0), f16(lo)
+    dq, mq = d16.astype(np.float32), m16.astype(np.float32)
+    q = np.round((b - mq[:, None]) / np.where(dq > 0, dq, 1)[:, None])
+    q = np.clip(np.where(dq[:, None] > 0, q, 0), 0, 31).astype(np.uint8)
+    qh, qs = pack_q5(q)
+    out = np.empty((b.shape[0], 24), dtype=np.uint8)
+    out[:, 0:2] = d16.view(np.uint8).reshape(-1, 2)
+    out[:, 2:4] = m16.view(np.uint8).reshape(-1, 2)
+    out[:, 4:8] = qh
+    out[:, 8:] = qs
+    return out.reshape(-1)
+
+
+def kquant(b, nmax):
+    """K-quant super-blocks [nb][8][32] -> (d16, dmin16, packed scales [nb][12],
+    values q [nb][8][32] in 0..nmax), x ~ d*sc*q - dmin*m per sub-block."""
     nb = b.shape[0]
     mn = np.minimum(b.min(axis=2), 0.0)          # sub-block minimum (<= 0)
     mx = b.max(axis=2)
-    scale = (mx - mn) / 15.0                    # sub-block step
+    scale = (mx - mn) / float(nmax)             # sub-block step
     d = scale.max(axis=1) / 63.0
     dmin = (-mn).max(axis=1) / 63.0
     d16, dmin16 = f16(d), f16(dmin)
@@ -123,12 +178,36 @@ def quant_q4_k(x):
     off = dminq[:, None] * m.astype(np.float32)
     q = np.round((b + off[:, :, None]) / np.where(step > 0, step, 1)[:, :, None])
     q = np.where(step[:, :, None] > 0, q, 0)
-    q = np.clip(q, 0, 15).astype(np.uint8)
+    q = np.clip(q, 0, nmax).astype(np.uint8)
     # 12 bytes of 6-bit scales and mins
     s = np.zeros((nb, 12), dtype=np.uint8)
     s[:, 0:4] = (sc[:, 0:4] & 63) | ((sc[:, 4:8] >> 4) << 6)
     s[:, 4:8] = (m[:, 0:4] & 63) | ((m[:, 4:8] >> 4) << 6)
     s[:, 8:12] = (sc[:, 4:8] & 15) | ((m[:, 4:8] & 15) << 4)
+    return d16, dmin16, s, q
+
+
+def quant_q5_k(x):
+    b = x.reshape(-1, 8, 32).astype(np.float32)
+    nb = b.shape[0]
+    d16, dmin16, s, q = kquant(b, 31)
+    # qh[l]: bit j = 5th bit of element l of sub-block j
+    qh = ((q >> 4).astype(np.uint32) << np.arange(8, dtype=np.uint32)[None, :, None]).sum(axis=1).astype(np.uint8)
+    lo = q & 15
+    qs = (lo[:, 0::2, :] | (lo[:, 1::2, :] << 4)).reshape(nb, 128)
+    out = np.empty((nb, 176), dtype=np.uint8)
+    out[:, 0:2] = d16.view(np.uint8).reshape(-1, 2)
+    out[:, 2:4] = dmin16.view(np.uint8).reshape(-1, 2)
+    out[:, 4:16] = s
+    out[:, 16:48] = qh
+    out[:, 48:] = qs
+    return out.reshape(-1)
+
+
+def quant_q4_k(x):
+    b = x.reshape(-1, 8, 32).astype(np.float32)  # super-blocks x sub-blocks x values
+    nb = b.shape[0]
+    d16, dmin16, s, q = kquant(b, 15)
     # 128 bytes: four chunks of 64 values; byte l of chunk c holds value l (low) and 32 + l (high)
     qs = (q[:, 0::2, :] | (q[:, 1::2, :] << 4)).reshape(nb, 128)
     out = np.empty((nb, 144), dtype=np.uint8)
@@ -174,7 +253,8 @@ def encode(x, t):
         return f16(x).tobytes()
     if t == "BF16":
         return to_bf16_bits(x).tobytes()
-    fn = dict(Q8_0=quant_q8_0, Q4_0=quant_q4_0, Q4_K=quant_q4_k, Q6_K=quant_q6_k)[t]
+    fn = dict(Q8_0=quant_q8_0, Q4_0=quant_q4_0, Q5_0=quant_q5_0, Q5_1=quant_q5_1, Q4_K=quant_q4_k,
+              Q5_K=quant_q5_k, Q6_K=quant_q6_k)[t]
     flat = x.reshape(-1)
     step = 1 << 20  # a multiple of every block size: bounds the quantizers' temporaries
     return b"".join(fn(flat[i:i + step]).tobytes() for i in range(0, flat.size, step))
@@ -577,11 +657,13 @@ def gguf_type(a, gname, shape, layer):
     if len(shape) == 1 or gname == "rope_freqs.weight":
         return "F32"
     d = a.dtype.upper()
-    if d == "Q4_K_M":
-        d = "Q4_K"
+    if d in ("Q4_K_M", "Q5_K_M"):
+        d = d[:4]
         if gname == "output.weight" or (gname.endswith(("attn_v.weight", "ffn_down.weight"))
                                         and use_more_bits(layer, a.layers)):
             d = "Q6_K"
+    if shape[-1] % BLOCK[d][0] != 0 and d in FALLBACK:
+        d = FALLBACK[d]
     if shape[-1] % BLOCK[d][0] != 0:
         d = "Q8_0" if shape[-1] % 32 == 0 and d not in ("F32", "F16", "BF16") else ("F16" if d != "F32" else d)
     return d

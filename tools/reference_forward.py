@@ -5,7 +5,8 @@ python3-torch, float64 throughout).
 
 It shares no code with celine or with tools/mkmodel.py: it reads the model
 files itself (GGUF header and tensor data, safetensors + config.json),
-dequantizes F16 / BF16 / Q8_0 / Q4_0 / Q4_K / Q6_K from the ggml block layouts
+dequantizes F16 / BF16 / Q8_0 / Q4_0 / Q5_0 / Q5_1 / Q4_K / Q5_K / Q6_K from the
+ggml block layouts
 with numpy, and runs the Llama-family forward pass: RMSNorm, RoPE (GGUF
 llama/mistral files pair adjacent dimensions because llama.cpp's converter
 permuted q/k; GGUF qwen2/qwen3 and every HF checkpoint rotate halves), linear
@@ -120,6 +121,20 @@ def dequant(ty, buf, off, n):
         qs = raw[:, 2:]
         q = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.float64) - 8.0
         return (d[:, None] * q).reshape(-1)
+    if ty in (6, 7):  # Q5_0: d, qh[4], qs[16]; Q5_1: d, m, qh[4], qs[16]
+        bb = 22 if ty == 6 else 24
+        nb = n // 32
+        raw = np.frombuffer(buf, dtype=np.uint8, count=nb * bb, offset=off).reshape(nb, bb)
+        d = half(raw[:, :2].tobytes())
+        h0 = bb - 20  # where qh starts
+        qh = raw[:, h0:h0 + 4].astype(np.int64)
+        high = np.array([(qh[:, e // 8] >> (e % 8)) & 1 for e in range(32)]).T  # [nb][32]: bit e of qh
+        qs = raw[:, h0 + 4:]
+        q = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.int64) + 16 * high
+        if ty == 6:
+            return (d[:, None] * (q - 16)).reshape(-1)
+        m = half(raw[:, 2:4].tobytes())
+        return (d[:, None] * q + m[:, None]).reshape(-1)
     if ty == 12:  # Q4_K
         nb = n // 256
         raw = np.frombuffer(buf, dtype=np.uint8, count=nb * 144, offset=off).reshape(nb, 144)
@@ -137,6 +152,26 @@ def dequant(ty, buf, off, n):
                 m = (sc_raw[:, j + 4] >> 4) | ((sc_raw[:, j] >> 6) << 4)
             chunk = qs[:, 32 * (j // 2): 32 * (j // 2) + 32]
             q = (chunk & 0xF) if j % 2 == 0 else (chunk >> 4)
+            y[:, 32 * j: 32 * j + 32] = (d * sc)[:, None] * q - (dmin * m)[:, None]
+        return y.reshape(-1)
+    if ty == 13:  # Q5_K: d, dmin, scales[12] (as Q4_K), qh[32], qs[128] (as Q4_K)
+        nb = n // 256
+        raw = np.frombuffer(buf, dtype=np.uint8, count=nb * 176, offset=off).reshape(nb, 176)
+        d = half(raw[:, 0:2].tobytes())
+        dmin = half(raw[:, 2:4].tobytes())
+        sc_raw = raw[:, 4:16].astype(np.int64)
+        qh = raw[:, 16:48].astype(np.int64)
+        qs = raw[:, 48:].astype(np.int64)
+        y = np.empty((nb, 256))
+        for j in range(8):  # sub-block j: 32 elements, 5th bit = bit j of qh[l]
+            if j < 4:
+                sc = sc_raw[:, j] & 63
+                m = sc_raw[:, j + 4] & 63
+            else:
+                sc = (sc_raw[:, j + 4] & 0xF) | ((sc_raw[:, j - 4] >> 6) << 4)
+                m = (sc_raw[:, j + 4] >> 4) | ((sc_raw[:, j] >> 6) << 4)
+            chunk = qs[:, 32 * (j // 2): 32 * (j // 2) + 32]
+            q = ((chunk & 0xF) if j % 2 == 0 else (chunk >> 4)) + 16 * ((qh >> j) & 1)
             y[:, 32 * j: 32 * j + 32] = (d * sc)[:, None] * q - (dmin * m)[:, None]
         return y.reshape(-1)
     if ty == 14:  # Q6_K

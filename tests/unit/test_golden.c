@@ -289,6 +289,7 @@ static void golden_test(void **state)
 static const char *const GOLDENS[] = {
     "llama-f32",      "llama-f16",     "llama-bf16",     "llama-q8_0",   "llama-q4_0", "llama-hf",
     "llama31-f32",    "llama31-hf",    "qwen2-q8_0",     "qwen2-hf",     "qwen2-q4_k_m", "qwen2-q6_k",
+    "qwen2-h128-q4_k_m", "qwen2-q5_k_m",
     "qwen3-f16",      "qwen3-hf",      "mistral-q8_0",   "mistral-hf",
 };
 #define N_GOLDENS (sizeof GOLDENS / sizeof GOLDENS[0])
@@ -312,6 +313,33 @@ static void test_all_listed(void **state)
     }
     closedir(d);
     assert_int_equal(n, N_GOLDENS);
+}
+
+/* The fallback models carry the types they exist for (llama.cpp's mixes at
+ * rows that are not whole super-blocks): counts per dtype, as mkmodel writes
+ * them (see tests/data/models/regen.sh). */
+static void test_fallback_mix(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *file;
+        int n[5]; /* Q5_0, Q5_1, Q5_K, Q8_0, Q6_K */
+    } want[] = {{"qwen2-h128-q4_k_m.gguf", {23, 0, 0, 2, 2}}, {"qwen2-q5_k_m.gguf", {0, 2, 18, 1, 1}}};
+    static const cel_dtype ts[5] = {CEL_DTYPE_Q5_0, CEL_DTYPE_Q5_1, CEL_DTYPE_Q5_K, CEL_DTYPE_Q8_0, CEL_DTYPE_Q6_K};
+    for (size_t f = 0; f < sizeof want / sizeof want[0]; f++) {
+        char path[512];
+        snprintf(path, sizeof path, DATA "/models/%s", want[f].file);
+        cel_model *m = NULL;
+        cel_error err;
+        if (cel_model_load(path, NULL, &m, &err) != CEL_OK) fail_msg("%s", err.msg);
+        for (int k = 0; k < 5; k++) {
+            int c = 0;
+            for (size_t i = 0; i < m->n_tensors; i++) c += m->tensors[i].dtype == ts[k];
+            if (c != want[f].n[k])
+                fail_msg("%s: %d %s tensors, expected %d", want[f].file, c, cel_dtype_name(ts[k]), want[f].n[k]);
+        }
+        cel_model_free(m);
+    }
 }
 
 /* Same weights, two files: the GGUF (q/k rows permuted, NORM RoPE) and the HF
@@ -351,12 +379,13 @@ static void test_gguf_equals_hf(void **state)
 
 int main(void)
 {
-    struct CMUnitTest tests[N_GOLDENS + 2];
+    struct CMUnitTest tests[N_GOLDENS + 3];
     for (size_t i = 0; i < N_GOLDENS; i++) {
         tests[i] = (struct CMUnitTest)cmocka_unit_test_prestate(golden_test, (void *)GOLDENS[i]);
         tests[i].name = GOLDENS[i];
     }
     tests[N_GOLDENS] = (struct CMUnitTest)cmocka_unit_test(test_all_listed);
     tests[N_GOLDENS + 1] = (struct CMUnitTest)cmocka_unit_test(test_gguf_equals_hf);
+    tests[N_GOLDENS + 2] = (struct CMUnitTest)cmocka_unit_test(test_fallback_mix);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

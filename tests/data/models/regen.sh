@@ -23,6 +23,11 @@ mk --arch qwen2 --dtype q8_0 --seed 2 --out $M/qwen2-q8_0.gguf
 mk --arch qwen2 --format hf --dtype bf16 --seed 2 --out $M/qwen2-hf
 mk --arch qwen2 --hidden 256 --heads 4 --kv-heads 2 --ffn 512 --layers 4 --dtype q4_k_m --seed 4 --out $M/qwen2-q4_k_m.gguf
 mk --arch qwen2 --hidden 256 --heads 4 --kv-heads 2 --ffn 512 --layers 2 --dtype q6_k --seed 5 --out $M/qwen2-q6_k.gguf
+# llama.cpp's fallbacks for rows that are not whole super-blocks (as Qwen2.5-0.5B's 896):
+# Q4_K_M at hidden 128 carries Q5_0 (for Q4_K) and Q8_0 (for Q6_K) beside Q4_K / Q6_K ffn_down;
+# Q5_K_M with ffn 288 carries Q5_1 (for Q5_K) and Q8_0 (for Q6_K) ffn_down beside Q5_K / Q6_K
+mk --arch qwen2 --hidden 128 --heads 4 --kv-heads 2 --ffn 256 --layers 4 --dtype q4_k_m --seed 8 --out $M/qwen2-h128-q4_k_m.gguf
+mk --arch qwen2 --hidden 256 --heads 4 --kv-heads 2 --ffn 288 --layers 3 --dtype q5_k_m --seed 9 --out $M/qwen2-q5_k_m.gguf
 # qwen3: q/k norm, head_dim 32 != 64/4
 mk --arch qwen3 --head-dim 32 --dtype f16 --seed 6 --out $M/qwen3-f16.gguf
 mk --arch qwen3 --head-dim 32 --format hf --dtype f16 --seed 6 --out $M/qwen3-hf
@@ -36,7 +41,8 @@ P2=300,2,2,77,150,9,260
 ref() { name=$1; shift; "$PY" tools/reference_forward.py "$M/$name" --prompt $P1 --prompt2 $P2 --gen 64 --out "$G/${name%.gguf}" "$@"; }
 for f in llama-f32.gguf llama-hf llama31-f32.gguf llama31-hf qwen3-hf; do ref $f --rtol 2e-4; done
 for f in llama-f16.gguf llama-bf16.gguf qwen2-hf qwen3-f16.gguf mistral-hf; do ref $f --rtol 2e-4 --note "16-bit weights, F32 activations"; done
-for f in llama-q8_0.gguf llama-q4_0.gguf qwen2-q8_0.gguf qwen2-q4_k_m.gguf qwen2-q6_k.gguf mistral-q8_0.gguf; do
+for f in llama-q8_0.gguf llama-q4_0.gguf qwen2-q8_0.gguf qwen2-q4_k_m.gguf qwen2-q6_k.gguf qwen2-h128-q4_k_m.gguf \
+         qwen2-q5_k_m.gguf mistral-q8_0.gguf; do
   ref $f --rtol 4e-2 --rtol-dequant 2e-4 --note "quantized weights: the reference uses the dequantized weights; celine quantizes activations to int8 for these dot products (rtol), or runs F32 after cel_model_make_writable (rtol_dequantized)"
 done
 du -sh $M $G
