@@ -252,9 +252,25 @@ static void run_both(pair *pr, tbatch *tb, const char *what, int32_t *next)
     printf("    %-34s rows %-3d max|err| %.4f\n", what, (int)tb->b.n_out, (double)max_err);
 }
 
-static void run_model(const tcfg *c)
+/* Creates a CUDA backend with CELINE_CUDA_DECODE set to decode (NULL: the
+ * default path); fails the test when creation fails. */
+static cel_backend *cuda_create_path(const cel_model *m, const cel_backend_params *p, const char *decode)
 {
-    printf("  model %s\n", c->name);
+    cel_error err;
+    cel_backend *be = NULL;
+    if (decode) assert_int_equal(setenv("CELINE_CUDA_DECODE", decode, 1), 0);
+    cel_status st = cel_backend_cuda_create(m, p, &be, &err);
+    if (decode) unsetenv("CELINE_CUDA_DECODE");
+    if (st != CEL_OK) fail_msg("cuda create (%s): %s", decode ? decode : "default", err.msg);
+    return be;
+}
+
+/* The whole scenario (prefill, mixed batches, copy-on-write, greedy decode,
+ * graph replays, GPU argmax, a 12-wide batch, weights_changed) against the
+ * CPU backend, on the CUDA decode path `decode` (NULL: the default). */
+static void run_model_path(const tcfg *c, const char *decode)
+{
+    printf("  model %s%s%s\n", c->name, decode ? ", decode path " : "", decode ? decode : "");
     tmodel *tm = malloc(sizeof *tm);
     tm_build(tm, c);
     cel_backend_params p;
@@ -268,7 +284,7 @@ static void run_model(const tcfg *c)
     pr.V = c->V;
     cel_error err;
     if (cel_backend_cpu_create(&tm->m, &p, &pr.cpu, &err) != CEL_OK) fail_msg("cpu create: %s", err.msg);
-    if (cel_backend_cuda_create(&tm->m, &p, &pr.gpu, &err) != CEL_OK) fail_msg("cuda create: %s", err.msg);
+    pr.gpu = cuda_create_path(&tm->m, &p, decode);
     assert_int_equal(pr.gpu->block_size, 16);
     assert_true(pr.gpu->n_blocks >= 40 && pr.cpu->n_blocks >= 40);
     pr.lc = malloc((size_t)64 * c->V * sizeof(float));
@@ -394,6 +410,14 @@ static void run_model(const tcfg *c)
     free(tm);
 }
 
+/* The default path, then the v3 decode path (split attention, parallel
+ * q/k/v post-process), which must meet the same tolerances. */
+static void run_model(const tcfg *c)
+{
+    run_model_path(c, NULL);
+    run_model_path(c, "v3");
+}
+
 #define NEED_DEVICE()                                                                                              \
     do {                                                                                                           \
         if (!g_device) skip();                                                                                     \
@@ -445,7 +469,9 @@ static void test_quantized(void **state)
  * decode steps of n_dec sequences give bit-identical logits, and agree with
  * the CPU. Then cel_backend_cuda_profile of a decode step: the launch count
  * of each path, and the backend's state untouched (the next forward gives
- * the same logits as before). */
+ * the same logits as before). The v3 path (CELINE_CUDA_DECODE=v3) runs the
+ * same steps: within tolerance of the CPU, and each sequence's decode step
+ * run alone gives the same bits as its row in the batch. */
 static void run_paths(const tcfg *c, int32_t n_dec, int32_t launches_per_layer_v2)
 {
     printf("  decode paths: %s, %d sequences\n", c->name, (int)n_dec);
@@ -468,9 +494,14 @@ static void run_paths(const tcfg *c, int32_t n_dec, int32_t launches_per_layer_v
     cel_status st = cel_backend_cuda_create(&tm->m, &p, &v1, &err);
     unsetenv("CELINE_CUDA_DECODE");
     if (st != CEL_OK) fail_msg("cuda create (v1): %s", err.msg);
+    pair p3 = pr; /* the same CPU backend against the v3 path */
+    p3.gpu = cuda_create_path(&tm->m, &p, "v3");
     pr.lc = malloc((size_t)64 * c->V * sizeof(float));
     pr.lg = malloc((size_t)64 * c->V * sizeof(float));
     float *l1 = malloc((size_t)64 * c->V * sizeof(float));
+    p3.lc = malloc((size_t)64 * c->V * sizeof(float));
+    p3.lg = malloc((size_t)64 * c->V * sizeof(float));
+    float *alone = malloc((size_t)c->V * sizeof(float));
     tbatch *tb = malloc(sizeof *tb);
     tseq sq[MAXS];
     memset(sq, 0, sizeof sq);
@@ -490,6 +521,20 @@ static void run_paths(const tcfg *c, int32_t n_dec, int32_t launches_per_layer_v
         if (v1->v->forward(v1, &tb->b, &err) != CEL_OK) fail_msg("cuda v1 forward: %s", err.msg);
         if (memcmp(l1, pr.lg, (size_t)tb->b.n_out * c->V * sizeof(float)) != 0)
             fail_msg("%s: the v2 decode path's logits differ from v1's", what);
+        char w3[80];
+        snprintf(w3, sizeof w3, "%s (v3)", what);
+        run_both(&p3, tb, w3, NULL); /* the CPU reruns the same batch: same K/V, same logits */
+        if (step > 0)
+            for (int32_t i = 0; i < n_dec; i++) { /* alone: rewrites the same K/V slot with the same values */
+                tbatch *one = malloc(sizeof *one);
+                tb_make(one, &sq[i], 1, -1);
+                one->b.logits = alone;
+                if (p3.gpu->v->forward(p3.gpu, &one->b, &err) != CEL_OK) fail_msg("cuda v3 forward: %s", err.msg);
+                if (memcmp(alone, p3.lg + (size_t)i * c->V, (size_t)c->V * sizeof(float)) != 0)
+                    fail_msg("%s (v3): sequence %d alone differs from its row in the batch of %d", what, (int)i,
+                             (int)n_dec);
+                free(one);
+            }
         for (int32_t i = 0; i < n_dec; i++) {
             sq[i].n_past += sq[i].n_new;
             sq[i].n_new = 1;
@@ -499,11 +544,12 @@ static void run_paths(const tcfg *c, int32_t n_dec, int32_t launches_per_layer_v
     /* profile the next decode step on both paths, then run it for real */
     tb_make(tb, sq, n_dec, -1);
     cel_cuda_profile prof;
-    for (int which = 0; which < 2; which++) {
-        cel_backend *be = which ? v1 : pr.gpu;
+    for (int which = 0; which < 3; which++) {
+        cel_backend *be = which == 1 ? v1 : which == 2 ? p3.gpu : pr.gpu;
         if (cel_backend_cuda_profile(be, &tb->b, true, 3, &prof, &err) != CEL_OK) fail_msg("profile: %s", err.msg);
-        const int32_t per_layer = which ? 9 : launches_per_layer_v2;
-        assert_string_equal(prof.decode, which ? "v1" : "v2");
+        const int32_t per_layer = which == 1 ? 9 : launches_per_layer_v2; /* v3 launches what v2 does */
+        assert_string_equal(prof.decode, which == 1 ? "v1" : which == 2 ? "v3" : "v2");
+        assert_true(prof.attn_splits >= 1 && (which == 2 || prof.attn_splits == 1));
         assert_int_equal(prof.launches, 1 + per_layer * c->L + 3); /* embed, layers, final norm + lm_head + argmax */
         int sum = 0;
         for (int k = 0; k < prof.n_kinds; k++) {
@@ -521,12 +567,17 @@ static void run_paths(const tcfg *c, int32_t n_dec, int32_t launches_per_layer_v
     run_both(&pr, tb, "decode step after profiling", NULL);
     if (memcmp(l1, pr.lg, (size_t)tb->b.n_out * c->V * sizeof(float)) != 0)
         fail_msg("after profiling: the v2 decode path's logits differ from v1's");
+    run_both(&p3, tb, "decode step after profiling (v3)", NULL);
     int32_t toks[MAXS];
     if (cel_backend_cuda_forward_argmax(pr.gpu, &tb->b, toks, &err) != CEL_OK) fail_msg("argmax: %s", err.msg);
     for (int32_t i = 0; i < n_dec; i++) assert_int_equal(toks[i], argmax_row(l1 + (size_t)i * c->V, c->V));
     cel_backend_free(pr.cpu);
     cel_backend_free(pr.gpu);
     cel_backend_free(v1);
+    cel_backend_free(p3.gpu);
+    free(p3.lc);
+    free(p3.lg);
+    free(alone);
     free(pr.lc);
     free(pr.lg);
     free(l1);
