@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -395,24 +396,145 @@ static bool get_int(const cel_job_spec *s, const char *key, int64_t *out)
     *out = json_integer_value(v);
     return true;
 }
-static bool get_num(const cel_job_spec *s, const char *key, double *out)
+
+/* ======================================================= config fields */
+
+/* A spec key that sets one field of a config struct as it is: one table per
+ * struct serves both reading the spec (read_fields) and writing the recorded
+ * config (record_fields), so a key cannot be read one way and recorded
+ * another, or be read and never recorded. */
+typedef enum field_type { F_I32, F_INT, F_U64, F_SIZE, F_F32, F_F64, F_BOOL } field_type;
+typedef struct cfg_field {
+    const char *key; /* spec key, and the recorded config's */
+    field_type type;
+    size_t off;      /* of the field in its struct */
+} cfg_field;
+
+/* The sizeof term (never evaluated) compares a T * with the member's address:
+ * a member of another type draws a distinct-pointer-types diagnostic, an
+ * error under the build's -Werror, so a table entry cannot mistype its field. */
+#define FIELD(st, key, T, tag, member) {key, tag, offsetof(st, member) + 0 * sizeof((T *)0 == &((st *)0)->member)}
+#define FI32(st, key, member) FIELD(st, key, int32_t, F_I32, member)
+#define FINT(st, key, member) FIELD(st, key, int, F_INT, member)
+#define FU64(st, key, member) FIELD(st, key, uint64_t, F_U64, member)
+#define FSIZE(st, key, member) FIELD(st, key, size_t, F_SIZE, member)
+#define FF32(st, key, member) FIELD(st, key, float, F_F32, member)
+#define FF64(st, key, member) FIELD(st, key, double, F_F64, member)
+#define FBOOL(st, key, member) FIELD(st, key, bool, F_BOOL, member)
+
+static const cfg_field common_fields[] = {
+    FU64(cel_gen_common, "seed", seed),
+    FF32(cel_gen_common, "temperature", sampling.temperature),
+    FF32(cel_gen_common, "top_p", sampling.top_p),
+    FI32(cel_gen_common, "top_k", sampling.top_k),
+    FI32(cel_gen_common, "max_tokens", sampling.max_tokens),
+};
+static const cfg_field mind_fields[] = {
+    FI32(cel_mind_config, "chunk_tokens", chunk_tokens),
+    FI32(cel_mind_config, "min_chunk_tokens", min_chunk_tokens),
+    FI32(cel_mind_config, "min_tokens", min_output_tokens),
+    FI32(cel_mind_config, "min_turns", min_turns),
+    FF64(cel_mind_config, "max_repetition", max_repetition),
+    FF64(cel_mind_config, "max_echo", max_echo),
+};
+static const cfg_field rephrase_fields[] = {
+    FBOOL(cel_rephrase_config, "route", route_by_quality),
+    FI32(cel_rephrase_config, "high_threshold", high_threshold),
+    FI32(cel_rephrase_config, "min_doc_tokens", min_doc_tokens),
+    FI32(cel_rephrase_config, "min_segment_tokens", min_segment_tokens),
+    FF64(cel_rephrase_config, "qa_tokens_per_pair", qa_tokens_per_pair),
+};
+static const cfg_field crossthink_fields[] = {
+    FI32(cel_crossthink_config, "questions", questions),
+    FI32(cel_crossthink_config, "chunk_tokens", chunk_tokens),
+    FI32(cel_crossthink_config, "max_words", max_open_words),
+    FBOOL(cel_crossthink_config, "mcq_to_open", mcq_to_open),
+    FBOOL(cel_crossthink_config, "dedup", dedup),
+    FI32(cel_crossthink_config, "difficulty_k", difficulty_k),
+    FF32(cel_crossthink_config, "answer_temperature", answer_sampling.temperature),
+    FI32(cel_crossthink_config, "answer_max_tokens", answer_sampling.max_tokens),
+};
+/* the backends' knobs: read, never recorded (they do not change what is generated) */
+static const cfg_field engine_fields[] = {
+    FI32(cel_engine_params, "threads", n_threads),
+    FI32(cel_engine_params, "ctx", n_ctx),
+};
+static const cfg_field remote_fields[] = {
+    FBOOL(cel_remote_config, "completions", use_completions),
+    FI32(cel_remote_config, "concurrency", max_concurrency),
+    FI32(cel_remote_config, "retries", max_retries),
+    FF64(cel_remote_config, "timeout", timeout_s),
+    FF64(cel_remote_config, "backoff_base", backoff_base_s),
+    FF64(cel_remote_config, "backoff_max", backoff_max_s),
+};
+/* the job's input and output: read only (record_config copies the keys that shape the output as the spec has them) */
+static const cfg_field io_fields[] = {
+    FSIZE(cel_job_opts, "max_line_bytes", max_line_bytes),
+    FU64(cel_job_opts, "shard_records", shard_records),
+    FU64(cel_job_opts, "shard_bytes", shard_bytes),
+    FU64(cel_job_opts, "frame_records", frame_records),
+    FU64(cel_job_opts, "frame_bytes", frame_bytes),
+    FINT(cel_job_opts, "zstd_level", zstd_level),
+    FF64(cel_job_opts, "checkpoint_s", checkpoint_s),
+    FBOOL(cel_job_opts, "rejects", write_rejects),
+    FBOOL(cel_job_opts, "restart", restart),
+};
+#define N_FIELDS(t) (sizeof t / sizeof t[0])
+
+/* Sets each field of cfg whose key the spec holds with the right JSON type
+ * (the spec's values were range-checked when they were put); leaves the
+ * others at what cfg had (the generators' defaults). */
+static void read_fields(const cel_job_spec *s, const cfg_field *f, size_t n, void *cfg)
 {
-    json_t *v = json_object_get(s->v, key);
-    if (!json_is_number(v)) return false;
-    *out = json_number_value(v);
-    return true;
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_object_get(s->v, f[i].key);
+        char *p = (char *)cfg + f[i].off;
+        switch (f[i].type) {
+        case F_I32:
+            if (json_is_integer(v)) *(int32_t *)p = (int32_t)json_integer_value(v);
+            break;
+        case F_INT:
+            if (json_is_integer(v)) *(int *)p = (int)json_integer_value(v);
+            break;
+        case F_U64:
+            if (json_is_integer(v)) *(uint64_t *)p = (uint64_t)json_integer_value(v);
+            break;
+        case F_SIZE:
+            if (json_is_integer(v)) *(size_t *)p = (size_t)json_integer_value(v);
+            break;
+        case F_F32:
+            if (json_is_number(v)) *(float *)p = (float)json_number_value(v);
+            break;
+        case F_F64:
+            if (json_is_number(v)) *(double *)p = json_number_value(v);
+            break;
+        case F_BOOL:
+            if (json_is_boolean(v)) *(bool *)p = json_is_true(v);
+            break;
+        }
+    }
 }
-static bool get_bool(const cel_job_spec *s, const char *key, bool *out)
+
+static json_t *num6(double f);
+
+/* Writes every field of cfg into the recorded config o under its key (numbers
+ * through num6, so a float records as the decimal it was written as). */
+static void record_fields(json_t *o, const cfg_field *f, size_t n, const void *cfg)
 {
-    json_t *v = json_object_get(s->v, key);
-    if (!json_is_boolean(v)) return false;
-    *out = json_is_true(v);
-    return true;
-}
-static void set_i32(const cel_job_spec *s, const char *key, int32_t *dst)
-{
-    int64_t v;
-    if (get_int(s, key, &v)) *dst = (int32_t)v;
+    for (size_t i = 0; i < n; i++) {
+        const char *p = (const char *)cfg + f[i].off;
+        json_t *v = NULL;
+        switch (f[i].type) {
+        case F_I32: v = json_integer(*(const int32_t *)p); break;
+        case F_INT: v = json_integer(*(const int *)p); break;
+        case F_U64: v = json_integer((json_int_t) * (const uint64_t *)p); break;
+        case F_SIZE: v = json_integer((json_int_t) * (const size_t *)p); break;
+        case F_F32: v = num6(*(const float *)p); break;
+        case F_F64: v = num6(*(const double *)p); break;
+        case F_BOOL: v = json_boolean(*(const bool *)p); break;
+        }
+        json_object_set_new(o, f[i].key, v);
+    }
 }
 
 /* ============================================================ generation */
@@ -460,9 +582,7 @@ static cel_status open_backend(cel_job_gen *g, const cel_job_spec *s, const cel_
         CEL_TRY(resolve(env, m, false, model, sizeof model, err));
         bo.model_path = model;
         if (env) bo.model.log = bo.engine.log = env->log;
-        int64_t v;
-        if (get_int(s, "threads", &v)) bo.engine.n_threads = (int32_t)v;
-        if (get_int(s, "ctx", &v)) bo.engine.n_ctx = (int32_t)v;
+        read_fields(s, engine_fields, N_FIELDS(engine_fields), &bo.engine);
         if (ct) bo.local.chat = cel_chat_kind_from_name(ct);
     } else {
         for (size_t i = 0; i < n_urls; i++)
@@ -474,12 +594,7 @@ static cel_status open_backend(cel_job_gen *g, const cel_job_spec *s, const cel_
     bo.remote.n_urls = local ? 0 : n_urls;
     bo.remote.api_key = cel_job_spec_str(s, "api_key");
     if (cel_job_spec_str(s, "remote_model")) bo.remote.model = cel_job_spec_str(s, "remote_model");
-    get_bool(s, "completions", &bo.remote.use_completions);
-    set_i32(s, "concurrency", &bo.remote.max_concurrency);
-    set_i32(s, "retries", &bo.remote.max_retries);
-    get_num(s, "timeout", &bo.remote.timeout_s);
-    get_num(s, "backoff_base", &bo.remote.backoff_base_s);
-    get_num(s, "backoff_max", &bo.remote.backoff_max_s);
+    read_fields(s, remote_fields, N_FIELDS(remote_fields), &bo.remote);
     if (env) bo.remote.log = env->log;
     if (!local && cel_job_spec_str(s, "tokenizer")) {
         CEL_TRY(resolve(env, cel_job_spec_str(s, "tokenizer"), false, tok, sizeof tok, err));
@@ -501,8 +616,6 @@ static size_t names_of(cel_job_gen *g, const char *key)
 static cel_status build_config(cel_job_gen *g, const cel_job_spec *s, cel_error *err)
 {
     cel_gen_common *c;
-    double d;
-    bool b;
     if (g->kind == CEL_JOB_MIND) {
         cel_mind_config *m = &g->mind;
         cel_mind_config_default(m);
@@ -512,13 +625,9 @@ static cel_status build_config(cel_job_gen *g, const cel_job_spec *s, cel_error 
             m->styles = g->names;
             m->n_styles = g->n_names;
         }
-        if (get_bool(s, "random_style", &b)) m->mode = b ? CEL_MIND_STYLES_RANDOM : CEL_MIND_STYLES_ALL;
-        set_i32(s, "chunk_tokens", &m->chunk_tokens);
-        set_i32(s, "min_chunk_tokens", &m->min_chunk_tokens);
-        set_i32(s, "min_tokens", &m->min_output_tokens);
-        set_i32(s, "min_turns", &m->min_turns);
-        get_num(s, "max_repetition", &m->max_repetition);
-        get_num(s, "max_echo", &m->max_echo);
+        json_t *rs = json_object_get(s->v, "random_style");
+        if (json_is_boolean(rs)) m->mode = json_is_true(rs) ? CEL_MIND_STYLES_RANDOM : CEL_MIND_STYLES_ALL;
+        read_fields(s, mind_fields, N_FIELDS(mind_fields), m);
         const char *wc = cel_job_spec_str(s, "with_chunk");
         if (wc) m->with_chunk = !strcmp(wc, "field") ? CEL_MIND_CHUNK_FIELD : !strcmp(wc, "concat") ? CEL_MIND_CHUNK_CONCAT
                                                                                                       : CEL_MIND_CHUNK_NONE;
@@ -531,11 +640,7 @@ static cel_status build_config(cel_job_gen *g, const cel_job_spec *s, cel_error 
             r->prompts = g->names;
             r->n_prompts = g->n_names;
         }
-        get_bool(s, "route", &r->route_by_quality);
-        set_i32(s, "high_threshold", &r->high_threshold);
-        set_i32(s, "min_doc_tokens", &r->min_doc_tokens);
-        set_i32(s, "min_segment_tokens", &r->min_segment_tokens);
-        get_num(s, "qa_tokens_per_pair", &r->qa_tokens_per_pair);
+        read_fields(s, rephrase_fields, N_FIELDS(rephrase_fields), r);
     } else {
         cel_crossthink_config *t = &g->ct;
         cel_crossthink_config_default(t);
@@ -548,14 +653,7 @@ static cel_status build_config(cel_job_gen *g, const cel_job_spec *s, cel_error 
                 if (!strcmp(g->names[i], "open")) t->open = true;
             }
         }
-        set_i32(s, "questions", &t->questions);
-        set_i32(s, "chunk_tokens", &t->chunk_tokens);
-        set_i32(s, "max_words", &t->max_open_words);
-        get_bool(s, "mcq_to_open", &t->mcq_to_open);
-        get_bool(s, "dedup", &t->dedup);
-        set_i32(s, "difficulty_k", &t->difficulty_k);
-        if (get_num(s, "answer_temperature", &d)) t->answer_sampling.temperature = (float)d;
-        set_i32(s, "answer_max_tokens", &t->answer_sampling.max_tokens);
+        read_fields(s, crossthink_fields, N_FIELDS(crossthink_fields), t);
         const char *v;
         if ((v = json_string_value(json_object_get(g->spec, "mcq_template")))) t->mcq_template = v;
         if ((v = json_string_value(json_object_get(g->spec, "open_template")))) t->open_template = v;
@@ -567,11 +665,7 @@ static cel_status build_config(cel_job_gen *g, const cel_job_spec *s, cel_error 
         }
     }
     int64_t v;
-    if (get_int(s, "seed", &v)) c->seed = (uint64_t)v;
-    if (get_num(s, "temperature", &d)) c->sampling.temperature = (float)d;
-    if (get_num(s, "top_p", &d)) c->sampling.top_p = (float)d;
-    set_i32(s, "top_k", &c->sampling.top_k);
-    set_i32(s, "max_tokens", &c->sampling.max_tokens);
+    read_fields(s, common_fields, N_FIELDS(common_fields), c);
     if (get_int(s, "window", &v)) c->max_inflight_docs = (uint32_t)v;
     return CEL_OK;
 }
@@ -633,33 +727,20 @@ static cel_status record_config(cel_job_gen *g, const cel_job_spec *s, cel_error
     const cel_gen_common *c = g->kind == CEL_JOB_MIND ? &g->mind.c : g->kind == CEL_JOB_REPHRASE ? &g->rephrase.c : &g->ct.c;
     json_object_set_new(o, "kind", json_string(kind_names[g->kind]));
     json_object_set_new(o, "model", json_string(g->be->model_name));
-    json_object_set_new(o, "seed", json_integer((json_int_t)c->seed));
-    json_object_set_new(o, "temperature", num6(c->sampling.temperature));
-    json_object_set_new(o, "top_p", num6(c->sampling.top_p));
-    json_object_set_new(o, "top_k", json_integer(c->sampling.top_k));
-    json_object_set_new(o, "max_tokens", json_integer(c->sampling.max_tokens));
+    record_fields(o, common_fields, N_FIELDS(common_fields), c);
     json_t *names = json_array();
     for (size_t i = 0; i < g->n_names; i++) json_array_append_new(names, json_string(g->names[i]));
     if (g->kind == CEL_JOB_MIND) {
         const cel_mind_config *m = &g->mind;
         json_object_set_new(o, "styles", names);
         json_object_set_new(o, "random_style", json_boolean(m->mode == CEL_MIND_STYLES_RANDOM));
-        json_object_set_new(o, "chunk_tokens", json_integer(m->chunk_tokens));
-        json_object_set_new(o, "min_chunk_tokens", json_integer(m->min_chunk_tokens));
-        json_object_set_new(o, "min_tokens", json_integer(m->min_output_tokens));
-        json_object_set_new(o, "min_turns", json_integer(m->min_turns));
-        json_object_set_new(o, "max_repetition", num6(m->max_repetition));
-        json_object_set_new(o, "max_echo", num6(m->max_echo));
+        record_fields(o, mind_fields, N_FIELDS(mind_fields), m);
         json_object_set_new(o, "with_chunk", json_string(m->with_chunk == CEL_MIND_CHUNK_FIELD ? "field"
                                                          : m->with_chunk == CEL_MIND_CHUNK_CONCAT ? "concat" : "none"));
     } else if (g->kind == CEL_JOB_REPHRASE) {
         const cel_rephrase_config *r = &g->rephrase;
         json_object_set_new(o, "prompts", names);
-        json_object_set_new(o, "route", json_boolean(r->route_by_quality));
-        json_object_set_new(o, "high_threshold", json_integer(r->high_threshold));
-        json_object_set_new(o, "min_doc_tokens", json_integer(r->min_doc_tokens));
-        json_object_set_new(o, "min_segment_tokens", json_integer(r->min_segment_tokens));
-        json_object_set_new(o, "qa_tokens_per_pair", num6(r->qa_tokens_per_pair));
+        record_fields(o, rephrase_fields, N_FIELDS(rephrase_fields), r);
     } else {
         const cel_crossthink_config *t = &g->ct;
         json_decref(names);
@@ -667,14 +748,7 @@ static cel_status record_config(cel_job_gen *g, const cel_job_spec *s, cel_error
         if (t->mcq) json_array_append_new(f, json_string("mcq"));
         if (t->open) json_array_append_new(f, json_string("open"));
         json_object_set_new(o, "formats", f);
-        json_object_set_new(o, "questions", json_integer(t->questions));
-        json_object_set_new(o, "chunk_tokens", json_integer(t->chunk_tokens));
-        json_object_set_new(o, "max_words", json_integer(t->max_open_words));
-        json_object_set_new(o, "mcq_to_open", json_boolean(t->mcq_to_open));
-        json_object_set_new(o, "dedup", json_boolean(t->dedup));
-        json_object_set_new(o, "difficulty_k", json_integer(t->difficulty_k));
-        json_object_set_new(o, "answer_temperature", num6(t->answer_sampling.temperature));
-        json_object_set_new(o, "answer_max_tokens", json_integer(t->answer_sampling.max_tokens));
+        record_fields(o, crossthink_fields, N_FIELDS(crossthink_fields), t);
     }
     add_tags(g, o);
     /* what shapes the output besides the pipeline */
@@ -854,22 +928,12 @@ cel_status cel_job_run_spec(const cel_job_spec *s, const cel_job_env *env, const
     jo.id_field = cel_job_spec_str(s, "id_field");
     jo.text_field = cel_job_spec_str(s, "text_field");
     jo.quality_field = cel_job_spec_str(s, "quality_field");
-    int64_t v;
-    double d;
-    if (get_int(s, "max_line_bytes", &v)) jo.max_line_bytes = (size_t)v;
+    read_fields(s, io_fields, N_FIELDS(io_fields), &jo);
     jo.out_dir = out_dir;
     const char *sh = cel_job_spec_str(s, "shard");
     if (sh) sscanf(sh, "%u/%u", &jo.part, &jo.parts);
     const char *sp = cel_job_spec_str(s, "split");
     jo.split = sp && strcmp(sp, "line") == 0 ? CEL_JOB_SPLIT_LINE : CEL_JOB_SPLIT_ID;
-    if (get_int(s, "shard_records", &v)) jo.shard_records = (uint64_t)v;
-    if (get_int(s, "shard_bytes", &v)) jo.shard_bytes = (uint64_t)v;
-    if (get_int(s, "frame_records", &v)) jo.frame_records = (uint64_t)v;
-    if (get_int(s, "frame_bytes", &v)) jo.frame_bytes = (uint64_t)v;
-    if (get_int(s, "zstd_level", &v)) jo.zstd_level = (int)v;
-    if (get_num(s, "checkpoint_s", &d)) jo.checkpoint_s = d;
-    get_bool(s, "rejects", &jo.write_rejects);
-    get_bool(s, "restart", &jo.restart);
     jo.config_json = cel_job_gen_config(g);
     jo.dedup = cel_job_gen_dedups(g);
     input_policy ip = {env};
