@@ -12,6 +12,7 @@
 #  - a changed configuration is refused; --restart starts over.
 set -euo pipefail
 : "${CELINE:?path of the celine binary}" "${CELINE_SRC:?source tree}"
+. "$CELINE_SRC/tests/e2e/lib/job.sh"
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 work="$(mktemp -d)"
@@ -111,32 +112,14 @@ same_as_ref() { # DIR: shards, rejects and input errors byte-identical to ref
 # ---------------------------------------------------------------- kill -9, resume
 # Each kill lands a random 0-0.5 s after the checkpoint moved (so every session makes
 # progress, and kills hit reading, generating, writing frames and checkpointing alike);
-# after 15 kills the job may finish.
-seq_of() { grep -o '"seq": [0-9]*' "$1/state.json" 2>/dev/null | grep -o '[0-9]*$' || echo none; }
-kills=0
-for round in $(seq 1 60); do
-  # a smaller window than the reference run's: the output must not depend on it either
-  "$CELINE" "${JOB[@]}" --backend "$URL" --window 6 --output "$work/killed" > "$work/k.json" 2> "$work/k.err" &
-  pid=$!
-  s0="$(seq_of "$work/killed")"
-  for _ in $(seq 1000); do
-    kill -0 "$pid" 2>/dev/null || break
-    s1="$(seq_of "$work/killed")"
-    [ "$s1" != none ] && [ "$s1" != "$s0" ] && break
-    sleep 0.01
-  done
-  sleep "0.$((RANDOM % 6))$((RANDOM % 10))"
-  if [ "$kills" -lt 15 ] && kill -9 "$pid" 2>/dev/null; then
-    wait "$pid" 2>/dev/null || true
-    kills=$((kills + 1))
-  else
-    wait "$pid" || fail "a resumed run failed: $(tail -3 "$work/k.err")"
-    break
-  fi
-done
+# after 15 kills the job may finish. A smaller window than the reference run's: the
+# output must not depend on it either.
+kill_and_resume "$work/killed" 15 60 "$work/k.json" "$work/k.err" \
+  "$CELINE" "${JOB[@]}" --backend "$URL" --window 6 --output "$work/killed" \
+  || fail "a resumed run failed: $(tail -3 "$work/k.err")"
 grep -q '"state":"done"' "$work/k.json" || fail "the killed job never finished"
-[ "$kills" -ge 3 ] || fail "only $kills kills landed before the job finished: the test did not test resuming"
-echo "killed $kills times"
+[ "$KILLS" -ge 3 ] || fail "only $KILLS kills landed before the job finished: the test did not test resuming"
+echo "killed $KILLS times"
 same_as_ref "$work/killed"
 "$CELINE" job verify --deep "$work/killed" > /dev/null || fail "verify after kills failed"
 # running a finished job again does nothing

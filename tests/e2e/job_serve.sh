@@ -13,6 +13,7 @@
 #    and `celine job run` continues that job.
 set -euo pipefail
 : "${CELINE:?path of the celine binary}" "${CELINE_SRC:?source tree}"
+. "$CELINE_SRC/tests/e2e/lib/job.sh"
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 model="$CELINE_SRC/tests/data/models/qwen2-q8_0.gguf"
@@ -53,31 +54,12 @@ GEN=(--kind mind --styles teacher_student,debate,interview --max-tokens 10 --tem
 # ------------------------------------------------ remote, killed and resumed
 # (first, while the server's prefix cache is cold; each kill lands right after a checkpoint
 # moved, a few milliseconds into the next stretch of work; after 12 kills it may finish)
-seq_of() { grep -o '"seq": [0-9]*' "$1/state.json" 2>/dev/null | grep -o '[0-9]*$' || echo none; }
-kills=0
-for round in $(seq 1 60); do
+kill_and_resume "$work/killed" 12 6 "$work/k.json" /dev/null \
   "$CELINE" job run "${GEN[@]}" --input "$work/data/in" --output "$work/killed" --backend "$URL" --tokenizer "$tok" \
-    --concurrency 2 > "$work/k.json" 2>/dev/null &
-  pid=$!
-  s0="$(seq_of "$work/killed")"
-  for _ in $(seq 1000); do
-    kill -0 "$pid" 2>/dev/null || break
-    s1="$(seq_of "$work/killed")"
-    [ "$s1" != none ] && [ "$s1" != "$s0" ] && break
-    sleep 0.01
-  done
-  sleep "0.0$((RANDOM % 6))"
-  if [ "$kills" -lt 12 ] && kill -9 "$pid" 2>/dev/null; then
-    wait "$pid" 2>/dev/null || true
-    kills=$((kills + 1))
-  else
-    wait "$pid" || fail "a resumed remote job failed"
-    break
-  fi
-done
+  --concurrency 2 || fail "a resumed remote job failed"
 grep -q '"state":"done"' "$work/k.json" || fail "the killed job never finished"
-[ "$kills" -ge 3 ] || fail "only $kills kills landed"
-echo "remote job killed $kills times"
+[ "$KILLS" -ge 3 ] || fail "only $KILLS kills landed"
+echo "remote job killed $KILLS times"
 
 # ------------------------------------------------ remote (celine serve) vs in-process
 "$CELINE" job run "${GEN[@]}" --input "$work/data/in" --output "$work/remote" --backend "$URL" --tokenizer "$tok" \
