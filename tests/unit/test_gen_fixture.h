@@ -1,7 +1,10 @@
 /* test_gen_fixture.h - fixtures shared by the generators' pipeline unit tests
- * (test_gen_pipeline.c, test_gen_difficulty.c): template sets from source
+ * (test_gen_pipeline.c, test_gen_difficulty.c, test_job_spec.c): template sets from source
  * strings, JSONL parsing helpers and the scripted CrossThink backend with its
- * runner. Header-only test code; include after cmocka.h and test_gen_mock.h. */
+ * runner. Header-only test code; include after cmocka.h and test_gen_mock.h.
+ * The functions are static inline so that a test using only some of them
+ * (test_job_spec.c takes the CrossThink templates) compiles without
+ * unused-function warnings. */
 #ifndef TEST_GEN_FIXTURE_H
 #define TEST_GEN_FIXTURE_H
 
@@ -12,7 +15,7 @@
 #include "celine/generate.h"
 #include "test_gen_mock.h"
 
-static cel_template_set *make_set(const char *const *srcs, size_t n)
+static inline cel_template_set *make_set(const char *const *srcs, size_t n)
 {
     cel_template_set *s;
     cel_error e;
@@ -27,7 +30,7 @@ static cel_template_set *make_set(const char *const *srcs, size_t n)
     return s;
 }
 
-static json_t *parse_line(const char *line, size_t len)
+static inline json_t *parse_line(const char *line, size_t len)
 {
     json_error_t je;
     json_t *j = json_loadb(line, len, 0, &je);
@@ -36,7 +39,7 @@ static json_t *parse_line(const char *line, size_t len)
 }
 
 /* Splits JSONL into an array of objects. */
-static json_t *lines(const cel_buf *b)
+static inline json_t *lines(const cel_buf *b)
 {
     json_t *arr = json_array();
     const char *p = b->data ? b->data : "";
@@ -49,7 +52,7 @@ static json_t *lines(const cel_buf *b)
     return arr;
 }
 
-static const char *sget(json_t *o, const char *k)
+static inline const char *sget(json_t *o, const char *k)
 {
     json_t *v = json_object_get(o, k);
     assert_non_null(v);
@@ -66,7 +69,7 @@ static const char *const ct_srcs[] = {
     "@name rl_open\n@kind rl\n@task open\n@user\nSOLVE {{question}}\n",
 };
 
-static cel_finish ct_script(void *ud, const char *prompt, uint64_t seed, uint32_t sample, cel_buf *out)
+static inline cel_finish ct_script(void *ud, const char *prompt, uint64_t seed, uint32_t sample, cel_buf *out)
 {
     (void)ud;
     (void)seed;
@@ -91,7 +94,7 @@ static cel_finish ct_script(void *ud, const char *prompt, uint64_t seed, uint32_
     return CEL_FINISH_STOP;
 }
 
-static void run_ct(const cel_crossthink_config *cfg, const cel_gen_doc *docs, size_t n, mock_order order, collect *c,
+static inline void run_ct(const cel_crossthink_config *cfg, const cel_gen_doc *docs, size_t n, mock_order order, collect *c,
                    cel_gen_stats *st)
 {
     mock_backend *m = mock_new(ct_script, NULL, order, 3);

@@ -19,6 +19,7 @@
 
 #include "celine/job.h"
 #include "test_gen_mock.h"
+#include "test_gen_fixture.h"
 
 static char root[200];
 
@@ -45,15 +46,24 @@ static void put_file(const char *path, const char *text)
 
 /* ------------------------------------------------------------------ specs */
 
-static void test_spec_keys(void **state)
+/* A new spec holding the JSON object js, which must merge. */
+static cel_job_spec *spec_of(const char *js)
 {
-    (void)state;
     cel_job_spec *s;
     cel_error e;
     assert_int_equal(cel_job_spec_create(&s, &e), CEL_OK);
-    const char *js = "{\"kind\":\"mind\",\"input\":\"a.jsonl\",\"styles\":\"debate, interview\",\"chunk_tokens\":300,"
-                     "\"temperature\":0.7,\"rejects\":true,\"api_key\":\"sekret\"}";
-    assert_int_equal(cel_job_spec_merge_json(s, js, strlen(js), ~0u, "cfg.json", &e), CEL_OK);
+    cel_status st = cel_job_spec_merge_json(s, js, strlen(js), ~0u, "cfg.json", &e);
+    if (st) fprintf(stderr, "%s\n", e.msg);
+    assert_int_equal(st, CEL_OK);
+    return s;
+}
+
+static void test_spec_keys(void **state)
+{
+    (void)state;
+    cel_error e;
+    cel_job_spec *s = spec_of("{\"kind\":\"mind\",\"input\":\"a.jsonl\",\"styles\":\"debate, interview\",\"chunk_tokens\":300,"
+                              "\"temperature\":0.7,\"rejects\":true,\"api_key\":\"sekret\"}");
     /* repeated paths add up; comma lists split and trim */
     assert_int_equal(cel_job_spec_set(s, "input", "b/*.jsonl.zst", &e), CEL_OK);
     const char *items[8];
@@ -111,12 +121,9 @@ static void test_spec_keys(void **state)
 static void test_spec_config(void **state)
 {
     (void)state;
-    cel_job_spec *s;
     cel_error e;
-    assert_int_equal(cel_job_spec_create(&s, &e), CEL_OK);
-    const char *js = "{\"kind\":\"mind\",\"styles\":[\"debate\"],\"seed\":9,\"backend\":\"http://127.0.0.1:9\","
-                     "\"concurrency\":3,\"frame_records\":50}";
-    assert_int_equal(cel_job_spec_merge_json(s, js, strlen(js), ~0u, "cfg", &e), CEL_OK);
+    cel_job_spec *s = spec_of("{\"kind\":\"mind\",\"styles\":[\"debate\"],\"seed\":9,\"backend\":\"http://127.0.0.1:9\","
+                              "\"concurrency\":3,\"frame_records\":50}");
     cel_job_env env = {CELINE_SOURCE_DIR "/templates", NULL, NULL, NULL, {0}};
     cel_job_gen *g;
     cel_status st = cel_job_gen_open(s, &env, &g, &e);
@@ -139,9 +146,7 @@ static void test_spec_config(void **state)
     cel_job_gen_free(g);
     cel_job_spec_free(s);
     /* an unknown style is an error naming it */
-    assert_int_equal(cel_job_spec_create(&s, &e), CEL_OK);
-    js = "{\"kind\":\"mind\",\"styles\":[\"sonnet\"],\"backend\":\"http://127.0.0.1:9\"}";
-    assert_int_equal(cel_job_spec_merge_json(s, js, strlen(js), ~0u, "cfg", &e), CEL_OK);
+    s = spec_of("{\"kind\":\"mind\",\"styles\":[\"sonnet\"],\"backend\":\"http://127.0.0.1:9\"}");
     assert_int_equal(cel_job_gen_open(s, &env, &g, &e), CEL_OK);
     cel_gen_sink sink = {NULL, NULL, NULL};
     cel_gen_pipeline *p = NULL;
@@ -149,9 +154,7 @@ static void test_spec_config(void **state)
     cel_job_gen_free(g);
     cel_job_spec_free(s);
     /* a backend that is neither local nor a URL */
-    assert_int_equal(cel_job_spec_create(&s, &e), CEL_OK);
-    js = "{\"kind\":\"rephrase\",\"backend\":\"ftp://x\"}";
-    assert_int_equal(cel_job_spec_merge_json(s, js, strlen(js), ~0u, "cfg", &e), CEL_OK);
+    s = spec_of("{\"kind\":\"rephrase\",\"backend\":\"ftp://x\"}");
     assert_int_equal(cel_job_gen_open(s, &env, &g, &e), CEL_ERR_INVALID);
     assert_non_null(strstr(e.msg, "ftp://x"));
     cel_job_spec_free(s);
@@ -159,15 +162,8 @@ static void test_spec_config(void **state)
 
 /* ---------------------------------------------------- CrossThink dedup resume */
 
-static const char *const ct_srcs[] = {
-    "@name qa_mcq\n@kind qa\n@task mcq\n@user\nSYNTH mcq {{n}}\n{{text}}\n",
-    "@name qa_open\n@kind qa\n@task open\n@user\nSYNTH open {{n}}\n{{text}}\n",
-    "@name rl_mcq\n@kind rl\n@task mcq\n@user\nSOLVE {{question}}\n{{options}}\n",
-    "@name rl_open\n@kind rl\n@task open\n@user\nSOLVE {{question}}\n",
-};
-
 /* Every document asks the same shared question (deduplicated) and one of its own. */
-static cel_finish ct_script(void *ud, const char *prompt, uint64_t seed, uint32_t sample, cel_buf *out)
+static cel_finish dedup_script(void *ud, const char *prompt, uint64_t seed, uint32_t sample, cel_buf *out)
 {
     (void)ud;
     (void)sample;
@@ -205,16 +201,10 @@ static bool stop_at(void *ud)
     return ++s->calls >= s->at;
 }
 
-static cel_status run_ct(const char *out, bool dedup_flag, stopper *stop, cel_job_result *res, cel_error *e)
+static cel_status run_dedup(const char *out, bool dedup_flag, stopper *stop, cel_job_result *res, cel_error *e)
 {
-    cel_template_set *set;
-    assert_int_equal(cel_template_set_create(&set, e), CEL_OK);
-    for (size_t i = 0; i < 4; i++) {
-        cel_template *t;
-        assert_int_equal(cel_template_parse(NULL, ct_srcs[i], strlen(ct_srcs[i]), &t, e), CEL_OK);
-        assert_int_equal(cel_template_set_add(set, t, e), CEL_OK);
-    }
-    mock_backend *mb = mock_new(ct_script, NULL, MOCK_FIFO, 1);
+    cel_template_set *set = make_set(ct_srcs, 4); /* the fixture's CrossThink templates */
+    mock_backend *mb = mock_new(dedup_script, NULL, MOCK_FIFO, 1);
     ctx c = {set, &mb->base};
     char in[400];
     snprintf(in, sizeof in, "%s/docs.jsonl", root);
@@ -251,7 +241,7 @@ static int resume_until_done(const char *out, bool dedup_flag)
     cel_error e;
     for (int k = 2;; k += 3) {
         stopper s = {0, k};
-        cel_status st = run_ct(out, dedup_flag, &s, &res, &e);
+        cel_status st = run_dedup(out, dedup_flag, &s, &res, &e);
         if (st) fprintf(stderr, "%s\n", e.msg);
         assert_int_equal(st, CEL_OK);
         rounds++;
@@ -275,7 +265,7 @@ static void test_dedup_resume(void **state)
     snprintf(c, sizeof c, "%s/c", root);
     cel_job_result res;
     cel_error e;
-    assert_int_equal(run_ct(a, true, NULL, &res, &e), CEL_OK);
+    assert_int_equal(run_dedup(a, true, NULL, &res, &e), CEL_OK);
     assert_int_equal(res.c.records, 31); /* one shared question + one per document */
     assert_int_equal(res.c.dropped[CEL_DROP_DUPLICATE], 29);
     assert_true(resume_until_done(b, true) > 3);
@@ -302,18 +292,18 @@ static void test_dedup_resume(void **state)
     int fd = open(p, O_RDWR);
     assert_true(fd >= 0);
     assert_int_equal(flock(fd, LOCK_EX | LOCK_NB), 0);
-    assert_int_equal(run_ct(a, true, NULL, &res, &e), CEL_ERR_BUSY);
+    assert_int_equal(run_dedup(a, true, NULL, &res, &e), CEL_ERR_BUSY);
     assert_non_null(strstr(e.msg, "another process"));
     close(fd);
 
     /* a damaged checkpoint is an error naming it, not a silent restart */
     stopper s = {0, 3};
     snprintf(c, sizeof c, "%s/d", root);
-    assert_int_equal(run_ct(c, true, &s, &res, &e), CEL_OK);
+    assert_int_equal(run_dedup(c, true, &s, &res, &e), CEL_OK);
     assert_false(res.done);
     snprintf(p, sizeof p, "%s/state.json", c);
     put_file(p, "{\"version\":1,\"state\":\"running\"}");
-    assert_int_equal(run_ct(c, true, NULL, &res, &e), CEL_ERR_FORMAT);
+    assert_int_equal(run_dedup(c, true, NULL, &res, &e), CEL_ERR_FORMAT);
     assert_non_null(strstr(e.msg, "state.json"));
     /* changed inputs are refused */
     rm_root();
@@ -322,9 +312,9 @@ static void test_dedup_resume(void **state)
     put_file(p, "{\"id\":\"a\",\"text\":\"DOC1 text\"}\n{\"id\":\"b\",\"text\":\"DOC2 text\"}\n");
     snprintf(c, sizeof c, "%s/e", root);
     s = (stopper){0, 1};
-    assert_int_equal(run_ct(c, true, &s, &res, &e), CEL_OK);
+    assert_int_equal(run_dedup(c, true, &s, &res, &e), CEL_OK);
     put_file(p, "{\"id\":\"a\",\"text\":\"DOC1 text\"}\n{\"id\":\"b\",\"text\":\"DOC2 text, longer\"}\n");
-    assert_int_equal(run_ct(c, true, NULL, &res, &e), CEL_ERR_INVALID);
+    assert_int_equal(run_dedup(c, true, NULL, &res, &e), CEL_ERR_INVALID);
     assert_non_null(strstr(e.msg, "inputs changed"));
     rm_root();
 }
