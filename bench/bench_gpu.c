@@ -4,7 +4,7 @@
  * needs no model file.
  *
  *   bench_gpu [--out FILE.json] [--layers N] [--prompt N] [--steps N]
- *             [--batches 1,64,256] [--bandwidth GBPS] [--no-v1]
+ *             [--batches 1,64,256] [--bandwidth GBPS] [--no-v1] [--no-v3]
  *
  * For each batch size B: B sequences of --prompt tokens are prefilled in
  * chunks of max_batch_tokens, then --steps decode steps of B tokens run and
@@ -17,8 +17,11 @@
  * (cel_backend_cuda_profile: each kernel's GPU time, summed by kind, with
  * the GEMVs' achieved bandwidth, and the same step's graph replay time), and
  * unless --no-v1, a second backend with the first decode path
- * (CELINE_CUDA_DECODE=v1) is measured and profiled the same way, so one GPU
- * run compares both. Prints a summary and writes the figures as JSON. Without a CUDA device
+ * (CELINE_CUDA_DECODE=v1) is measured at batch 1 and profiled the same way;
+ * unless --no-v3, a third with the v3 path (split-context attention,
+ * parallel q/k/v post-process) is measured at every batch size and profiled
+ * at batch 1, so one GPU run compares all three (the default backend is v2).
+ * Prints a summary and writes the figures as JSON. Without a CUDA device
  * (or without CUDA in the build) it prints a SKIP line and writes
  * {"skipped": ...}.
  */
@@ -41,7 +44,7 @@ typedef struct opts {
     int32_t batches[8];
     int n_batches;
     double bandwidth_gbs;
-    bool no_v1;
+    bool no_v1, no_v3;
 } opts;
 
 static int parse(int argc, char **argv, opts *o)
@@ -62,6 +65,7 @@ static int parse(int argc, char **argv, opts *o)
         else if (!strcmp(a, "--steps") && v) o->steps = atoi(argv[++i]);
         else if (!strcmp(a, "--bandwidth") && v) o->bandwidth_gbs = atof(argv[++i]);
         else if (!strcmp(a, "--no-v1")) o->no_v1 = true;
+        else if (!strcmp(a, "--no-v3")) o->no_v3 = true;
         else if (!strcmp(a, "--batches") && v) {
             o->n_batches = 0;
             for (char *s = argv[++i]; *s && o->n_batches < 8;) {
@@ -71,7 +75,7 @@ static int parse(int argc, char **argv, opts *o)
             }
         } else {
             fprintf(stderr, "usage: bench_gpu [--out FILE.json] [--layers N] [--prompt N] [--steps N] "
-                            "[--batches 1,64,256] [--bandwidth GBPS] [--no-v1]\n");
+                            "[--batches 1,64,256] [--bandwidth GBPS] [--no-v1] [--no-v3]\n");
             return -1;
         }
     }
@@ -366,10 +370,11 @@ out:
 /* Prints where one decode step's GPU time goes. */
 static void print_profile(const cel_cuda_profile *p, double bytes_tok)
 {
-    printf("batch 1 decode step, %s path: %d launches; kernels %.3f ms (sum of kernel times, %.0f GB/s over the "
-           "weights); one graph replay %.3f ms (so launches cost %.3f ms beyond the kernels)\n",
-           p->decode, p->launches, p->kernel_ms, p->kernel_ms > 0 ? bytes_tok / (p->kernel_ms * 1e-3) / 1e9 : 0.0,
-           p->graph_ms, p->graph_ms > 0 ? p->graph_ms - p->kernel_ms : 0.0);
+    printf("batch 1 decode step, %s path (attention splits %d): %d launches; kernels %.3f ms (sum of kernel times, "
+           "%.0f GB/s over the weights); one graph replay %.3f ms (so launches cost %.3f ms beyond the kernels)\n",
+           p->decode, p->attn_splits, p->launches, p->kernel_ms,
+           p->kernel_ms > 0 ? bytes_tok / (p->kernel_ms * 1e-3) / 1e9 : 0.0, p->graph_ms,
+           p->graph_ms > 0 ? p->graph_ms - p->kernel_ms : 0.0);
     printf("  %-14s %8s %9s %6s %10s %9s\n", "kind", "launches", "ms", "share", "us/launch", "GB/s");
     for (int k = 0; k < p->n_kinds; k++) {
         if (!p->kind[k].launches) continue;
@@ -383,8 +388,10 @@ static void print_profile(const cel_cuda_profile *p, double bytes_tok)
 
 static void json_profile(FILE *f, const cel_cuda_profile *p)
 {
-    fprintf(f, "{\"decode\": \"%s\", \"launches\": %d, \"kernel_ms\": %.4f, \"graph_ms\": %.4f, \"kinds\": [",
-            p->decode, p->launches, p->kernel_ms, p->graph_ms);
+    fprintf(f,
+            "{\"decode\": \"%s\", \"attn_splits\": %d, \"launches\": %d, \"kernel_ms\": %.4f, \"graph_ms\": %.4f, "
+            "\"kinds\": [",
+            p->decode, p->attn_splits, p->launches, p->kernel_ms, p->graph_ms);
     int first = 1;
     for (int k = 0; k < p->n_kinds; k++) {
         if (!p->kind[k].launches) continue;
@@ -394,6 +401,41 @@ static void json_profile(FILE *f, const cel_cuda_profile *p)
         first = 0;
     }
     fprintf(f, "]}");
+}
+
+/* The "runs" array of the JSON: one object per measured batch size. */
+static void json_runs(FILE *f, const decode_res *res, int n, double roof)
+{
+    fprintf(f, "[\n");
+    for (int i = 0; i < n; i++)
+        fprintf(f,
+                "    {\"batch\": %d, \"prefill_tok_s\": %.1f, \"decode_tok_s_logits\": %.1f, "
+                "\"decode_ms_step_logits\": %.3f, \"decode_tok_s_argmax\": %.1f, \"decode_ms_step_argmax\": "
+                "%.3f, \"roofline_pct_logits\": %.1f, \"roofline_pct_argmax\": %.1f, \"finite\": %s}%s\n",
+                (int)res[i].batch, res[i].prefill_tok_s, res[i].tok_s_logits, res[i].ms_logits, res[i].tok_s_argmax,
+                res[i].ms_argmax, roof > 0 ? 100.0 * res[i].tok_s_logits / res[i].batch / roof : 0.0,
+                roof > 0 ? 100.0 * res[i].tok_s_argmax / res[i].batch / roof : 0.0, res[i].finite ? "true" : "false",
+                i + 1 < n ? "," : "");
+    fprintf(f, "  ]");
+}
+
+/* A batch-1 summary object (v1_batch1 / v3_batch1). */
+static void json_batch1(FILE *f, const char *key, const decode_res *r, double roof)
+{
+    fprintf(f,
+            ",\n  \"%s\": {\"decode_tok_s_logits\": %.1f, \"decode_ms_step_logits\": %.3f, "
+            "\"decode_tok_s_argmax\": %.1f, \"decode_ms_step_argmax\": %.3f, \"roofline_pct_logits\": %.1f, "
+            "\"roofline_pct_argmax\": %.1f}",
+            key, r->tok_s_logits, r->ms_logits, r->tok_s_argmax, r->ms_argmax,
+            roof > 0 ? 100.0 * r->tok_s_logits / roof : 0.0, roof > 0 ? 100.0 * r->tok_s_argmax / roof : 0.0);
+}
+
+static void print_res(const decode_res *r, const char *path)
+{
+    printf("batch %4d%s: prefill %8.0f tok/s | decode %9.0f tok/s (%.2f ms/step, logits to host) | %9.0f tok/s "
+           "(%.2f ms/step, GPU argmax)%s\n",
+           (int)r->batch, path, r->prefill_tok_s, r->tok_s_logits, r->ms_logits, r->tok_s_argmax, r->ms_argmax,
+           r->finite ? "" : "  NON-FINITE LOGITS");
 }
 
 static void logger(void *ud, cel_log_level level, const char *msg)
@@ -470,7 +512,7 @@ int main(int argc, char **argv)
            (int)hp->n_layer, bytes_tok / 1e9, load_s, pinned ? "pinned" : "pageable");
 
     decode_res res[8];
-    cel_cuda_profile prof[2];
+    cel_cuda_profile prof[3]; /* v2 (default), v1, v3 */
     bool have_prof = false;
     int ok = 0;
     for (int i = 0; i < o.n_batches; i++) {
@@ -478,10 +520,7 @@ int main(int argc, char **argv)
         if (run_batch(be, o.batches[i], &o, p.max_batch_tokens, hp->n_vocab, logits, &res[i], pp) != 0) break;
         if (pp) have_prof = true;
         ok++;
-        printf("batch %4d: prefill %8.0f tok/s | decode %9.0f tok/s (%.2f ms/step, logits to host) | %9.0f tok/s "
-               "(%.2f ms/step, GPU argmax)%s\n",
-               (int)res[i].batch, res[i].prefill_tok_s, res[i].tok_s_logits, res[i].ms_logits, res[i].tok_s_argmax,
-               res[i].ms_argmax, res[i].finite ? "" : "  NON-FINITE LOGITS");
+        print_res(&res[i], " (v2)");
     }
     double roof = bw > 0 ? bw * 1e9 / bytes_tok : 0.0;
     for (int i = 0; i < ok; i++)
@@ -491,29 +530,52 @@ int main(int argc, char **argv)
 
     if (have_prof) print_profile(&prof[0], bytes_tok);
 
-    /* the first decode path, for comparison: a second backend, batch 1 only */
-    decode_res res_v1;
-    bool have_v1 = false;
-    if (have_prof && !o.no_v1) {
-        cel_backend_free(be); /* one model's weights at a time */
+    /* the other decode paths, for comparison, one backend at a time (one
+     * model's weights on the card): v1 at batch 1, v3 at every batch size */
+    decode_res res_v1, res_v3[8];
+    bool have_v1 = false, have_v3_1 = false;
+    int ok3 = 0;
+    for (int alt = 0; alt < 2 && have_prof; alt++) {
+        const char *path = alt ? "v3" : "v1";
+        if (alt ? o.no_v3 : o.no_v1) continue;
+        cel_backend_free(be);
         be = NULL;
-        setenv("CELINE_CUDA_DECODE", "v1", 1);
+        setenv("CELINE_CUDA_DECODE", path, 1);
         cel_status cst = cel_backend_cuda_create(&bm.m, &p, &be, &err);
         unsetenv("CELINE_CUDA_DECODE");
         if (cst != CEL_OK) {
-            fprintf(stderr, "bench_gpu: v1 backend: %s\n", err.msg);
-        } else if (run_batch(be, 1, &o, p.max_batch_tokens, hp->n_vocab, logits, &res_v1, &prof[1]) == 0) {
+            fprintf(stderr, "bench_gpu: %s backend: %s\n", path, err.msg);
+            continue;
+        }
+        if (!alt) {
+            if (run_batch(be, 1, &o, p.max_batch_tokens, hp->n_vocab, logits, &res_v1, &prof[1]) != 0) continue;
             have_v1 = true;
-            printf("batch    1 (v1 decode path): decode %9.0f tok/s (%.2f ms/step, logits to host) | %9.0f tok/s "
-                   "(%.2f ms/step, GPU argmax)%s\n",
-                   res_v1.tok_s_logits, res_v1.ms_logits, res_v1.tok_s_argmax, res_v1.ms_argmax,
-                   res_v1.finite ? "" : "  NON-FINITE LOGITS");
+            print_res(&res_v1, " (v1)");
             if (roof > 0)
                 printf("batch 1 (v1) vs roofline: %.1f%% (logits to host), %.1f%% (GPU argmax)\n",
                        100.0 * res_v1.tok_s_logits / roof, 100.0 * res_v1.tok_s_argmax / roof);
             print_profile(&prof[1], bytes_tok);
+            continue;
+        }
+        for (int i = 0; i < o.n_batches; i++) {
+            const bool first1 = o.batches[i] == 1 && !have_v3_1;
+            if (run_batch(be, o.batches[i], &o, p.max_batch_tokens, hp->n_vocab, logits, &res_v3[ok3],
+                          first1 ? &prof[2] : NULL) != 0)
+                break;
+            print_res(&res_v3[ok3], " (v3)");
+            if (first1) {
+                have_v3_1 = true;
+                if (roof > 0)
+                    printf("batch 1 (v3) vs roofline: %.1f%% (logits to host), %.1f%% (GPU argmax)\n",
+                           100.0 * res_v3[ok3].tok_s_logits / roof, 100.0 * res_v3[ok3].tok_s_argmax / roof);
+                print_profile(&prof[2], bytes_tok);
+            }
+            ok3++;
         }
     }
+    const decode_res *v3_1 = NULL;
+    for (int i = 0; i < ok3; i++)
+        if (res_v3[i].batch == 1) v3_1 = &res_v3[i];
 
     if (o.out) {
         FILE *f = fopen(o.out, "w");
@@ -529,32 +591,24 @@ int main(int argc, char **argv)
                     (int)hp->n_layer, bytes_tok);
             fprintf(f, "  \"prompt\": %d, \"steps\": %d, \"graphs\": %s, \"logits_host_pinned\": %s, \"load_s\": %.2f,\n",
                     (int)o.prompt, (int)o.steps, info.graphs ? "true" : "false", pinned ? "true" : "false", load_s);
-            fprintf(f, "  \"roofline_tok_s_batch1\": %.1f,\n  \"runs\": [\n", roof);
-            for (int i = 0; i < ok; i++)
-                fprintf(f,
-                        "    {\"batch\": %d, \"prefill_tok_s\": %.1f, \"decode_tok_s_logits\": %.1f, "
-                        "\"decode_ms_step_logits\": %.3f, \"decode_tok_s_argmax\": %.1f, \"decode_ms_step_argmax\": "
-                        "%.3f, \"roofline_pct_logits\": %.1f, \"roofline_pct_argmax\": %.1f, \"finite\": %s}%s\n",
-                        (int)res[i].batch, res[i].prefill_tok_s, res[i].tok_s_logits, res[i].ms_logits,
-                        res[i].tok_s_argmax, res[i].ms_argmax,
-                        roof > 0 ? 100.0 * res[i].tok_s_logits / res[i].batch / roof : 0.0,
-                        roof > 0 ? 100.0 * res[i].tok_s_argmax / res[i].batch / roof : 0.0,
-                        res[i].finite ? "true" : "false", i + 1 < ok ? "," : "");
-            fprintf(f, "  ]");
-            if (have_v1)
-                fprintf(f,
-                        ",\n  \"v1_batch1\": {\"decode_tok_s_logits\": %.1f, \"decode_ms_step_logits\": %.3f, "
-                        "\"decode_tok_s_argmax\": %.1f, \"decode_ms_step_argmax\": %.3f, \"roofline_pct_logits\": %.1f, "
-                        "\"roofline_pct_argmax\": %.1f}",
-                        res_v1.tok_s_logits, res_v1.ms_logits, res_v1.tok_s_argmax, res_v1.ms_argmax,
-                        roof > 0 ? 100.0 * res_v1.tok_s_logits / roof : 0.0,
-                        roof > 0 ? 100.0 * res_v1.tok_s_argmax / roof : 0.0);
+            fprintf(f, "  \"roofline_tok_s_batch1\": %.1f,\n  \"runs\": ", roof);
+            json_runs(f, res, ok, roof);
+            if (ok3 > 0) {
+                fprintf(f, ",\n  \"v3_runs\": ");
+                json_runs(f, res_v3, ok3, roof);
+            }
+            if (have_v1) json_batch1(f, "v1_batch1", &res_v1, roof);
+            if (v3_1) json_batch1(f, "v3_batch1", v3_1, roof);
             if (have_prof) {
                 fprintf(f, ",\n  \"profile_batch1\": [");
                 json_profile(f, &prof[0]);
                 if (have_v1) {
                     fprintf(f, ",\n    ");
                     json_profile(f, &prof[1]);
+                }
+                if (have_v3_1) {
+                    fprintf(f, ",\n    ");
+                    json_profile(f, &prof[2]);
                 }
                 fprintf(f, "]");
             }
