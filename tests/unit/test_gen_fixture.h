@@ -1,9 +1,9 @@
 /* test_gen_fixture.h - fixtures shared by the generators' pipeline unit tests
- * (test_gen_pipeline.c, test_gen_difficulty.c, test_job_spec.c): template sets from source
- * strings, JSONL parsing helpers and the scripted CrossThink backend with its
- * runner. Header-only test code; include after cmocka.h and test_gen_mock.h.
+ * (test_gen_pipeline.c, test_gen_difficulty.c, test_job.c, test_job_spec.c): template
+ * sets from source strings, JSONL parsing helpers, a seeded MIND dialogue and
+ * the scripted CrossThink backend with its runner. Header-only test code; include after cmocka.h and test_gen_mock.h.
  * The functions are static inline so that a test using only some of them
- * (test_job_spec.c takes the CrossThink templates) compiles without
+ * (test_job.c, test_job_spec.c) compiles without
  * unused-function warnings. */
 #ifndef TEST_GEN_FIXTURE_H
 #define TEST_GEN_FIXTURE_H
@@ -58,6 +58,21 @@ static inline const char *sget(json_t *o, const char *k)
     assert_non_null(v);
     assert_true(json_is_string(v));
     return json_string_value(v);
+}
+
+/* ================================================================== MIND */
+
+/* Writes a 4-turn dialogue of ~60 words between speakers a and b that depends
+ * on the seed (so a test can tell which unit seed produced a record). */
+static inline void dialogue(cel_buf *out, const char *a, const char *b, uint64_t seed)
+{
+    static const char *const turns[4] = {
+        "could you explain why the first equation in this chunk holds for every value we consider",
+        "certainly, we start from the definition given above and substitute each known quantity step by step",
+        "so after substituting we simplify both sides and compare the remaining terms carefully, right",
+        "exactly, and once both sides agree the claim follows directly from the stated assumptions"};
+    for (int t = 0; t < 4; t++)
+        cel_buf_printf(out, "%s: (seed %llu) %s\n", t % 2 ? b : a, (unsigned long long)(seed % 100000), turns[t]);
 }
 
 /* ============================================================ CrossThink */

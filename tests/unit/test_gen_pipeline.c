@@ -26,18 +26,6 @@ static const char *const mind_srcs[] = {
     "@name beta\n@kind mind\n@speakers Cat | Dog\n@output_tokens 300\n@user\nSTYLE beta {{style}}\n{{text}}\n",
 };
 
-/* Writes a 4-turn dialogue of ~60 words that depends on the seed. */
-static void dialogue(cel_buf *out, const char *a, const char *b, uint64_t seed)
-{
-    static const char *const lines[4] = {
-        "could you explain why the first equation in this chunk holds for every value we consider",
-        "certainly, we start from the definition given above and substitute each known quantity step by step",
-        "so after substituting we simplify both sides and compare the remaining terms carefully, right",
-        "exactly, and once both sides agree the claim follows directly from the stated assumptions"};
-    for (int t = 0; t < 4; t++)
-        cel_buf_printf(out, "%s: (seed %llu) %s\n", t % 2 ? b : a, (unsigned long long)(seed % 100000), lines[t]);
-}
-
 static cel_finish mind_script(void *ud, const char *prompt, uint64_t seed, uint32_t sample, cel_buf *out)
 {
     (void)ud;

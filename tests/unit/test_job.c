@@ -20,6 +20,7 @@
 #include "celine/job.h"
 #include "generators/job_internal.h"
 #include "test_gen_mock.h"
+#include "test_gen_fixture.h"
 
 /* ------------------------------------------------------------- helpers */
 
@@ -69,6 +70,14 @@ static void zstd_pieces(cel_buf *out, const char *const *pieces, size_t n)
     }
 }
 
+/* The next event of r, asserting that reading it succeeds (a corrupt stretch
+ * is an event, not a failure); false at the end of the input. */
+static bool next_event(cel_jsonl_reader *r, cel_jsonl_kind *k, const char **s, size_t *l, cel_error *e)
+{
+    assert_int_equal(cel_jsonl_next(r, k, s, l, e), CEL_OK);
+    return *k != CEL_JSONL_EOF;
+}
+
 typedef struct ev {
     cel_jsonl_kind kind;
     char text[128];
@@ -83,12 +92,10 @@ static size_t read_events(const void *data, size_t len, size_t max_line, ev *evs
     cel_error e;
     assert_int_equal(cel_jsonl_open_stream(f, "mem", max_line, &r, &e), CEL_OK);
     size_t n = 0;
-    for (;;) {
-        cel_jsonl_kind k;
-        const char *s;
-        size_t l;
-        assert_int_equal(cel_jsonl_next(r, &k, &s, &l, &e), CEL_OK);
-        if (k == CEL_JSONL_EOF) break;
+    cel_jsonl_kind k;
+    const char *s;
+    size_t l;
+    while (next_event(r, &k, &s, &l, &e)) {
         assert_true(n < max);
         evs[n].kind = k;
         evs[n].line = cel_jsonl_line_number(r);
@@ -227,13 +234,7 @@ static cel_finish talk_script(void *ud, const char *prompt, uint64_t seed, uint3
         cel_buf_puts(out, "Alice: hi\nBob: hi\nAlice: ok\nBob: ok\n");
         return CEL_FINISH_STOP;
     }
-    static const char *const lines[4] = {
-        "could you explain why the first equation in this chunk holds for every value we consider",
-        "certainly, we start from the definition given above and substitute each known quantity step by step",
-        "so after substituting we simplify both sides and compare the remaining terms carefully, right",
-        "exactly, and once both sides agree the claim follows directly from the stated assumptions"};
-    for (int t = 0; t < 4; t++)
-        cel_buf_printf(out, "%s: (seed %llu) %s\n", t % 2 ? "Bob" : "Alice", (unsigned long long)(seed % 100003), lines[t]);
+    dialogue(out, "Alice", "Bob", seed);
     return CEL_FINISH_STOP;
 }
 
@@ -319,11 +320,7 @@ static bool stop_after(void *ud)
 static cel_status run_job(const char *dir, const char *out, uint32_t part, uint32_t parts, cel_job_split split,
                           const char *config, stopper *stop, mock_order order, cel_job_result *res, cel_error *e)
 {
-    cel_template_set *set;
-    cel_template *t;
-    assert_int_equal(cel_template_set_create(&set, e), CEL_OK);
-    assert_int_equal(cel_template_parse(NULL, mind_src, strlen(mind_src), &t, e), CEL_OK);
-    assert_int_equal(cel_template_set_add(set, t, e), CEL_OK);
+    cel_template_set *set = make_set(&mind_src, 1);
     mock_backend *mb = mock_new(talk_script, NULL, order, 2);
     maker mk = {set, &mb->base};
     char in[512];
@@ -387,12 +384,10 @@ static void dir_records(const char *dir, cel_buf *out)
         cel_jsonl_reader *r;
         cel_error e;
         assert_int_equal(cel_jsonl_open(p, 0, &r, &e), CEL_OK);
-        for (;;) {
-            cel_jsonl_kind k;
-            const char *s;
-            size_t l;
-            assert_int_equal(cel_jsonl_next(r, &k, &s, &l, &e), CEL_OK);
-            if (k == CEL_JSONL_EOF) break;
+        cel_jsonl_kind k;
+        const char *s;
+        size_t l;
+        while (next_event(r, &k, &s, &l, &e)) {
             assert_int_equal(k, CEL_JSONL_LINE);
             cel_buf_append(out, s, l);
             cel_buf_putc(out, '\n');
