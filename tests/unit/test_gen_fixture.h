@@ -1,7 +1,8 @@
 /* test_gen_fixture.h - fixtures shared by the generators' pipeline unit tests
  * (test_gen_pipeline.c, test_gen_difficulty.c, test_job.c, test_job_spec.c): template
- * sets from source strings, JSONL parsing helpers, a seeded MIND dialogue and
- * the scripted CrossThink backend with its runner. Header-only test code; include after cmocka.h and test_gen_mock.h.
+ * sets from source strings, JSONL parsing helpers, a seeded MIND dialogue,
+ * the scripted CrossThink backend with its runner, and what the job tests
+ * share (pipeline maker context, stopper hooks, options). Header-only test code; include after cmocka.h and test_gen_mock.h.
  * The functions are static inline so that a test using only some of them
  * (test_job.c, test_job_spec.c) compiles without
  * unused-function warnings. */
@@ -13,6 +14,7 @@
 #include <string.h>
 
 #include "celine/generate.h"
+#include "celine/job.h"
 #include "test_gen_mock.h"
 
 static inline cel_template_set *make_set(const char *const *srcs, size_t n)
@@ -124,6 +126,46 @@ static inline void run_ct(const cel_crossthink_config *cfg, const cel_gen_doc *d
     *st = *cel_gen_pipeline_stats(p);
     cel_gen_pipeline_free(p);
     cel_gen_backend_free(&m->base);
+}
+
+/* ================================================================== jobs */
+
+/* What a job test's cel_job_pipeline_fn gets: the templates and the backend. */
+typedef struct job_maker {
+    cel_template_set *set;
+    cel_gen_backend *be;
+} job_maker;
+
+/* A cel_job_hooks.cancelled that asks the job to stop from its at-th check on
+ * (calls counts the checks), so a test can interrupt a job at many points. */
+typedef struct stopper {
+    int calls, at;
+} stopper;
+static inline bool stop_at(void *ud)
+{
+    stopper *s = ud;
+    return ++s->calls >= s->at;
+}
+
+/* The hooks of a job that stops as stop says (NULL: runs to the end). */
+static inline cel_job_hooks stop_hooks(stopper *stop)
+{
+    cel_job_hooks h = {0};
+    h.cancelled = stop ? stop_at : NULL;
+    h.ud = stop;
+    return h;
+}
+
+/* The job options every job test starts from: the defaults, one input file
+ * (inputs[0], which must outlive the run), out_dir out and a checkpoint at
+ * every document. */
+static inline void job_opts_one(cel_job_opts *o, const char *const *inputs, const char *out)
+{
+    cel_job_opts_default(o);
+    o->inputs = inputs;
+    o->n_inputs = 1;
+    o->out_dir = out;
+    o->checkpoint_s = 0;
 }
 
 #endif

@@ -238,14 +238,9 @@ static cel_finish talk_script(void *ud, const char *prompt, uint64_t seed, uint3
     return CEL_FINISH_STOP;
 }
 
-typedef struct maker {
-    cel_template_set *set;
-    cel_gen_backend *be;
-} maker;
-
 static cel_status make_mind(void *ud, const cel_gen_sink *sink, cel_gen_pipeline **out, cel_error *err)
 {
-    maker *m = ud;
+    job_maker *m = ud;
     cel_mind_config c;
     cel_mind_config_default(&c);
     c.templates = m->set;
@@ -305,45 +300,28 @@ static void write_corpus(const char *dir)
     cel_buf_free(&c);
 }
 
-typedef struct stopper {
-    int calls;
-    int stop_at;
-} stopper;
-
-static bool stop_after(void *ud)
-{
-    stopper *s = ud;
-    return ++s->calls >= s->stop_at;
-}
-
 /* Runs (or resumes) a job from dir/in into out; returns the status. */
 static cel_status run_job(const char *dir, const char *out, uint32_t part, uint32_t parts, cel_job_split split,
                           const char *config, stopper *stop, mock_order order, cel_job_result *res, cel_error *e)
 {
     cel_template_set *set = make_set(&mind_src, 1);
     mock_backend *mb = mock_new(talk_script, NULL, order, 2);
-    maker mk = {set, &mb->base};
+    job_maker mk = {set, &mb->base};
     char in[512];
     snprintf(in, sizeof in, "%s/in", dir);
     const char *inputs[1] = {in};
     cel_job_opts o;
-    cel_job_opts_default(&o);
-    o.inputs = inputs;
-    o.n_inputs = 1;
-    o.out_dir = out;
+    job_opts_one(&o, inputs, out);
     o.part = part;
     o.parts = parts;
     o.split = split;
     o.frame_records = 7;
     o.frame_bytes = 4096;
     o.shard_records = 30;
-    o.checkpoint_s = 0;
     o.max_line_bytes = 2000;
     o.write_rejects = true;
     o.config_json = config ? config : "{\"kind\":\"mind\",\"seed\":77}";
-    cel_job_hooks h = {0};
-    h.cancelled = stop ? stop_after : NULL;
-    h.ud = stop;
+    cel_job_hooks h = stop_hooks(stop);
     cel_status st = cel_job_run(&o, make_mind, &mk, &mb->base, &h, res, e);
     cel_gen_backend_free(&mb->base);
     cel_template_set_free(set);

@@ -176,14 +176,9 @@ static cel_finish dedup_script(void *ud, const char *prompt, uint64_t seed, uint
     return CEL_FINISH_STOP;
 }
 
-typedef struct ctx {
-    cel_template_set *set;
-    cel_gen_backend *be;
-} ctx;
-
 static cel_status make_ct(void *ud, const cel_gen_sink *sink, cel_gen_pipeline **out, cel_error *err)
 {
-    ctx *c = ud;
+    job_maker *c = ud;
     cel_crossthink_config cfg;
     cel_crossthink_config_default(&cfg);
     cfg.templates = c->set;
@@ -192,33 +187,20 @@ static cel_status make_ct(void *ud, const cel_gen_sink *sink, cel_gen_pipeline *
     return cel_crossthink_create(&cfg, c->be, sink, out, err);
 }
 
-typedef struct stopper {
-    int calls, at;
-} stopper;
-static bool stop_at(void *ud)
-{
-    stopper *s = ud;
-    return ++s->calls >= s->at;
-}
-
 static cel_status run_dedup(const char *out, bool dedup_flag, stopper *stop, cel_job_result *res, cel_error *e)
 {
     cel_template_set *set = make_set(ct_srcs, 4); /* the fixture's CrossThink templates */
     mock_backend *mb = mock_new(dedup_script, NULL, MOCK_FIFO, 1);
-    ctx c = {set, &mb->base};
+    job_maker c = {set, &mb->base};
     char in[400];
     snprintf(in, sizeof in, "%s/docs.jsonl", root);
     const char *inputs[1] = {in};
     cel_job_opts o;
-    cel_job_opts_default(&o);
-    o.inputs = inputs;
-    o.n_inputs = 1;
-    o.out_dir = out;
+    job_opts_one(&o, inputs, out);
     o.frame_records = 3;
-    o.checkpoint_s = 0;
     o.dedup = dedup_flag;
     o.config_json = "{\"kind\":\"crossthink\"}";
-    cel_job_hooks h = {NULL, 0, stop ? stop_at : NULL, stop};
+    cel_job_hooks h = stop_hooks(stop);
     cel_status st = cel_job_run(&o, make_ct, &c, &mb->base, &h, res, e);
     cel_gen_backend_free(&mb->base);
     cel_template_set_free(set);
