@@ -249,18 +249,17 @@ AVX2_INLINE __m256i bits_to_bytes(uint32_t qh)
     return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
 }
 
-/* The 32 values (0..31) of a Q5_0 / Q5_1 block from its qh and qs. */
-AVX2_INLINE __m256i q5_values(const uint8_t *qh, const uint8_t *qs)
+/* The 32 nibbles of a Q5_0 / Q5_1 block (Q4_0's order). */
+AVX2_INLINE __m256i q5_nibbles(const uint8_t *qs)
 {
     __m128i t = _mm_loadu_si128((const __m128i *)qs);
-    __m256i lo = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F));
-    return _mm256_or_si256(lo, _mm256_and_si256(bits_to_bytes(cel__rd32(qh)), _mm256_set1_epi8(0x10)));
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F));
 }
 
 AVX2_INLINE void tile_q5_0(const int NW, const int NX, int64_t n, const uint8_t *w, size_t ws, const uint8_t *x,
                            size_t xs, float *y, size_t ys, const uint8_t *pf)
 {
-    const __m256i sixteen = _mm256_set1_epi8(16);
+    const __m256i hi4 = _mm256_set1_epi8((char)0xF0);
     __m256 acc[4][4];
     UNROLL for (int a = 0; a < NW; a++) UNROLL for (int b = 0; b < NX; b++) acc[a][b] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / 32; i++) {
@@ -276,7 +275,9 @@ AVX2_INLINE void tile_q5_0(const int NW, const int NX, int64_t n, const uint8_t 
         UNROLL for (int a = 0; a < NW; a++)
         {
             const cel__blk_q5_0 *bw = (const cel__blk_q5_0 *)(w + (size_t)a * ws + (size_t)i * 22);
-            __m256i wv = _mm256_sub_epi8(q5_values(bw->qh, bw->qs), sixteen); /* -16..15 */
+            /* q - 16 is the nibble where the 5th bit is set, else the
+             * nibble - 16 = the nibble with bits 4..7 set (two's complement) */
+            __m256i wv = _mm256_or_si256(q5_nibbles(bw->qs), _mm256_andnot_si256(bits_to_bytes(cel__rd32(bw->qh)), hi4));
             __m256i aw = _mm256_sign_epi8(wv, wv);
             float dw = h2f(&bw->d);
             UNROLL for (int b = 0; b < NX; b++) acc[a][b] =
@@ -312,7 +313,8 @@ AVX2_INLINE void tile_q5_1(const int NW, const int NX, int64_t n, const uint8_t 
         UNROLL for (int a = 0; a < NW; a++)
         {
             const cel__blk_q5_1 *bw = (const cel__blk_q5_1 *)(w + (size_t)a * ws + (size_t)i * 24);
-            __m256i wv = q5_values(bw->qh, bw->qs); /* 0..31: unsigned operand as is */
+            __m256i wv = _mm256_or_si256(q5_nibbles(bw->qs), /* 0..31: the unsigned operand as is */
+                                         _mm256_and_si256(bits_to_bytes(cel__rd32(bw->qh)), _mm256_set1_epi8(0x10)));
             float dw = h2f(&bw->d), mw = h2f(&bw->m);
             UNROLL for (int b = 0; b < NX; b++)
             {
