@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # tests/gpu/run.sh OUT_DIR - the one GPU check of the CUDA backend, for a machine
-# with an NVIDIA GPU, nvcc, CMake and (for the comparison) python3 + torch +
-# transformers. Builds celine's engine with CUDA (CELINE_ENGINE_ONLY: no
-# libuv/curl/zstd/http-parser needed), runs the CUDA tests, the GPU benchmark
-# and the PyTorch + transformers baseline, and writes into OUT_DIR:
+# with an NVIDIA GPU, nvcc and CMake (and, with CELINE_GPU_TORCH=1, python3 +
+# torch + transformers for the baseline). Builds celine's engine with CUDA
+# (CELINE_ENGINE_ONLY: no libuv/curl/zstd/http-parser needed; only the CUDA
+# tests and bench_gpu), runs the CUDA tests, the GPU benchmark (decode paths
+# v2 = default, v1 and v3 side by side) and optionally the PyTorch +
+# transformers baseline, and writes into OUT_DIR:
 #   build.log      environment, configure and build output
 #   tests.log      test_cuda_ops, test_cuda_backend, compute-sanitizer memcheck
-#   bench.log      bench_gpu and gpu_torch.py output
+#   bench.log      bench_gpu (and gpu_torch.py) output
 #   bench_gpu.json celine's figures        torch.json  the baseline's
 #   summary.json   pass/fail of each step, the figures, and the issue's targets
-# Each step has its own timeout so one hang cannot eat the budget; the whole
-# run is meant to finish within 8 minutes on one H100.
+# Each step has its own timeout, cut to what is left of the run's budget
+# (CELINE_GPU_BUDGET_S, default 170 s: the run finishes within 3 minutes on one
+# H100); a step with under 10 s left is skipped ("skipped(time)").
 #
 # Missing dev packages: when pkg-config (or libpcre2-8 / jansson / cmocka) is
 # not on the machine, .gpudeps/ at the repo root may hold Debian packages
@@ -25,7 +28,11 @@ BUILD="${CELINE_GPU_BUILD:-$ROOT/build-gpu}"
 DEPS="$ROOT/.gpudeps"
 JOBS="$(nproc 2>/dev/null || echo 4)"
 T0=$(date +%s)
+BUDGET="${CELINE_GPU_BUDGET_S:-170}"
 declare -A STATUS
+
+# seconds a step may take: its own limit, or what is left of the budget
+step_to() { local left=$((BUDGET - ($(date +%s) - T0))); [ "$1" -lt "$left" ] && echo "$1" || echo "$left"; }
 
 log() { echo "[gpu $(($(date +%s) - T0))s] $*" | tee -a "$OUT/build.log"; }
 : >"$OUT/build.log"
@@ -83,7 +90,7 @@ GEN="Unix Makefiles"
 command -v ninja >/dev/null && GEN=Ninja
 if [ -f "$BUILD/CMakeCache.txt" ] && ! grep -q "^CMAKE_GENERATOR:INTERNAL=$GEN\$" "$BUILD/CMakeCache.txt"; then rm -rf "$BUILD"; fi
 log "configure ($BUILD)"
-if timeout 180 cmake -S "$ROOT" -B "$BUILD" -G "$GEN" -DCMAKE_BUILD_TYPE=Release -DCELINE_ENGINE_ONLY=ON \
+if timeout "$(step_to 60)" cmake -S "$ROOT" -B "$BUILD" -G "$GEN" -DCMAKE_BUILD_TYPE=Release -DCELINE_ENGINE_ONLY=ON \
   -DCELINE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DCELINE_TESTS=ON -DPKG_CONFIG_EXECUTABLE="$PKGCONF" \
   >>"$OUT/build.log" 2>&1; then
   STATUS[configure]=pass
@@ -92,7 +99,13 @@ else
 fi
 if [ "${STATUS[configure]}" = pass ]; then
   log "build (-j$JOBS)"
-  if timeout 300 cmake --build "$BUILD" -j "$JOBS" >>"$OUT/build.log" 2>&1; then STATUS[build]=pass; else STATUS[build]=fail; fi
+  targets=(bench_gpu)
+  "$PKGCONF" --exists cmocka && targets+=(test_cuda_ops test_cuda_backend)
+  if timeout "$(step_to 150)" cmake --build "$BUILD" -j "$JOBS" --target "${targets[@]}" >>"$OUT/build.log" 2>&1; then
+    STATUS[build]=pass
+  else
+    STATUS[build]=fail
+  fi
 else
   STATUS[build]=skipped
 fi
@@ -100,11 +113,17 @@ log "configure ${STATUS[configure]}, build ${STATUS[build]}"
 
 # ---- tests
 run_test() { # name timeout cmd...
-  local name="$1" to="$2"
+  local name="$1" to
+  to="$(step_to "$2")"
   shift 2
-  if [ ! -x "$1" ]; then
+  if [ ! -x "$1" ] && ! command -v "$1" >/dev/null; then
     STATUS[$name]=missing
     echo "== $name: not built" >>"$OUT/tests.log"
+    return
+  fi
+  if [ "$to" -lt 10 ]; then
+    STATUS[$name]="skipped(time)"
+    echo "== $name: skipped, the run's time budget is spent" >>"$OUT/tests.log"
     return
   fi
   echo "== $name" >>"$OUT/tests.log"
@@ -116,28 +135,38 @@ run_test() { # name timeout cmd...
   log "$name: ${STATUS[$name]} ($(($(date +%s) - t))s)"
 }
 if [ "${STATUS[build]}" = pass ]; then
-  run_test test_cuda_ops 120 "$BUILD/test_cuda_ops"
-  run_test test_cuda_backend 150 "$BUILD/test_cuda_backend"
-  if command -v compute-sanitizer >/dev/null; then
-    run_test memcheck_cuda_ops 150 compute-sanitizer --tool memcheck --error-exitcode 9 "$BUILD/test_cuda_ops"
-  else
-    STATUS[memcheck_cuda_ops]=missing
-  fi
+  run_test test_cuda_ops 45 "$BUILD/test_cuda_ops"
+  run_test test_cuda_backend 45 "$BUILD/test_cuda_backend"
 fi
 
 # ---- benchmarks
-if [ -x "$BUILD/bench_gpu" ]; then
+if [ -x "$BUILD/bench_gpu" ] && [ "$(step_to 60)" -ge 10 ]; then
   log "bench_gpu"
   echo "== bench_gpu" >>"$OUT/bench.log"
-  if timeout 180 "$BUILD/bench_gpu" --out "$OUT/bench_gpu.json" >>"$OUT/bench.log" 2>&1; then STATUS[bench_gpu]=pass; else STATUS[bench_gpu]="fail(rc=$?)"; fi
+  if timeout "$(step_to 60)" "$BUILD/bench_gpu" --out "$OUT/bench_gpu.json" >>"$OUT/bench.log" 2>&1; then STATUS[bench_gpu]=pass; else STATUS[bench_gpu]="fail(rc=$?)"; fi
   log "bench_gpu: ${STATUS[bench_gpu]}"
+elif [ -x "$BUILD/bench_gpu" ]; then
+  STATUS[bench_gpu]="skipped(time)"
 else
   STATUS[bench_gpu]=missing
 fi
-if python3 -c 'import torch, transformers' >/dev/null 2>&1; then
+
+# ---- memcheck last: it is the slowest step and the first to give way to the budget
+SAN="$(command -v compute-sanitizer || true)"
+[ -z "$SAN" ] && [ -x /usr/local/cuda/bin/compute-sanitizer ] && SAN=/usr/local/cuda/bin/compute-sanitizer
+if [ "${STATUS[build]}" = pass ] && [ -n "$SAN" ]; then
+  run_test memcheck_cuda_ops 90 "$SAN" --tool memcheck --error-exitcode 9 "$BUILD/test_cuda_ops"
+else
+  STATUS[memcheck_cuda_ops]=missing
+fi
+
+# the baseline only on request (it takes a minute; last figures: bench/results/gpu-*-torch.json)
+if [ "${CELINE_GPU_TORCH:-0}" != 1 ]; then
+  STATUS[torch]="skipped(CELINE_GPU_TORCH=1 runs it)"
+elif python3 -c 'import torch, transformers' >/dev/null 2>&1; then
   log "gpu_torch.py (PyTorch + transformers generate, batch 64)"
   echo "== gpu_torch.py" >>"$OUT/bench.log"
-  if PYTHONUNBUFFERED=1 timeout 240 python3 "$ROOT/bench/gpu_torch.py" --out "$OUT/torch.json" >>"$OUT/bench.log" 2>&1; then
+  if PYTHONUNBUFFERED=1 timeout "$(step_to 240)" python3 "$ROOT/bench/gpu_torch.py" --out "$OUT/torch.json" >>"$OUT/bench.log" 2>&1; then
     STATUS[torch]=pass
   else
     STATUS[torch]="fail(rc=$?)"
@@ -172,9 +201,20 @@ v1 = b.get("v1_batch1")
 if v1:  # the first decode path (CELINE_CUDA_DECODE=v1), measured in the same run for comparison
     tg["batch1_v1_roofline_pct_logits"] = v1["roofline_pct_logits"]
     tg["batch1_v1_roofline_pct_argmax"] = v1["roofline_pct_argmax"]
+v3 = b.get("v3_batch1")
+if v3:  # the v3 path (CELINE_CUDA_DECODE=v3: split attention, parallel q/k/v post-process)
+    tg["batch1_v3_roofline_pct_logits"] = v3["roofline_pct_logits"]
+    tg["batch1_v3_roofline_pct_argmax"] = v3["roofline_pct_argmax"]
+    tg["batch1_v3_roofline_ok(>=70)"] = max(v3["roofline_pct_logits"], v3["roofline_pct_argmax"]) >= 70
+for r in b.get("v3_runs", []):
+    if r["batch"] != 1 and r["batch"] in runs:  # v3 / v2 decode speed at the larger batches (> 1: v3 faster)
+        tg["batch%d_v3_over_v2_argmax" % r["batch"]] = r["decode_tok_s_argmax"] / max(runs[r["batch"]]["decode_tok_s_argmax"], 1e-9)
 for p in b.get("profile_batch1", []):  # where one batch-1 decode step's GPU time goes (details in bench.log)
     tg["batch1_%s_kernel_ms" % p["decode"]] = p["kernel_ms"]
     tg["batch1_%s_graph_ms" % p["decode"]] = p["graph_ms"]
+    for k in p.get("kinds", []):
+        if k["kind"] in ("attention", "qkv rope+kv"):
+            tg["batch1_%s_%s_ms" % (p["decode"], k["kind"].split()[0])] = k["ms"]
 if 256 in runs:
     tg["batch256_tok_s_logits"] = runs[256]["decode_tok_s_logits"]
     tg["batch256_tok_s_argmax"] = runs[256]["decode_tok_s_argmax"]
