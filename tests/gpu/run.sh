@@ -213,8 +213,9 @@ for p in b.get("profile_batch1", []):  # where one batch-1 decode step's GPU tim
     tg["batch1_%s_kernel_ms" % p["decode"]] = p["kernel_ms"]
     tg["batch1_%s_graph_ms" % p["decode"]] = p["graph_ms"]
     for k in p.get("kinds", []):
-        if k["kind"] in ("attention", "qkv rope+kv"):
-            tg["batch1_%s_%s_ms" % (p["decode"], k["kind"].split()[0])] = k["ms"]
+        short = {"attention": "attention", "qkv rope+kv": "rope"}.get(k["kind"])
+        if short:
+            tg["batch1_%s_%s_ms" % (p["decode"], short)] = k["ms"]
 if 256 in runs:
     tg["batch256_tok_s_logits"] = runs[256]["decode_tok_s_logits"]
     tg["batch256_tok_s_argmax"] = runs[256]["decode_tok_s_argmax"]
