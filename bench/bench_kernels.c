@@ -89,8 +89,8 @@ static double time_matmul(const cel__kern *k, cel_pool *pool, const cel_tensor *
 
 static bool parse_dtype(const char *s, cel_dtype *t)
 {
-    const cel_dtype all[] = {CEL_DTYPE_F32,  CEL_DTYPE_F16,  CEL_DTYPE_BF16, CEL_DTYPE_Q8_0,
-                             CEL_DTYPE_Q4_0, CEL_DTYPE_Q4_K, CEL_DTYPE_Q6_K};
+    const cel_dtype all[] = {CEL_DTYPE_F32,  CEL_DTYPE_F16,  CEL_DTYPE_BF16, CEL_DTYPE_Q8_0, CEL_DTYPE_Q5_0,
+                             CEL_DTYPE_Q5_1, CEL_DTYPE_Q4_0, CEL_DTYPE_Q4_K, CEL_DTYPE_Q5_K, CEL_DTYPE_Q6_K};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (strcasecmp(s, cel_dtype_name(all[i])) == 0) {
             *t = all[i];
@@ -325,8 +325,8 @@ int main(int argc, char **argv)
     printf("kernels: %s, threads: %d\n", k->name, cel_pool_size(pool));
     printf("%-5s %-12s %5s %10s %9s %8s | %12s %9s %8s\n", "dtype", "in x out", "rows", "us/call", "GFLOP/s", "GB/s",
            "cpu-us/call", "GFLOP/s", "GB/s");
-    const cel_dtype all[] = {CEL_DTYPE_F32,  CEL_DTYPE_F16,  CEL_DTYPE_BF16, CEL_DTYPE_Q8_0,
-                             CEL_DTYPE_Q4_0, CEL_DTYPE_Q4_K, CEL_DTYPE_Q6_K};
+    const cel_dtype all[] = {CEL_DTYPE_F32,  CEL_DTYPE_F16,  CEL_DTYPE_BF16, CEL_DTYPE_Q8_0, CEL_DTYPE_Q5_0,
+                             CEL_DTYPE_Q5_1, CEL_DTYPE_Q4_0, CEL_DTYPE_Q4_K, CEL_DTYPE_Q5_K, CEL_DTYPE_Q6_K};
     /* ffn_up (896 -> 4864) and ffn_down (4864 -> 896); K-quants need 256-multiples: down only */
     const int64_t shapes[2][2] = {{896, 4864}, {4864, 896}};
     float *x = xalloc((size_t)(max_rows * 4864) * sizeof(float));

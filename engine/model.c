@@ -976,16 +976,16 @@ cel_status cel_model_describe(const cel_model *m, cel_buf *out)
     cel_buf_puts(out, "parameters:     ");
     fmt_count(out, np);
     cel_buf_printf(out, " (%lld)\n", (long long)np);
-    /* tensor count per dtype, in the enum's order */
-    static const cel_dtype order[] = {CEL_DTYPE_F32, CEL_DTYPE_F16, CEL_DTYPE_BF16, CEL_DTYPE_Q8_0,
-                                      CEL_DTYPE_Q6_K, CEL_DTYPE_Q4_K, CEL_DTYPE_Q4_0};
+    /* tensor count per dtype, in the order of the GGML type ids (every
+     * supported type, so a new one cannot be left out of the count) */
     cel_buf_puts(out, "dtypes:        ");
     size_t bytes = 0;
-    for (size_t k = 0; k < sizeof order / sizeof order[0]; k++) {
+    for (int t = 0; t < 64; t++) {
+        if (!cel_dtype_valid(t)) continue;
         size_t c = 0;
         for (size_t i = 0; i < m->n_tensors; i++)
-            if (m->tensors[i].dtype == order[k]) c++, bytes += m->tensors[i].nbytes;
-        if (c) cel_buf_printf(out, " %s: %zu", cel_dtype_name(order[k]), c);
+            if ((int)m->tensors[i].dtype == t) c++, bytes += m->tensors[i].nbytes;
+        if (c) cel_buf_printf(out, " %s: %zu", cel_dtype_name((cel_dtype)t), c);
     }
     cel_buf_printf(out, " (%zu tensors, %.1f MiB)\n", m->n_tensors, (double)bytes / (1024.0 * 1024.0));
     cel_buf_printf(out, "context length: %d\n", hp->n_ctx_train);

@@ -188,11 +188,11 @@ static cel_status cu_check_matrix(const cel_tensor *t, const char *what, int64_t
                              (long long)t->ne[0], (long long)(t->n_dims > 1 ? t->ne[1] : 1), (long long)in,
                              (long long)out);
     switch (t->dtype) {
-    case CEL_DTYPE_F32: case CEL_DTYPE_F16: case CEL_DTYPE_BF16: case CEL_DTYPE_Q8_0:
-    case CEL_DTYPE_Q4_0: case CEL_DTYPE_Q4_K: case CEL_DTYPE_Q6_K: break;
+    case CEL_DTYPE_F32: case CEL_DTYPE_F16: case CEL_DTYPE_BF16: case CEL_DTYPE_Q8_0: case CEL_DTYPE_Q5_0:
+    case CEL_DTYPE_Q5_1: case CEL_DTYPE_Q4_0: case CEL_DTYPE_Q4_K: case CEL_DTYPE_Q5_K: case CEL_DTYPE_Q6_K: break;
     default:
-        return cel_error_set(err, CEL_ERR_UNSUPPORTED, "cuda: tensor %s has dtype %d, which the CUDA backend cannot load",
-                             t->name, (int)t->dtype);
+        return cel_error_set(err, CEL_ERR_UNSUPPORTED, "cuda: tensor %s has dtype %s (%d), which the CUDA backend cannot load",
+                             t->name, cel_dtype_name(t->dtype), (int)t->dtype);
     }
     size_t rb = cel_dtype_row_bytes(t->dtype, in);
     if (rb == 0 || !t->data || t->nbytes < rb * (size_t)out)

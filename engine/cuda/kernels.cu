@@ -98,9 +98,33 @@ static unsigned cel__grid_for(int64_t n, int threads)
 
 /* ------------------------------------------------------------ dequantize */
 
+/* Scale and min of sub-block is (0..7) of a Q4_K / Q5_K super-block: 6-bit
+ * values packed in 12 bytes (the first four of each in the low 6 bits of
+ * bytes 0-3 / 4-7, the last four split over bytes 8-11 and the top bits). */
+static __device__ __forceinline__ void cel_d_kquant_scale(const uint8_t *sc, int is, int &s, int &m)
+{
+    if (is < 4) {
+        s = sc[is] & 63;
+        m = sc[is + 4] & 63;
+    } else {
+        s = (sc[is + 4] & 0xF) | ((sc[is - 4] >> 6) << 4);
+        m = (sc[is + 4] >> 4) | ((sc[is] >> 6) << 4);
+    }
+}
+
+/* Low 4 bits of element j (0..31) of a 32-element block whose 16 nibble
+ * bytes start at qs: low nibbles hold elements 0-15, high nibbles 16-31. */
+static __device__ __forceinline__ int cel_d_nibble32(const uint8_t *qs, int j)
+{
+    return j < 16 ? (qs[j] & 0xF) : (qs[j - 16] >> 4);
+}
+
 /* Element i of a tensor in ggml layout t (block layouts: Q8_0 = fp16 d + 32
- * int8; Q4_0 = fp16 d + 16 bytes of nibbles, low nibbles first; Q4_K = fp16
- * d, fp16 dmin, 12 bytes of 6-bit scales/mins, 128 bytes of nibbles; Q6_K =
+ * int8; Q4_0 = fp16 d + 16 bytes of nibbles, low nibbles first; Q5_0 = fp16
+ * d, 4 bytes of high bits (bit j of element j), Q4_0's nibbles; Q5_1 = fp16
+ * d, fp16 m, then as Q5_0; Q4_K = fp16 d, fp16 dmin, 12 bytes of 6-bit
+ * scales/mins, 128 bytes of nibbles; Q5_K = Q4_K's header, 32 bytes of high
+ * bits (bit 2p / 2p+1 of byte l for pair p), 128 bytes of nibbles; Q6_K =
  * 128 bytes low 4 bits, 64 bytes high 2 bits, 16 int8 scales, fp16 d). */
 static __device__ float cel_d_dequant(const uint8_t *src, int t, int64_t i)
 {
@@ -114,24 +138,28 @@ static __device__ float cel_d_dequant(const uint8_t *src, int t, int64_t i)
     }
     case CEL_DTYPE_Q4_0: {
         const uint8_t *b = src + (i / 32) * 18;
-        int j = (int)(i % 32);
-        int q = j < 16 ? (b[2 + j] & 0xF) : (b[2 + j - 16] >> 4);
-        return (float)(q - 8) * cel_d_f16_at(b);
+        return (float)(cel_d_nibble32(b + 2, (int)(i % 32)) - 8) * cel_d_f16_at(b);
     }
-    case CEL_DTYPE_Q4_K: {
-        const uint8_t *b = src + (i / 256) * 144;
-        const uint8_t *sc = b + 4, *qs = b + 16;
+    case CEL_DTYPE_Q5_0:
+    case CEL_DTYPE_Q5_1: {
+        const bool q51 = t == CEL_DTYPE_Q5_1;
+        const uint8_t *b = src + (i / 32) * (q51 ? 24 : 22), *qh = b + (q51 ? 4 : 2);
+        const int j = (int)(i % 32);
+        const uint32_t hb = (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 | (uint32_t)qh[3] << 24;
+        const int q = cel_d_nibble32(qh + 4, j) | (int)((hb >> j) & 1u) << 4;
+        return q51 ? (float)q * cel_d_f16_at(b) + cel_d_f16_at(b + 2) : (float)(q - 16) * cel_d_f16_at(b);
+    }
+    case CEL_DTYPE_Q4_K:
+    case CEL_DTYPE_Q5_K: {
+        const bool q5 = t == CEL_DTYPE_Q5_K;
+        const uint8_t *b = src + (i / 256) * (q5 ? 176 : 144);
+        const uint8_t *qs = b + (q5 ? 48 : 16);
         int j = (int)(i % 256), chunk = j / 64, hi = (j % 64) / 32, l = j % 32;
         int is = 2 * chunk + hi, s, m;
-        if (is < 4) {
-            s = sc[is] & 63;
-            m = sc[is + 4] & 63;
-        } else {
-            s = (sc[is + 4] & 0xF) | ((sc[is - 4] >> 6) << 4);
-            m = (sc[is + 4] >> 4) | ((sc[is] >> 6) << 4);
-        }
+        cel_d_kquant_scale(b + 4, is, s, m);
         int q = qs[chunk * 32 + l];
         q = hi ? q >> 4 : q & 0xF;
+        if (q5) q |= ((b[16 + l] >> is) & 1) << 4;
         float d1 = cel_d_f16_at(b) * (float)s, m1 = cel_d_f16_at(b + 2) * (float)m;
         return d1 * (float)q - m1;
     }

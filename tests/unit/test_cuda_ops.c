@@ -93,8 +93,8 @@ static void test_convert(void **state)
 {
     (void)state;
     NEED_DEVICE();
-    const cel_dtype types[] = {CEL_DTYPE_F32, CEL_DTYPE_F16, CEL_DTYPE_BF16, CEL_DTYPE_Q8_0,
-                               CEL_DTYPE_Q4_0, CEL_DTYPE_Q4_K, CEL_DTYPE_Q6_K};
+    const cel_dtype types[] = {CEL_DTYPE_F32,  CEL_DTYPE_F16,  CEL_DTYPE_BF16, CEL_DTYPE_Q8_0, CEL_DTYPE_Q5_0,
+                               CEL_DTYPE_Q5_1, CEL_DTYPE_Q4_0, CEL_DTYPE_Q4_K, CEL_DTYPE_Q5_K, CEL_DTYPE_Q6_K};
     const int64_t n = 256 * 6;
     float *src = malloc(n * sizeof(float)), *ref = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float));
     uint16_t *gotb = malloc(n * 2);
