@@ -12,9 +12,7 @@
 #  - a changed configuration is refused; --restart starts over.
 set -euo pipefail
 : "${CELINE:?path of the celine binary}" "${CELINE_SRC:?source tree}"
-. "$CELINE_SRC/tests/e2e/lib/job.sh"
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=python3
+. "$CELINE_SRC/tests/e2e/lib/job.sh" # PY, seq_of, kill_and_resume
 work="$(mktemp -d)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }

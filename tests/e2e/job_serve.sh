@@ -13,9 +13,7 @@
 #    and `celine job run` continues that job.
 set -euo pipefail
 : "${CELINE:?path of the celine binary}" "${CELINE_SRC:?source tree}"
-. "$CELINE_SRC/tests/e2e/lib/job.sh"
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=python3
+. "$CELINE_SRC/tests/e2e/lib/job.sh" # PY, seq_of, kill_and_resume
 model="$CELINE_SRC/tests/data/models/qwen2-q8_0.gguf"
 tok="$CELINE_SRC/tests/data/models/qwen2-hf/tokenizer.json"
 [ -f "$model" ] && [ -f "$tok" ] || { echo "job_serve: test model missing, skipped"; exit 0; }

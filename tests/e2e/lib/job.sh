@@ -1,6 +1,10 @@
 # tests/e2e/lib/job.sh - sourced by the job e2e tests (job_resume.sh, job_serve.sh);
 # kept out of tests/e2e/*.sh so that it is not itself registered as a test.
 
+# PY: the python3 that runs the tests' helper scripts (the system one when there is one).
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+
 # seq_of DIR: the checkpoint sequence number in DIR/state.json ("none" before the first).
 seq_of() { grep -o '"seq": [0-9]*' "$1/state.json" 2>/dev/null | grep -o '[0-9]*$' || echo none; }
 
