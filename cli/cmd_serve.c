@@ -44,6 +44,7 @@ static int run_serve(int argc, char **argv)
     cel_server_config_default(&cfg);
     const char *host = "127.0.0.1", *api_key = NULL, *data_dir = NULL, *model = NULL, *tokenizer = NULL;
     const char *chat_template = NULL, *model_name = NULL, *backend = "cpu", *format = NULL, *log_level = "info";
+    const char *allow_backends = NULL;
     int64_t port = 8080, threads = 0, engine_threads = 0, n_ctx = 0, max_seqs = 0, max_n = cfg.max_n, engine_queue = 0;
     int64_t max_header = (int64_t)cfg.max_header_bytes, max_headers = cfg.max_headers;
     int64_t max_body = (int64_t)cfg.max_body_bytes, header_to = cfg.header_timeout_ms, body_to = cfg.body_timeout_ms;
@@ -56,6 +57,8 @@ static int run_serve(int argc, char **argv)
          "require `Authorization: Bearer KEY` on every route but /health (default: $CELINE_API_KEY)"},
         {"threads", CEL_OPT_INT, &threads, "N", "grading / request-preparation workers (default: CPU count)"},
         {"data-dir", CEL_OPT_STR, &data_dir, "DIR", "folder requests may name files in (e.g. reward 'file')"},
+        {"allow-backends", CEL_OPT_STR, &allow_backends, "URL,..",
+         "URL prefixes generation requests and jobs may name in \"backend\" (default: none, only the local model)"},
         {"model", CEL_OPT_STR, &model, "PATH", "model to serve: a .gguf file or a Hugging Face folder"},
         {"tokenizer", CEL_OPT_STR, &tokenizer, "PATH", "tokenizer.json overriding the model's"},
         {"chat-template", CEL_OPT_STR, &chat_template, "NAME",
@@ -125,6 +128,7 @@ static int run_serve(int argc, char **argv)
     cfg.n_threads = (int)threads;
     cfg.api_key = api_key && *api_key ? api_key : NULL;
     cfg.data_dir = data_dir;
+    cfg.allow_backends = allow_backends;
     cfg.model_path = model;
     cfg.tokenizer_path = tokenizer;
     cfg.chat_template = chat_template;

@@ -245,6 +245,7 @@ cel_status cel__srv_error_json(cel_buf *out, int status, const char *type, const
 
 /* server.c */
 void cel__srv_dispatch(cel_http_req *r);
+#define CEL__SRV_MAX_BACKENDS 64 /* "backend" URLs one request or job may name (the job opener's cap) */
 void cel__srv_check_finished(cel_server *s);
 cel_status cel__srv_post_node(cel_server *s, cel__post *node);
 /* The verifier for a required format (thread-safe; created on first use). */

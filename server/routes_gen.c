@@ -35,6 +35,7 @@ cel_status cel__jobs_create(cel_server *s, const char *templates_dir, cel__jobs 
 void cel__jobs_stop(cel__jobs *j);
 void cel__jobs_free(cel__jobs *j);
 cel_status cel__srv_gen_resolve(void *ud, const char *in, bool for_output, char *out, size_t cap, cel_error *err);
+cel_status cel__srv_gen_backend_check(const cel_server *s, const cel_job_spec *spec, bool *local, cel_error *err);
 
 enum { MAX_DOCS = 1000 };
 
@@ -172,8 +173,11 @@ static void oneshot_work(void *ud)
     free(ks);
     if (!st) st = cel_job_spec_set(spec, "kind", cel_job_kind_name(o->kind), &o->err);
     if (st) goto done;
-    const char *be[2];
-    bool local = cel_job_spec_list(spec, "backend", be, 2) == 0 || (strcmp(be[0], "local") == 0);
+    bool local;
+    if (cel__srv_gen_backend_check(o->s, spec, &local, &o->err)) {
+        o->status = 403;
+        goto done;
+    }
     if (local && !o->engine) {
         o->status = 503;
         cel_error_set(&o->err, CEL_ERR_BUSY, "no model is loaded: start the server with --model, or name "
@@ -325,4 +329,41 @@ void cel_gen_routes_free(cel_gen_routes *g)
     cel__jobs_free(g->jobs);
     free(g->templates_dir);
     free(g);
+}
+
+/* ---------------------------------------------------------- remote backends */
+
+/* A request's "backend" list makes the server open connections, so each URL
+ * must start with one of the operator's --allow-backends prefixes, and the
+ * prefix must end where a URL part ends ("http://h:80" does not admit
+ * "http://h:8080"). "local" decides as the job's backend opener does: only a
+ * list of exactly "local" (or none) is the server's own engine. */
+cel_status cel__srv_gen_backend_check(const cel_server *s, const cel_job_spec *spec, bool *local, cel_error *err)
+{
+    const char *urls[CEL__SRV_MAX_BACKENDS + 1];
+    size_t n = cel_job_spec_list(spec, "backend", urls, CEL__SRV_MAX_BACKENDS + 1);
+    *local = n == 0 || (n == 1 && strcmp(urls[0], "local") == 0);
+    if (*local) return CEL_OK;
+    if (n > CEL__SRV_MAX_BACKENDS)
+        return cel_error_set(err, CEL_ERR_INVALID, "at most %d backends may be named", CEL__SRV_MAX_BACKENDS);
+    const char *allow = s->cfg.allow_backends;
+    for (size_t i = 0; i < n; i++) {
+        const char *u = urls[i] ? urls[i] : "";
+        bool ok = false;
+        for (const char *p = allow; p && *p && !ok;) {
+            const char *e = strchr(p, ',');
+            size_t l = e ? (size_t)(e - p) : strlen(p);
+            while (l && p[0] == ' ') p++, l--;
+            while (l && p[l - 1] == ' ') l--;
+            ok = l && strncmp(u, p, l) == 0 && (p[l - 1] == '/' || u[l] == '\0' || u[l] == '/');
+            p = e ? e + 1 : p + l;
+        }
+        if (!ok)
+            return cel_error_set(err, CEL_ERR_INVALID,
+                                 allow ? "backend '%s' is not among the servers this server may call (--allow-backends)"
+                                       : "backend '%s': this server calls no remote backends (start it with "
+                                         "--allow-backends URL,... to let requests name them)",
+                                 u);
+    }
+    return CEL_OK;
 }

@@ -31,6 +31,7 @@ cel_status cel__jobs_create(cel_server *s, const char *templates_dir, cel__jobs 
 void cel__jobs_stop(cel__jobs *j);
 void cel__jobs_free(cel__jobs *j);
 cel_status cel__srv_gen_resolve(void *ud, const char *in, bool for_output, char *out, size_t cap, cel_error *err);
+cel_status cel__srv_gen_backend_check(const cel_server *s, const cel_job_spec *spec, bool *local, cel_error *err);
 
 enum { MAX_RUNNING = 4, MAX_KEPT = 256 };
 
@@ -245,9 +246,9 @@ static void route_post(cel_http_req *r, void *ud)
     cel_job_env penv = {NULL, NULL, cel__srv_gen_resolve, reg->s, {0}};
     if (!st) st = cel_job_spec_check_paths(j->spec, &penv, &err);
     if (!st) st = cel_job_spec_out_dir(j->spec, &penv, j->out_dir, sizeof j->out_dir, &err);
-    const char *be[2];
-    bool local = !st && (cel_job_spec_list(j->spec, "backend", be, 2) == 0 || strcmp(be[0], "local") == 0);
-    if (local) {
+    bool local = false;
+    if (!st && (st = cel__srv_gen_backend_check(reg->s, j->spec, &local, &err)) != CEL_OK) status = 403;
+    if (!st && local) {
         j->engine = cel_server_engine(reg->s);
         if (!j->engine) {
             status = 503;

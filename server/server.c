@@ -58,8 +58,8 @@ static cel_status copy_config(cel_server *s, const cel_server_config *cfg, cel_e
     if (!c->host || !*c->host) c->host = d.host;
     if (c->port < 0 || c->port > 65535)
         return cel_error_set(err, CEL_ERR_INVALID, "server: port %d is out of range 0..65535", c->port);
-    const char **strs[] = {&c->host,           &c->api_key,       &c->data_dir,      &c->model_path,
-                           &c->model_name,     &c->tokenizer_path, &c->chat_template, &c->reward_format};
+    const char **strs[] = {&c->host,          &c->api_key,       &c->data_dir,      &c->model_path,   &c->model_name,
+                           &c->tokenizer_path, &c->chat_template, &c->reward_format, &c->allow_backends};
     size_t n = sizeof strs / sizeof strs[0], total = 0;
     for (size_t i = 0; i < n; i++)
         if (*strs[i]) total += strlen(*strs[i]) + 1;

@@ -44,6 +44,8 @@ typedef struct cel_server_config {
     uint32_t shutdown_grace_ms;   /* on SIGINT/SIGTERM, how long in-flight work may finish; 0: 10 s */
     const char *api_key;          /* when set, every route but /health needs "Authorization: Bearer KEY" */
     const char *data_dir;         /* requests may name files only inside this folder; NULL: none allowed */
+    const char *allow_backends;   /* comma-separated URL prefixes a generation request or job may name in
+                                   * "backend" (the server then connects there); NULL: only "local" */
     const char *model_path;       /* .gguf or Hugging Face folder, loaded in the background; NULL: no model */
     const char *model_name;       /* name served in /v1/models; NULL: the model's own name */
     const char *tokenizer_path;   /* tokenizer.json override for the model */

@@ -106,6 +106,32 @@ assert g["kind"] == "mind" and g["model"] == "qwen2-q8_0", g
 assert s["docs"] == 2 and s["units"] == 2 and len(g["records"]) + len(g["dropped"]) == 2, g
 assert {d["id"].split("/")[0] for d in g["dropped"]} <= {"x", "7"}, g
 EOF
+# remote backends: a request may make the server call only the URLs its operator allowed
+code=$(curl -s -o "$work/e.json" -w '%{http_code}' -X POST "$URL/v1/generate/mind" -d "{\"text\":\"a\",\"backend\":\"$URL\"}")
+[ "$code" = 403 ] && grep -q -- "--allow-backends" "$work/e.json" || fail "a remote backend without --allow-backends gave $code: $(cat "$work/e.json")"
+code=$(curl -s -o "$work/e.json" -w '%{http_code}' -X POST "$URL/v1/generate/mind" -d "{\"text\":\"a\",\"backend\":[\"local\",\"$URL\"]}")
+[ "$code" = 403 ] || fail "local plus a remote backend gave $code: $(cat "$work/e.json")"
+code=$(curl -s -o "$work/e.json" -w '%{http_code}' -X POST "$URL/v1/jobs" -d "{\"kind\":\"mind\",\"input\":\"in\",\"output\":\"api0\",\"backend\":\"$URL\"}")
+[ "$code" = 403 ] && [ ! -e "$work/data/api0" ] || fail "a job with a remote backend without --allow-backends gave $code: $(cat "$work/e.json")"
+# a second server, no model, allowed to call the first: the same generation through it
+"$CELINE" serve --port 0 --threads 1 --allow-backends "http://127.0.0.1:1, $URL" > "$work/proxy.out" 2> "$work/proxy.err" &
+ppid_=$!
+for _ in $(seq 200); do grep -q listening "$work/proxy.out" 2>/dev/null && break; sleep 0.05; done
+PURL="$(awk '/listening/{print $4}' "$work/proxy.out")"
+[ -n "$PURL" ] || { kill -9 "$ppid_"; fail "the second server did not start"; }
+pbody="${body%\}}, \"backend\": \"$URL\", \"remote_model\": \"qwen2-q8_0\"}"
+code=$(curl -s -o "$work/g3.json" -w '%{http_code}' -X POST "$PURL/v1/generate/mind" -d "$pbody")
+code2=$(curl -s -o "$work/e.json" -w '%{http_code}' -X POST "$PURL/v1/generate/mind" \
+  -d "{\"text\":\"a\",\"backend\":\"${URL}0\"}")
+kill -TERM "$ppid_"; wait "$ppid_" || true
+[ "$code" = 200 ] || fail "generation through an allowed backend gave $code: $(cat "$work/g3.json")"
+"$PY" - "$work/g1.json" "$work/g3.json" <<'EOF'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+assert b["stats"]["units"] == a["stats"]["units"] == 2, b
+assert len(b["records"]) + len(b["dropped"]) == 2, b
+EOF
+[ "$code2" = 403 ] && grep -q "not among" "$work/e.json" || fail "a URL that only shares a prefix with an allowed one gave $code2: $(cat "$work/e.json")"
 code=$(curl -s -o "$work/e.json" -w '%{http_code}' -X POST "$URL/v1/generate/mind" -d '{"text":"a","chunk_tokenz":3}')
 [ "$code" = 400 ] && grep -q chunk_tokenz "$work/e.json" || fail "an unknown key gave $code: $(cat "$work/e.json")"
 code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$URL/v1/generate/poem" -d '{"text":"a"}')
