@@ -311,8 +311,8 @@ cel_status cel_engine_weights_changed(cel_engine *e, cel_error *err);
 /* Convenience for one-shot use: runs one request to completion on the caller's
  * thread and collects each sample's text and ids. */
 typedef struct cel_completion {
-    char *text;          /* malloc'ed */
-    int32_t *ids;        /* malloc'ed */
+    char *text;          /* malloc'ed; without a matched stop string or the end token's text */
+    int32_t *ids;        /* malloc'ed; every sampled id, including the stop / end token that ended it */
     size_t n_ids;
     float *logprobs;     /* [n_ids], malloc'ed */
     cel_finish finish;
