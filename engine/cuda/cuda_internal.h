@@ -34,6 +34,9 @@
 #define cel__cuk_gemv cel__emuk_gemv
 #define cel__cuk_gemv_ex cel__emuk_gemv_ex
 #define cel__cuk_gemv_v1 cel__emuk_gemv_v1
+#define cel__cuk_gemv3 cel__emuk_gemv3
+#define cel__cuk_gemv3_split cel__emuk_gemv3_split
+#define cel__cuk_rmsnorm_v3 cel__emuk_rmsnorm_v3
 #define cel__cuk_gemv_norm_fits cel__emuk_gemv_norm_fits
 #define cel__cuk_spin cel__emuk_spin
 #define cel_backend_cuda_profile cel__emu_backend_cuda_profile
@@ -219,6 +222,47 @@ cudaError_t cel__cuk_gemv_ex(cudaStream_t s, const cel__cu_gemv_args *a);
 /* Whether the fused RMSNorm's n_rows x n_in BF16 rows fit the kernel's
  * shared memory (48 KiB); when not, normalize with cel__cuk_rmsnorm first. */
 int cel__cuk_gemv_norm_fits(int32_t n_rows, int32_t n_in);
+/* The v3 decode GEMV (CELINE_CUDA_DECODE=v3), for n_rows <= CEL__CU_GEMV_MAX_ROWS:
+ *   plain  (h == NULL): y[t][o] (+)= W[o] . x[t] for o < n_out
+ *   SwiGLU (h != NULL): h[t][o] = bf16(silu(W[o] . x[t]) * (W[n_out + o] . x[t])),
+ *                       W has 2 n_out rows (gate, then up); y must be NULL
+ * x is BF16 [n_rows][n_in] (no fused norm: the producer of x normalizes, see
+ * norm_out). Each row is reduced by k_split warps of one block, each over a
+ * fixed contiguous slice of the row, their sums added in slice order; the
+ * order depends on (n_in, k_split) only, so a row's result does not depend
+ * on the other rows (batch invariance), and with k_split 1 the bits are
+ * cel__cuk_gemv's. k_split: 1, 2 or 4 (plain form; SwiGLU takes 1 only), 0
+ * for cel__cuk_gemv3_split's choice.
+ * Norm epilogue (plain form, norm_out != NULL): once all of y is written,
+ * norm_out[t] = bf16(RMSNorm(y[t]) * norm_w) with epsilon eps, n_out wide,
+ * the bits of cel__cuk_rmsnorm; count is a device int32 that is zero before
+ * the launch and zero again after it (one per stream: launches using the
+ * same counter must not overlap).
+ * n_in must be a multiple of 8 and W, x 16-byte aligned. */
+typedef struct cel__cu_gemv3_args {
+    float *y;          /* FP32 [n_rows][n_out] (plain form) */
+    uint16_t *h;       /* BF16 [n_rows][n_out] (SwiGLU form), else NULL */
+    const uint16_t *W; /* BF16 weights */
+    const uint16_t *x; /* BF16 input [n_rows][n_in] */
+    int32_t n_rows, n_in, n_out;
+    int accumulate;    /* plain form: add to y (residual) */
+    int32_t k_split;   /* warps per row: 1, 2, 4; 0: cel__cuk_gemv3_split */
+    uint16_t *norm_out;    /* BF16 [n_rows][n_out], or NULL: no norm epilogue */
+    const float *norm_w;   /* FP32 [n_out] */
+    float eps;
+    int32_t *count;        /* device arrival counter for the epilogue */
+} cel__cu_gemv3_args;
+cudaError_t cel__cuk_gemv3(cudaStream_t s, const cel__cu_gemv3_args *a);
+/* The warps per row cel__cuk_gemv3 uses by default: a function of the shape
+ * alone (never of n_rows): 1 for SwiGLU and n_out >= 8192; else the largest
+ * of 4, 2 with n_out x k_split <= 4096 warps and at least 2 chunks of 8
+ * inputs per lane; else 1. */
+int32_t cel__cuk_gemv3_split(int32_t n_out, int32_t n_in, int swiglu);
+/* cel__cuk_rmsnorm's BF16 output (rows 0..n_rows-1 of x, no row map) with
+ * its bits, each thread's loads issued together (v3: the first layer's
+ * attention norm; the others come from cel__cuk_gemv3's norm epilogue). */
+cudaError_t cel__cuk_rmsnorm_v3(cudaStream_t s, uint16_t *out, const float *x, const float *w, int32_t n_rows, int32_t n,
+                                float eps);
 /* The first GEMV kernel (one warp per output, 4-way unrolled loop), kept so
  * one GPU run can time it against cel__cuk_gemv (CELINE_CUDA_DECODE=v1);
  * same contract and same bits as cel__cuk_gemv. */

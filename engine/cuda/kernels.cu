@@ -1036,6 +1036,290 @@ extern "C" cudaError_t cel__cuk_gemv(cudaStream_t s, float *y, const uint16_t *W
     return cel__cuk_gemv_ex(s, &a);
 }
 
+/* ---------------------------------------------------------- GEMV, v3 path */
+
+/* Elements of a row each thread holds in registers while normalizing it;
+ * longer rows (n > 256 x this) read the rest from memory in a loop. */
+#define CEL__NORM_REGS 16
+
+/* out[i] = bf16(xr[i] * scale * w[i]), scale = 1 / sqrt(mean(xr^2) + eps),
+ * for the row xr of n floats: the arithmetic of cel_k_rmsnorm in its order
+ * (thread t sums elements t, t + blockDim.x, ... then cel_d_block_sum), so
+ * with CEL__CU_THREADS threads the bits are cel__cuk_rmsnorm's. What differs
+ * is the memory side: each thread issues its loads (x, then w) together
+ * instead of one L2 round trip per loop iteration, and x is read through L2
+ * (__ldcg) because other blocks of the same launch may have written it.
+ * Contains __syncthreads: call from all threads, with a __syncthreads
+ * between two calls (cel_d_block_sum's slot is reused). */
+static __device__ void cel_d_norm_row_bf16(uint16_t *out, const float *xr, const float *w, int n, float eps)
+{
+    const int nt = (int)blockDim.x, tid = (int)threadIdx.x;
+    float v[CEL__NORM_REGS], wv[CEL__NORM_REGS];
+CEL_UNROLL
+    for (int k = 0; k < CEL__NORM_REGS; k++) {
+        const int i = tid + k * nt;
+        v[k] = i < n ? __ldcg(xr + i) : 0.0f;
+    }
+CEL_UNROLL
+    for (int k = 0; k < CEL__NORM_REGS; k++) {
+        const int i = tid + k * nt;
+        wv[k] = i < n ? w[i] : 0.0f;
+    }
+    float ss = 0.0f;
+CEL_UNROLL
+    for (int k = 0; k < CEL__NORM_REGS; k++)
+        if (tid + k * nt < n) ss += v[k] * v[k];
+    for (int i = tid + CEL__NORM_REGS * nt; i < n; i += nt) {
+        const float t = __ldcg(xr + i);
+        ss += t * t;
+    }
+    ss = cel_d_block_sum(ss);
+    const float sc = 1.0f / sqrtf(ss / (float)n + eps);
+CEL_UNROLL
+    for (int k = 0; k < CEL__NORM_REGS; k++) {
+        const int i = tid + k * nt;
+        if (i < n) out[i] = cel_d_f32_to_bf16(v[k] * sc * wv[k]);
+    }
+    for (int i = tid + CEL__NORM_REGS * nt; i < n; i += nt) out[i] = cel_d_f32_to_bf16(__ldcg(xr + i) * sc * w[i]);
+}
+
+static __global__ void __launch_bounds__(CEL__CU_THREADS)
+    cel_k_rmsnorm_v3(uint16_t *out, const float *x, const float *w, int n, float eps)
+{
+    const int64_t r = blockIdx.x;
+    cel_d_norm_row_bf16(out + r * n, x + r * n, w, n, eps);
+}
+
+extern "C" cudaError_t cel__cuk_rmsnorm_v3(cudaStream_t s, uint16_t *out, const float *x, const float *w,
+                                           int32_t n_rows, int32_t n, float eps)
+{
+    if (n_rows <= 0) return cudaSuccess;
+    if (n <= 0 || !out || !x || !w) return cudaErrorInvalidValue;
+    CEL_LAUNCH(cel_k_rmsnorm_v3, (unsigned)n_rows, CEL__CU_THREADS, 0, s, out, x, w, n, eps);
+    return cudaGetLastError();
+}
+
+/* What cel_k_gemv3 takes (cel__cu_gemv3_args without the launch choices). */
+typedef struct cel__gemv3_kp {
+    float *y;
+    uint16_t *h;
+    const uint16_t *W, *x;
+    uint16_t *norm_out;
+    const float *norm_w;
+    int32_t *count;
+    float eps;
+    int n_in, n_out, accumulate;
+} cel__gemv3_kp;
+
+/* The v3 decode GEMV (see cel__cuk_gemv3). A row task - NR weight rows (one,
+ * two for wide plain matrices, or gate + up for SwiGLU) against all R input
+ * rows - belongs to KS warps of one block: warp k of the task takes the
+ * contiguous chunk slice [k cps, (k + 1) cps) of the row (cps = ceil(chunks
+ * / KS), a chunk = 8 BF16 = 16 bytes), lane l of it chunks l, l + 32, ... of
+ * the slice in ascending order, U chunks per row loaded as one group and the
+ * next group issued before the current one is used (as cel_k_gemv). Each
+ * warp sums its lanes by xor-butterfly; the KS warp sums are added in slice
+ * order through shared memory. The order depends on n_in and KS only, never
+ * on R, so a row's result is the same alone or in a batch; with KS == 1 it
+ * is exactly cel_k_gemv's order (same bits as v2 and v1).
+ *
+ * Norm epilogue (norm_out != NULL, plain form): every block fences its y
+ * stores and counts itself in *count; the last block resets the counter and
+ * writes norm_out[r] = RMSNorm(y[r]) * norm_w in BF16 for every input row r
+ * (cel_d_norm_row_bf16: cel__cuk_rmsnorm's bits), which is the next GEMV's
+ * input - the norm runs once per layer instead of once per consuming block. */
+template <int R, int NR, int KS, bool SWIGLU>
+static __global__ void __launch_bounds__(CEL__CU_THREADS) cel_k_gemv3(cel__gemv3_kp p)
+{
+    constexpr int NW = CEL__CU_THREADS / 32, TPB = NW / KS;
+    constexpr int U = CEL__GEMV_LOADS / (NR * KS) > 0 ? CEL__GEMV_LOADS / (NR * KS) : 1;
+    const int lane = threadIdx.x % 32, w = threadIdx.x / 32, ks = w % KS;
+    const int task = blockIdx.x * TPB + w / KS;
+    const int n_tasks = SWIGLU ? p.n_out : (p.n_out + NR - 1) / NR;
+    const int w_rows = SWIGLU ? 2 * p.n_out : p.n_out;
+    const int nch = p.n_in / 8, cps = (nch + KS - 1) / KS;
+    const int c_beg = ks * cps, c_end = c_beg + cps < nch ? c_beg + cps : nch;
+    int row[NR];
+    const uint16_t *wr[NR];
+CEL_UNROLL
+    for (int n = 0; n < NR; n++) { /* rows past the end read row 0 (valid memory) and store nothing */
+        row[n] = SWIGLU ? task + n * p.n_out : task * NR + n;
+        wr[n] = p.W + (int64_t)(task < n_tasks && row[n] < w_rows ? row[n] : 0) * p.n_in;
+    }
+    uint4 nxt[U][NR] = {};
+CEL_UNROLL
+    for (int u = 0; u < U; u++) {
+        const int c = c_beg + lane + 32 * u;
+        if (c < c_end)
+CEL_UNROLL
+            for (int n = 0; n < NR; n++) nxt[u][n] = cel_d_ld16_stream(wr[n] + (int64_t)c * 8);
+    }
+    float acc[NR][R];
+CEL_UNROLL
+    for (int n = 0; n < NR; n++)
+CEL_UNROLL
+        for (int r = 0; r < R; r++) acc[n][r] = 0.0f;
+    for (int c0 = c_beg + lane; c0 < c_end; c0 += 32 * U) {
+        uint4 cur[U][NR];
+CEL_UNROLL
+        for (int u = 0; u < U; u++)
+CEL_UNROLL
+            for (int n = 0; n < NR; n++) cur[u][n] = nxt[u][n];
+        if (c0 + 32 * U < c_end) {
+CEL_UNROLL
+            for (int u = 0; u < U; u++) {
+                const int c = c0 + 32 * (U + u);
+                if (c < c_end)
+CEL_UNROLL
+                    for (int n = 0; n < NR; n++) nxt[u][n] = cel_d_ld16_stream(wr[n] + (int64_t)c * 8);
+            }
+        }
+CEL_UNROLL
+        for (int u = 0; u < U; u++) {
+            const int c = c0 + 32 * u;
+            if (c >= c_end) break;
+            float wf[NR][8];
+CEL_UNROLL
+            for (int n = 0; n < NR; n++) cel_d_bf16x8(cur[u][n], wf[n]);
+CEL_UNROLL
+            for (int r = 0; r < R; r++) {
+                float xv[8];
+                cel_d_bf16x8(cel_d_ld16(p.x + (int64_t)r * p.n_in + (int64_t)c * 8), xv);
+CEL_UNROLL
+                for (int n = 0; n < NR; n++)
+CEL_UNROLL
+                    for (int k = 0; k < 8; k++) acc[n][r] += wf[n][k] * xv[k];
+            }
+        }
+    }
+CEL_UNROLL
+    for (int n = 0; n < NR; n++)
+CEL_UNROLL
+        for (int r = 0; r < R; r++) acc[n][r] = cel_d_warp_sum(acc[n][r]);
+    if constexpr (KS > 1) { /* the task's first warp adds the slice sums in slice order */
+        __shared__ float s_part[NW][NR][R];
+        if (lane == 0)
+CEL_UNROLL
+            for (int n = 0; n < NR; n++)
+CEL_UNROLL
+                for (int r = 0; r < R; r++) s_part[w][n][r] = acc[n][r];
+        __syncthreads();
+        if (ks == 0)
+CEL_UNROLL
+            for (int n = 0; n < NR; n++)
+CEL_UNROLL
+                for (int r = 0; r < R; r++) {
+                    float t = s_part[w][n][r];
+CEL_UNROLL
+                    for (int k = 1; k < KS; k++) t += s_part[w + k][n][r];
+                    acc[n][r] = t;
+                }
+    }
+    if (ks == 0 && lane == 0 && task < n_tasks) {
+        if constexpr (SWIGLU) {
+CEL_UNROLL
+            for (int r = 0; r < R; r++) {
+                const float g = acc[0][r], u = acc[NR - 1][r];
+                p.h[(int64_t)r * p.n_out + task] = cel_d_f32_to_bf16(g / (1.0f + expf(-g)) * u);
+            }
+        } else {
+CEL_UNROLL
+            for (int n = 0; n < NR; n++) {
+                if (row[n] >= p.n_out) break;
+CEL_UNROLL
+                for (int r = 0; r < R; r++) {
+                    float *dst = p.y + (int64_t)r * p.n_out + row[n];
+                    *dst = p.accumulate ? *dst + acc[n][r] : acc[n][r];
+                }
+            }
+        }
+    }
+    if constexpr (!SWIGLU) {
+        if (p.norm_out) { /* the same for the whole grid */
+            __shared__ int s_last;
+            __threadfence(); /* this block's y stores are visible before it is counted */
+            __syncthreads();
+            if (threadIdx.x == 0) {
+                const int old = atomicAdd(p.count, 1);
+                s_last = old == (int)gridDim.x - 1;
+                if (s_last) *p.count = 0; /* every block has arrived: ready for the next launch */
+            }
+            __syncthreads();
+            if (!s_last) return;
+            __threadfence();
+            for (int r = 0; r < R; r++) {
+                if (r > 0) __syncthreads();
+                cel_d_norm_row_bf16(p.norm_out + (int64_t)r * p.n_out, p.y + (int64_t)r * p.n_out, p.norm_w,
+                                    p.n_out, p.eps);
+            }
+        }
+    }
+}
+
+/* Warps in flight the split aims at: about 31 per SM of a 132-SM part, the
+ * most that the KS == 2 kernel keeps resident in one wave. */
+#define CEL__GEMV3_WARPS 4096
+
+extern "C" int32_t cel__cuk_gemv3_split(int32_t n_out, int32_t n_in, int swiglu)
+{
+    if (swiglu || n_out >= 8192 || n_out <= 0) return 1;
+    int32_t ks = 4;
+    while (ks > 1 && ((int64_t)n_out * ks > CEL__GEMV3_WARPS || n_in / 8 < 64 * ks)) ks /= 2;
+    return ks;
+}
+
+template <int NR, int KS, bool SWIGLU>
+static cudaError_t cel__gemv3_launch(cudaStream_t s, const cel__cu_gemv3_args *a)
+{
+    void (*kern)(cel__gemv3_kp);
+    switch (a->n_rows) {
+    case 1: kern = cel_k_gemv3<1, NR, KS, SWIGLU>; break;
+    case 2: kern = cel_k_gemv3<2, NR, KS, SWIGLU>; break;
+    case 3: kern = cel_k_gemv3<3, NR, KS, SWIGLU>; break;
+    case 4: kern = cel_k_gemv3<4, NR, KS, SWIGLU>; break;
+    case 5: kern = cel_k_gemv3<5, NR, KS, SWIGLU>; break;
+    case 6: kern = cel_k_gemv3<6, NR, KS, SWIGLU>; break;
+    case 7: kern = cel_k_gemv3<7, NR, KS, SWIGLU>; break;
+    default: kern = cel_k_gemv3<8, NR, KS, SWIGLU>; break;
+    }
+    constexpr int TPB = CEL__CU_THREADS / 32 / KS;
+    const int64_t tasks = SWIGLU ? a->n_out : ((int64_t)a->n_out + NR - 1) / NR;
+    const int64_t grid = (tasks + TPB - 1) / TPB;
+    cel__gemv3_kp kp;
+    kp.y = a->y;
+    kp.h = a->h;
+    kp.W = a->W;
+    kp.x = a->x;
+    kp.norm_out = a->norm_out;
+    kp.norm_w = a->norm_w;
+    kp.count = a->count;
+    kp.eps = a->eps;
+    kp.n_in = a->n_in;
+    kp.n_out = a->n_out;
+    kp.accumulate = a->accumulate;
+    CEL_LAUNCH(kern, (unsigned)grid, CEL__CU_THREADS, 0, s, kp);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cel__cuk_gemv3(cudaStream_t s, const cel__cu_gemv3_args *a)
+{
+    if (a->n_rows <= 0 || a->n_out <= 0) return cudaSuccess;
+    if (a->n_rows > CEL__CU_GEMV_MAX_ROWS || a->n_in <= 0 || a->n_in % 8 != 0 || !a->W || !a->x)
+        return cudaErrorInvalidValue;
+    const bool swiglu = a->h != NULL;
+    if (swiglu ? (a->y || a->norm_out) : !a->y) return cudaErrorInvalidValue;
+    if (a->norm_out && (!a->norm_w || !a->count)) return cudaErrorInvalidValue;
+    if ((int64_t)a->n_out * (swiglu ? 2 : 1) > INT32_MAX) return cudaErrorInvalidValue;
+    const int32_t ks = a->k_split ? a->k_split : cel__cuk_gemv3_split(a->n_out, a->n_in, swiglu);
+    if (swiglu) return ks == 1 ? cel__gemv3_launch<2, 1, true>(s, a) : cudaErrorInvalidValue;
+    switch (ks) {
+    case 1: return a->n_out >= 8192 ? cel__gemv3_launch<2, 1, false>(s, a) : cel__gemv3_launch<1, 1, false>(s, a);
+    case 2: return cel__gemv3_launch<1, 2, false>(s, a);
+    case 4: return cel__gemv3_launch<1, 4, false>(s, a);
+    default: return cudaErrorInvalidValue;
+    }
+}
+
 /* ------------------------------------------------------------------- GEMV */
 
 /* v1 (kept for A/B timing, CELINE_CUDA_DECODE=v1): one warp per output
