@@ -29,10 +29,16 @@
  * post-process (one warp per head) and the split-context attention (chunks
  * of a fixed length per context length, partial states folded in chunk
  * order; split over several blocks when the (token, head group) grid is
- * too small for the GPU, with scratch allocated here at creation). v3 is
- * not bit-equal to v2 (other cos/sin, other attention summation order) but
- * is batch-invariant in the same way; v2 stays the default until a GPU run
- * has timed v3.
+ * too small for the GPU, with scratch allocated here at creation); for
+ * batches of at most 8 rows it also runs its own GEMVs (cel__cuk_gemv3):
+ * the RMSNorms are computed once per layer, by the last block of the GEMV
+ * that wrote the residual (O -> ffn norm, down -> next layer's attention
+ * norm; one norm kernel after embed), instead of by every block of the QKV
+ * and gate/up GEMVs, and narrow matrices split each row over 2-4 warps
+ * (CELINE_CUDA_GEMV_SPLIT=1|2|4 forces a split, for A/B timing). v3 is not
+ * bit-equal to v2 (other cos/sin, other attention and split-GEMV summation
+ * orders) but is batch-invariant in the same way; v2 stays the default
+ * until a GPU run has timed v3.
  *
  * Decode steps (every sequence adds one token) are captured into CUDA graphs
  * keyed by (tokens, output rows, argmax or not) - the whole step, argmax
@@ -113,7 +119,8 @@ typedef struct cu_backend {
     int32_t E, Q, KV, F, V, L, hd, nh, nkv, bs, max_tokens, logit_rows;
     bool use_gemv;
     bool decode_v1; /* CELINE_CUDA_DECODE=v1: the first decode path (unfused, v1 GEMV), for A/B timing */
-    bool decode_v3; /* CELINE_CUDA_DECODE=v3: v2 + split-context attention + parallel q/k/v post-process */
+    bool decode_v3; /* CELINE_CUDA_DECODE=v3: split-context attention, parallel q/k/v post-process, v3 GEMVs */
+    int32_t gemv_split; /* v3 GEMV warps per row: 0 (shape's choice), or CELINE_CUDA_GEMV_SPLIT = 1, 2, 4 */
     cu_prof *prof;  /* non-NULL only inside cel_backend_cuda_profile */
     /* weights */
     uint16_t *tok_embd, *output; /* output == tok_embd when tied */
@@ -129,6 +136,7 @@ typedef struct cu_backend {
     int32_t *argmax_dev;
     float *attn_part;    /* v3 attention chunk states (cel__cuk_attn_part_floats) */
     int32_t *attn_count; /* v3 attention arrival counters [CEL__CU_ATTN_SPLIT_ROWS][nh], zero between launches */
+    int32_t *gemv_count; /* v3 GEMV norm-epilogue arrival counter, zero between launches */
     /* batch meta: [tokens | pos | blk | seq | out_rows | tab_off] each cap_t, then tables */
     int32_t cap_t, cap_tab;
     int32_t *meta_host, *meta_dev;
@@ -404,6 +412,35 @@ static cel_status cu_gemv_norm(cu_backend *be, float *y, uint16_t *swiglu_out, c
     return CEL_OK;
 }
 
+/* One v3 decode GEMV (cel__cuk_gemv3): y (+)= W x, or the SwiGLU form into
+ * swiglu_out; with norm_w != NULL the last block then writes the RMSNorm of
+ * y's T rows (width O) with norm_w into be->xn, the next GEMV's input. */
+static cel_status cu_gemv3(cu_backend *be, float *y, uint16_t *swiglu_out, const uint16_t *W, const uint16_t *x,
+                           int32_t T, int32_t I, int32_t O, bool accumulate, const float *norm_w, cu_kind kind,
+                           cel_error *err)
+{
+    cel__cu_gemv3_args a;
+    memset(&a, 0, sizeof a);
+    a.y = y;
+    a.h = swiglu_out;
+    a.W = W;
+    a.x = x;
+    a.n_rows = T;
+    a.n_in = I;
+    a.n_out = O;
+    a.accumulate = accumulate ? 1 : 0;
+    a.k_split = swiglu_out ? 1 : be->gemv_split;
+    if (norm_w) {
+        a.norm_out = be->xn;
+        a.norm_w = norm_w;
+        a.eps = be->base.model->hp.rms_eps;
+        a.count = be->gemv_count;
+    }
+    CEL_CUDA_CHECK(err, cel__cuk_gemv3(be->stream, &a));
+    cu_mark(be, kind, (double)O * (swiglu_out ? 2.0 : 1.0) * (double)I * 2.0);
+    return CEL_OK;
+}
+
 /* Blocks per (token, q-head group) of the v3 attention for T rows. */
 static int32_t cu_attn_splits(const cu_backend *be, int32_t T)
 {
@@ -415,19 +452,30 @@ static int32_t cu_attn_splits(const cu_backend *be, int32_t T)
  * Batches of at most CEL__CU_GEMV_MAX_ROWS rows (decode) take the fused
  * path: RMSNorm inside the QKV and gate/up GEMVs, SwiGLU inside the gate/up
  * GEMV, residual adds inside the O and down GEMVs - 6 launches per layer
- * (v1: 9). Larger batches: separate kernels around cuBLAS. */
+ * (v1: 9; v3: 6, the norms in the O and down GEMVs' epilogues, plus one
+ * norm after embed). Larger batches: separate kernels around cuBLAS. */
 static cel_status cu_enqueue_body(cu_backend *be, int32_t T, cel_error *err)
 {
     const cel_hparams *hp = &be->base.model->hp;
     const int32_t *m = be->meta_dev;
     const int32_t qkv_w = be->Q + 2 * be->KV;
     const bool fused = !be->decode_v1 && be->use_gemv && T <= CEL__CU_GEMV_MAX_ROWS;
+    /* v3 small batches: the norms run once per layer (xn), in the epilogue
+     * of the GEMV that produced the residual (the first one after embed) */
+    const bool g3 = fused && be->decode_v3;
     CEL_CUDA_CHECK(err, cel__cuk_embed(be->stream, be->x, be->tok_embd, META_TOK(be, m), T, be->E));
     cu_mark(be, CU_K_EMBED, 0.0);
+    if (g3 && be->L > 0) {
+        CEL_CUDA_CHECK(err, cel__cuk_rmsnorm_v3(be->stream, be->xn, be->x, be->layers[0].attn_norm, T, be->E,
+                                                hp->rms_eps));
+        cu_mark(be, CU_K_NORM, 0.0);
+    }
     for (int32_t l = 0; l < be->L; l++) {
         const cu_layer *cl = &be->layers[l];
         uint16_t *kc = be->k_cache + (size_t)l * be->kv_layer_elems, *vc = be->v_cache + (size_t)l * be->kv_layer_elems;
-        if (fused) {
+        if (g3) {
+            CEL_TRY(cu_gemv3(be, be->qkv, NULL, cl->wqkv, be->xn, T, be->E, qkv_w, false, NULL, CU_K_QKV, err));
+        } else if (fused) {
             CEL_TRY(cu_gemv_norm(be, be->qkv, NULL, cl->wqkv, cl->attn_norm, T, qkv_w, be->xb, CU_K_QKV, err));
         } else {
             CEL_CUDA_CHECK(err, cel__cuk_rmsnorm(be->stream, NULL, be->xb, be->x, NULL, cl->attn_norm, T, be->E,
@@ -451,6 +499,13 @@ static cel_status cu_enqueue_body(cu_backend *be, int32_t T, cel_error *err)
                                                    META_SEQ(be, m), META_OFF(be, m), META_TAB(be, m), ap));
         }
         cu_mark(be, CU_K_ATTN, 0.0);
+        if (g3) { /* x += O attn, then xn = ffn_norm(x); gate/up + SwiGLU; x += down h, then xn = next attn_norm(x) */
+            CEL_TRY(cu_gemv3(be, be->x, NULL, cl->wo, be->xb, T, be->Q, be->E, true, cl->ffn_norm, CU_K_O, err));
+            CEL_TRY(cu_gemv3(be, NULL, be->xb, cl->wgu, be->xn, T, be->E, be->F, false, NULL, CU_K_GATE_UP, err));
+            CEL_TRY(cu_gemv3(be, be->x, NULL, cl->wdown, be->xb, T, be->F, be->E, true,
+                             l + 1 < be->L ? be->layers[l + 1].attn_norm : NULL, CU_K_DOWN, err));
+            continue;
+        }
         CEL_TRY(cu_gemm(be, be->x, cl->wo, be->xb, T, be->Q, be->E, true, CU_K_O, err));
         if (fused) {
             /* the output goes to xb, so a separate norm (when needed) writes xn */
@@ -746,6 +801,7 @@ static void cu_destroy(cel_backend *base)
     cu_free(be->argmax_dev);
     cu_free(be->attn_part);
     cu_free(be->attn_count);
+    cu_free(be->gemv_count);
     cu_free(be->meta_dev);
     cu_free(be->stage_dev);
     cu_free(be->blas_ws);
@@ -865,6 +921,8 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
     const char *denv = getenv("CELINE_CUDA_DECODE");
     be->decode_v1 = denv && strcmp(denv, "v1") == 0;
     be->decode_v3 = denv && strcmp(denv, "v3") == 0;
+    const char *senv = getenv("CELINE_CUDA_GEMV_SPLIT"); /* v3 A/B timing of the split-K GEMV */
+    be->gemv_split = senv && (!strcmp(senv, "1") || !strcmp(senv, "2") || !strcmp(senv, "4")) ? atoi(senv) : 0;
     const char *genv = getenv("CELINE_CUDA_GRAPHS");
     be->graphs_on = !(genv && strcmp(genv, "0") == 0);
     be->base.block_size = be->bs;
@@ -972,6 +1030,7 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
     if ((st = cu_alloc((void **)&be->attn_count, (size_t)CEL__CU_ATTN_SPLIT_ROWS * be->nh * 4, "attention counters",
                        err)) != CEL_OK)
         goto fail;
+    if ((st = cu_alloc((void **)&be->gemv_count, 64, "GEMV counter", err)) != CEL_OK) goto fail;
     if ((st = cu_alloc(&be->blas_ws, CEL__CU_BLAS_WS_BYTES, "cuBLAS workspace", err)) != CEL_OK) goto fail;
     if ((st = cu_alloc(&be->stage_dev, CEL__CU_STAGE_BYTES, "upload staging", err)) != CEL_OK) goto fail;
     be->cap_t = be->max_tokens;
@@ -1013,6 +1072,7 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
     CEL_CUDA_GOTO(err, st, fail, cudaMemsetAsync(be->v_cache, 0, L * be->kv_layer_elems * 2, be->stream));
     CEL_CUDA_GOTO(err, st, fail,
                   cudaMemsetAsync(be->attn_count, 0, (size_t)CEL__CU_ATTN_SPLIT_ROWS * be->nh * 4, be->stream));
+    CEL_CUDA_GOTO(err, st, fail, cudaMemsetAsync(be->gemv_count, 0, 64, be->stream));
     CEL_CUDA_GOTO(err, st, fail, cudaStreamSynchronize(be->stream));
     be->info.graphs = be->graphs_on;
     cel_log(&be->log, CEL_LOG_INFO,

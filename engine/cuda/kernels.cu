@@ -1046,7 +1046,7 @@ extern "C" cudaError_t cel__cuk_gemv(cudaStream_t s, float *y, const uint16_t *W
  * for the row xr of n floats: the arithmetic of cel_k_rmsnorm in its order
  * (thread t sums elements t, t + blockDim.x, ... then cel_d_block_sum), so
  * with CEL__CU_THREADS threads the bits are cel__cuk_rmsnorm's. What differs
- * is the memory side: each thread issues its loads (x, then w) together
+ * is the memory side: each thread issues its loads of x (then of w) together
  * instead of one L2 round trip per loop iteration, and x is read through L2
  * (__ldcg) because other blocks of the same launch may have written it.
  * Contains __syncthreads: call from all threads, with a __syncthreads
@@ -1054,16 +1054,11 @@ extern "C" cudaError_t cel__cuk_gemv(cudaStream_t s, float *y, const uint16_t *W
 static __device__ void cel_d_norm_row_bf16(uint16_t *out, const float *xr, const float *w, int n, float eps)
 {
     const int nt = (int)blockDim.x, tid = (int)threadIdx.x;
-    float v[CEL__NORM_REGS], wv[CEL__NORM_REGS];
+    float v[CEL__NORM_REGS];
 CEL_UNROLL
     for (int k = 0; k < CEL__NORM_REGS; k++) {
         const int i = tid + k * nt;
         v[k] = i < n ? __ldcg(xr + i) : 0.0f;
-    }
-CEL_UNROLL
-    for (int k = 0; k < CEL__NORM_REGS; k++) {
-        const int i = tid + k * nt;
-        wv[k] = i < n ? w[i] : 0.0f;
     }
     float ss = 0.0f;
 CEL_UNROLL
@@ -1078,7 +1073,7 @@ CEL_UNROLL
 CEL_UNROLL
     for (int k = 0; k < CEL__NORM_REGS; k++) {
         const int i = tid + k * nt;
-        if (i < n) out[i] = cel_d_f32_to_bf16(v[k] * sc * wv[k]);
+        if (i < n) out[i] = cel_d_f32_to_bf16(v[k] * sc * w[i]);
     }
     for (int i = tid + CEL__NORM_REGS * nt; i < n; i += nt) out[i] = cel_d_f32_to_bf16(__ldcg(xr + i) * sc * w[i]);
 }
@@ -1098,6 +1093,16 @@ extern "C" cudaError_t cel__cuk_rmsnorm_v3(cudaStream_t s, uint16_t *out, const 
     CEL_LAUNCH(cel_k_rmsnorm_v3, (unsigned)n_rows, CEL__CU_THREADS, 0, s, out, x, w, n, eps);
     return cudaGetLastError();
 }
+
+/* 16-byte loads per lane and weight row in one group of cel_k_gemv3 (for
+ * KS == 1; KS warps share a row, so each takes 1/KS of that). With the next
+ * group issued before the current one is used, twice that is in flight -
+ * a whole 2048-wide row at KS == 1 - while the registers stay low enough
+ * for CEL__GEMV3_MIN_BLOCKS blocks per SM at one input row, 3 up to 4 rows
+ * (64 and 80 registers: no spills; v2's kernel, with 8 per group,
+ * fits 2: 2112 warps on 132 SMs, fewer than the 3072 rows of a QKV). */
+#define CEL__GEMV3_LOADS 4
+#define CEL__GEMV3_MIN_BLOCKS 4
 
 /* What cel_k_gemv3 takes (cel__cu_gemv3_args without the launch choices). */
 typedef struct cel__gemv3_kp {
@@ -1129,10 +1134,11 @@ typedef struct cel__gemv3_kp {
  * (cel_d_norm_row_bf16: cel__cuk_rmsnorm's bits), which is the next GEMV's
  * input - the norm runs once per layer instead of once per consuming block. */
 template <int R, int NR, int KS, bool SWIGLU>
-static __global__ void __launch_bounds__(CEL__CU_THREADS) cel_k_gemv3(cel__gemv3_kp p)
+static __global__ void __launch_bounds__(CEL__CU_THREADS, R == 1 ? CEL__GEMV3_MIN_BLOCKS : R <= 4 ? 3 : 2)
+    cel_k_gemv3(cel__gemv3_kp p)
 {
     constexpr int NW = CEL__CU_THREADS / 32, TPB = NW / KS;
-    constexpr int U = CEL__GEMV_LOADS / (NR * KS) > 0 ? CEL__GEMV_LOADS / (NR * KS) : 1;
+    constexpr int U = CEL__GEMV3_LOADS / (NR * KS) > 0 ? CEL__GEMV3_LOADS / (NR * KS) : 1;
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32, ks = w % KS;
     const int task = blockIdx.x * TPB + w / KS;
     const int n_tasks = SWIGLU ? p.n_out : (p.n_out + NR - 1) / NR;
@@ -1256,8 +1262,8 @@ CEL_UNROLL
     }
 }
 
-/* Warps in flight the split aims at: about 31 per SM of a 132-SM part, the
- * most that the KS == 2 kernel keeps resident in one wave. */
+/* Warps the split aims at: 31 per SM of a 132-SM part, about what
+ * CEL__GEMV3_MIN_BLOCKS blocks of 8 warps per SM keep resident in one wave. */
 #define CEL__GEMV3_WARPS 4096
 
 extern "C" int32_t cel__cuk_gemv3_split(int32_t n_out, int32_t n_in, int swiglu)

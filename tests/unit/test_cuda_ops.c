@@ -921,6 +921,258 @@ static void test_gemv_fused(void **state)
     cudaGetLastError();
 }
 
+/* The v3 decode GEMV (cel__cuk_gemv3) in the plain form: against the CPU
+ * matmul within rounding; with one warp per row bit-equal to the v1 kernel;
+ * every row of the batch bit-equal to the same row run alone (each split);
+ * the norm epilogue bit-equal to cel__cuk_rmsnorm of the result, its
+ * counter back at zero. ks 0 is the launcher's choice. */
+static void run_gemv3(int32_t T, int32_t I, int32_t O, int32_t ks, bool accumulate, bool norm)
+{
+    const float eps = 1e-5f;
+    const size_t nw_ = (size_t)O * I, nx = (size_t)T * I, ny = (size_t)T * O;
+    uint16_t *w = malloc(nw_ * 2), *xb = malloc(nx * 2);
+    float *x = malloc(nx * sizeof(float)), *y0 = malloc(ny * sizeof(float)), *ref = malloc(ny * sizeof(float));
+    float *got = malloc(ny * sizeof(float)), *v1 = malloc(ny * sizeof(float)), *one = malloc((size_t)O * sizeof(float));
+    float *nwt = malloc((size_t)O * sizeof(float));
+    uint16_t *xn = malloc(ny * 2), *xn_ref = malloc(ny * 2), *xn_one = malloc((size_t)O * 2);
+    for (size_t i = 0; i < nw_; i++) w[i] = cel_fp32_to_bf16(frand(1.0f));
+    for (size_t i = 0; i < nx; i++) {
+        xb[i] = cel_fp32_to_bf16(frand(1.0f));
+        x[i] = cel_bf16_to_fp32(xb[i]);
+    }
+    for (size_t i = 0; i < ny; i++) y0[i] = accumulate ? frand(4.0f) : 0.0f;
+    for (int32_t i = 0; i < O; i++) nwt[i] = 1.0f + frand(0.5f);
+    cel_tensor tw = {.dtype = CEL_DTYPE_BF16, .n_dims = 2, .ne = {I, O, 1, 1}, .data = w, .nbytes = nw_ * 2};
+    snprintf(tw.name, sizeof tw.name, "w");
+    cel_op_matmul(ref, &tw, x, T, NULL);
+    for (size_t i = 0; i < ny; i++) ref[i] += y0[i];
+
+    uint16_t *d_w = dup_to_dev(w, nw_ * 2), *d_x = dup_to_dev(xb, nx * 2), *d_xn = dalloc(ny * 2);
+    uint16_t *d_xn_ref = dalloc(ny * 2);
+    float *d_y = dup_to_dev(y0, ny * sizeof(float)), *d_v1 = dup_to_dev(y0, ny * sizeof(float));
+    float *d_nw = dup_to_dev(nwt, (size_t)O * sizeof(float));
+    int32_t zero = 0, cnt = -1;
+    int32_t *d_cnt = dup_to_dev(&zero, sizeof zero);
+    cel__cu_gemv3_args a;
+    memset(&a, 0, sizeof a);
+    a.y = d_y;
+    a.W = d_w;
+    a.x = d_x;
+    a.n_rows = T;
+    a.n_in = I;
+    a.n_out = O;
+    a.accumulate = accumulate;
+    a.k_split = ks;
+    if (norm) {
+        a.norm_out = d_xn;
+        a.norm_w = d_nw;
+        a.eps = eps;
+        a.count = d_cnt;
+    }
+    assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaSuccess);
+    to_host(got, d_y, ny * sizeof(float));
+    const int32_t eff = ks ? ks : cel__cuk_gemv3_split(O, I, 0);
+    char what[96];
+    snprintf(what, sizeof what, "gemv3 ks%d T%d %dx%d%s%s", (int)eff, T, I, O, accumulate ? " +=" : "",
+             norm ? " +norm" : "");
+    check_close(what, got, ref, ny, 1e-4f * sqrtf((float)I), 1e-4f);
+    if (eff == 1) { /* one warp per row: the v1 (and v2) order */
+        assert_int_equal(cel__cuk_gemv_v1(g_stream, d_v1, d_w, d_x, T, I, O, accumulate), cudaSuccess);
+        to_host(v1, d_v1, ny * sizeof(float));
+        if (memcmp(v1, got, ny * sizeof(float)) != 0) fail_msg("%s: differs from the v1 kernel", what);
+    }
+    if (norm) {
+        to_host(xn, d_xn, ny * 2);
+        to_host(&cnt, d_cnt, sizeof cnt);
+        assert_int_equal(cnt, 0);
+        assert_int_equal(cel__cuk_rmsnorm(g_stream, NULL, d_xn_ref, d_y, NULL, d_nw, T, O, eps), cudaSuccess);
+        to_host(xn_ref, d_xn_ref, ny * 2);
+        if (memcmp(xn, xn_ref, ny * 2) != 0) fail_msg("%s: the norm epilogue differs from cel__cuk_rmsnorm", what);
+    }
+    for (int32_t r = 0; r < T && T > 1; r++) { /* batch invariance */
+        assert_int_equal(cudaMemcpy(d_y, y0 + (size_t)r * O, (size_t)O * sizeof(float), cudaMemcpyHostToDevice),
+                         cudaSuccess);
+        a.x = d_x + (size_t)r * I;
+        a.n_rows = 1;
+        assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaSuccess);
+        to_host(one, d_y, (size_t)O * sizeof(float));
+        if (memcmp(one, got + (size_t)r * O, (size_t)O * sizeof(float)) != 0)
+            fail_msg("%s: row %d alone differs from its row in the batch", what, (int)r);
+        if (norm) {
+            to_host(xn_one, d_xn, (size_t)O * 2);
+            if (memcmp(xn_one, xn + (size_t)r * O, (size_t)O * 2) != 0)
+                fail_msg("%s: row %d's norm alone differs from its row in the batch", what, (int)r);
+        }
+    }
+    dfree(d_w);
+    dfree(d_x);
+    dfree(d_xn);
+    dfree(d_xn_ref);
+    dfree(d_y);
+    dfree(d_v1);
+    dfree(d_nw);
+    dfree(d_cnt);
+    free(w);
+    free(xb);
+    free(x);
+    free(y0);
+    free(ref);
+    free(got);
+    free(v1);
+    free(one);
+    free(nwt);
+    free(xn);
+    free(xn_ref);
+    free(xn_one);
+}
+
+/* The SwiGLU form of cel__cuk_gemv3 (one warp per gate/up pair) against the
+ * v2 kernel's SwiGLU form on the same BF16 input, bit for bit, and each row
+ * alone against its row in the batch. */
+static void run_gemv3_swiglu(int32_t T, int32_t I, int32_t O)
+{
+    const size_t nw_ = (size_t)2 * O * I, nx = (size_t)T * I, nh = (size_t)T * O;
+    uint16_t *w = malloc(nw_ * 2), *xb = malloc(nx * 2), *h2 = malloc(nh * 2), *h3 = malloc(nh * 2);
+    uint16_t *h1 = malloc((size_t)O * 2);
+    for (size_t i = 0; i < nw_; i++) w[i] = cel_fp32_to_bf16(frand(0.1f));
+    for (size_t i = 0; i < nx; i++) xb[i] = cel_fp32_to_bf16(frand(2.0f));
+    uint16_t *d_w = dup_to_dev(w, nw_ * 2), *d_x = dup_to_dev(xb, nx * 2), *d_h2 = dalloc(nh * 2), *d_h3 = dalloc(nh * 2);
+    cel__cu_gemv_args a2;
+    memset(&a2, 0, sizeof a2);
+    a2.h = d_h2;
+    a2.W = d_w;
+    a2.x = d_x;
+    a2.n_rows = T;
+    a2.n_in = I;
+    a2.n_out = O;
+    assert_int_equal(cel__cuk_gemv_ex(g_stream, &a2), cudaSuccess);
+    cel__cu_gemv3_args a;
+    memset(&a, 0, sizeof a);
+    a.h = d_h3;
+    a.W = d_w;
+    a.x = d_x;
+    a.n_rows = T;
+    a.n_in = I;
+    a.n_out = O;
+    assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaSuccess);
+    to_host(h2, d_h2, nh * 2);
+    to_host(h3, d_h3, nh * 2);
+    if (memcmp(h2, h3, nh * 2) != 0) fail_msg("gemv3 swiglu T%d %dx%d differs from the v2 kernel", T, I, O);
+    for (int32_t r = 0; r < T && T > 1; r++) {
+        a.x = d_x + (size_t)r * I;
+        a.n_rows = 1;
+        assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaSuccess);
+        to_host(h1, d_h3, (size_t)O * 2);
+        if (memcmp(h1, h2 + (size_t)r * O, (size_t)O * 2) != 0)
+            fail_msg("gemv3 swiglu T%d %dx%d: row %d alone differs from its row in the batch", T, I, O, (int)r);
+    }
+    printf("  %-28s bit-equal to v2, rows alone = batch\n", "gemv3 swiglu");
+    dfree(d_w);
+    dfree(d_x);
+    dfree(d_h2);
+    dfree(d_h3);
+    free(w);
+    free(xb);
+    free(h2);
+    free(h3);
+    free(h1);
+}
+
+static void test_gemv3(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    /* the default split is a function of the shape (Llama-3.2-1B: o and down split in 2, qkv not) */
+    assert_int_equal(cel__cuk_gemv3_split(2048, 2048, 0), 2);
+    assert_int_equal(cel__cuk_gemv3_split(3072, 2048, 0), 1);
+    assert_int_equal(cel__cuk_gemv3_split(2048, 8192, 0), 2);
+    assert_int_equal(cel__cuk_gemv3_split(1024, 2048, 0), 4);
+    assert_int_equal(cel__cuk_gemv3_split(8192, 2048, 1), 1);
+    assert_int_equal(cel__cuk_gemv3_split(128256, 2048, 0), 1);
+    assert_int_equal(cel__cuk_gemv3_split(100, 256, 0), 1); /* 32 chunks: < 2 per lane at ks 2 */
+    static const int32_t splits[4] = {0, 1, 2, 4};
+    for (int32_t T = 1; T <= 8; T++) /* 33 chunks: uneven slices, partial load groups */
+        run_gemv3(T, 264, 37, splits[T % 4], T % 2 == 0, T % 3 != 0);
+    for (int k = 1; k < 4; k++) {
+        run_gemv3(3, 2048, 20, splits[k], true, true); /* Llama-3.2-1B's hidden size */
+        run_gemv3(1, 8, 1, splits[k], false, true);    /* one chunk: the other slices are empty */
+        run_gemv3(2, 8192, 24, splits[k], true, true); /* the down projection's width */
+    }
+    run_gemv3(8, 1024, 9, 2, true, true);
+    run_gemv3(8, 1024, 9, 4, false, false);
+    run_gemv3(2, 64, 4097, 0, true, true);   /* norm rows longer than the registers hold (4096) */
+    run_gemv3(1, 16, 8201, 0, false, false); /* n_out >= 8192: two rows per warp, a half task at the end */
+    run_gemv3(3, 16, 8201, 0, true, true);
+    run_gemv3_swiglu(1, 264, 37);
+    run_gemv3_swiglu(5, 2048, 12);
+    run_gemv3_swiglu(8, 64, 300);
+    /* invalid arguments */
+    cel__cu_gemv3_args a;
+    memset(&a, 0, sizeof a);
+    float dummy[4] = {0};
+    uint16_t hd[8] = {0};
+    a.y = dummy;
+    a.W = hd;
+    a.x = hd;
+    a.n_rows = 9; /* more than CEL__CU_GEMV_MAX_ROWS */
+    a.n_in = 8;
+    a.n_out = 1;
+    assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaErrorInvalidValue);
+    a.n_rows = 1;
+    a.n_in = 12; /* not a multiple of 8 */
+    assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaErrorInvalidValue);
+    a.n_in = 8;
+    a.k_split = 3;
+    assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaErrorInvalidValue);
+    a.k_split = 0;
+    a.norm_out = hd; /* norm epilogue without weight and counter */
+    assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaErrorInvalidValue);
+    a.norm_out = NULL;
+    a.h = hd; /* SwiGLU form with y set */
+    assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaErrorInvalidValue);
+    a.y = NULL;
+    a.k_split = 2; /* SwiGLU splits only 1 */
+    assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaErrorInvalidValue);
+    a.h = NULL; /* plain form without y */
+    a.k_split = 0;
+    assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaErrorInvalidValue);
+    a.n_rows = 0; /* nothing to do */
+    assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaSuccess);
+    cudaGetLastError();
+}
+
+/* cel__cuk_rmsnorm_v3 gives cel__cuk_rmsnorm's BF16 bits (rows shorter and
+ * longer than the 16 x 256 elements its threads hold in registers). */
+static void test_rmsnorm_v3(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    static const int32_t ns[4] = {8, 2048, 4096, 5000};
+    for (int k = 0; k < 4; k++) {
+        const int32_t T = 3, n = ns[k];
+        float *x = malloc((size_t)T * n * sizeof(float)), *w = malloc((size_t)n * sizeof(float));
+        for (int64_t i = 0; i < (int64_t)T * n; i++) x[i] = frand(3.0f);
+        for (int32_t i = 0; i < n; i++) w[i] = 1.0f + frand(0.5f);
+        float *d_x = dup_to_dev(x, (size_t)T * n * sizeof(float)), *d_w = dup_to_dev(w, (size_t)n * sizeof(float));
+        uint16_t *d_a = dalloc((size_t)T * n * 2), *d_b = dalloc((size_t)T * n * 2);
+        uint16_t *ha = malloc((size_t)T * n * 2), *hb = malloc((size_t)T * n * 2);
+        assert_int_equal(cel__cuk_rmsnorm(g_stream, NULL, d_a, d_x, NULL, d_w, T, n, 1e-6f), cudaSuccess);
+        assert_int_equal(cel__cuk_rmsnorm_v3(g_stream, d_b, d_x, d_w, T, n, 1e-6f), cudaSuccess);
+        to_host(ha, d_a, (size_t)T * n * 2);
+        to_host(hb, d_b, (size_t)T * n * 2);
+        if (memcmp(ha, hb, (size_t)T * n * 2) != 0) fail_msg("rmsnorm_v3 n=%d differs from rmsnorm", (int)n);
+        dfree(d_x);
+        dfree(d_w);
+        dfree(d_a);
+        dfree(d_b);
+        free(x);
+        free(w);
+        free(ha);
+        free(hb);
+    }
+    printf("  %-28s bit-equal to rmsnorm (n 8, 2048, 4096, 5000)\n", "rmsnorm_v3");
+}
+
 /* ---------------------------------------------------------- copy, argmax */
 static void test_copy_block(void **state)
 {
@@ -1080,7 +1332,8 @@ int main(void)
         cmocka_unit_test(test_attention), cmocka_unit_test(test_attention_v3),
         cmocka_unit_test(test_attention_v3_long), cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_gemm),      cmocka_unit_test(test_gemv_batch_invariance),
-        cmocka_unit_test(test_gemv_fused),
+        cmocka_unit_test(test_gemv_fused), cmocka_unit_test(test_gemv3),
+        cmocka_unit_test(test_rmsnorm_v3),
         cmocka_unit_test(test_copy_block), cmocka_unit_test(test_argmax),
         cmocka_unit_test(test_launch_errors),
     };
