@@ -20,7 +20,10 @@
  * (CELINE_CUDA_DECODE=v1) is measured at batch 1 and profiled the same way;
  * unless --no-v3, a third with the v3 path (split-context attention,
  * parallel q/k/v post-process) is measured at every batch size and profiled
- * at batch 1, so one GPU run compares all three (the default backend is v2).
+ * at batch 1, so one GPU run compares all three (the default backend is v2);
+ * then v3 once more at batch 1 with its GEMVs forced to one warp per row
+ * (CELINE_CUDA_GEMV_SPLIT=1, decode "v3-split1" in the JSON), which isolates
+ * what the split-K GEMV gains over the norm-once change alone.
  * Prints a summary and writes the figures as JSON. Without a CUDA device
  * (or without CUDA in the build) it prints a SKIP line and writes
  * {"skipped": ...}.
@@ -386,12 +389,13 @@ static void print_profile(const cel_cuda_profile *p, double bytes_tok)
     }
 }
 
-static void json_profile(FILE *f, const cel_cuda_profile *p)
+static void json_profile(FILE *f, const cel_cuda_profile *p, const char *label)
 {
+    if (!label) label = p->decode;
     fprintf(f,
             "{\"decode\": \"%s\", \"attn_splits\": %d, \"launches\": %d, \"kernel_ms\": %.4f, \"graph_ms\": %.4f, "
             "\"kinds\": [",
-            p->decode, p->attn_splits, p->launches, p->kernel_ms, p->graph_ms);
+            label, p->attn_splits, p->launches, p->kernel_ms, p->graph_ms);
     int first = 1;
     for (int k = 0; k < p->n_kinds; k++) {
         if (!p->kind[k].launches) continue;
@@ -512,7 +516,7 @@ int main(int argc, char **argv)
            (int)hp->n_layer, bytes_tok / 1e9, load_s, pinned ? "pinned" : "pageable");
 
     decode_res res[8];
-    cel_cuda_profile prof[3]; /* v2 (default), v1, v3 */
+    cel_cuda_profile prof[4]; /* v2 (default), v1, v3, v3 with unsplit GEMVs */
     bool have_prof = false;
     int ok = 0;
     for (int i = 0; i < o.n_batches; i++) {
@@ -532,17 +536,19 @@ int main(int argc, char **argv)
 
     /* the other decode paths, for comparison, one backend at a time (one
      * model's weights on the card): v1 at batch 1, v3 at every batch size */
-    decode_res res_v1, res_v3[8];
-    bool have_v1 = false, have_v3_1 = false;
+    decode_res res_v1, res_v3[8], res_s1;
+    bool have_v1 = false, have_v3_1 = false, have_s1 = false;
     int ok3 = 0;
-    for (int alt = 0; alt < 2 && have_prof; alt++) {
+    for (int alt = 0; alt < 3 && have_prof; alt++) {
         const char *path = alt ? "v3" : "v1";
         if (alt ? o.no_v3 : o.no_v1) continue;
         cel_backend_free(be);
         be = NULL;
         setenv("CELINE_CUDA_DECODE", path, 1);
+        if (alt == 2) setenv("CELINE_CUDA_GEMV_SPLIT", "1", 1);
         cel_status cst = cel_backend_cuda_create(&bm.m, &p, &be, &err);
         unsetenv("CELINE_CUDA_DECODE");
+        unsetenv("CELINE_CUDA_GEMV_SPLIT");
         if (cst != CEL_OK) {
             fprintf(stderr, "bench_gpu: %s backend: %s\n", path, err.msg);
             continue;
@@ -555,6 +561,17 @@ int main(int argc, char **argv)
                 printf("batch 1 (v1) vs roofline: %.1f%% (logits to host), %.1f%% (GPU argmax)\n",
                        100.0 * res_v1.tok_s_logits / roof, 100.0 * res_v1.tok_s_argmax / roof);
             print_profile(&prof[1], bytes_tok);
+            continue;
+        }
+        if (alt == 2) {
+            if (run_batch(be, 1, &o, p.max_batch_tokens, hp->n_vocab, logits, &res_s1, &prof[3]) != 0) continue;
+            have_s1 = true;
+            print_res(&res_s1, " (v3, GEMV split 1)");
+            if (roof > 0)
+                printf("batch 1 (v3, GEMV split 1) vs roofline: %.1f%% (logits to host), %.1f%% (GPU argmax)\n",
+                       100.0 * res_s1.tok_s_logits / roof, 100.0 * res_s1.tok_s_argmax / roof);
+            printf("(v3 with CELINE_CUDA_GEMV_SPLIT=1) ");
+            print_profile(&prof[3], bytes_tok);
             continue;
         }
         for (int i = 0; i < o.n_batches; i++) {
@@ -599,16 +616,21 @@ int main(int argc, char **argv)
             }
             if (have_v1) json_batch1(f, "v1_batch1", &res_v1, roof);
             if (v3_1) json_batch1(f, "v3_batch1", v3_1, roof);
+            if (have_s1) json_batch1(f, "v3_split1_batch1", &res_s1, roof);
             if (have_prof) {
                 fprintf(f, ",\n  \"profile_batch1\": [");
-                json_profile(f, &prof[0]);
+                json_profile(f, &prof[0], NULL);
                 if (have_v1) {
                     fprintf(f, ",\n    ");
-                    json_profile(f, &prof[1]);
+                    json_profile(f, &prof[1], NULL);
                 }
                 if (have_v3_1) {
                     fprintf(f, ",\n    ");
-                    json_profile(f, &prof[2]);
+                    json_profile(f, &prof[2], NULL);
+                }
+                if (have_s1) {
+                    fprintf(f, ",\n    ");
+                    json_profile(f, &prof[3], "v3-split1");
                 }
                 fprintf(f, "]");
             }

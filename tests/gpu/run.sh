@@ -206,6 +206,9 @@ if v3:  # the v3 path (CELINE_CUDA_DECODE=v3: split attention, parallel q/k/v po
     tg["batch1_v3_roofline_pct_logits"] = v3["roofline_pct_logits"]
     tg["batch1_v3_roofline_pct_argmax"] = v3["roofline_pct_argmax"]
     tg["batch1_v3_roofline_ok(>=70)"] = max(v3["roofline_pct_logits"], v3["roofline_pct_argmax"]) >= 70
+s1 = b.get("v3_split1_batch1")
+if s1:  # v3 with its GEMVs at one warp per row (CELINE_CUDA_GEMV_SPLIT=1): what the split-K GEMV adds
+    tg["batch1_v3split1_roofline_pct_argmax"] = s1["roofline_pct_argmax"]
 for r in b.get("v3_runs", []):
     if r["batch"] != 1 and r["batch"] in runs:  # v3 / v2 decode speed at the larger batches (> 1: v3 faster)
         tg["batch%d_v3_over_v2_argmax" % r["batch"]] = r["decode_tok_s_argmax"] / max(runs[r["batch"]]["decode_tok_s_argmax"], 1e-9)
@@ -213,9 +216,11 @@ for p in b.get("profile_batch1", []):  # where one batch-1 decode step's GPU tim
     tg["batch1_%s_kernel_ms" % p["decode"]] = p["kernel_ms"]
     tg["batch1_%s_graph_ms" % p["decode"]] = p["graph_ms"]
     for k in p.get("kinds", []):
-        short = {"attention": "attention", "qkv rope+kv": "rope"}.get(k["kind"])
+        short = {"attention": "attention", "qkv rope+kv": "rope", "rmsnorm": "norm"}.get(k["kind"])
         if short:
             tg["batch1_%s_%s_ms" % (p["decode"], short)] = k["ms"]
+        if k["kind"].startswith("gemv ") and k.get("gbs", 0) > 0:  # each GEMV's GB/s per path (v2 vs v3)
+            tg["batch1_%s_%s_gbs" % (p["decode"], k["kind"][5:].replace("/", "_"))] = k["gbs"]
 if 256 in runs:
     tg["batch256_tok_s_logits"] = runs[256]["decode_tok_s_logits"]
     tg["batch256_tok_s_argmax"] = runs[256]["decode_tok_s_argmax"]
