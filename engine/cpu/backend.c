@@ -578,6 +578,15 @@ cel_status cel_backend_cpu_create(const cel_model *m, const cel_backend_params *
     int32_t bs = p->block_size > 0 ? p->block_size : 16;
     if (bs > MAX_BLOCK)
         return cel_error_set(err, CEL_ERR_UNSUPPORTED, "cpu backend: block size %d (at most %d)", bs, MAX_BLOCK);
+    /* CELINE_CPU_KERNELS pins a kernel table (to compare them, or to rule one
+     * out when chasing a numerical difference); default: the best one */
+    const char *kname = getenv("CELINE_CPU_KERNELS");
+    const cel__kern *kern = kname && *kname ? cel__kern_named(kname) : cel__kern_best();
+    if (!kern)
+        return cel_error_set(err, CEL_ERR_UNSUPPORTED,
+                             "cpu backend: CELINE_CPU_KERNELS=%s is not a kernel table this CPU runs (scalar, avx2, "
+                             "avx512; best here: %s)",
+                             kname, cel__kern_best()->name);
     int32_t T = p->max_batch_tokens > 0 ? p->max_batch_tokens : 512;
     size_t blk_bytes = cel_backend_kv_block_bytes(hp, bs, CEL_BACKEND_CPU);
     size_t kv_bytes = p->kv_bytes ? p->kv_bytes : blk_bytes * (size_t)((8192 + bs - 1) / bs);
@@ -593,7 +602,7 @@ cel_status cel_backend_cpu_create(const cel_model *m, const cel_backend_params *
     be->base.model = m;
     be->base.block_size = bs;
     be->base.n_blocks = (int32_t)n_blocks;
-    be->k = cel__kern_best();
+    be->k = kern;
     be->max_tokens = T;
     be->E = hp->n_embd;
     be->H = hp->n_head;

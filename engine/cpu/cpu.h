@@ -168,6 +168,9 @@ const cel__kern *cel__kern_best(void);
 /* Every table this CPU can run, scalar first (for tests and benchmarks);
  * returns how many were written to out (at most max). */
 int cel__kern_all(const cel__kern **out, int max);
+/* The table named name ("scalar", "avx2", "avx512") when this CPU runs it;
+ * NULL otherwise. */
+const cel__kern *cel__kern_named(const char *name);
 
 /* AVX2 functions the AVX-512 table reuses (kern_avx2.c). */
 void cel__avx2_quant_q8_32(const float *x, void *dst, int64_t n);

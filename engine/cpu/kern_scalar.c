@@ -7,6 +7,7 @@
 #include "cpu.h"
 
 #include <math.h>
+#include <string.h>
 
 /* ------------------------------------------------- activation quantization */
 
@@ -355,4 +356,13 @@ int cel__kern_all(const cel__kern **out, int max)
     for (int i = 0; i < 3; i++)
         if (all[i] && n < max) out[n++] = all[i];
     return n;
+}
+
+const cel__kern *cel__kern_named(const char *name)
+{
+    const cel__kern *all[4];
+    int n = cel__kern_all(all, 4);
+    for (int i = 0; name && i < n; i++)
+        if (strcmp(all[i]->name, name) == 0) return all[i];
+    return NULL;
 }

@@ -45,6 +45,17 @@ gen --model "$l" --prompt "The cat" --max-tokens 16 --ignore-eos --temperature 0
 check "same seed, same output" "$(cat "$tmp/s1.json")" "$(cat "$tmp/s2.json")"
 [ "$(cat "$tmp/s1.json")" != "$(cat "$tmp/s3.json")" ] && ok || bad "another seed gives another output"
 
+# --- every kernel table this CPU runs gives the same greedy tokens; a bad name is refused ---
+for k in scalar avx2 avx512; do
+  if CELINE_CPU_KERNELS=$k gen --model "$q" --prompt "hello world" --max-tokens 12 --ignore-eos --json >"$tmp/k.json" 2>"$tmp/k.err"; then
+    check "greedy ids with $k kernels" "$(field "$tmp/a.json" 0 ids)" "$(field "$tmp/k.json" 0 ids)"
+  else
+    grep -q "not a kernel table this CPU runs" "$tmp/k.err" && [ "$k" != scalar ] && ok || bad "$k kernels: $(cat "$tmp/k.err")"
+  fi
+done
+CELINE_CPU_KERNELS=sse9 gen --model "$q" --prompt "hi" --max-tokens 2 >/dev/null 2>"$tmp/k.err" && bad "CELINE_CPU_KERNELS=sse9 accepted" \
+  || { grep -q "CELINE_CPU_KERNELS=sse9" "$tmp/k.err" && ok || bad "CELINE_CPU_KERNELS=sse9: $(cat "$tmp/k.err")"; }
+
 # --- n samples: sample i does not depend on n (per-sample RNG streams), samples differ ---
 gen --model "$l" --prompt "The cat" --max-tokens 10 --ignore-eos --temperature 1 --seed 3 --n 3 --json >"$tmp/n3.json"
 gen --model "$l" --prompt "The cat" --max-tokens 10 --ignore-eos --temperature 1 --seed 3 --n 2 --json >"$tmp/n2.json"
