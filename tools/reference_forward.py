@@ -135,15 +135,18 @@ def dequant(ty, buf, off, n):
             return (d[:, None] * (q - 16)).reshape(-1)
         m = half(raw[:, 2:4].tobytes())
         return (d[:, None] * q + m[:, None]).reshape(-1)
-    if ty == 12:  # Q4_K
+    if ty in (12, 13):  # Q4_K: d, dmin, scales[12], qs[128]; Q5_K: the same with qh[32] before qs
+        five = ty == 13
+        bb = 176 if five else 144
         nb = n // 256
-        raw = np.frombuffer(buf, dtype=np.uint8, count=nb * 144, offset=off).reshape(nb, 144)
+        raw = np.frombuffer(buf, dtype=np.uint8, count=nb * bb, offset=off).reshape(nb, bb)
         d = half(raw[:, 0:2].tobytes())
         dmin = half(raw[:, 2:4].tobytes())
         sc_raw = raw[:, 4:16].astype(np.int64)
-        qs = raw[:, 16:]
+        qh = raw[:, 16:48].astype(np.int64) if five else None
+        qs = raw[:, 48:].astype(np.int64) if five else raw[:, 16:].astype(np.int64)
         y = np.empty((nb, 256))
-        for j in range(8):
+        for j in range(8):  # sub-block j: 32 elements (Q5_K: 5th bit = bit j of qh[l])
             if j < 4:
                 sc = sc_raw[:, j] & 63
                 m = sc_raw[:, j + 4] & 63
@@ -152,26 +155,8 @@ def dequant(ty, buf, off, n):
                 m = (sc_raw[:, j + 4] >> 4) | ((sc_raw[:, j] >> 6) << 4)
             chunk = qs[:, 32 * (j // 2): 32 * (j // 2) + 32]
             q = (chunk & 0xF) if j % 2 == 0 else (chunk >> 4)
-            y[:, 32 * j: 32 * j + 32] = (d * sc)[:, None] * q - (dmin * m)[:, None]
-        return y.reshape(-1)
-    if ty == 13:  # Q5_K: d, dmin, scales[12] (as Q4_K), qh[32], qs[128] (as Q4_K)
-        nb = n // 256
-        raw = np.frombuffer(buf, dtype=np.uint8, count=nb * 176, offset=off).reshape(nb, 176)
-        d = half(raw[:, 0:2].tobytes())
-        dmin = half(raw[:, 2:4].tobytes())
-        sc_raw = raw[:, 4:16].astype(np.int64)
-        qh = raw[:, 16:48].astype(np.int64)
-        qs = raw[:, 48:].astype(np.int64)
-        y = np.empty((nb, 256))
-        for j in range(8):  # sub-block j: 32 elements, 5th bit = bit j of qh[l]
-            if j < 4:
-                sc = sc_raw[:, j] & 63
-                m = sc_raw[:, j + 4] & 63
-            else:
-                sc = (sc_raw[:, j + 4] & 0xF) | ((sc_raw[:, j - 4] >> 6) << 4)
-                m = (sc_raw[:, j + 4] >> 4) | ((sc_raw[:, j] >> 6) << 4)
-            chunk = qs[:, 32 * (j // 2): 32 * (j // 2) + 32]
-            q = ((chunk & 0xF) if j % 2 == 0 else (chunk >> 4)) + 16 * ((qh >> j) & 1)
+            if five:
+                q = q + 16 * ((qh >> j) & 1)
             y[:, 32 * j: 32 * j + 32] = (d * sc)[:, None] * q - (dmin * m)[:, None]
         return y.reshape(-1)
     if ty == 14:  # Q6_K

@@ -343,26 +343,40 @@ AVX2_INLINE uint64_t kq_scales_mins(const uint8_t *scales, __m256i *mins)
     return (uint64_t)(q0 & 0x3F3F3F3Fu) | (uint64_t)((q2 & 0x0F0F0F0Fu) | (((q0 >> 6) & 0x03030303u) << 4)) << 32;
 }
 
-AVX2_INLINE void tile_q4_k(const int NW, const int NX, int64_t n, const uint8_t *w, size_t ws, const uint8_t *x,
-                           size_t xs, float *y, size_t ys, const uint8_t *pf)
+/* Q4_K and Q5_K (FIVE, a constant after inlining): the header (d, dmin,
+ * scales) is laid out alike; Q5_K adds the 5th bits: qh[l] bit j belongs to
+ * element l of sub-block j, moved to bit 4 of the byte with 16-bit shifts (a
+ * byte's low bit never takes a neighbour's bits for shifts below 8). */
+AVX2_INLINE void tile_k45(const bool FIVE, const int NW, const int NX, int64_t n, const uint8_t *w, size_t ws,
+                          const uint8_t *x, size_t xs, float *y, size_t ys, const uint8_t *pf)
 {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    const size_t BB = FIVE ? 176 : 144;
     __m256 acc[4][4];
     UNROLL for (int a = 0; a < NW; a++) UNROLL for (int b = 0; b < NX; b++) acc[a][b] = _mm256_setzero_ps();
     const int64_t nb = n / 256;
     for (int64_t i = 0; i < nb; i++) {
-        prefetch_span(pf, (size_t)i * NW * 144, NW * 144);
+        prefetch_span(pf, (size_t)i * NW * BB, NW * BB);
         UNROLL for (int a = 0; a < NW; a++)
         {
-            const cel__blk_q4_k *bw = (const cel__blk_q4_k *)(w + (size_t)a * ws + (size_t)i * 144);
+            const uint8_t *blk = w + (size_t)a * ws + (size_t)i * BB;
+            const cel__blk_q4_k *bw = (const cel__blk_q4_k *)blk;  /* the header, either type */
+            const cel__blk_q5_k *b5 = (const cel__blk_q5_k *)blk;  /* read only when FIVE */
+            const uint8_t *qs = FIVE ? b5->qs : bw->qs;
             __m256i mins;
             const uint64_t sc = kq_scales_mins(bw->scales, &mins);
             float d = h2f(&bw->d), dmin = h2f(&bw->dmin);
+            __m256i hb = FIVE ? _mm256_loadu_si256((const __m256i *)b5->qh) : _mm256_setzero_si256();
             __m256i isum[4];
             UNROLL for (int b = 0; b < NX; b++) isum[b] = _mm256_setzero_si256();
             for (int c = 0; c < 4; c++) {
-                __m256i q = _mm256_loadu_si256((const __m256i *)(bw->qs + 32 * c));
+                __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
                 __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                if (FIVE) {
+                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
+                    hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
+                    hb = _mm256_srli_epi16(hb, 2);
+                }
                 __m256i slo = _mm256_set1_epi16((short)((sc >> (16 * c)) & 0xFF));
                 __m256i shi = _mm256_set1_epi16((short)((sc >> (16 * c + 8)) & 0xFF));
                 UNROLL for (int b = 0; b < NX; b++)
@@ -390,60 +404,15 @@ AVX2_INLINE void tile_q4_k(const int NW, const int NX, int64_t n, const uint8_t 
     UNROLL for (int a = 0; a < NW; a++) UNROLL for (int b = 0; b < NX; b++) y[(size_t)b * ys + (size_t)a] =
         hsum8(acc[a][b]);
 }
-
-/* Q5_K: tile_q4_k with the 5th bits: qh[l] bit j belongs to element l of
- * sub-block j, moved to bit 4 of the byte with 16-bit shifts (a byte's low
- * bit never takes a neighbour's bits for shifts below 8). */
+AVX2_INLINE void tile_q4_k(const int NW, const int NX, int64_t n, const uint8_t *w, size_t ws, const uint8_t *x,
+                           size_t xs, float *y, size_t ys, const uint8_t *pf)
+{
+    tile_k45(false, NW, NX, n, w, ws, x, xs, y, ys, pf);
+}
 AVX2_INLINE void tile_q5_k(const int NW, const int NX, int64_t n, const uint8_t *w, size_t ws, const uint8_t *x,
                            size_t xs, float *y, size_t ys, const uint8_t *pf)
 {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
-    __m256 acc[4][4];
-    UNROLL for (int a = 0; a < NW; a++) UNROLL for (int b = 0; b < NX; b++) acc[a][b] = _mm256_setzero_ps();
-    const int64_t nb = n / 256;
-    for (int64_t i = 0; i < nb; i++) {
-        prefetch_span(pf, (size_t)i * NW * 176, NW * 176);
-        UNROLL for (int a = 0; a < NW; a++)
-        {
-            const cel__blk_q5_k *bw = (const cel__blk_q5_k *)(w + (size_t)a * ws + (size_t)i * 176);
-            __m256i mins;
-            const uint64_t sc = kq_scales_mins(bw->scales, &mins);
-            float d = h2f(&bw->d), dmin = h2f(&bw->dmin);
-            __m256i hb = _mm256_loadu_si256((const __m256i *)bw->qh);
-            __m256i isum[4];
-            UNROLL for (int b = 0; b < NX; b++) isum[b] = _mm256_setzero_si256();
-            for (int c = 0; c < 4; c++) {
-                __m256i q = _mm256_loadu_si256((const __m256i *)(bw->qs + 32 * c));
-                __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
-                __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
-                                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
-                hb = _mm256_srli_epi16(hb, 2);
-                __m256i slo = _mm256_set1_epi16((short)((sc >> (16 * c)) & 0xFF));
-                __m256i shi = _mm256_set1_epi16((short)((sc >> (16 * c + 8)) & 0xFF));
-                UNROLL for (int b = 0; b < NX; b++)
-                {
-                    const int8_t *xq = (const int8_t *)(x + (size_t)b * xs) + i * 256 + 64 * c;
-                    __m256i plo = _mm256_madd_epi16(
-                        _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)xq)), slo);
-                    __m256i phi = _mm256_madd_epi16(
-                        _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(xq + 32))), shi);
-                    isum[b] = _mm256_add_epi32(isum[b], _mm256_add_epi32(plo, phi));
-                }
-            }
-            UNROLL for (int b = 0; b < NX; b++)
-            {
-                const int8_t *xr = (const int8_t *)(x + (size_t)b * xs);
-                const float *xd = (const float *)(xr + n);
-                const int16_t *bs = (const int16_t *)(xd + nb) + i * 16;
-                __m256i ms = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bs), mins);
-                float dx = xd[i];
-                acc[a][b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[b]), _mm256_set1_ps(d * dx), acc[a][b]);
-                acc[a][b] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(ms), _mm256_set1_ps(dmin * dx), acc[a][b]);
-            }
-        }
-    }
-    UNROLL for (int a = 0; a < NW; a++) UNROLL for (int b = 0; b < NX; b++) y[(size_t)b * ys + (size_t)a] =
-        hsum8(acc[a][b]);
+    tile_k45(true, NW, NX, n, w, ws, x, xs, y, ys, pf);
 }
 
 /* clang's UBSan with -fno-sanitize-recover needs minutes on this function

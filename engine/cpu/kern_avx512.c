@@ -61,80 +61,51 @@ AVX512 static void quant_q8_32(const float *x, void *dst, int64_t n)
         _mm512_storeu_ps(dx + 16 * p, spread2(d[2 * p], 2 * p + 1 < nb ? d[2 * p + 1] : 0.0f));
 }
 
-/* ------------------------------------------------------------ Q8_0 / Q4_0 */
+/* ------------------------------------------------ Q8_0 / Q4_0 / Q5_0 / Q5_1 */
 
-/* 64 weights of blocks i and i + 1 (or block i and zeros when !two) as int8. */
-AVX512_INLINE __m512i wpair_q8_0(const uint8_t *row, int64_t i, int two)
-{
-    const uint8_t *b = row + (size_t)i * 34;
-    __m256i lo = _mm256_loadu_si256((const __m256i *)(b + 2));
-    __m256i hi = two ? _mm256_loadu_si256((const __m256i *)(b + 36)) : _mm256_setzero_si256();
-    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-}
-AVX512_INLINE __m512 dpair_q8_0(const uint8_t *row, int64_t i, int two)
-{
-    const uint8_t *b = row + (size_t)i * 34;
-    return spread2(h2f(b), two ? h2f(b + 34) : 0.0f);
-}
-
-AVX512_INLINE __m256i q4_block(const uint8_t *b)
-{
-    __m128i t = _mm_loadu_si128((const __m128i *)(b + 2));
-    __m256i v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F));
-    return _mm256_sub_epi8(v, _mm256_set1_epi8(8));
-}
-AVX512_INLINE __m512i wpair_q4_0(const uint8_t *row, int64_t i, int two)
-{
-    const uint8_t *b = row + (size_t)i * 18;
-    __m256i hi = two ? q4_block(b + 18) : _mm256_setzero_si256();
-    return _mm512_inserti64x4(_mm512_castsi256_si512(q4_block(b)), hi, 1);
-}
-AVX512_INLINE __m512 dpair_q4_0(const uint8_t *row, int64_t i, int two)
-{
-    const uint8_t *b = row + (size_t)i * 18;
-    return spread2(h2f(b), two ? h2f(b + 18) : 0.0f);
-}
-
-/* Q5_0 / Q5_1: the nibbles as Q4_0's, with the 5th bit (bit j of the 32-bit
- * qh) added as 16 in the lanes whose mask bit is set; Q5_0 instead subtracts
- * 16 where it is clear, giving -16..15 in one masked op. */
-AVX512_INLINE __m256i q5_nibbles(const uint8_t *qs)
+/* The 32 weights of one 32-element block as int8: Q8_0 as stored; Q4_0's
+ * nibbles (low nibbles are elements 0-15) minus 8; Q5_0 / Q5_1 the same
+ * nibbles with the 5th bit (bit j of the 32-bit qh) added as 16 in the lanes
+ * whose mask bit is set - Q5_0 instead subtracts 16 where it is clear,
+ * giving -16..15 in one masked op. */
+AVX512_INLINE __m256i nibbles32(const uint8_t *qs)
 {
     __m128i t = _mm_loadu_si128((const __m128i *)qs);
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F));
 }
+AVX512_INLINE __m256i q8_0_block(const uint8_t *b) { return _mm256_loadu_si256((const __m256i *)(b + 2)); }
+AVX512_INLINE __m256i q4_0_block(const uint8_t *b) { return _mm256_sub_epi8(nibbles32(b + 2), _mm256_set1_epi8(8)); }
 AVX512_INLINE __m256i q5_0_block(const uint8_t *b)
 {
-    __m256i v = q5_nibbles(b + 6);
+    __m256i v = nibbles32(b + 6);
     return _mm256_mask_sub_epi8(v, (__mmask32)~cel__rd32(b + 2), v, _mm256_set1_epi8(16));
 }
 AVX512_INLINE __m256i q5_1_block(const uint8_t *b)
 {
-    __m256i v = q5_nibbles(b + 8);
+    __m256i v = nibbles32(b + 8);
     return _mm256_mask_add_epi8(v, (__mmask32)cel__rd32(b + 4), v, _mm256_set1_epi8(16));
 }
-AVX512_INLINE __m512i wpair_q5_0(const uint8_t *row, int64_t i, int two)
-{
-    const uint8_t *b = row + (size_t)i * 22;
-    __m256i hi = two ? q5_0_block(b + 22) : _mm256_setzero_si256();
-    return _mm512_inserti64x4(_mm512_castsi256_si512(q5_0_block(b)), hi, 1);
-}
-AVX512_INLINE __m512 dpair_q5_0(const uint8_t *row, int64_t i, int two)
-{
-    const uint8_t *b = row + (size_t)i * 22;
-    return spread2(h2f(b), two ? h2f(b + 22) : 0.0f);
-}
-AVX512_INLINE __m512i wpair_q5_1(const uint8_t *row, int64_t i, int two)
-{
-    const uint8_t *b = row + (size_t)i * 24;
-    __m256i hi = two ? q5_1_block(b + 24) : _mm256_setzero_si256();
-    return _mm512_inserti64x4(_mm512_castsi256_si512(q5_1_block(b)), hi, 1);
-}
-AVX512_INLINE __m512 dpair_q5_1(const uint8_t *row, int64_t i, int two)
-{
-    const uint8_t *b = row + (size_t)i * 24;
-    return spread2(h2f(b), two ? h2f(b + 24) : 0.0f);
-}
+
+/* wpair_T: the 64 weights of blocks i and i + 1 (or block i and zeros when
+ * !two) as int8; dpair_T: their scales d spread over 8 lanes each. Every
+ * format here starts its BB-byte block with the fp16 d. */
+#define BLOCK_PAIR(T, BB)                                                                                          \
+    AVX512_INLINE __m512i wpair_##T(const uint8_t *row, int64_t i, int two)                                        \
+    {                                                                                                              \
+        const uint8_t *b = row + (size_t)i * (BB);                                                                 \
+        __m256i hi = two ? T##_block(b + (BB)) : _mm256_setzero_si256();                                          \
+        return _mm512_inserti64x4(_mm512_castsi256_si512(T##_block(b)), hi, 1);                                    \
+    }                                                                                                              \
+    AVX512_INLINE __m512 dpair_##T(const uint8_t *row, int64_t i, int two)                                         \
+    {                                                                                                              \
+        const uint8_t *b = row + (size_t)i * (BB);                                                                 \
+        return spread2(h2f(b), two ? h2f(b + (BB)) : 0.0f);                                                        \
+    }
+BLOCK_PAIR(q8_0, 34)
+BLOCK_PAIR(q4_0, 18)
+BLOCK_PAIR(q5_0, 22)
+BLOCK_PAIR(q5_1, 24)
+
 /* Q5_1's offsets m of blocks i and i + 1 (0 for the missing one). */
 AVX512_INLINE void mpair_q5_1(const uint8_t *row, int64_t i, int two, float *m0, float *m1)
 {

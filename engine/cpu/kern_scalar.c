@@ -140,61 +140,43 @@ static float pair_q5_1(int64_t n, const uint8_t *w, const int8_t *xq)
     return acc;
 }
 
-/* Q4_K: per super-block, sum_j sc_j * (q . x)_j and sum_j m_j * (sum x)_j in
- * integers, then d * dx * first - dmin * dx * second. */
-static float pair_q4_k(int64_t n, const uint8_t *w, const int8_t *xq)
+/* Q4_K and Q5_K (five: the 5th bit of each value from qh): per super-block,
+ * sum_j sc_j * (q . x)_j and sum_j m_j * (sum x)_j in integers, then
+ * d * dx * first - dmin * dx * second. The header (d, dmin, scales) is laid
+ * out alike in both. */
+static float pair_k45(int64_t n, const uint8_t *w, const int8_t *xq, bool five)
 {
     const float *xd = (const float *)(xq + n);
     const int16_t *bs = (const int16_t *)(xd + n / 256);
     float acc = 0.0f;
     for (int64_t i = 0; i < n / 256; i++) {
-        const cel__blk_q4_k *b = (const cel__blk_q4_k *)(w + i * 144);
+        const uint8_t *blk = w + i * (five ? 176 : 144);
+        const cel__blk_q4_k *b4 = (const cel__blk_q4_k *)blk; /* the header, either type */
+        const cel__blk_q5_k *b5 = (const cel__blk_q5_k *)blk; /* read only when five */
+        const uint8_t *scales = b4->scales, *qs = five ? b5->qs : b4->qs;
         const int8_t *x = xq + i * 256;
         int sumi = 0, summ = 0;
         for (int j = 0; j < 8; j++) {
             uint8_t sc, mn;
-            cel__q4k_scale_min(j, b->scales, &sc, &mn);
-            const uint8_t *q = b->qs + (j / 2) * 32;
-            int s = 0;
-            for (int l = 0; l < 32; l++) s += ((j & 1) ? (q[l] >> 4) : (q[l] & 0x0F)) * x[32 * j + l];
-            sumi += sc * s;
-            summ += mn * (bs[i * 16 + 2 * j] + bs[i * 16 + 2 * j + 1]);
-        }
-        float dx = xd[i];
-        acc += cel_fp16_to_fp32(cel__rd16(&b->d)) * dx * (float)sumi -
-               cel_fp16_to_fp32(cel__rd16(&b->dmin)) * dx * (float)summ;
-    }
-    return acc;
-}
-
-/* Q5_K: Q4_K's sums with the 5th bit of each value from qh. */
-static float pair_q5_k(int64_t n, const uint8_t *w, const int8_t *xq)
-{
-    const float *xd = (const float *)(xq + n);
-    const int16_t *bs = (const int16_t *)(xd + n / 256);
-    float acc = 0.0f;
-    for (int64_t i = 0; i < n / 256; i++) {
-        const cel__blk_q5_k *b = (const cel__blk_q5_k *)(w + i * 176);
-        const int8_t *x = xq + i * 256;
-        int sumi = 0, summ = 0;
-        for (int j = 0; j < 8; j++) {
-            uint8_t sc, mn;
-            cel__q4k_scale_min(j, b->scales, &sc, &mn);
-            const uint8_t *q = b->qs + (j / 2) * 32;
+            cel__q4k_scale_min(j, scales, &sc, &mn);
+            const uint8_t *q = qs + (j / 2) * 32;
             int s = 0;
             for (int l = 0; l < 32; l++) {
-                int v = ((j & 1) ? (q[l] >> 4) : (q[l] & 0x0F)) | ((b->qh[l] >> j) & 1) << 4;
+                int v = (j & 1) ? (q[l] >> 4) : (q[l] & 0x0F);
+                if (five) v |= ((b5->qh[l] >> j) & 1) << 4;
                 s += v * x[32 * j + l];
             }
             sumi += sc * s;
             summ += mn * (bs[i * 16 + 2 * j] + bs[i * 16 + 2 * j + 1]);
         }
         float dx = xd[i];
-        acc += cel_fp16_to_fp32(cel__rd16(&b->d)) * dx * (float)sumi -
-               cel_fp16_to_fp32(cel__rd16(&b->dmin)) * dx * (float)summ;
+        acc += cel_fp16_to_fp32(cel__rd16(&b4->d)) * dx * (float)sumi -
+               cel_fp16_to_fp32(cel__rd16(&b4->dmin)) * dx * (float)summ;
     }
     return acc;
 }
+static float pair_q4_k(int64_t n, const uint8_t *w, const int8_t *xq) { return pair_k45(n, w, xq, false); }
+static float pair_q5_k(int64_t n, const uint8_t *w, const int8_t *xq) { return pair_k45(n, w, xq, true); }
 
 static float pair_q6_k(int64_t n, const uint8_t *w, const int8_t *xq)
 {

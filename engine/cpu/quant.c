@@ -131,32 +131,14 @@ static void dequant_q5_1(const uint8_t *src, float *dst, int64_t nb)
     }
 }
 
-static void dequant_q4_k(const uint8_t *src, float *dst, int64_t nb)
+/* Q4_K and Q5_K (five: plus the 5th bits in qh): the header (d, dmin,
+ * scales) and the nibbles' order are laid out alike. */
+static void dequant_k45(const uint8_t *src, float *dst, int64_t nb, bool five)
 {
     for (int64_t i = 0; i < nb; i++) {
-        const cel__blk_q4_k *b = (const cel__blk_q4_k *)(src + i * (int64_t)sizeof *b);
-        float d = cel_fp16_to_fp32(cel__rd16(&b->d));
-        float dmin = cel_fp16_to_fp32(cel__rd16(&b->dmin));
-        float *y = dst + i * 256;
-        for (int c = 0; c < 4; c++) { /* 64 elements: sub-blocks 2c (low nibbles), 2c+1 (high) */
-            uint8_t sc0, m0, sc1, m1;
-            cel__q4k_scale_min(2 * c, b->scales, &sc0, &m0);
-            cel__q4k_scale_min(2 * c + 1, b->scales, &sc1, &m1);
-            float d0 = d * (float)sc0, mm0 = dmin * (float)m0;
-            float d1 = d * (float)sc1, mm1 = dmin * (float)m1;
-            const uint8_t *q = b->qs + c * 32;
-            for (int l = 0; l < 32; l++) {
-                y[c * 64 + l] = d0 * (float)(q[l] & 0x0F) - mm0;
-                y[c * 64 + 32 + l] = d1 * (float)(q[l] >> 4) - mm1;
-            }
-        }
-    }
-}
-
-static void dequant_q5_k(const uint8_t *src, float *dst, int64_t nb)
-{
-    for (int64_t i = 0; i < nb; i++) {
-        const cel__blk_q5_k *b = (const cel__blk_q5_k *)(src + i * (int64_t)sizeof *b);
+        const uint8_t *blk = src + i * (five ? 176 : 144);
+        const cel__blk_q4_k *b = (const cel__blk_q4_k *)blk;  /* the header, either type */
+        const cel__blk_q5_k *b5 = (const cel__blk_q5_k *)blk; /* read only when five */
         float d = cel_fp16_to_fp32(cel__rd16(&b->d));
         float dmin = cel_fp16_to_fp32(cel__rd16(&b->dmin));
         float *y = dst + i * 256;
@@ -166,9 +148,9 @@ static void dequant_q5_k(const uint8_t *src, float *dst, int64_t nb)
             cel__q4k_scale_min(2 * c + 1, b->scales, &sc1, &m1);
             float d0 = d * (float)sc0, mm0 = dmin * (float)m0;
             float d1 = d * (float)sc1, mm1 = dmin * (float)m1;
-            const uint8_t *q = b->qs + c * 32;
+            const uint8_t *q = (five ? b5->qs : b->qs) + c * 32;
             for (int l = 0; l < 32; l++) {
-                int h0 = (b->qh[l] >> (2 * c)) & 1, h1 = (b->qh[l] >> (2 * c + 1)) & 1;
+                int h0 = five ? (b5->qh[l] >> (2 * c)) & 1 : 0, h1 = five ? (b5->qh[l] >> (2 * c + 1)) & 1 : 0;
                 y[c * 64 + l] = d0 * (float)((q[l] & 0x0F) | h0 << 4) - mm0;
                 y[c * 64 + 32 + l] = d1 * (float)((q[l] >> 4) | h1 << 4) - mm1;
             }
@@ -210,8 +192,8 @@ void cel_dequant_row(cel_dtype t, const void *src, float *dst, int64_t n)
     case CEL_DTYPE_Q4_0: dequant_q4_0(s, dst, n / 32); break;
     case CEL_DTYPE_Q5_0: dequant_q5_0(s, dst, n / 32); break;
     case CEL_DTYPE_Q5_1: dequant_q5_1(s, dst, n / 32); break;
-    case CEL_DTYPE_Q4_K: dequant_q4_k(s, dst, n / 256); break;
-    case CEL_DTYPE_Q5_K: dequant_q5_k(s, dst, n / 256); break;
+    case CEL_DTYPE_Q4_K: dequant_k45(s, dst, n / 256, false); break;
+    case CEL_DTYPE_Q5_K: dequant_k45(s, dst, n / 256, true); break;
     case CEL_DTYPE_Q6_K: dequant_q6_k(s, dst, n / 256); break;
     }
 }
@@ -426,50 +408,33 @@ static void kquant_scales(const float *v, int nmax, uint8_t hdr[16], float step[
     }
 }
 
-static void quant_q5_k(const float *x, uint8_t *dst, int64_t nb)
+/* Q4_K (values 0..15) and Q5_K (five: 0..31, the 5th bits in qh): one
+ * header from kquant_scales, then each value rounded to its sub-block's
+ * step. */
+static void quant_k45(const float *x, uint8_t *dst, int64_t nb, bool five)
 {
     for (int64_t i = 0; i < nb; i++) {
-        cel__blk_q5_k b;
+        cel__blk_q5_k b; /* Q4_K: the same header, and no qh */
         memset(&b, 0, sizeof b);
         const float *v = x + i * 256;
         uint8_t hdr[16];
         float step[8], off[8];
-        kquant_scales(v, 31, hdr, step, off);
+        kquant_scales(v, five ? 31 : 15, hdr, step, off);
         memcpy(&b.d, hdr, 2);
         memcpy(&b.dmin, hdr + 2, 2);
         memcpy(b.scales, hdr + 4, 12);
         for (int j = 0; j < 8; j++) {
             for (int l = 0; l < 32; l++) {
                 int e = 32 * j + l;
-                int q = step[j] > 0.0f ? clampi(round_i((v[e] + off[j]) / step[j]), 0, 31) : 0;
+                int q = step[j] > 0.0f ? clampi(round_i((v[e] + off[j]) / step[j]), 0, five ? 31 : 15) : 0;
                 b.qs[(j / 2) * 32 + l] |= (uint8_t)((j & 1) ? (q & 0x0F) << 4 : (q & 0x0F));
                 b.qh[l] |= (uint8_t)((q >> 4) << j); /* sub-block j's 5th bits: bit j (2c / 2c + 1) */
             }
         }
-        memcpy(dst + i * (int64_t)sizeof b, &b, sizeof b);
-    }
-}
-
-static void quant_q4_k(const float *x, uint8_t *dst, int64_t nb)
-{
-    for (int64_t i = 0; i < nb; i++) {
-        cel__blk_q4_k b;
-        memset(&b, 0, sizeof b);
-        const float *v = x + i * 256;
-        uint8_t hdr[16];
-        float step[8], off[8];
-        kquant_scales(v, 15, hdr, step, off);
-        memcpy(&b.d, hdr, 2);
-        memcpy(&b.dmin, hdr + 2, 2);
-        memcpy(b.scales, hdr + 4, 12);
-        for (int j = 0; j < 8; j++) {
-            for (int l = 0; l < 32; l++) {
-                int e = 32 * j + l;
-                int q = step[j] > 0.0f ? clampi(round_i((v[e] + off[j]) / step[j]), 0, 15) : 0;
-                b.qs[(j / 2) * 32 + l] |= (uint8_t)((j & 1) ? q << 4 : q);
-            }
-        }
-        memcpy(dst + i * (int64_t)sizeof b, &b, sizeof b);
+        uint8_t *o = dst + i * (five ? 176 : 144);
+        memcpy(o, &b, 16); /* d, dmin, scales */
+        if (five) memcpy(o + 16, b.qh, 32);
+        memcpy(o + (five ? 48 : 16), b.qs, 128);
     }
 }
 
@@ -521,8 +486,8 @@ void cel_quant_row(cel_dtype t, const float *src, void *dst, int64_t n)
     case CEL_DTYPE_Q4_0: quant_q4_0(src, d, n / 32); break;
     case CEL_DTYPE_Q5_0: quant_q5_0(src, d, n / 32); break;
     case CEL_DTYPE_Q5_1: quant_q5_1(src, d, n / 32); break;
-    case CEL_DTYPE_Q4_K: quant_q4_k(src, d, n / 256); break;
-    case CEL_DTYPE_Q5_K: quant_q5_k(src, d, n / 256); break;
+    case CEL_DTYPE_Q4_K: quant_k45(src, d, n / 256, false); break;
+    case CEL_DTYPE_Q5_K: quant_k45(src, d, n / 256, true); break;
     case CEL_DTYPE_Q6_K: quant_q6_k(src, d, n / 256); break;
     }
 }
