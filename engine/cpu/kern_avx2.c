@@ -177,67 +177,6 @@ AVX2 void cel__avx2_quant_q8_256(const float *x, void *dst, int64_t n)
 #define UNROLL _Pragma("GCC unroll 4")
 #define UNROLL8 _Pragma("GCC unroll 8")
 
-AVX2_INLINE void tile_q8_0(const int NW, const int NX, int64_t n, const uint8_t *w, size_t ws, const uint8_t *x,
-                           size_t xs, float *y, size_t ys, const uint8_t *pf)
-{
-    __m256 acc[4][4];
-    UNROLL for (int a = 0; a < NW; a++) UNROLL for (int b = 0; b < NX; b++) acc[a][b] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / 32; i++) {
-        __m256i xv[4];
-        float xd[4];
-        prefetch_span(pf, (size_t)i * NW * 34, NW * 34);
-        UNROLL for (int b = 0; b < NX; b++)
-        {
-            const int8_t *xr = (const int8_t *)(x + (size_t)b * xs);
-            xv[b] = _mm256_loadu_si256((const __m256i *)(xr + i * 32));
-            xd[b] = ((const float *)(xr + n))[i];
-        }
-        UNROLL for (int a = 0; a < NW; a++)
-        {
-            const cel__blk_q8_0 *bw = (const cel__blk_q8_0 *)(w + (size_t)a * ws + (size_t)i * 34);
-            __m256i wv = _mm256_loadu_si256((const __m256i *)bw->qs);
-            __m256i aw = _mm256_sign_epi8(wv, wv);
-            float dw = h2f(&bw->d);
-            UNROLL for (int b = 0; b < NX; b++) acc[a][b] =
-                _mm256_fmadd_ps(dot_i8(aw, wv, xv[b]), _mm256_set1_ps(dw * xd[b]), acc[a][b]);
-        }
-    }
-    UNROLL for (int a = 0; a < NW; a++) UNROLL for (int b = 0; b < NX; b++) y[(size_t)b * ys + (size_t)a] =
-        hsum8(acc[a][b]);
-}
-
-AVX2_INLINE void tile_q4_0(const int NW, const int NX, int64_t n, const uint8_t *w, size_t ws, const uint8_t *x,
-                           size_t xs, float *y, size_t ys, const uint8_t *pf)
-{
-    const __m256i m4 = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8);
-    __m256 acc[4][4];
-    UNROLL for (int a = 0; a < NW; a++) UNROLL for (int b = 0; b < NX; b++) acc[a][b] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / 32; i++) {
-        __m256i xv[4];
-        float xd[4];
-        prefetch_span(pf, (size_t)i * NW * 18, NW * 18);
-        UNROLL for (int b = 0; b < NX; b++)
-        {
-            const int8_t *xr = (const int8_t *)(x + (size_t)b * xs);
-            xv[b] = _mm256_loadu_si256((const __m256i *)(xr + i * 32));
-            xd[b] = ((const float *)(xr + n))[i];
-        }
-        UNROLL for (int a = 0; a < NW; a++)
-        {
-            const cel__blk_q4_0 *bw = (const cel__blk_q4_0 *)(w + (size_t)a * ws + (size_t)i * 18);
-            __m128i t = _mm_loadu_si128((const __m128i *)bw->qs);
-            __m256i wv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), m4);
-            wv = _mm256_sub_epi8(wv, eight);
-            __m256i aw = _mm256_sign_epi8(wv, wv);
-            float dw = h2f(&bw->d);
-            UNROLL for (int b = 0; b < NX; b++) acc[a][b] =
-                _mm256_fmadd_ps(dot_i8(aw, wv, xv[b]), _mm256_set1_ps(dw * xd[b]), acc[a][b]);
-        }
-    }
-    UNROLL for (int a = 0; a < NW; a++) UNROLL for (int b = 0; b < NX; b++) y[(size_t)b * ys + (size_t)a] =
-        hsum8(acc[a][b]);
-}
-
 /* 0xFF in byte j where bit j of qh is set (j = 0..31). */
 AVX2_INLINE __m256i bits_to_bytes(uint32_t qh)
 {
@@ -249,44 +188,59 @@ AVX2_INLINE __m256i bits_to_bytes(uint32_t qh)
     return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
 }
 
-/* The 32 nibbles of a Q5_0 / Q5_1 block (Q4_0's order). */
-AVX2_INLINE __m256i q5_nibbles(const uint8_t *qs)
+/* The 32 nibbles of a Q4_0 / Q5_0 / Q5_1 block (low nibbles: elements 0-15). */
+AVX2_INLINE __m256i nibbles32(const uint8_t *qs)
 {
     __m128i t = _mm_loadu_si128((const __m128i *)qs);
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F));
 }
 
-AVX2_INLINE void tile_q5_0(const int NW, const int NX, int64_t n, const uint8_t *w, size_t ws, const uint8_t *x,
-                           size_t xs, float *y, size_t ys, const uint8_t *pf)
+/* The 32 weights of one block as int8, for the formats whose block is an
+ * fp16 d then signed values: Q8_0 as stored; Q4_0 the nibbles minus 8; Q5_0
+ * the nibble where the 5th bit is set, else nibble - 16 = the nibble with
+ * bits 4..7 set (two's complement). */
+AVX2_INLINE __m256i w_q8_0(const uint8_t *b) { return _mm256_loadu_si256((const __m256i *)(b + 2)); }
+AVX2_INLINE __m256i w_q4_0(const uint8_t *b) { return _mm256_sub_epi8(nibbles32(b + 2), _mm256_set1_epi8(8)); }
+AVX2_INLINE __m256i w_q5_0(const uint8_t *b)
 {
     const __m256i hi4 = _mm256_set1_epi8((char)0xF0);
-    __m256 acc[4][4];
-    UNROLL for (int a = 0; a < NW; a++) UNROLL for (int b = 0; b < NX; b++) acc[a][b] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / 32; i++) {
-        __m256i xv[4];
-        float xd[4];
-        prefetch_span(pf, (size_t)i * NW * 22, NW * 22);
-        UNROLL for (int b = 0; b < NX; b++)
-        {
-            const int8_t *xr = (const int8_t *)(x + (size_t)b * xs);
-            xv[b] = _mm256_loadu_si256((const __m256i *)(xr + i * 32));
-            xd[b] = ((const float *)(xr + n))[i];
-        }
-        UNROLL for (int a = 0; a < NW; a++)
-        {
-            const cel__blk_q5_0 *bw = (const cel__blk_q5_0 *)(w + (size_t)a * ws + (size_t)i * 22);
-            /* q - 16 is the nibble where the 5th bit is set, else the
-             * nibble - 16 = the nibble with bits 4..7 set (two's complement) */
-            __m256i wv = _mm256_or_si256(q5_nibbles(bw->qs), _mm256_andnot_si256(bits_to_bytes(cel__rd32(bw->qh)), hi4));
-            __m256i aw = _mm256_sign_epi8(wv, wv);
-            float dw = h2f(&bw->d);
-            UNROLL for (int b = 0; b < NX; b++) acc[a][b] =
-                _mm256_fmadd_ps(dot_i8(aw, wv, xv[b]), _mm256_set1_ps(dw * xd[b]), acc[a][b]);
-        }
-    }
-    UNROLL for (int a = 0; a < NW; a++) UNROLL for (int b = 0; b < NX; b++) y[(size_t)b * ys + (size_t)a] =
-        hsum8(acc[a][b]);
+    return _mm256_or_si256(nibbles32(b + 6), _mm256_andnot_si256(bits_to_bytes(cel__rd32(b + 2)), hi4));
 }
+
+/* Signed 32-element formats (BB-byte blocks, LOADW as above): per block,
+ * |w| . sign(x, w) in int8 (dot_i8), scaled by d_w * d_x. */
+#define SIGNED32_TILE(NAME, LOADW, BB)                                                                             \
+    AVX2_INLINE void NAME(const int NW, const int NX, int64_t n, const uint8_t *w, size_t ws, const uint8_t *x,   \
+                          size_t xs, float *y, size_t ys, const uint8_t *pf)                                       \
+    {                                                                                                              \
+        __m256 acc[4][4];                                                                                          \
+        UNROLL for (int a = 0; a < NW; a++) UNROLL for (int b = 0; b < NX; b++) acc[a][b] = _mm256_setzero_ps();   \
+        for (int64_t i = 0; i < n / 32; i++) {                                                                     \
+            __m256i xv[4];                                                                                         \
+            float xd[4];                                                                                           \
+            prefetch_span(pf, (size_t)i * NW * (BB), NW * (BB));                                                   \
+            UNROLL for (int b = 0; b < NX; b++)                                                                    \
+            {                                                                                                      \
+                const int8_t *xr = (const int8_t *)(x + (size_t)b * xs);                                           \
+                xv[b] = _mm256_loadu_si256((const __m256i *)(xr + i * 32));                                        \
+                xd[b] = ((const float *)(xr + n))[i];                                                              \
+            }                                                                                                      \
+            UNROLL for (int a = 0; a < NW; a++)                                                                    \
+            {                                                                                                      \
+                const uint8_t *blk = w + (size_t)a * ws + (size_t)i * (BB);                                        \
+                __m256i wv = LOADW(blk);                                                                           \
+                __m256i aw = _mm256_sign_epi8(wv, wv);                                                             \
+                float dw = h2f(blk);                                                                               \
+                UNROLL for (int b = 0; b < NX; b++) acc[a][b] =                                                    \
+                    _mm256_fmadd_ps(dot_i8(aw, wv, xv[b]), _mm256_set1_ps(dw * xd[b]), acc[a][b]);                 \
+            }                                                                                                      \
+        }                                                                                                          \
+        UNROLL for (int a = 0; a < NW; a++) UNROLL for (int b = 0; b < NX; b++) y[(size_t)b * ys + (size_t)a] =    \
+            hsum8(acc[a][b]);                                                                                      \
+    }
+SIGNED32_TILE(tile_q8_0, w_q8_0, 34)
+SIGNED32_TILE(tile_q4_0, w_q4_0, 18)
+SIGNED32_TILE(tile_q5_0, w_q5_0, 22)
 
 AVX2_INLINE void tile_q5_1(const int NW, const int NX, int64_t n, const uint8_t *w, size_t ws, const uint8_t *x,
                            size_t xs, float *y, size_t ys, const uint8_t *pf)
@@ -313,7 +267,7 @@ AVX2_INLINE void tile_q5_1(const int NW, const int NX, int64_t n, const uint8_t 
         UNROLL for (int a = 0; a < NW; a++)
         {
             const cel__blk_q5_1 *bw = (const cel__blk_q5_1 *)(w + (size_t)a * ws + (size_t)i * 24);
-            __m256i wv = _mm256_or_si256(q5_nibbles(bw->qs), /* 0..31: the unsigned operand as is */
+            __m256i wv = _mm256_or_si256(nibbles32(bw->qs), /* 0..31: the unsigned operand as is */
                                          _mm256_and_si256(bits_to_bytes(cel__rd32(bw->qh)), _mm256_set1_epi8(0x10)));
             float dw = h2f(&bw->d), mw = h2f(&bw->m);
             UNROLL for (int b = 0; b < NX; b++)
