@@ -264,7 +264,7 @@ static cel_status prepare(const cel_sampling *p, const int32_t *pset, size_t n_p
     for (int32_t i = 1; i < V; i++)
         if (l[i] > l[am]) am = i;
     c->argmax = am;
-    c->greedy = p->temperature < 1e-6f; /* 0 means greedy; below 1e-6 the result is the same */
+    c->greedy = !cel_sample_draws(p); /* 0 means greedy; below 1e-6 the result is the same */
     if (c->greedy) {
         c->n = 1;
         ws->idx[0] = am;
@@ -388,23 +388,26 @@ static void raw_logprobs(const float *logits, int32_t V, int32_t tok, int32_t n_
     out->n_top = nb;
 }
 
-cel_status cel_sample(const cel_sampling *p, const int32_t *prompt_set, size_t n_prompt_set, cel_sample_state *st,
-                      const float *logits, cel_sample_scratch *ws, cel_sample_out *out, cel_error *err)
+bool cel_sample_draws(const cel_sampling *p) { return !(p->temperature < CEL_SAMPLE_GREEDY_T); }
+
+cel_status cel_sample_u(const cel_sampling *p, const int32_t *prompt_set, size_t n_prompt_set,
+                        const cel_sample_state *st, const float *logits, cel_sample_scratch *ws, double u,
+                        cel_sample_out *out, cel_error *err)
 {
     cands c;
     CEL_TRY(prepare(p, prompt_set, n_prompt_set, st, logits, ws, &c, err));
     int32_t tok;
     if (c.greedy || c.n == 1) {
-        tok = ws->idx[0];
+        tok = ws->idx[0]; /* the uniform (if any) was drawn all the same: one per token */
     } else {
         const float *l = ws->l;
         double z = 0;
         for (int32_t i = 0; i < c.n; i++) z += exp((double)(l[ws->idx[i]] - c.max));
-        double u = cel_rng_uniform(&st->rng) * z, acc = 0;
+        double thr = u * z, acc = 0;
         tok = ws->idx[c.n - 1];
         for (int32_t i = 0; i < c.n; i++) {
             acc += exp((double)(l[ws->idx[i]] - c.max));
-            if (acc > u) {
+            if (acc > thr) {
                 tok = ws->idx[i];
                 break;
             }
@@ -415,6 +418,16 @@ cel_status cel_sample(const cel_sampling *p, const int32_t *prompt_set, size_t n
     out->n_top = 0;
     if (p->n_logprobs >= 0) raw_logprobs(logits, ws->n_vocab, tok, p->n_logprobs, out);
     return CEL_OK;
+}
+
+cel_status cel_sample(const cel_sampling *p, const int32_t *prompt_set, size_t n_prompt_set, cel_sample_state *st,
+                      const float *logits, cel_sample_scratch *ws, cel_sample_out *out, cel_error *err)
+{
+    /* the draw comes first and always happens for a non-greedy sample, so a
+     * stream advances by exactly one uniform per token whatever survives the
+     * filters (and whoever - CPU or GPU - does the rest) */
+    const double u = cel_sample_draws(p) ? cel_rng_uniform(&st->rng) : 0.0;
+    return cel_sample_u(p, prompt_set, n_prompt_set, st, logits, ws, u, out, err);
 }
 
 cel_status cel_sample_probs(const cel_sampling *p, const int32_t *prompt_set, size_t n_prompt_set,

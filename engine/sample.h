@@ -14,6 +14,14 @@
  * by id otherwise, and sums run in that fixed order in double precision, so
  * a sample's tokens depend only on its logits and its own RNG stream (seeded
  * from (seed, sample index)): never on which other requests share the batch.
+ *
+ * RNG contract: a non-greedy sample (temperature >= CEL_SAMPLE_GREEDY_T)
+ * consumes exactly ONE uniform u from its stream per token, always - also
+ * when the filters leave a single candidate; a greedy one consumes none. The
+ * draw picks the first candidate (in the order above) whose running mass
+ * exceeds u * (mass of all candidates). cel_sample = that draw +
+ * cel_sample_u, so whoever holds u (the scheduler, drawing it before a
+ * forward pass that samples on the GPU) gets the token cel_sample would.
  */
 #ifndef CEL_ENGINE_SAMPLE_H
 #define CEL_ENGINE_SAMPLE_H
@@ -23,6 +31,7 @@
 #define CEL_SAMPLE_MAX_TOP 20      /* most logprob alternatives per token */
 #define CEL_SAMPLE_MAX_STOP 16     /* stop strings per request */
 #define CEL_SAMPLE_MAX_STOP_LEN 256 /* bytes per stop string */
+#define CEL_SAMPLE_GREEDY_T 1e-6f   /* temperatures below this are greedy (argmax) */
 
 /* Working memory for one sampling call at a time (one per stepping thread). */
 typedef struct cel_sample_scratch {
@@ -67,10 +76,19 @@ typedef struct cel_sample_out {
 /* Picks the next token for one sample from logits[n_vocab] (not modified).
  * prompt_set: the request's sorted unique prompt tokens (may be NULL when
  * the repetition penalty is off). Logprobs are computed when
- * p->n_logprobs >= 0 (with n_logprobs alternatives). Does not record the
- * token in st: call cel_sample_state_accept once it is kept. */
+ * p->n_logprobs >= 0 (with n_logprobs alternatives). Draws one uniform from
+ * st's stream when cel_sample_draws(p) (see the RNG contract above), none
+ * otherwise. Does not record the token in st: call cel_sample_state_accept
+ * once it is kept. */
 cel_status cel_sample(const cel_sampling *p, const int32_t *prompt_set, size_t n_prompt_set, cel_sample_state *st,
                       const float *logits, cel_sample_scratch *ws, cel_sample_out *out, cel_error *err);
+/* cel_sample with the uniform u in [0, 1) given instead of drawn (ignored
+ * when greedy); st is only read (its token counts, for the penalties). */
+cel_status cel_sample_u(const cel_sampling *p, const int32_t *prompt_set, size_t n_prompt_set,
+                        const cel_sample_state *st, const float *logits, cel_sample_scratch *ws, double u,
+                        cel_sample_out *out, cel_error *err);
+/* Whether sampling with p draws a uniform per token (not greedy). */
+bool cel_sample_draws(const cel_sampling *p);
 
 /* The distribution cel_sample draws from (after penalties, temperature and
  * filters), written to probs[n_vocab]; masked tokens get 0. Greedy puts 1 on

@@ -456,6 +456,87 @@ static void test_stop_strings(void **state)
     }
 }
 
+/* The RNG contract: a non-greedy sample draws exactly one uniform per token
+ * (also when a filter leaves one candidate), greedy none, and cel_sample is
+ * that draw followed by cel_sample_u with the same uniform. */
+static void test_one_uniform_contract(void **state)
+{
+    (void)state;
+    cel_error err;
+    const int32_t V = 300;
+    cel_sample_scratch ws;
+    assert_int_equal(cel_sample_scratch_init(&ws, V, &err), CEL_OK);
+    float *logits = malloc((size_t)V * sizeof *logits);
+    const struct {
+        float t;
+        int32_t k;
+        float p, minp, rep;
+    } cfg[] = {
+        {1.0f, 0, 1.0f, 0.0f, 1.0f},  {0.7f, 40, 1.0f, 0.0f, 1.0f}, {1.0f, 1, 1.0f, 0.0f, 1.0f}, /* one candidate */
+        {1.3f, 0, 0.9f, 0.0f, 1.0f},  {1.0f, 0, 1e-6f, 0.0f, 1.0f}, /* top-p leaves the best token only */
+        {0.5f, 0, 1.0f, 0.999f, 1.0f}, {1.0f, 20, 0.5f, 0.05f, 1.3f}, {0.0f, 0, 1.0f, 0.0f, 1.0f}, /* greedy */
+    };
+    int32_t prompt[3] = {1, 5, 9};
+    int n_single = 0;
+    for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
+        cel_sampling s = greedy();
+        s.temperature = cfg[c].t;
+        s.top_k = cfg[c].k;
+        s.top_p = cfg[c].p;
+        s.min_p = cfg[c].minp;
+        s.repetition_penalty = cfg[c].rep;
+        s.n_logprobs = 0;
+        assert_int_equal(cel_sample_draws(&s), cfg[c].t > 0.0f);
+        for (int it = 0; it < 50; it++) {
+            random_logits(logits, V, 1000 * c + (uint64_t)it, 8.0f);
+            cel_sample_state a, b, ref;
+            cel_sample_state_init(&a, 77 + (uint64_t)it, 3);
+            cel_sample_state_init(&b, 77 + (uint64_t)it, 3);
+            cel_sample_state_init(&ref, 77 + (uint64_t)it, 3);
+            cel_sample_out oa, ob;
+            assert_int_equal(cel_sample(&s, prompt, 3, &a, logits, &ws, &oa, &err), CEL_OK);
+            double u = cel_sample_draws(&s) ? cel_rng_uniform(&b.rng) : 0.0;
+            assert_int_equal(cel_sample_u(&s, prompt, 3, &b, logits, &ws, u, &ob, &err), CEL_OK);
+            assert_int_equal(oa.token, ob.token);
+            assert_memory_equal(&oa.logprob, &ob.logprob, sizeof oa.logprob);
+            /* exactly one uniform consumed (none when greedy) */
+            if (cel_sample_draws(&s)) cel_rng_uniform(&ref.rng);
+            assert_memory_equal(&a.rng, &ref.rng, sizeof a.rng);
+            float probs[300];
+            assert_int_equal(cel_sample_probs(&s, prompt, 3, &a, logits, &ws, probs, &err), CEL_OK);
+            int nz = 0;
+            for (int32_t i = 0; i < V; i++) nz += probs[i] > 0.0f;
+            if (nz == 1 && cel_sample_draws(&s)) n_single++;
+            cel_sample_state_free(&a);
+            cel_sample_state_free(&b);
+            cel_sample_state_free(&ref);
+        }
+    }
+    assert_true(n_single >= 100); /* the single-candidate case was exercised (top_k 1, top-p 1e-6) */
+    /* the uniform decides: u just below 1 takes the last candidate, 0 the first */
+    float l3[4] = {0.0f, 1.0f, 1.0f, 0.5f};
+    cel_sampling s = greedy();
+    s.temperature = 1.0f;
+    cel_sample_state st;
+    cel_sample_state_init(&st, 1, 0);
+    cel_sample_scratch ws4;
+    assert_int_equal(cel_sample_scratch_init(&ws4, 4, &err), CEL_OK);
+    cel_sample_out o;
+    assert_int_equal(cel_sample_u(&s, NULL, 0, &st, l3, &ws4, 0.0, &o, &err), CEL_OK);
+    assert_int_equal(o.token, 0); /* no filter: id order */
+    assert_int_equal(cel_sample_u(&s, NULL, 0, &st, l3, &ws4, 0.999999, &o, &err), CEL_OK);
+    assert_int_equal(o.token, 3);
+    s.top_k = 3; /* a filter: (logit desc, id asc) order, so ties 1 then 2 */
+    assert_int_equal(cel_sample_u(&s, NULL, 0, &st, l3, &ws4, 0.0, &o, &err), CEL_OK);
+    assert_int_equal(o.token, 1);
+    assert_int_equal(cel_sample_u(&s, NULL, 0, &st, l3, &ws4, 0.999999, &o, &err), CEL_OK);
+    assert_int_equal(o.token, 3);
+    cel_sample_state_free(&st);
+    cel_sample_scratch_free(&ws4);
+    free(logits);
+    cel_sample_scratch_free(&ws);
+}
+
 static void test_count_map_grows(void **state)
 {
     (void)state;
@@ -483,6 +564,7 @@ int main(void)
         cmocka_unit_test(test_validate),
         cmocka_unit_test(test_stop_strings),
         cmocka_unit_test(test_count_map_grows),
+        cmocka_unit_test(test_one_uniform_contract),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
