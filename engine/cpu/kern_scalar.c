@@ -207,46 +207,23 @@ static float pair_q6_k(int64_t n, const uint8_t *w, const int8_t *xq)
             y[(size_t)r * ys + (size_t)o] =                                                                       \
                 PAIR(n, (const uint8_t *)w + (size_t)o * ws, (const XT *)((const uint8_t *)x + (size_t)r * xs));
 
-static void dot_f32(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y, size_t ys)
-{
-    PAIR_LOOP(pair_f32, float)
-}
-static void dot_f16(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y, size_t ys)
-{
-    PAIR_LOOP(pair_f16, float)
-}
-static void dot_bf16(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y, size_t ys)
-{
-    PAIR_LOOP(pair_bf16, float)
-}
-static void dot_q8_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y, size_t ys)
-{
-    PAIR_LOOP(pair_q8_0, int8_t)
-}
-static void dot_q4_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y, size_t ys)
-{
-    PAIR_LOOP(pair_q4_0, int8_t)
-}
-static void dot_q5_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y, size_t ys)
-{
-    PAIR_LOOP(pair_q5_0, int8_t)
-}
-static void dot_q5_1(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y, size_t ys)
-{
-    PAIR_LOOP(pair_q5_1, int8_t)
-}
-static void dot_q5_k(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y, size_t ys)
-{
-    PAIR_LOOP(pair_q5_k, int8_t)
-}
-static void dot_q4_k(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y, size_t ys)
-{
-    PAIR_LOOP(pair_q4_k, int8_t)
-}
-static void dot_q6_k(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y, size_t ys)
-{
-    PAIR_LOOP(pair_q6_k, int8_t)
-}
+/* dot_T: every (weight row, activation row) pair through pair_T. */
+#define SCALAR_DOT(NAME, PAIR, XT)                                                                                \
+    static void NAME(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx, float *y,     \
+                     size_t ys)                                                                                   \
+    {                                                                                                             \
+        PAIR_LOOP(PAIR, XT)                                                                                       \
+    }
+SCALAR_DOT(dot_f32, pair_f32, float)
+SCALAR_DOT(dot_f16, pair_f16, float)
+SCALAR_DOT(dot_bf16, pair_bf16, float)
+SCALAR_DOT(dot_q8_0, pair_q8_0, int8_t)
+SCALAR_DOT(dot_q4_0, pair_q4_0, int8_t)
+SCALAR_DOT(dot_q5_0, pair_q5_0, int8_t)
+SCALAR_DOT(dot_q5_1, pair_q5_1, int8_t)
+SCALAR_DOT(dot_q5_k, pair_q5_k, int8_t)
+SCALAR_DOT(dot_q4_k, pair_q4_k, int8_t)
+SCALAR_DOT(dot_q6_k, pair_q6_k, int8_t)
 
 /* ------------------------------------------------------------- float ops */
 
