@@ -27,6 +27,7 @@
  *     offset is removed exactly in integers via the activation block sums.
  */
 #include "cpu.h"
+#include "kern_tiles.h"
 
 #include <math.h>
 
@@ -480,52 +481,11 @@ FLOAT_TILE(tile_f16, load_f16, tail_f16, 2)
 FLOAT_TILE(tile_bf16, load_bf16, tail_bf16, 2)
 
 /* The K-quant dot functions and the float helpers are shared with the
- * AVX-512 table (kern_avx512.c), hence their cel__avx2_ names.
- *
- * Covers nw x nx with tiles: groups of 4 activation rows take NWB x 4 tiles
- * (then 1 x 4 for leftover weight rows); leftover activation rows take 4 x 1
- * tiles (then 1 x 1). Loops run activation groups outermost so a group stays
- * in L1 while the weight rows stream past it. */
-/* One non-inlined function per tile shape keeps each function small (the
- * compilers' sanitizer builds grow superlinearly with function size). */
-#define TILE_SHAPE(TILE, NW, NX)                                                                                   \
-    AVX2 __attribute__((noinline)) static void TILE##_##NW##x##NX(int64_t n, const uint8_t *w, size_t ws,          \
-                                                                const uint8_t *x, size_t xs, float *y, size_t ys,  \
-                                                                const uint8_t *pf)                                 \
-    {                                                                                                              \
-        TILE(NW, NX, n, w, ws, x, xs, y, ys, pf);                                                                  \
-    }
-#define TILE_SHAPES(TILE)                                                                                          \
-    TILE_SHAPE(TILE, 1, 4)                                                                                         \
-    TILE_SHAPE(TILE, 4, 1)                                                                                         \
-    TILE_SHAPE(TILE, 1, 1)
-
-#define DOT_FN(LINK, NAME, TILE, NWB)                                                                                  \
-    AVX2 LINK void NAME(int64_t n, const void *wp, size_t ws, int nw, const void *xp, size_t xs, int nx, float *y,     \
-                          size_t ys)                                                                               \
-    {                                                                                                              \
-        const uint8_t *w = wp, *x = xp;                                                                            \
-        int r = 0;                                                                                                 \
-        for (; r + 4 <= nx; r += 4) {                                                                              \
-            int o = 0;                                                                                             \
-            for (; o + NWB <= nw; o += NWB) {                                                                      \
-                /* the first group pulls the weights from memory: prefetch */                                      \
-                const uint8_t *pf = (r == 0 && o + 2 * NWB <= nw) ? w + (size_t)(o + NWB) * ws : NULL;              \
-                TILE##_##NWB##x4(n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, pf); \
-            }                                                                                                      \
-            for (; o < nw; o++)                                                                                    \
-                TILE##_1x4(n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, NULL);   \
-        }                                                                                                          \
-        for (; r < nx; r++) {                                                                                      \
-            int o = 0;                                                                                             \
-            for (; o + 4 <= nw; o += 4) {                                                                          \
-                const uint8_t *pf = (nx < 4 && o + 8 <= nw) ? w + (size_t)(o + 4) * ws : NULL;                     \
-                TILE##_4x1(n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, pf);     \
-            }                                                                                                      \
-            for (; o < nw; o++)                                                                                    \
-                TILE##_1x1(n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, NULL);   \
-        }                                                                                                          \
-    }
+ * AVX-512 table (kern_avx512.c), hence their cel__avx2_ names. The tile
+ * driver (shapes, loops, prefetch) is kern_tiles.h's. */
+#define TILE_SHAPE(TILE, NW, NX) CEL__TILE_SHAPE(AVX2, TILE, NW, NX)
+#define TILE_SHAPES(TILE) CEL__TILE_SHAPES(AVX2, TILE)
+#define DOT_FN(LINK, NAME, TILE, NWB) CEL__DOT_FN(AVX2, LINK, NAME, TILE, NWB)
 
 TILE_SHAPE(tile_f32, 2, 4)
 TILE_SHAPE(tile_f16, 2, 4)

@@ -22,6 +22,7 @@
  * ones.
  */
 #include "cpu.h"
+#include "kern_tiles.h"
 
 #include <math.h>
 
@@ -222,49 +223,10 @@ FLOAT_TILE(tile_f32, load_f32, 4)
 FLOAT_TILE(tile_f16, load_f16, 2)
 FLOAT_TILE(tile_bf16, load_bf16, 2)
 
-/* Batches: groups of 4 activation rows take NWB x 4 tiles (1 x 4 for the
- * leftover weight rows); leftover activation rows take 4 x 1 tiles (1 x 1),
- * prefetching the next tile's weights when decoding. */
-/* One non-inlined function per tile shape keeps each function small (the
- * compilers' sanitizer builds grow superlinearly with function size). */
-#define TILE_SHAPE(TILE, NW, NX)                                                                                   \
-    AVX512 __attribute__((noinline)) static void TILE##_##NW##x##NX(int64_t n, const uint8_t *w, size_t ws,          \
-                                                                const uint8_t *x, size_t xs, float *y, size_t ys,  \
-                                                                const uint8_t *pf)                                 \
-    {                                                                                                              \
-        TILE(NW, NX, n, w, ws, x, xs, y, ys, pf);                                                                  \
-    }
-#define TILE_SHAPES(TILE)                                                                                          \
-    TILE_SHAPE(TILE, 1, 4)                                                                                         \
-    TILE_SHAPE(TILE, 4, 1)                                                                                         \
-    TILE_SHAPE(TILE, 1, 1)
-
-#define DOT_FN(NAME, TILE, NWB)                                                                                  \
-    AVX512 static void NAME(int64_t n, const void *wp, size_t ws, int nw, const void *xp, size_t xs, int nx, float *y,     \
-                          size_t ys)                                                                               \
-    {                                                                                                              \
-        const uint8_t *w = wp, *x = xp;                                                                            \
-        int r = 0;                                                                                                 \
-        for (; r + 4 <= nx; r += 4) {                                                                              \
-            int o = 0;                                                                                             \
-            for (; o + NWB <= nw; o += NWB) {                                                                      \
-                /* the first group pulls the weights from memory: prefetch */                                      \
-                const uint8_t *pf = (r == 0 && o + 2 * NWB <= nw) ? w + (size_t)(o + NWB) * ws : NULL;              \
-                TILE##_##NWB##x4(n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, pf); \
-            }                                                                                                      \
-            for (; o < nw; o++)                                                                                    \
-                TILE##_1x4(n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, NULL);   \
-        }                                                                                                          \
-        for (; r < nx; r++) {                                                                                      \
-            int o = 0;                                                                                             \
-            for (; o + 4 <= nw; o += 4) {                                                                          \
-                const uint8_t *pf = (nx < 4 && o + 8 <= nw) ? w + (size_t)(o + 4) * ws : NULL;                     \
-                TILE##_4x1(n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, pf);     \
-            }                                                                                                      \
-            for (; o < nw; o++)                                                                                    \
-                TILE##_1x1(n, w + (size_t)o * ws, ws, x + (size_t)r * xs, xs, y + (size_t)r * ys + o, ys, NULL);   \
-        }                                                                                                          \
-    }
+/* The tile driver (shapes, loops, prefetch) is kern_tiles.h's. */
+#define TILE_SHAPE(TILE, NW, NX) CEL__TILE_SHAPE(AVX512, TILE, NW, NX)
+#define TILE_SHAPES(TILE) CEL__TILE_SHAPES(AVX512, TILE)
+#define DOT_FN(NAME, TILE, NWB) CEL__DOT_FN(AVX512, static, NAME, TILE, NWB)
 
 TILE_SHAPE(tile_q8_0, 2, 4)
 TILE_SHAPE(tile_q4_0, 2, 4)
