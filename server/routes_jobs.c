@@ -23,15 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "celine/job.h"
-#include "internal.h"
-
-typedef struct cel__jobs cel__jobs;
-cel_status cel__jobs_create(cel_server *s, const char *templates_dir, cel__jobs **out, cel_error *err);
-void cel__jobs_stop(cel__jobs *j);
-void cel__jobs_free(cel__jobs *j);
-cel_status cel__srv_gen_resolve(void *ud, const char *in, bool for_output, char *out, size_t cap, cel_error *err);
-cel_status cel__srv_gen_backend_check(const cel_server *s, const cel_job_spec *spec, bool *local, cel_error *err);
+#include "gen_internal.h"
 
 enum { MAX_RUNNING = 4, MAX_KEPT = 256 };
 
