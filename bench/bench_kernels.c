@@ -200,7 +200,8 @@ static double bench_decode(cel_backend *be, int n_seqs, int ctx, int steps, int3
         }
         for (int s = 0; s < n_seqs; s++)
             seqs[s] = (cel_batch_seq){tables + (size_t)s * per, per, ctx + (st < 0 ? 0 : st), 1, s};
-        cel_batch b = {n_seqs, tok, n_seqs, seqs, n_seqs, rows, logits};
+        cel_batch b = {.n_tokens = n_seqs, .tokens = tok, .n_seqs = n_seqs, .seqs = seqs,
+                       .n_out = n_seqs, .out_rows = rows, .logits = logits};
         die_on(be->v->forward(be, &b, &err), &err);
     }
     double dt = cel_now_sec() - t0;
@@ -242,7 +243,8 @@ static void bench_forward(cel_dtype wt, int threads, int chunk)
             int n = NP - c0t < chunk ? NP - c0t : chunk;
             cel_batch_seq s = {table, 64, c0t, n, 0};
             int32_t out = n - 1;
-            cel_batch b = {n, tok + c0t, 1, &s, c0t + n == NP ? 1 : 0, &out, logits};
+            cel_batch b = {.n_tokens = n, .tokens = tok + c0t, .n_seqs = 1, .seqs = &s,
+                           .n_out = c0t + n == NP ? 1 : 0, .out_rows = &out, .logits = logits};
             die_on(be->v->forward(be, &b, &err), &err);
         }
         if (rep == 1)

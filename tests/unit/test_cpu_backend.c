@@ -257,7 +257,8 @@ static cel_status run(cel_backend *be, const tseq *s, int ns, float *out, cel_er
         for (int j = 0; j < s[i].n_new; j++) tokens[n++] = s[i].tok[j];
     }
     for (int i = 0; i < n; i++) rows[i] = i;
-    cel_batch b = {n, tokens, ns, bs, n, rows, out};
+    cel_batch b = {.n_tokens = n, .tokens = tokens, .n_seqs = ns, .seqs = bs,
+                   .n_out = n, .out_rows = rows, .logits = out};
     return be->v->forward(be, &b, err);
 }
 
@@ -484,14 +485,16 @@ static void test_out_rows(void **state)
     assert_int_equal(run(x, &s, 1, all, &err), CEL_OK);
     cel_batch_seq bs = {TABLE_A, 8, 0, 11, 0};
     int32_t rows[3] = {10, 0, 10};
-    cel_batch b = {11, tok, 1, &bs, 3, rows, some};
+    cel_batch b = {.n_tokens = 11, .tokens = tok, .n_seqs = 1, .seqs = &bs,
+                   .n_out = 3, .out_rows = rows, .logits = some};
     assert_int_equal(y->v->forward(y, &b, &err), CEL_OK);
     assert_memory_equal(some, all + 10 * c.V, c.V * 4);
     assert_memory_equal(some + c.V, all, c.V * 4);
     assert_memory_equal(some + 2 * c.V, all + 10 * c.V, c.V * 4);
     /* n_out = 0 still fills the cache: the next token's logits agree */
     cel_backend *z = make_backend(&tm->m, 2, 64);
-    cel_batch b0 = {11, tok, 1, &bs, 0, NULL, NULL};
+    cel_batch b0 = {.n_tokens = 11, .tokens = tok, .n_seqs = 1, .seqs = &bs,
+                   .n_out = 0, .out_rows = NULL, .logits = NULL};
     assert_int_equal(z->v->forward(z, &b0, &err), CEL_OK);
     tseq d = {tok + 11, 11, 1, TABLE_A, 8};
     assert_int_equal(run(z, &d, 1, next1, &err), CEL_OK);
@@ -591,7 +594,8 @@ static void test_bad_batches(void **state)
     int32_t rows[2] = {0, 1};
     const int32_t table[2] = {0, 1}, bad_table[2] = {0, 64};
     cel_batch_seq s = {table, 2, 0, 5, 0};
-    cel_batch b = {5, tok, 1, &s, 2, rows, logits};
+    cel_batch b = {.n_tokens = 5, .tokens = tok, .n_seqs = 1, .seqs = &s,
+                   .n_out = 2, .out_rows = rows, .logits = logits};
     cel_error err;
     assert_int_equal(be->v->forward(be, &b, &err), CEL_OK);
 
@@ -630,7 +634,8 @@ static void test_bad_batches(void **state)
     cel_batch b4 = b;
     b4.logits = NULL;
     expect_err(be, &b4, CEL_ERR_INVALID, "missing");
-    cel_batch none = {0, tok, 0, NULL, 0, NULL, NULL};
+    cel_batch none = {.n_tokens = 0, .tokens = tok, .n_seqs = 0, .seqs = NULL,
+                   .n_out = 0, .out_rows = NULL, .logits = NULL};
     assert_int_equal(be->v->forward(be, &none, &err), CEL_OK);
     cel_backend_free(be);
     free_model(tm);
