@@ -20,6 +20,27 @@ typedef struct cel_batch_seq {
     int32_t first;              /* first batch row */
 } cel_batch_seq;
 
+/* A request to sample one output row on the device (backends with
+ * can_sample). The semantics are engine/sample.h's with no penalties and no
+ * logprob alternatives: temperature < CEL_BACKEND_GREEDY_T is argmax (lowest
+ * id on ties); else logits l are shifted by their max and scaled by 1/T in
+ * float, candidates are ordered by (l desc, id asc) when a filter is on and
+ * by id otherwise, top-k, then top-p (smallest prefix whose mass >= p of the
+ * top-k set's, or the row's, mass), then min-p (p_i >= min_p * p_max), and
+ * the token is the first candidate whose running mass exceeds u times the
+ * candidates' mass (sums in double, in a fixed per-row order). */
+#define CEL_BACKEND_GREEDY_T 1e-6f     /* = CEL_SAMPLE_GREEDY_T */
+#define CEL_BACKEND_SAMPLE_MAX_K 1024  /* largest top_k sampled on the device */
+typedef struct cel_batch_sample {
+    bool on;            /* false: this row's logits are copied (the default) */
+    bool want_logprob;  /* also the chosen token's raw log-softmax */
+    float temperature;
+    int32_t top_k;      /* 0: off; <= CEL_BACKEND_SAMPLE_MAX_K */
+    float top_p;        /* 1: off */
+    float min_p;        /* 0: off */
+    double u;           /* uniform in [0, 1) for the draw (unused when greedy) */
+} cel_batch_sample;
+
 typedef struct cel_batch {
     int32_t n_tokens;
     const int32_t *tokens;      /* [n_tokens], grouped by sequence */
@@ -28,6 +49,16 @@ typedef struct cel_batch {
     int32_t n_out;
     const int32_t *out_rows;    /* [n_out] batch rows whose logits are wanted */
     float *logits;              /* [n_out][n_vocab], written by forward */
+    /* Device sampling (only read by backends with can_sample; NULL: none).
+     * For each output row i with sample[i].on the backend either samples it
+     * - tokens_out[i] = the token, logprob_out[i] = its raw log-softmax when
+     * want_logprob, logits row i left unspecified - or, when it cannot
+     * (a row it cannot finish within its candidate cap, logits that are not
+     * finite), copies logits row i and sets tokens_out[i] = -1. Rows without
+     * .on get tokens_out[i] = -1 and their logits. Never a wrong token. */
+    const cel_batch_sample *sample; /* [n_out] or NULL */
+    int32_t *tokens_out;            /* [n_out], needed with sample */
+    float *logprob_out;             /* [n_out], needed with sample */
 } cel_batch;
 
 typedef struct cel_backend cel_backend;
@@ -55,6 +86,7 @@ struct cel_backend {
     const cel_model *model;
     int32_t block_size; /* tokens per KV block */
     int32_t n_blocks;   /* blocks in the pool */
+    bool can_sample;    /* forward honours cel_batch.sample (CUDA); false: always logits */
 };
 
 typedef struct cel_backend_params {

@@ -54,6 +54,7 @@ typedef struct seq {
     int32_t n_new;
     int32_t row;
     int32_t out;           /* logits row, or -1 */
+    double u;              /* the uniform drawn before the forward (device sampling) */
     struct seq *next;      /* waiting list */
 } seq;
 
@@ -93,6 +94,9 @@ struct cel_sched {
     seq **b_ptr;
     int32_t cap_bseqs;
     int32_t *b_out;
+    cel_batch_sample *b_samp; /* device sampling requests, [cap_bseqs] (backends with can_sample) */
+    int32_t *b_tok;           /* their tokens, [cap_bseqs] */
+    float *b_lp;              /* their logprobs, [cap_bseqs] */
     float *logits;
     size_t cap_logits;     /* rows */
     uint64_t *inflight;
@@ -365,6 +369,9 @@ void cel_sched_free(cel_sched *s)
     free(s->b_seqs);
     free(s->b_ptr);
     free(s->b_out);
+    free(s->b_samp);
+    free(s->b_tok);
+    free(s->b_lp);
     free(s->logits);
     free(s->inflight);
     free(s->born);
@@ -684,7 +691,7 @@ static cel_status inflight_add(cel_sched *s, seq *q, int32_t n, cel_error *err)
 
 static cel_status add_to_batch(cel_sched *s, seq *q, int32_t n, int32_t *n_tok, int32_t *n_bs, cel_error *err)
 {
-    if (*n_bs + 1 > s->cap_bseqs) { /* b_seqs, b_ptr and b_out share one capacity */
+    if (*n_bs + 1 > s->cap_bseqs) { /* b_seqs, b_ptr, b_out, b_samp, b_tok, b_lp share one capacity */
         int32_t cap = s->cap_bseqs ? s->cap_bseqs * 2 : 64;
         void *a = realloc(s->b_seqs, (size_t)cap * sizeof *s->b_seqs);
         if (a) s->b_seqs = a;
@@ -692,7 +699,14 @@ static cel_status add_to_batch(cel_sched *s, seq *q, int32_t n, int32_t *n_tok, 
         if (b) s->b_ptr = b;
         void *c = realloc(s->b_out, (size_t)cap * sizeof *s->b_out);
         if (c) s->b_out = c;
-        if (!a || !b || !c) return cel_error_set(err, CEL_ERR_NOMEM, "sched: out of memory for %d batch entries", cap);
+        void *d = realloc(s->b_samp, (size_t)cap * sizeof *s->b_samp);
+        if (d) s->b_samp = d;
+        void *e = realloc(s->b_tok, (size_t)cap * sizeof *s->b_tok);
+        if (e) s->b_tok = e;
+        void *f = realloc(s->b_lp, (size_t)cap * sizeof *s->b_lp);
+        if (f) s->b_lp = f;
+        if (!a || !b || !c || !d || !e || !f)
+            return cel_error_set(err, CEL_ERR_NOMEM, "sched: out of memory for %d batch entries", cap);
         s->cap_bseqs = cap;
     }
     q->n_new = n;
@@ -822,22 +836,64 @@ static void init_sampler(cel_sched *s, seq *q)
     q->has_sampler = true;
 }
 
-static cel_status sample_one(cel_sched *s, seq *q, const float *logits, cel_error *err)
+/* Samples q's next token from logits (drawing its uniform now), or - when
+ * req is an on device request - takes the backend's token dev_tok, or, when
+ * the backend gave the row back (dev_tok < 0), samples its logits on the CPU
+ * with the uniform drawn before the forward. */
+static cel_status sample_one(cel_sched *s, seq *q, const float *logits, const cel_batch_sample *req, int32_t dev_tok,
+                             float dev_lp, cel_error *err)
 {
     cel_sample_out so;
-    CEL_TRY(cel_sample(&q->r->sp, q->r->pset, q->r->n_pset, &q->st, logits, &s->ws, &so, err));
+    if (!req || !req->on) {
+        CEL_TRY(cel_sample(&q->r->sp, q->r->pset, q->r->n_pset, &q->st, logits, &s->ws, &so, err));
+    } else if (dev_tok < 0) {
+        CEL_TRY(cel_sample_u(&q->r->sp, q->r->pset, q->r->n_pset, &q->st, logits, &s->ws, q->u, &so, err));
+    } else {
+        if (dev_tok >= s->n_vocab)
+            return cel_error_set(err, CEL_ERR_DEVICE, "sched: backend %s sampled token %d outside the vocabulary (%d)",
+                                 s->be->v->name, dev_tok, s->n_vocab);
+        memset(&so, 0, sizeof so);
+        so.token = dev_tok;
+        so.logprob = req->want_logprob ? dev_lp : 0.0f;
+    }
     return accept_token(s, q, &so, err);
 }
 
-/* Samples q's next token; a failure (out of memory, logits that are not
- * finite) ends this sample with an error event and nothing else. */
-static void sample_or_fail(cel_sched *s, seq *q, const float *logits)
+/* Samples q's next token (see sample_one); a failure (out of memory, logits
+ * that are not finite) ends this sample with an error event and nothing
+ * else. */
+static void sample_or_fail(cel_sched *s, seq *q, const float *logits, const cel_batch_sample *req, int32_t dev_tok,
+                           float dev_lp)
 {
     cel_error e;
     cel_error_clear(&e);
-    if (sample_one(s, q, logits, &e) == CEL_OK) return;
+    if (sample_one(s, q, logits, req, dev_tok, dev_lp, &e) == CEL_OK) return;
     cel_log(&s->p.log, CEL_LOG_ERROR, "request %llu sample %u: %s", (unsigned long long)q->r->id, q->sample, e.msg);
     if (q->state != SEQ_DONE) finish_seq(s, q, CEL_FINISH_ERROR, e.msg);
+}
+
+/* Whether q's next token can be sampled by the backend: a sample already
+ * running (forks sample on the CPU) whose sampling has no penalties and no
+ * logprob alternatives, and top_k within the device's cap. Fills *req and
+ * draws the sample's uniform (one per token, sample.h's contract). */
+static bool device_request(cel_sched *s, seq *q, cel_batch_sample *req)
+{
+    memset(req, 0, sizeof *req);
+    const cel_sampling *sp = &q->r->sp;
+    if (!q->has_sampler || sp->repetition_penalty != 1.0f || sp->presence_penalty != 0.0f ||
+        sp->frequency_penalty != 0.0f || sp->n_logprobs > 0)
+        return false;
+    int32_t k = sp->top_k >= s->n_vocab ? 0 : sp->top_k; /* top_k >= V is off (sample.c) */
+    if (k > CEL_BACKEND_SAMPLE_MAX_K) return false;
+    req->on = true;
+    req->want_logprob = sp->n_logprobs == 0;
+    req->temperature = sp->temperature;
+    req->top_k = k;
+    req->top_p = sp->top_p;
+    req->min_p = sp->min_p;
+    q->u = cel_sample_draws(sp) ? cel_rng_uniform(&q->st.rng) : 0.0;
+    req->u = q->u;
+    return true;
 }
 
 /* q's prompt is done: it becomes sample q->sample and forks one child per
@@ -889,7 +945,7 @@ static void fork_and_sample(cel_sched *s, seq *q, const float *logits)
     for (int32_t i = first_born - 1; i < s->n_born; i++) {
         seq *t = i < first_born ? q : s->born[i];
         init_sampler(s, t);
-        sample_or_fail(s, t, logits);
+        sample_or_fail(s, t, logits, NULL, -1, 0.0f);
     }
 }
 
@@ -993,6 +1049,18 @@ static cel_status step(cel_sched *s, bool *did, cel_error *err)
         .out_rows = s->b_out,
         .logits = s->logits,
     };
+    bool dev = false; /* any row sampled by the backend */
+    if (s->be->can_sample) {
+        for (int32_t i = 0; i < n_bs; i++) {
+            seq *q = s->b_ptr[i];
+            if (q->out >= 0) dev |= device_request(s, q, &s->b_samp[q->out]);
+        }
+        if (dev) {
+            batch.sample = s->b_samp;
+            batch.tokens_out = s->b_tok;
+            batch.logprob_out = s->b_lp;
+        }
+    }
     cel_error ferr;
     cel_error_clear(&ferr);
     cel_status fst = s->be->v->forward(s->be, &batch, &ferr);
@@ -1013,8 +1081,9 @@ static cel_status step(cel_sched *s, bool *did, cel_error *err)
         seq *q = s->b_ptr[i];
         if (q->out < 0 || q->state != SEQ_RUNNING) continue;
         const float *row = s->logits + (size_t)q->out * (size_t)s->n_vocab;
-        if (q->has_sampler) sample_or_fail(s, q, row);
-        else fork_and_sample(s, q, row);
+        if (!q->has_sampler) fork_and_sample(s, q, row);
+        else if (dev) sample_or_fail(s, q, row, &s->b_samp[q->out], s->b_tok[q->out], s->b_lp[q->out]);
+        else sample_or_fail(s, q, row, NULL, -1, 0.0f);
     }
     CEL_TRY(settle(s, err));
     publish_stats(s, n_tok, true);

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "engine/sample.h"
 #include "engine/scheduler.h"
 
 /* ------------------------------------------------------------ mock backend */
@@ -36,6 +37,11 @@ typedef struct mock {
     char bad[256];           /* first inconsistency seen */
     /* the last batch's layout */
     int32_t last_n_seqs, last_new[64];
+    /* device sampling (be.can_sample): rows asked for are sampled here with
+     * cel_sample_u; with give_back every other one comes back as logits */
+    bool give_back;
+    uint64_t n_asked, n_dev, n_dev_back;
+    cel_sample_scratch ws;
 } mock;
 
 static void mock_bad(mock *m, const char *fmt, int a, int b)
@@ -99,9 +105,34 @@ static cel_status mock_forward(cel_backend *be, const cel_batch *b, cel_error *e
             last = m->slot_tok[slot];
             h = cel_mix64(h ^ (uint64_t)(uint32_t)last);
         }
-        mock_logits(m, h, last, b->logits + (size_t)o * V);
+        float *row = b->logits + (size_t)o * V;
+        mock_logits(m, h, last, row);
         if (last == m->nan_after)
-            for (int32_t v = 0; v < V; v++) b->logits[(size_t)o * V + (size_t)v] = NAN;
+            for (int32_t v = 0; v < V; v++) row[v] = NAN;
+        if (!b->sample) continue;
+        const cel_batch_sample *rq = &b->sample[o];
+        b->tokens_out[o] = -1;
+        if (!rq->on) continue;
+        if (m->give_back && (m->n_asked++ % 2)) { /* the device cannot finish this row: logits */
+            m->n_dev_back++;
+            continue;
+        }
+        cel_sampling sp;
+        cel_sampling_default(&sp);
+        sp.temperature = rq->temperature;
+        sp.top_k = rq->top_k;
+        sp.top_p = rq->top_p;
+        sp.min_p = rq->min_p;
+        sp.n_logprobs = rq->want_logprob ? 0 : -1;
+        cel_sample_state st;
+        cel_sample_state_init(&st, 0, 0);
+        cel_sample_out so;
+        cel_error e;
+        if (cel_sample_u(&sp, NULL, 0, &st, row, &m->ws, rq->u, &so, &e) != CEL_OK) continue; /* NaN: logits */
+        m->n_dev++;
+        b->tokens_out[o] = so.token;
+        b->logprob_out[o] = so.logprob;
+        for (int32_t v = 0; v < V; v++) row[v] = NAN; /* a sampled row's logits are not to be read */
     }
     return CEL_OK;
 }
@@ -125,6 +156,7 @@ static void mock_free(cel_backend *be)
     mock *m = (mock *)be;
     free(m->slot_tok);
     free(m->slot_pos);
+    cel_sample_scratch_free(&m->ws);
     free(m);
 }
 
@@ -140,6 +172,8 @@ static mock *mock_new(int32_t n_blocks, int32_t bs, int mode)
     m->model.hp.n_vocab = V;
     m->mode = mode;
     m->nan_after = -1;
+    cel_error e;
+    cel_sample_scratch_init(&m->ws, V, &e);
     m->slot_tok = calloc((size_t)n_blocks * (size_t)bs, sizeof *m->slot_tok);
     m->slot_pos = malloc((size_t)n_blocks * (size_t)bs * sizeof *m->slot_pos);
     for (int32_t i = 0; i < n_blocks * bs; i++) m->slot_pos[i] = -1;
@@ -172,6 +206,7 @@ static const cel_sched_text fake_text = {NULL, NULL, fake_push, fake_flush, fake
 
 typedef struct sample_out {
     int32_t ids[512];
+    float lps[512];
     int n;
     char text[2048];
     size_t text_len;
@@ -194,6 +229,7 @@ static void collect(void *ud, const cel_token_event *ev)
     assert_int_equal(o->n_final, 0); /* nothing after the final event */
     if (ev->token >= 0) {
         assert_true(o->n < 512);
+        o->lps[o->n] = ev->logprob;
         o->ids[o->n++] = ev->token;
         assert_int_equal(ev->n_gen_tokens, o->n);
     }
@@ -815,6 +851,66 @@ static void *submitter(void *arg)
     return NULL;
 }
 
+/* Device sampling through the scheduler: a backend that samples the rows it
+ * is asked for (the mock, with cel_sample_u and the uniform the scheduler
+ * drew) - or gives every other one back as logits - yields exactly the
+ * tokens and logprobs of the logits-only path, for a mix of requests: the
+ * ones with penalties or logprob alternatives stay on the CPU, forks
+ * sample their first token on the CPU, the rest go to the device. */
+static void test_device_sampling_equals_host(void **state)
+{
+    (void)state;
+    enum { NR = 7 };
+    cel_sampling sps[NR];
+    uint32_t ns[NR] = {1, 3, 1, 1, 1, 2, 1};
+    for (int i = 0; i < NR; i++) {
+        sps[i] = samp(1.0f, 100 + (uint64_t)i, 12);
+        sps[i].n_logprobs = 0;
+    }
+    sps[0].top_p = 0.9f;
+    sps[1].top_k = 5;
+    sps[1].temperature = 0.7f;
+    sps[2].temperature = 0.0f;             /* greedy: no uniform */
+    sps[3].repetition_penalty = 1.2f;      /* CPU */
+    sps[4].n_logprobs = 2;                 /* CPU */
+    sps[5].top_k = 2000;                   /* >= V: off, device */
+    sps[5].min_p = 0.2f;
+    sps[6].n_logprobs = -1;
+    sps[6].top_p = 0.5f;
+    req_out ref[NR], got[3][NR];
+    int32_t prompts[NR][9];
+    for (int i = 0; i < NR; i++) make_prompt(prompts[i], 5 + i % 4, 7000 + (uint64_t)i);
+    for (int mode = -1; mode < 3; mode++) {
+        mock *m = mock_new(256, 16, MOCK_HASH);
+        m->be.can_sample = mode >= 0;
+        m->give_back = mode == 1;
+        cel_sched_params p = params(4096, mode == 2 ? 7 : 512); /* mode 2: small steps, prompts chunked */
+        cel_sched *s = mk(m, p);
+        req_out *o = mode < 0 ? ref : got[mode];
+        memset(o, 0, sizeof(req_out) * NR);
+        for (int i = 0; i < NR; i++) submit(s, prompts[i], (size_t)(5 + i % 4), ns[i], sps[i], &o[i]);
+        run(s);
+        assert_string_equal(m->bad, "");
+        if (mode >= 0) {
+            assert_true(m->n_dev > 20);
+            if (mode == 1) assert_true(m->n_dev_back > 10);
+        } else {
+            assert_int_equal(m->n_dev, 0);
+        }
+        cel_sched_free(s);
+        mock_free(&m->be);
+    }
+    for (int mode = 0; mode < 3; mode++)
+        for (int i = 0; i < NR; i++)
+            for (uint32_t k = 0; k < ns[i]; k++) {
+                assert_same(&ref[i].s[k], &got[mode][i].s[k]);
+                assert_int_equal(got[mode][i].s[k].n, 12);
+                assert_memory_equal(ref[i].s[k].lps, got[mode][i].s[k].lps, 12 * sizeof(float));
+            }
+    /* the samples are not all alike (the draws matter) */
+    assert_memory_not_equal(ref[1].s[0].ids, ref[1].s[1].ids, 12 * sizeof(int32_t));
+}
+
 static void test_engine_thread(void **state)
 {
     (void)state;
@@ -911,6 +1007,7 @@ int main(void)
         cmocka_unit_test(test_queue_bound_and_free_cancels),
         cmocka_unit_test(test_forward_failure),
         cmocka_unit_test(test_sampling_failure_is_per_sample),
+        cmocka_unit_test(test_device_sampling_equals_host),
         cmocka_unit_test(test_engine_thread),
         cmocka_unit_test(test_generate_collects),
     };
