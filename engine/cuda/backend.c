@@ -41,11 +41,18 @@
  * until a GPU run has timed v3.
  *
  * Decode steps (every sequence adds one token) are captured into CUDA graphs
- * keyed by (tokens, output rows, argmax or not) - the whole step, argmax
- * included, is one graph - the second time a shape is seen and replayed
- * afterwards: the meta buffer lives at a fixed address, so a replay only
- * needs the new meta copied in first. A capture failure turns graphs off and
- * the step runs eagerly.
+ * keyed by (tokens, output rows, head mode: logits, argmax or sampling) -
+ * the whole step, argmax or sampling kernel included, is one graph - the
+ * second time a shape is seen and replayed afterwards: the meta buffer and
+ * the per-row sampling requests live at fixed addresses, so a replay only
+ * needs the new meta and requests copied in first. A capture failure turns
+ * graphs off and the step runs eagerly.
+ *
+ * Sampling on the GPU (can_sample; CELINE_CUDA_SAMPLE=0 turns it off): rows
+ * with a cel_batch_sample request are sampled by cel__cuk_sample after the
+ * output GEMV and only their token (+ logprob) is copied back; rows without
+ * one, and rows the kernel gives back (past its candidate cap, non-finite
+ * logits), have their logits copied as before.
  *
  * Batch invariance: rows computed by the GEMV path (batches of <= 8 tokens)
  * and by every custom kernel do not depend on the other rows; cuBLAS may pick
@@ -72,7 +79,7 @@ typedef struct cu_layer {
 
 typedef struct cu_graph {
     int32_t n_tokens, n_out;
-    bool argmax;             /* the graph ends with the GPU argmax of the n_out rows */
+    int mode;                /* cu_head_mode: what follows the output GEMV of the n_out rows */
     int32_t seen;            /* eager runs of this shape so far */
     cudaGraphExec_t exec;    /* NULL until captured */
     uint64_t last_use;
@@ -92,12 +99,16 @@ typedef enum cu_kind {
     CU_K_HEAD_NORM,
     CU_K_LM_HEAD,
     CU_K_ARGMAX,
+    CU_K_SAMPLE,
     CU_K_COUNT
 } cu_kind;
 static const char *const cu_kind_names[CU_K_COUNT] = {
     "embed", "rmsnorm", "gemv qkv", "qkv rope+kv", "attention", "gemv o", "gemv gate/up", "swiglu",
-    "gemv down", "final norm", "gemv lm_head", "argmax",
+    "gemv down", "final norm", "gemv lm_head", "argmax", "sample",
 };
+
+/* What the head pass ends with. */
+typedef enum cu_head_mode { CU_HEAD_LOGITS = 0, CU_HEAD_ARGMAX, CU_HEAD_SAMPLE } cu_head_mode;
 
 /* Profiling state: an event recorded after every launch, and its kind. */
 typedef struct cu_prof {
@@ -145,6 +156,12 @@ typedef struct cu_backend {
     float *logits_host;
     size_t logits_host_floats;
     int32_t *argmax_host;
+    /* sampling: requests for every output row [cap_t] (host pinned + device,
+     * fixed addresses), tokens and logprobs of one head pass [logit_rows] */
+    cel__cu_sample_req *samp_req_host, *samp_req_dev;
+    int32_t *samp_tok_dev;
+    float *samp_lp_dev;
+    int32_t *samp_out_host; /* [2 logit_rows]: tokens, then logprobs (as float bits) */
     /* graphs */
     bool graphs_on;
     cu_graph graphs[CEL__CU_MAX_GRAPHS];
@@ -307,12 +324,12 @@ static void cu_graphs_clear(cu_backend *be)
 
 /* The cache slot for shape (n_tokens, n_out): an existing one, else a free
  * or least recently used one (its graph destroyed). */
-static cu_graph *cu_graph_slot(cu_backend *be, int32_t n_tokens, int32_t n_out, bool argmax)
+static cu_graph *cu_graph_slot(cu_backend *be, int32_t n_tokens, int32_t n_out, int mode)
 {
     cu_graph *free_slot = NULL, *lru = NULL;
     for (int i = 0; i < CEL__CU_MAX_GRAPHS; i++) {
         cu_graph *g = &be->graphs[i];
-        if (g->seen > 0 && g->n_tokens == n_tokens && g->n_out == n_out && g->argmax == argmax) return g;
+        if (g->seen > 0 && g->n_tokens == n_tokens && g->n_out == n_out && g->mode == mode) return g;
         if (g->seen == 0) {
             if (!free_slot) free_slot = g;
         } else if (!lru || g->last_use < lru->last_use) {
@@ -324,7 +341,7 @@ static cu_graph *cu_graph_slot(cu_backend *be, int32_t n_tokens, int32_t n_out, 
     memset(victim, 0, sizeof *victim);
     victim->n_tokens = n_tokens;
     victim->n_out = n_out;
-    victim->argmax = argmax;
+    victim->mode = mode;
     return victim;
 }
 
@@ -524,17 +541,24 @@ static cel_status cu_enqueue_body(cu_backend *be, int32_t T, cel_error *err)
 }
 
 /* Enqueues final norm + output projection for n output rows whose batch
- * rows are rows_dev[0..n) (device), writing be->logits[0..n); with argmax,
- * also the argmax of each of those rows into be->argmax_dev[0..n). */
-static cel_status cu_enqueue_head(cu_backend *be, const int32_t *rows_dev, int32_t n, bool argmax, cel_error *err)
+ * rows are rows_dev[0..n) (device), writing be->logits[0..n); with
+ * CU_HEAD_ARGMAX also the argmax of each of those rows into
+ * be->argmax_dev[0..n); with CU_HEAD_SAMPLE the rows sampled per
+ * be->samp_req_dev[r0..r0+n) into be->samp_tok_dev / samp_lp_dev[0..n). */
+static cel_status cu_enqueue_head(cu_backend *be, const int32_t *rows_dev, int32_t n, int mode, int32_t r0,
+                                  cel_error *err)
 {
     const cel_hparams *hp = &be->base.model->hp;
     CEL_CUDA_CHECK(err, cel__cuk_rmsnorm(be->stream, NULL, be->xb, be->x, rows_dev, be->output_norm, n, be->E, hp->rms_eps));
     cu_mark(be, CU_K_HEAD_NORM, 0.0);
     CEL_TRY(cu_gemm(be, be->logits, be->output, be->xb, n, be->E, be->V, false, CU_K_LM_HEAD, err));
-    if (argmax) {
+    if (mode == CU_HEAD_ARGMAX) {
         CEL_CUDA_CHECK(err, cel__cuk_argmax(be->stream, be->argmax_dev, be->logits, n, be->V));
         cu_mark(be, CU_K_ARGMAX, 0.0);
+    } else if (mode == CU_HEAD_SAMPLE) {
+        CEL_CUDA_CHECK(err, cel__cuk_sample(be->stream, be->samp_tok_dev, be->samp_lp_dev, be->logits,
+                                            be->samp_req_dev + r0, n, be->V));
+        cu_mark(be, CU_K_SAMPLE, 0.0);
     }
     return CEL_OK;
 }
@@ -634,17 +658,17 @@ static cel_status cu_prepare_meta(cu_backend *be, const cel_batch *b, int32_t *n
     return CEL_OK;
 }
 
-/* Runs body + head (+ argmax of the head rows when `argmax`) for the
- * batch, through a graph when possible: a decode step - every layer, the
- * final norm, the output GEMV and the argmax - is one graph launch. On
+/* Runs body + head (+ argmax or sampling of the head rows, per `mode`) for
+ * the batch, through a graph when possible: a decode step - every layer, the
+ * final norm, the output GEMV and the argmax / sampling - is one graph launch. On
  * return be->logits holds the first min(n_out, logit_rows) rows' logits
  * (the caller handles larger n_out by extra head passes). */
-static cel_status cu_run(cu_backend *be, const cel_batch *b, bool decode_only, bool argmax, cel_error *err)
+static cel_status cu_run(cu_backend *be, const cel_batch *b, bool decode_only, int mode, cel_error *err)
 {
     const int32_t T = b->n_tokens, n_head_rows = b->n_out < be->logit_rows ? b->n_out : be->logit_rows;
     const int32_t *out_dev = META_OUT(be, be->meta_dev);
     if (be->graphs_on && decode_only) {
-        cu_graph *g = cu_graph_slot(be, T, n_head_rows, argmax);
+        cu_graph *g = cu_graph_slot(be, T, n_head_rows, mode);
         g->last_use = ++be->clock;
         if (!g->exec && g->seen >= 1) { /* second sighting: capture */
             cudaGraph_t graph = NULL;
@@ -654,7 +678,8 @@ static cel_status cu_run(cu_backend *be, const cel_batch *b, bool decode_only, b
             cel_error_clear(&cap_err);
             if (ce == cudaSuccess) {
                 st = cu_enqueue_body(be, T, &cap_err);
-                if (st == CEL_OK && n_head_rows > 0) st = cu_enqueue_head(be, out_dev, n_head_rows, argmax, &cap_err);
+                if (st == CEL_OK && n_head_rows > 0)
+                    st = cu_enqueue_head(be, out_dev, n_head_rows, mode, 0, &cap_err);
                 ce = cudaStreamEndCapture(be->stream, &graph);
                 if (ce == cudaSuccess && st == CEL_OK) ce = cudaGraphInstantiate(&g->exec, graph, 0);
                 if (graph) cudaGraphDestroy(graph);
@@ -677,7 +702,65 @@ static cel_status cu_run(cu_backend *be, const cel_batch *b, bool decode_only, b
         g->seen++;
     }
     CEL_TRY(cu_enqueue_body(be, T, err));
-    if (n_head_rows > 0) CEL_TRY(cu_enqueue_head(be, out_dev, n_head_rows, argmax, err));
+    if (n_head_rows > 0) CEL_TRY(cu_enqueue_head(be, out_dev, n_head_rows, mode, 0, err));
+    return CEL_OK;
+}
+
+/* Checks b's sampling requests and stages them (host pinned -> device, on
+ * the stream, before the forward's launches). */
+static cel_status cu_stage_samples(cu_backend *be, const cel_batch *b, cel_error *err)
+{
+    if (!b->tokens_out || !b->logprob_out || !b->logits)
+        return cel_error_set(err, CEL_ERR_INVALID, "cuda: a sampling batch needs tokens_out, logprob_out and logits");
+    if (b->n_out > be->cap_t)
+        return cel_error_set(err, CEL_ERR_INVALID, "cuda: %d output rows exceed max_batch_tokens %d", (int)b->n_out,
+                             (int)be->cap_t);
+    for (int32_t i = 0; i < b->n_out; i++) {
+        const cel_batch_sample *q = &b->sample[i];
+        if (q->on && (!(q->temperature >= 0.0f) || !isfinite(q->temperature) || q->top_k < 0 ||
+                      q->top_k > CEL_BACKEND_SAMPLE_MAX_K || !(q->top_p > 0.0f && q->top_p <= 1.0f) ||
+                      !(q->min_p >= 0.0f && q->min_p <= 1.0f) || !(q->u >= 0.0 && q->u < 1.0)))
+            return cel_error_set(err, CEL_ERR_INVALID,
+                                 "cuda: output row %d: sampling request out of range (temperature %g, top_k %d, "
+                                 "top_p %g, min_p %g, u %g)",
+                                 (int)i, (double)q->temperature, (int)q->top_k, (double)q->top_p, (double)q->min_p, q->u);
+        cel__cu_sample_req_fill(&be->samp_req_host[i], q);
+    }
+    CEL_CUDA_CHECK(err, cudaMemcpyAsync(be->samp_req_dev, be->samp_req_host, (size_t)b->n_out * sizeof *be->samp_req_host,
+                                        cudaMemcpyHostToDevice, be->stream));
+    return CEL_OK;
+}
+
+/* After a sampling head pass over output rows [r0, r0 + n): tokens and
+ * logprobs to the batch, and the logits of the rows left to the CPU (runs of
+ * consecutive rows in one copy each). */
+static cel_status cu_collect_samples(cu_backend *be, const cel_batch *b, int32_t r0, int32_t n, cel_error *err)
+{
+    int32_t *tok = be->samp_out_host;
+    float *lp = (float *)(be->samp_out_host + be->logit_rows);
+    CEL_CUDA_CHECK(err, cudaMemcpyAsync(tok, be->samp_tok_dev, (size_t)n * sizeof *tok, cudaMemcpyDeviceToHost, be->stream));
+    CEL_CUDA_CHECK(err, cudaMemcpyAsync(lp, be->samp_lp_dev, (size_t)n * sizeof *lp, cudaMemcpyDeviceToHost, be->stream));
+    CEL_CUDA_CHECK(err, cudaStreamSynchronize(be->stream));
+    const size_t V = (size_t)be->V;
+    for (int32_t i = 0; i < n; i++) {
+        const cel_batch_sample *q = &b->sample[r0 + i];
+        const int32_t t = q->on ? tok[i] : -1;
+        if (t >= be->V) return cel_error_set(err, CEL_ERR_INTERNAL, "cuda: sampled token %d outside the vocabulary", (int)t);
+        b->tokens_out[r0 + i] = t;
+        b->logprob_out[r0 + i] = t >= 0 && q->want_logprob ? lp[i] : 0.0f;
+    }
+    for (int32_t i = 0; i < n;) {
+        if (b->tokens_out[r0 + i] >= 0) {
+            i++;
+            continue;
+        }
+        int32_t j = i + 1;
+        while (j < n && b->tokens_out[r0 + j] < 0) j++;
+        CEL_CUDA_CHECK(err, cudaMemcpyAsync(b->logits + (size_t)(r0 + i) * V, be->logits + (size_t)i * V,
+                                            (size_t)(j - i) * V * sizeof(float), cudaMemcpyDeviceToHost, be->stream));
+        i = j;
+    }
+    CEL_CUDA_CHECK(err, cudaStreamSynchronize(be->stream));
     return CEL_OK;
 }
 
@@ -692,9 +775,13 @@ static cel_status cu_forward_impl(cu_backend *be, const cel_batch *b, float *log
         return cel_error_set(err, CEL_ERR_INVALID, "cuda: batch wants %d output rows but has no logits buffer",
                              (int)b->n_out);
     CEL_TRY(cu_prepare_meta(be, b, &n_tab, &decode_only, err));
+    const int mode = tokens_out ? CU_HEAD_ARGMAX
+                     : b->sample && b->n_out > 0 && be->base.can_sample ? CU_HEAD_SAMPLE
+                                                                         : CU_HEAD_LOGITS;
+    if (mode == CU_HEAD_SAMPLE) CEL_TRY(cu_stage_samples(be, b, err));
     CEL_CUDA_CHECK(err, cudaMemcpyAsync(be->meta_dev, be->meta_host, ((size_t)6 * be->cap_t + (size_t)n_tab) * sizeof(int32_t),
                                         cudaMemcpyHostToDevice, be->stream));
-    CEL_TRY(cu_run(be, b, decode_only, tokens_out != NULL, err));
+    CEL_TRY(cu_run(be, b, decode_only, mode, err));
 
     /* logits of the wanted rows, logit_rows at a time */
     const size_t V = (size_t)be->V;
@@ -708,9 +795,11 @@ static cel_status cu_forward_impl(cu_backend *be, const cel_batch *b, float *log
     }
     for (int32_t r0 = 0; r0 < b->n_out; r0 += be->logit_rows) {
         const int32_t n = b->n_out - r0 < be->logit_rows ? b->n_out - r0 : be->logit_rows;
-        /* the first head pass (and its argmax) ran in cu_run */
-        if (r0 > 0) CEL_TRY(cu_enqueue_head(be, META_OUT(be, be->meta_dev) + r0, n, tokens_out != NULL, err));
-        if (tokens_out) {
+        /* the first head pass (and its argmax / sampling) ran in cu_run */
+        if (r0 > 0) CEL_TRY(cu_enqueue_head(be, META_OUT(be, be->meta_dev) + r0, n, mode, r0, err));
+        if (mode == CU_HEAD_SAMPLE) {
+            CEL_TRY(cu_collect_samples(be, b, r0, n, err));
+        } else if (tokens_out) {
             CEL_CUDA_CHECK(err, cudaMemcpyAsync(be->argmax_host, be->argmax_dev, (size_t)n * sizeof(int32_t),
                                                 cudaMemcpyDeviceToHost, be->stream));
             CEL_CUDA_CHECK(err, cudaStreamSynchronize(be->stream));
@@ -799,6 +888,11 @@ static void cu_destroy(cel_backend *base)
     cu_free(be->xb);
     cu_free(be->xn);
     cu_free(be->argmax_dev);
+    cu_free(be->samp_req_dev);
+    cu_free(be->samp_tok_dev);
+    cu_free(be->samp_lp_dev);
+    if (be->samp_req_host) cudaFreeHost(be->samp_req_host);
+    if (be->samp_out_host) cudaFreeHost(be->samp_out_host);
     cu_free(be->attn_part);
     cu_free(be->attn_count);
     cu_free(be->gemv_count);
@@ -1045,6 +1139,20 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
                   cudaHostAlloc((void **)&be->logits_host, (size_t)be->logit_rows * V * 4, cudaHostAllocDefault));
     be->logits_host_floats = (size_t)be->logit_rows * V;
     CEL_CUDA_GOTO(err, st, fail, cudaHostAlloc((void **)&be->argmax_host, (size_t)be->logit_rows * 4, cudaHostAllocDefault));
+    if ((st = cu_alloc((void **)&be->samp_req_dev, (size_t)be->cap_t * sizeof(cel__cu_sample_req), "sampling requests",
+                       err)) != CEL_OK)
+        goto fail;
+    if ((st = cu_alloc((void **)&be->samp_tok_dev, (size_t)be->logit_rows * 4, "sampled tokens", err)) != CEL_OK) goto fail;
+    if ((st = cu_alloc((void **)&be->samp_lp_dev, (size_t)be->logit_rows * 4, "sampled logprobs", err)) != CEL_OK) goto fail;
+    CEL_CUDA_GOTO(err, st, fail,
+                  cudaHostAlloc((void **)&be->samp_req_host, (size_t)be->cap_t * sizeof(cel__cu_sample_req),
+                                cudaHostAllocDefault));
+    CEL_CUDA_GOTO(err, st, fail,
+                  cudaHostAlloc((void **)&be->samp_out_host, (size_t)be->logit_rows * 8, cudaHostAllocDefault));
+    {
+        const char *senv = getenv("CELINE_CUDA_SAMPLE");
+        be->base.can_sample = !(senv && strcmp(senv, "0") == 0);
+    }
     {
         cublasStatus_t bs = cublasSetStream(be->blas, be->stream);
         if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetWorkspace(be->blas, be->blas_ws, CEL__CU_BLAS_WS_BYTES);
@@ -1118,6 +1226,9 @@ cel_status cel_backend_cuda_profile(cel_backend *base, const cel_batch *b, bool 
     int32_t n_tab = 0;
     bool decode_only = false;
     CEL_TRY(cu_prepare_meta(be, b, &n_tab, &decode_only, err));
+    /* argmax, else sampling when the batch carries requests, else logits */
+    const int mode = argmax ? CU_HEAD_ARGMAX : b->sample && b->n_out > 0 ? CU_HEAD_SAMPLE : CU_HEAD_LOGITS;
+    if (mode == CU_HEAD_SAMPLE) CEL_TRY(cu_stage_samples(be, b, err));
     CEL_CUDA_CHECK(err, cudaMemcpyAsync(be->meta_dev, be->meta_host, ((size_t)6 * be->cap_t + (size_t)n_tab) * sizeof(int32_t),
                                         cudaMemcpyHostToDevice, be->stream));
     const int32_t n_head = b->n_out < be->logit_rows ? b->n_out : be->logit_rows;
@@ -1140,7 +1251,7 @@ cel_status cel_backend_cuda_profile(cel_backend *base, const cel_batch *b, bool 
     be->prof = &p;
     cu_mark(be, CU_K_EMBED, 0.0); /* event 0: the start; its kind is not used */
     st = cu_enqueue_body(be, b->n_tokens, err);
-    if (st == CEL_OK && n_head > 0) st = cu_enqueue_head(be, META_OUT(be, be->meta_dev), n_head, argmax, err);
+    if (st == CEL_OK && n_head > 0) st = cu_enqueue_head(be, META_OUT(be, be->meta_dev), n_head, mode, 0, err);
     be->prof = NULL;
     if (st != CEL_OK) goto done;
     if (p.failed != cudaSuccess) {
@@ -1165,13 +1276,13 @@ cel_status cel_backend_cuda_profile(cel_backend *base, const cel_batch *b, bool 
     if (graph_reps > 0 && be->graphs_on && decode_only) {
         cu_graph *g = NULL;
         for (int tries = 0; tries < 3; tries++) {
-            g = cu_graph_slot(be, b->n_tokens, n_head, argmax);
+            g = cu_graph_slot(be, b->n_tokens, n_head, mode);
             if (g->exec) break;
-            if ((st = cu_run(be, b, decode_only, argmax, err)) != CEL_OK) goto done;
+            if ((st = cu_run(be, b, decode_only, mode, err)) != CEL_OK) goto done;
             CEL_CUDA_GOTO(err, st, done, cudaStreamSynchronize(be->stream));
             if (!be->graphs_on) break; /* capture failed: no graph figure */
         }
-        g = be->graphs_on ? cu_graph_slot(be, b->n_tokens, n_head, argmax) : NULL;
+        g = be->graphs_on ? cu_graph_slot(be, b->n_tokens, n_head, mode) : NULL;
         if (g && g->exec) {
             CEL_CUDA_GOTO(err, st, done, cudaGraphLaunch(g->exec, be->stream)); /* warm */
             CEL_CUDA_GOTO(err, st, done, cudaEventRecord(p.ev[0], be->stream));

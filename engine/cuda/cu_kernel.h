@@ -42,7 +42,7 @@ extern dim3 blockDim, gridDim;
 #define __launch_bounds__(...)
 #define __shared__ static
 #define __restrict__
-#define __align__(n) alignas(n)
+#define __align__(n) __attribute__((aligned(n))) /* GNU form: also valid after `static` (__shared__) */
 
 void __syncthreads(void);
 void __syncwarp(unsigned mask = 0xffffffffu);
@@ -72,6 +72,12 @@ static inline uint32_t __float_as_uint(float f)
 static inline int atomicAdd(int *p, int v)
 {
     const int old = *p;
+    *p = old + v;
+    return old;
+}
+static inline unsigned atomicAdd(unsigned *p, unsigned v)
+{
+    const unsigned old = *p;
     *p = old + v;
     return old;
 }

@@ -13,7 +13,9 @@
 #ifndef CEL_CUDA_INTERNAL_H
 #define CEL_CUDA_INTERNAL_H
 
+#include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "../backend.h" /* relative: engine/sched.h must not shadow <sched.h> */
 
@@ -42,6 +44,7 @@
 #define cel_backend_cuda_profile cel__emu_backend_cuda_profile
 #define cel__cuk_copy_block cel__emuk_copy_block
 #define cel__cuk_argmax cel__emuk_argmax
+#define cel__cuk_sample cel__emuk_sample
 #define cel__cuk_attn_group cel__emuk_attn_group
 #define cel__cuk_qkv_rope_v3 cel__emuk_qkv_rope_v3
 #define cel__cuk_attention_v3 cel__emuk_attention_v3
@@ -280,6 +283,46 @@ cudaError_t cel__cuk_copy_block(cudaStream_t s, uint16_t *k, uint16_t *v, int32_
 /* out[r] = index of the largest of logits[r][0..n_vocab) (lowest index on ties). */
 cudaError_t cel__cuk_argmax(cudaStream_t s, int32_t *out, const float *logits, int32_t n_rows, int32_t n_vocab);
 
+/* One output row's sampling request on the device (built by the backend
+ * from cel_batch_sample; lmin and inv_t are computed on the host with the
+ * very expressions engine/sample.c uses, so the kernel's thresholds carry
+ * the CPU's bits). */
+typedef struct cel__cu_sample_req {
+    double u;          /* uniform in [0, 1) */
+    float temperature; /* < CEL_BACKEND_GREEDY_T: argmax */
+    float inv_t;       /* 1.0f / temperature */
+    float top_p;       /* 1: off */
+    float min_p;       /* 0: off */
+    float lmin;        /* logf(min_p) (when min_p > 0) */
+    int32_t top_k;     /* 0: off; <= CEL_BACKEND_SAMPLE_MAX_K */
+    int32_t on;        /* 0: tok = -1 (the row's logits are wanted) */
+    int32_t want_logprob;
+} cel__cu_sample_req;
+
+/* One block per row r < n_rows of logits ([n_rows][n_vocab]): samples it
+ * per reqs[r] into tok[r] (and, with want_logprob, the token's raw
+ * log-softmax into lp[r]), or writes tok[r] = -1 when the row is off, holds
+ * a NaN or a non-finite maximum, or needs more than CEL_BACKEND_SAMPLE_MAX_K
+ * candidates (top-p / min-p without top-k reaching past them): the caller
+ * then samples those rows' logits on the CPU. */
+cudaError_t cel__cuk_sample(cudaStream_t s, int32_t *tok, float *lp, const float *logits,
+                            const cel__cu_sample_req *reqs, int32_t n_rows, int32_t n_vocab);
+/* The device request for a cel_batch_sample (host side). */
+static inline void cel__cu_sample_req_fill(cel__cu_sample_req *d, const cel_batch_sample *s)
+{
+    memset(d, 0, sizeof *d);
+    if (!s || !s->on) return;
+    d->on = 1;
+    d->want_logprob = s->want_logprob;
+    d->u = s->u;
+    d->temperature = s->temperature;
+    d->inv_t = s->temperature > 0.0f ? 1.0f / s->temperature : 0.0f;
+    d->top_k = s->top_k;
+    d->top_p = s->top_p;
+    d->min_p = s->min_p;
+    d->lmin = s->min_p > 0.0f ? 0.0f + logf(s->min_p) : -INFINITY; /* sample.c: mx + logf(min_p), mx = 0 */
+}
+
 /* y[T][O] (+)= x[T][I] . W[O][I]^T: W and x BF16, y FP32 (accumulate adds
  * to y). Our GEMV kernel when allow_gemv and T <= CEL__CU_GEMV_MAX_ROWS,
  * else cuBLAS (BF16 tensor cores, FP32 accumulation) on stream s. */
@@ -311,7 +354,9 @@ cel_status cel_backend_cuda_forward_argmax(cel_backend *be, const cel_batch *b, 
  * when graphs are on and the batch is a decode step, the same step's graph
  * is captured (if needed) and `graph_reps` replays are timed with events
  * around the launches (GPU time, no host sync inside): graph_ms - kernel_ms
- * is what launches cost beyond the kernels themselves. */
+ * is what launches cost beyond the kernels themselves. The head ends with
+ * the argmax when `argmax`, else with the sampling kernel when b->sample
+ * is set (b->tokens_out / logprob_out / logits needed), else logits. */
 #define CEL_CUDA_PROF_KINDS 16
 typedef struct cel_cuda_profile {
     int n_kinds;

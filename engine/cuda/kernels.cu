@@ -1501,6 +1501,350 @@ extern "C" cudaError_t cel__cuk_argmax(cudaStream_t s, int32_t *out, const float
     return cudaGetLastError();
 }
 
+/* ---------------------------------------------------------------- sampling */
+
+/* Sampling one row per block (engine/sample.h's semantics; backend.h's
+ * cel_batch_sample). Every pass walks the row in per-thread contiguous id
+ * ranges [t * chunk, (t + 1) * chunk); per-thread double sums are combined
+ * by cel_d_block_dsum in an order fixed by the block size alone, so a row's
+ * token depends only on its logits and u, never on the batch. */
+#define CEL__SAMPLE_THREADS 1024
+#define CEL__SAMPLE_CAP 1024 /* = CEL_BACKEND_SAMPLE_MAX_K: candidates a filtered row keeps */
+
+/* An order-preserving map of a float (no NaN) to an unsigned key. */
+static __device__ __forceinline__ uint32_t cel_d_fkey(float f)
+{
+    const uint32_t u = __float_as_uint(f);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+/* Sum over the block of v (one per thread) in a fixed order: 32 groups of
+ * 32 consecutive threads summed in thread order, then the groups in order.
+ * When excl is non-NULL, *excl gets this thread's exclusive prefix (the
+ * group's prefix, then the group's threads in order). sd: shared
+ * double[blockDim.x]; sw: shared double[33]. Call from all threads. */
+static __device__ double cel_d_block_dsum(double v, double *sd, double *sw, double *excl)
+{
+    const int t = threadIdx.x, ng = blockDim.x / 32;
+    sd[t] = v;
+    __syncthreads();
+    if (t < ng) {
+        double a = 0;
+        for (int j = 0; j < 32; j++) a += sd[32 * t + j];
+        sw[t] = a;
+    }
+    __syncthreads();
+    if (t == 0) {
+        double a = 0;
+        for (int g = 0; g < ng; g++) {
+            const double x = sw[g];
+            sw[g] = a;
+            a += x;
+        }
+        sw[32] = a;
+    }
+    __syncthreads();
+    if (excl) {
+        if (t < ng) {
+            double a = sw[t];
+            for (int j = 0; j < 32; j++) {
+                const double x = sd[32 * t + j];
+                sd[32 * t + j] = a;
+                a += x;
+            }
+        }
+        __syncthreads();
+        *excl = sd[t];
+    }
+    const double tot = sw[32];
+    __syncthreads(); /* sd / sw may be reused at once */
+    return tot;
+}
+
+/* Largest v over the block (every thread gets it). si: shared int[32]. */
+static __device__ int cel_d_block_imax(int v, int *si)
+{
+    const int lane = threadIdx.x % 32, wid = threadIdx.x / 32, nw = blockDim.x / 32;
+    for (int o = 16; o > 0; o >>= 1) {
+        const int x = __shfl_xor_sync(0xffffffffu, v, o);
+        v = x > v ? x : v;
+    }
+    if (lane == 0) si[wid] = v;
+    __syncthreads();
+    int m = si[0];
+    for (int w = 1; w < nw; w++) m = si[w] > m ? si[w] : m;
+    __syncthreads();
+    return m;
+}
+
+static __device__ __forceinline__ bool cel_d_cand_before(float la, int ia, float lb, int ib)
+{
+    return la > lb || (la == lb && ia < ib);
+}
+
+static __global__ void __launch_bounds__(CEL__SAMPLE_THREADS)
+    cel_k_sample(int32_t *tok_out, float *lp_out, const float *logits, const cel__cu_sample_req *reqs, int n_vocab)
+{
+    __shared__ float s_bv[32];
+    __shared__ int s_bi[32], s_int[32];
+    __shared__ double s_d[CEL__SAMPLE_THREADS], s_w[33];
+    __shared__ float c_l[CEL__SAMPLE_CAP];
+    __shared__ int c_i[CEL__SAMPLE_CAP];
+    __shared__ double c_e[CEL__SAMPLE_CAP];
+    __shared__ unsigned s_hist[256];
+    __shared__ unsigned long long s_prefix;
+    __shared__ int s_krem, s_done, s_nsel, s_nan, s_tok;
+
+    const int r = blockIdx.x, t = threadIdx.x, nt = blockDim.x;
+    const cel__cu_sample_req q = reqs[r];
+    if (!q.on) {
+        if (t == 0) tok_out[r] = -1;
+        return;
+    }
+    const float *row = logits + (int64_t)r * n_vocab;
+    const int chunk = (n_vocab + nt - 1) / nt;
+    const int lo = t * chunk < n_vocab ? t * chunk : n_vocab;
+    const int hi = lo + chunk < n_vocab ? lo + chunk : n_vocab;
+
+    /* 1. max (lowest id on ties), and whether the row holds a NaN */
+    if (t == 0) s_nan = 0;
+    __syncthreads();
+    float bv = -INFINITY;
+    int bi = -1;
+    for (int i = lo; i < hi; i++) {
+        const float x = row[i];
+        if (x != x) s_nan = 1;
+        else if (bi < 0 || x > bv) {
+            bv = x;
+            bi = i;
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (oi >= 0 && (bi < 0 || ov > bv || (ov == bv && oi < bi))) {
+            bv = ov;
+            bi = oi;
+        }
+    }
+    if (t % 32 == 0) {
+        s_bv[t / 32] = bv;
+        s_bi[t / 32] = bi;
+    }
+    __syncthreads();
+    bv = s_bv[0];
+    bi = s_bi[0];
+    for (int w = 1; w < nt / 32; w++)
+        if (s_bi[w] >= 0 && (bi < 0 || s_bv[w] > bv || (s_bv[w] == bv && s_bi[w] < bi))) {
+            bv = s_bv[w];
+            bi = s_bi[w];
+        }
+    const bool bad = s_nan || bi < 0 || !isfinite(bv); /* the CPU reports (or handles) these: give the row back */
+    __syncthreads();
+    if (bad) {
+        if (t == 0) tok_out[r] = -1;
+        return;
+    }
+
+    /* 2. raw log-sum-exp, for the chosen token's logprob */
+    double lse = 0;
+    if (q.want_logprob) {
+        double a = 0;
+        for (int i = lo; i < hi; i++) a += exp((double)(row[i] - bv));
+        lse = (double)bv + log(cel_d_block_dsum(a, s_d, s_w, NULL));
+    }
+
+    int tok = -1; /* final token (valid in thread 0), -1: give the row back */
+    if (q.temperature < CEL_BACKEND_GREEDY_T) {
+        tok = bi;
+    } else {
+        const float top = bv, inv_t = q.inv_t;
+        const bool use_k = q.top_k > 0 && q.top_k < n_vocab, use_p = q.top_p < 1.0f, use_min_p = q.min_p > 0.0f;
+#define CEL__SCALED(x) cel_d_mul((x) - top, inv_t)
+        if (!use_k && !use_p && !use_min_p) {
+            /* 3a. no filter: candidates in id order; the thread whose range
+             * holds u * total walks it */
+            double a = 0;
+            for (int i = lo; i < hi; i++) a += exp((double)CEL__SCALED(row[i]));
+            double pre = 0;
+            const double z = cel_d_block_dsum(a, s_d, s_w, &pre);
+            const double thr = q.u * z;
+            if (t == 0) s_tok = n_vocab - 1;
+            /* the walker: the last thread with mass whose prefix is <= thr */
+            const int w = cel_d_block_imax(a > 0 && pre <= thr ? t : -1, s_int);
+            if (t == w) {
+                double acc = pre;
+                int pick = -1, last = lo;
+                for (int i = lo; i < hi; i++) {
+                    const double e = exp((double)CEL__SCALED(row[i]));
+                    if (e > 0) last = i;
+                    acc += e;
+                    if (acc > thr) {
+                        pick = i;
+                        break;
+                    }
+                }
+                s_tok = pick >= 0 ? pick : last;
+            }
+            __syncthreads();
+            tok = s_tok;
+        } else {
+            /* 3b. filters: the K best (scaled logit desc, id asc) by radix
+             * select on the 64-bit key (logit key, ~id) */
+            const int K = use_k ? q.top_k : (n_vocab < CEL__SAMPLE_CAP ? n_vocab : CEL__SAMPLE_CAP);
+            double zfull = 0;
+            if (use_p && !use_k) {
+                double a = 0;
+                for (int i = lo; i < hi; i++) a += exp((double)CEL__SCALED(row[i]));
+                zfull = cel_d_block_dsum(a, s_d, s_w, NULL);
+            }
+            if (t == 0) {
+                s_prefix = 0;
+                s_krem = K;
+                s_done = 0;
+                s_nsel = 0;
+            }
+            int shift = 64;
+            for (int d = 0; d < 8; d++) {
+                shift = 56 - 8 * d;
+                for (int j = t; j < 256; j += nt) s_hist[j] = 0;
+                __syncthreads();
+                const unsigned long long prefix = s_prefix;
+                for (int i = lo; i < hi; i++) {
+                    const unsigned long long key =
+                        ((unsigned long long)cel_d_fkey(CEL__SCALED(row[i])) << 32) | (0xffffffffu - (uint32_t)i);
+                    if (d == 0 || (key >> (shift + 8)) == prefix)
+                        atomicAdd(&s_hist[(unsigned)(key >> shift) & 255u], 1u);
+                }
+                __syncthreads();
+                if (t == 0) {
+                    unsigned cum = 0;
+                    int b = 255;
+                    for (; b > 0; b--) {
+                        if (cum + s_hist[b] >= (unsigned)s_krem) break;
+                        cum += s_hist[b];
+                    }
+                    s_krem -= (int)cum;
+                    s_prefix = (prefix << 8) | (unsigned)b;
+                    if (s_hist[b] == (unsigned)s_krem) s_done = 1;
+                }
+                __syncthreads();
+                if (s_done) break;
+            }
+            /* the selection: keys whose top bits are >= the prefix (exactly K) */
+            {
+                const unsigned long long prefix = s_prefix;
+                for (int i = lo; i < hi; i++) {
+                    const float l = CEL__SCALED(row[i]);
+                    const unsigned long long key =
+                        ((unsigned long long)cel_d_fkey(l) << 32) | (0xffffffffu - (uint32_t)i);
+                    if ((key >> shift) >= prefix) {
+                        const int at = atomicAdd(&s_nsel, 1);
+                        if (at < CEL__SAMPLE_CAP) {
+                            c_l[at] = l;
+                            c_i[at] = i;
+                        }
+                    }
+                }
+            }
+            __syncthreads();
+            const int nsel = s_nsel < CEL__SAMPLE_CAP ? s_nsel : CEL__SAMPLE_CAP; /* == K */
+            int n2 = 32;
+            while (n2 < nsel) n2 <<= 1;
+            for (int j = nsel + t; j < n2; j += nt) {
+                c_l[j] = -INFINITY;
+                c_i[j] = 0x7fffffff;
+            }
+            __syncthreads();
+            /* bitonic sort of c[0..n2) by (l desc, id asc) */
+            for (int k = 2; k <= n2; k <<= 1)
+                for (int j = k >> 1; j > 0; j >>= 1) {
+                    for (int i = t; i < n2; i += nt) {
+                        const int ixj = i ^ j;
+                        if (ixj > i) {
+                            const bool first = (i & k) == 0;
+                            const float la = c_l[i], lb = c_l[ixj];
+                            const int ia = c_i[i], ib = c_i[ixj];
+                            if (first ? cel_d_cand_before(lb, ib, la, ia) : cel_d_cand_before(la, ia, lb, ib)) {
+                                c_l[i] = lb;
+                                c_i[i] = ib;
+                                c_l[ixj] = la;
+                                c_i[ixj] = ia;
+                            }
+                        }
+                    }
+                    __syncthreads();
+                }
+            for (int i = t; i < nsel; i += nt) c_e[i] = exp((double)c_l[i]);
+            __syncthreads();
+            if (t == 0) {
+                /* min-p keeps a prefix of the sorted list */
+                int n_mp = nsel;
+                if (use_min_p) {
+                    n_mp = 0;
+                    while (n_mp < nsel && c_l[n_mp] >= q.lmin) n_mp++;
+                }
+                /* whether every candidate past the filters is in the list */
+                const bool all_in = use_k || nsel == n_vocab || n_mp < nsel;
+                int n = n_mp;
+                bool ok = true;
+                if (use_p) {
+                    double zp = zfull;
+                    if (use_k) {
+                        zp = 0;
+                        for (int i = 0; i < nsel; i++) zp += c_e[i];
+                    }
+                    const double target = (double)q.top_p * zp;
+                    double cum = 0;
+                    int cut = -1;
+                    for (int i = 0; i < n_mp; i++) {
+                        cum += c_e[i];
+                        if (cum >= target) {
+                            cut = i + 1;
+                            break;
+                        }
+                    }
+                    if (cut > 0) n = cut;
+                    else ok = all_in;
+                } else {
+                    ok = all_in;
+                }
+                if (ok) {
+                    double z = 0;
+                    for (int i = 0; i < n; i++) z += c_e[i];
+                    const double thr = q.u * z;
+                    double acc = 0;
+                    s_tok = c_i[n - 1];
+                    for (int i = 0; i < n; i++) {
+                        acc += c_e[i];
+                        if (acc > thr) {
+                            s_tok = c_i[i];
+                            break;
+                        }
+                    }
+                } else {
+                    s_tok = -1; /* past the candidate cap: the CPU samples it */
+                }
+            }
+            __syncthreads();
+            tok = s_tok;
+        }
+#undef CEL__SCALED
+    }
+    if (t == 0) {
+        tok_out[r] = tok;
+        if (q.want_logprob && tok >= 0) lp_out[r] = (float)((double)row[tok] - lse);
+    }
+}
+
+extern "C" cudaError_t cel__cuk_sample(cudaStream_t s, int32_t *tok, float *lp, const float *logits,
+                                       const cel__cu_sample_req *reqs, int32_t n_rows, int32_t n_vocab)
+{
+    if (n_rows <= 0) return cudaSuccess;
+    CEL_LAUNCH(cel_k_sample, n_rows, CEL__SAMPLE_THREADS, 0, s, tok, lp, logits, reqs, n_vocab);
+    return cudaGetLastError();
+}
+
 /* ---------------------------------------------------------------- profiling */
 
 /* Keeps the SM busy for about `cycles` clock cycles. The profiler queues it
