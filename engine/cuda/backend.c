@@ -748,6 +748,8 @@ static cel_status cu_collect_samples(cu_backend *be, const cel_batch *b, int32_t
         if (t >= be->V) return cel_error_set(err, CEL_ERR_INTERNAL, "cuda: sampled token %d outside the vocabulary", (int)t);
         b->tokens_out[r0 + i] = t;
         b->logprob_out[r0 + i] = t >= 0 && q->want_logprob ? lp[i] : 0.0f;
+        if (t >= 0) be->info.sampled_rows++;
+        else if (q->on) be->info.sample_given_back++;
     }
     for (int32_t i = 0; i < n;) {
         if (b->tokens_out[r0 + i] >= 0) {

@@ -340,6 +340,8 @@ typedef struct cel_cuda_info {
     double mem_bandwidth_gbs; /* from the memory clock and bus width; 0 when unknown */
     int driver_version, runtime_version;
     bool graphs;              /* CUDA graphs used for decode steps */
+    uint64_t sampled_rows;    /* output rows sampled on the GPU so far */
+    uint64_t sample_given_back; /* rows asked to be sampled that came back as logits (cap, non-finite) */
 } cel_cuda_info;
 cel_status cel_backend_cuda_info(cel_backend *be, cel_cuda_info *out);
 

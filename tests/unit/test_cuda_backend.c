@@ -33,6 +33,7 @@
 #define HAVE_KERNELS 1
 #include "engine/cuda/cuda_internal.h"
 #include "engine/ops.h"
+#include "engine/scheduler.h"
 #endif
 
 #ifdef HAVE_KERNELS
@@ -697,6 +698,143 @@ static void test_errors(void **state)
     free(tm);
 }
 
+/* ------------------------------------------------- sampling on the GPU */
+
+#define SR_MAX 8
+typedef struct sres {
+    int32_t ids[SR_MAX][16];
+    float lps[SR_MAX][16];
+    int n[SR_MAX];
+} sres;
+
+static void sres_cb(void *ud, const cel_token_event *ev)
+{
+    sres *r = ud;
+    if (ev->sample >= SR_MAX || ev->token < 0 || r->n[ev->sample] >= 16) return;
+    r->ids[ev->sample][r->n[ev->sample]] = ev->token;
+    r->lps[ev->sample][r->n[ev->sample]++] = ev->logprob;
+}
+
+/* Runs requests [0, n_req) (all submitted before the first step, so they
+ * share batches) on the scheduler over be, at most budget tokens per step;
+ * results per request. */
+static void sched_run(cel_backend *be, const int32_t (*prompts)[6], const cel_sampling *sps, const uint32_t *ns,
+                      int n_req, int32_t budget, sres *out)
+{
+    cel_sched_params p = {.n_ctx = 256, .max_seqs = 16, .max_batch_tokens = budget, .max_queue = 16};
+    cel_sched *s = NULL;
+    cel_error err;
+    if (cel_sched_create(be, &p, NULL, &s, &err) != CEL_OK) fail_msg("sched: %s", err.msg);
+    memset(out, 0, (size_t)n_req * sizeof *out);
+    for (int i = 0; i < n_req; i++) {
+        cel_request rq = {.prompt = prompts[i], .n_prompt = 6, .n = ns[i], .sampling = sps[i], .cb = sres_cb, .ud = &out[i]};
+        if (cel_sched_submit(s, &rq, NULL, &err) != CEL_OK) fail_msg("submit: %s", err.msg);
+    }
+    if (cel_sched_run_until_idle(s, &err) != CEL_OK) fail_msg("run: %s", err.msg);
+    cel_sched_free(s);
+}
+
+/* The engine (scheduler) on the CUDA backend with sampling on the GPU
+ * against the same backend with logits copied and sampled on the CPU: the
+ * same tokens and logprobs for seeded sampling (the GPU kernel has the
+ * CPU's semantics and the same uniform), for n > 1 forks, for a batch
+ * mixing GPU-sampled rows with CPU ones (a penalty, logprob alternatives,
+ * a top-p row past the kernel's candidate cap), and the same tokens for a
+ * request run alone (batch invariance). The CPU backend's logits differ
+ * from the GPU's within BF16 rounding (see the top), so sampled tokens are
+ * compared on the one backend: what changes is only where the sampling runs. */
+static void test_gpu_sampling_engine(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    tcfg c = {.name = "llama bf16 untied, V 1500", .arch = CEL_ARCH_LLAMA, .E = 128, .nh = 4, .nkv = 2, .hd = 32, .F = 96,
+              .V = 1500, .L = 2, .rope = CEL_ROPE_NORM, .tied = false, .wt = CEL_DTYPE_BF16, .emb = CEL_DTYPE_BF16,
+              .out = CEL_DTYPE_BF16};
+    tmodel *tm = malloc(sizeof *tm);
+    tm_build(tm, &c);
+    cel_backend_params bp = {.block_size = 16, .max_batch_tokens = 64, .kv_bytes = 0};
+    cel_backend *be = cuda_create_path(&tm->m, &bp, NULL);
+    assert_true(be->can_sample);
+    enum { NR = 7 };
+    int32_t prompts[NR][6];
+    for (int i = 0; i < NR; i++)
+        for (int j = 0; j < 6; j++) prompts[i][j] = (int32_t)(cel_rng_next(&g_rng) % 1500);
+    cel_sampling sps[NR];
+    uint32_t ns[NR] = {1, 3, 1, 1, 1, 1, 2};
+    for (int i = 0; i < NR; i++) {
+        cel_sampling_default(&sps[i]);
+        sps[i].temperature = 1.0f;
+        sps[i].seed = 900 + (uint64_t)i;
+        sps[i].max_tokens = 6;
+        sps[i].n_logprobs = 0;
+    }
+    sps[0].top_p = 0.95f;                     /* the RL setting */
+    sps[1].top_k = 40;                        /* n = 3: forks */
+    sps[1].temperature = 0.8f;
+    sps[2].repetition_penalty = 1.3f;         /* CPU */
+    sps[3].temperature = 0.0f;                /* greedy */
+    sps[4].top_p = 0.99f;                     /* near flat at T 20: > 1024 candidates, given back */
+    sps[4].temperature = 20.0f;
+    sps[5].min_p = 0.1f;
+    sps[5].temperature = 0.5f;
+    sps[5].n_logprobs = 3;                    /* CPU */
+    sps[6].top_k = 1024;                      /* the cap itself, top-p on top */
+    sps[6].top_p = 0.9f;
+    sps[6].n_logprobs = -1;
+    sres *gpu = calloc(NR, sizeof *gpu), *cpu = calloc(NR, sizeof *cpu), *alone = calloc(1, sizeof *alone);
+    cel_cuda_info info0, info1;
+    assert_int_equal(cel_backend_cuda_info(be, &info0), CEL_OK);
+    sched_run(be, (const int32_t(*)[6])prompts, sps, ns, NR, 64, gpu);
+    assert_int_equal(cel_backend_cuda_info(be, &info1), CEL_OK);
+    be->can_sample = false;
+    sched_run(be, (const int32_t(*)[6])prompts, sps, ns, NR, 64, cpu);
+    cel_cuda_info info2;
+    assert_int_equal(cel_backend_cuda_info(be, &info2), CEL_OK);
+    assert_true(info2.sampled_rows == info1.sampled_rows); /* off: no GPU sampling */
+    be->can_sample = true;
+    /* batch invariance: at most 8 rows per step, so the forward itself is
+     * batch-invariant (the GEMV path; cuBLAS may round larger batches
+     * differently), request 0 beside requests 2, 3 and 4, then alone */
+    int32_t inv_prompts[4][6];
+    cel_sampling inv_sps[4] = {sps[0], sps[2], sps[3], sps[4]};
+    uint32_t inv_ns[4] = {1, 1, 1, 1};
+    for (int i = 0; i < 4; i++) memcpy(inv_prompts[i], prompts[i == 0 ? 0 : i + 1], sizeof prompts[0]);
+    sres *mixed = calloc(4, sizeof *mixed);
+    sched_run(be, (const int32_t(*)[6])inv_prompts, inv_sps, inv_ns, 4, 8, mixed);
+    sched_run(be, (const int32_t(*)[6])prompts, &sps[0], &ns[0], 1, 8, alone);
+    assert_memory_equal(alone[0].ids[0], mixed[0].ids[0], 6 * sizeof(int32_t));
+    assert_memory_equal(alone[0].lps[0], mixed[0].lps[0], 6 * sizeof(float));
+    free(mixed);
+    const uint64_t sampled = info1.sampled_rows - info0.sampled_rows, back = info1.sample_given_back - info0.sample_given_back;
+    printf("  GPU-sampled rows %llu, given back %llu\n", (unsigned long long)sampled, (unsigned long long)back);
+    assert_true(sampled >= 20);
+    assert_true(back >= 3); /* request 4's decode steps */
+    int n_lp_bits = 0;
+    for (int i = 0; i < NR; i++)
+        for (uint32_t k = 0; k < ns[i]; k++) {
+            assert_int_equal(gpu[i].n[k], 6);
+            assert_int_equal(cpu[i].n[k], 6);
+            assert_memory_equal(gpu[i].ids[k], cpu[i].ids[k], 6 * sizeof(int32_t));
+            for (int j = 0; j < 6; j++) {
+                assert_true(fabsf(gpu[i].lps[k][j] - cpu[i].lps[k][j]) <= 1e-5f);
+                n_lp_bits += memcmp(&gpu[i].lps[k][j], &cpu[i].lps[k][j], 4) != 0;
+            }
+        }
+    printf("  tokens equal GPU vs CPU sampling; %d logprobs not bit-equal\n", n_lp_bits);
+    for (uint32_t k = 0; k < 3; k++)
+        printf("  fork %u: %d %d %d %d %d %d\n", k, gpu[1].ids[k][0], gpu[1].ids[k][1], gpu[1].ids[k][2], gpu[1].ids[k][3],
+               gpu[1].ids[k][4], gpu[1].ids[k][5]);
+    /* the forks drew different tokens (their streams differ) */
+    assert_true(memcmp(gpu[1].ids[0], gpu[1].ids[1], 6 * sizeof(int32_t)) != 0 ||
+                memcmp(gpu[1].ids[0], gpu[1].ids[2], 6 * sizeof(int32_t)) != 0);
+    free(gpu);
+    free(cpu);
+    free(alone);
+    cel_backend_free(be);
+    tm_free(tm);
+    free(tm);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -718,6 +856,7 @@ int main(void)
         cmocka_unit_test(test_llama_bf16), cmocka_unit_test(test_qwen2_f32_bias),
         cmocka_unit_test(test_qwen3_f16_qknorm), cmocka_unit_test(test_quantized),
         cmocka_unit_test(test_decode_paths), cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_gpu_sampling_engine),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
