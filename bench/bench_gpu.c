@@ -8,9 +8,13 @@
  *
  * For each batch size B: B sequences of --prompt tokens are prefilled in
  * chunks of max_batch_tokens, then --steps decode steps of B tokens run and
- * are timed twice: with logits copied to the host (what the engine's CPU
- * sampler consumes) and with greedy argmax on the GPU
- * (cel_backend_cuda_forward_argmax). Batch-1 decode is also reported as a
+ * are timed four times: with logits copied to the host (what the engine's
+ * CPU sampler consumes), with greedy argmax on the GPU
+ * (cel_backend_cuda_forward_argmax), and with sampling on the GPU
+ * (cel_batch.sample, logprobs included) at temperature 1 with top-p 0.95 -
+ * the RL rollout setting; the JSON says which share of rows came back as
+ * logits for lack of room in the kernel's 1024 candidates - and at
+ * temperature 1 with no filter. Batch-1 decode is also reported as a
  * share of the memory-bandwidth roofline: bytes of weights read per token
  * (every layer matrix + the output projection) over the card's bandwidth.
  * When batch 1 is measured, one more batch-1 decode step is profiled
@@ -227,6 +231,8 @@ static void bb_seq(bbatch *bb, int32_t i, int32_t n_past, int32_t n_new, int32_t
 typedef struct decode_res {
     int32_t batch;
     double prefill_tok_s, tok_s_logits, tok_s_argmax, ms_logits, ms_argmax;
+    double tok_s_sample, ms_sample, sample_back;   /* GPU sampling, temperature 1, top-p 0.95 (+ share given back) */
+    double tok_s_plain, ms_plain, plain_back;      /* GPU sampling, temperature 1, no filter */
     bool finite;
 } decode_res;
 
@@ -240,7 +246,7 @@ static int run_batch(cel_backend *be, int32_t B, const opts *o, int32_t max_toke
     bbatch bb;
     memset(&bb, 0, sizeof bb);
     const int32_t bs = be->block_size;
-    const int32_t total = o->prompt + 3 * (o->steps + 2);
+    const int32_t total = o->prompt + 5 * (o->steps + 2);
     bb.max_blocks = (total + bs - 1) / bs;
     if ((int64_t)B * bb.max_blocks > be->n_blocks) {
         fprintf(stderr, "bench_gpu: batch %d needs %d KV blocks, the pool has %d\n", (int)B, (int)(B * bb.max_blocks),
@@ -252,7 +258,11 @@ static int run_batch(cel_backend *be, int32_t B, const opts *o, int32_t max_toke
     bb.out_rows = calloc((size_t)(B > max_tokens ? B : max_tokens), sizeof(int32_t));
     bb.tables = malloc((size_t)B * bb.max_blocks * sizeof(int32_t));
     int32_t *argmax = calloc((size_t)B, sizeof(int32_t));
-    if (!bb.s || !bb.tokens || !bb.out_rows || !bb.tables || !argmax) return -1;
+    float *lps = calloc((size_t)B, sizeof(float));
+    cel_batch_sample *rq = calloc((size_t)B, sizeof *rq);
+    if (!bb.s || !bb.tokens || !bb.out_rows || !bb.tables || !argmax || !lps || !rq) return -1;
+    cel_rng rng;
+    cel_rng_seed(&rng, 1234);
     for (int64_t i = 0; i < (int64_t)B * bb.max_blocks; i++) bb.tables[i] = (int32_t)i;
     memset(res, 0, sizeof *res);
     res->batch = B;
@@ -290,9 +300,15 @@ static int run_batch(cel_backend *be, int32_t B, const opts *o, int32_t max_toke
     }
     res->prefill_tok_s = (double)B * o->prompt / (cel_now_sec() - t0);
 
-    /* decode: two warm-up steps (the second captures the CUDA graph), then timed steps */
+    /* decode: two warm-up steps (the second captures the CUDA graph), then
+     * timed steps; passes: logits to host, GPU argmax, GPU sampling with
+     * temperature 1 + top-p 0.95 (the RL setting; rows past the kernel's
+     * candidate cap come back as logits, counted), GPU sampling with
+     * temperature 1 and no filter. Sampling rows also return the logprob. */
     int32_t pos = o->prompt;
-    for (int pass = 0; pass < 2; pass++) {
+    for (int pass = 0; pass < 4; pass++) {
+        cel_cuda_info i0, i1;
+        cel_backend_cuda_info(be, &i0);
         for (int32_t step = 0; step < o->steps + 2; step++) {
             if (step == 2) t0 = cel_now_sec();
             bb.b.n_seqs = 0;
@@ -303,8 +319,17 @@ static int run_batch(cel_backend *be, int32_t B, const opts *o, int32_t max_toke
             bb.b.seqs = bb.s;
             bb.b.out_rows = bb.out_rows;
             bb.b.logits = logits;
-            cel_status st = pass == 0 ? be->v->forward(be, &bb.b, &err)
-                                      : cel_backend_cuda_forward_argmax(be, &bb.b, argmax, &err);
+            bb.b.sample = NULL;
+            if (pass >= 2) {
+                for (int32_t i = 0; i < B; i++)
+                    rq[i] = (cel_batch_sample){.on = true, .want_logprob = true, .temperature = 1.0f,
+                                               .top_p = pass == 2 ? 0.95f : 1.0f, .u = cel_rng_uniform(&rng)};
+                bb.b.sample = rq;
+                bb.b.tokens_out = argmax;
+                bb.b.logprob_out = lps;
+            }
+            cel_status st = pass == 1 ? cel_backend_cuda_forward_argmax(be, &bb.b, argmax, &err)
+                                      : be->v->forward(be, &bb.b, &err);
             if (st != CEL_OK) {
                 fprintf(stderr, "bench_gpu: decode (batch %d): %s\n", (int)B, err.msg);
                 rc = -1;
@@ -314,7 +339,18 @@ static int run_batch(cel_backend *be, int32_t B, const opts *o, int32_t max_toke
         }
         double dt = cel_now_sec() - t0;
         double tok_s = (double)B * o->steps / dt, ms = dt * 1e3 / o->steps;
-        if (pass == 0) {
+        cel_backend_cuda_info(be, &i1);
+        const double back = (double)(i1.sample_given_back - i0.sample_given_back) / ((double)B * (o->steps + 2));
+        bb.b.sample = NULL;
+        if (pass == 2) {
+            res->tok_s_sample = tok_s;
+            res->ms_sample = ms;
+            res->sample_back = back;
+        } else if (pass == 3) {
+            res->tok_s_plain = tok_s;
+            res->ms_plain = ms;
+            res->plain_back = back;
+        } else if (pass == 0) {
             res->tok_s_logits = tok_s;
             res->ms_logits = ms;
             for (int64_t i = 0; i < (int64_t)B * V; i += 997)
@@ -340,6 +376,8 @@ out:
     free(bb.out_rows);
     free(bb.tables);
     free(argmax);
+    free(lps);
+    free(rq);
     return rc;
 }
 
@@ -415,9 +453,13 @@ static void json_runs(FILE *f, const decode_res *res, int n, double roof)
         fprintf(f,
                 "    {\"batch\": %d, \"prefill_tok_s\": %.1f, \"decode_tok_s_logits\": %.1f, "
                 "\"decode_ms_step_logits\": %.3f, \"decode_tok_s_argmax\": %.1f, \"decode_ms_step_argmax\": "
-                "%.3f, \"roofline_pct_logits\": %.1f, \"roofline_pct_argmax\": %.1f, \"finite\": %s}%s\n",
+                "%.3f, \"decode_tok_s_sample\": %.1f, \"decode_ms_step_sample\": %.3f, "
+                "\"sample_given_back\": %.4f, \"decode_tok_s_sample_plain\": %.1f, \"decode_ms_step_sample_plain\": "
+                "%.3f, \"sample_plain_given_back\": %.4f, "
+                "\"roofline_pct_logits\": %.1f, \"roofline_pct_argmax\": %.1f, \"finite\": %s}%s\n",
                 (int)res[i].batch, res[i].prefill_tok_s, res[i].tok_s_logits, res[i].ms_logits, res[i].tok_s_argmax,
-                res[i].ms_argmax, roof > 0 ? 100.0 * res[i].tok_s_logits / res[i].batch / roof : 0.0,
+                res[i].ms_argmax, res[i].tok_s_sample, res[i].ms_sample, res[i].sample_back, res[i].tok_s_plain,
+                res[i].ms_plain, res[i].plain_back, roof > 0 ? 100.0 * res[i].tok_s_logits / res[i].batch / roof : 0.0,
                 roof > 0 ? 100.0 * res[i].tok_s_argmax / res[i].batch / roof : 0.0, res[i].finite ? "true" : "false",
                 i + 1 < n ? "," : "");
     fprintf(f, "  ]");
@@ -437,8 +479,10 @@ static void json_batch1(FILE *f, const char *key, const decode_res *r, double ro
 static void print_res(const decode_res *r, const char *path)
 {
     printf("batch %4d%s: prefill %8.0f tok/s | decode %9.0f tok/s (%.2f ms/step, logits to host) | %9.0f tok/s "
-           "(%.2f ms/step, GPU argmax)%s\n",
+           "(%.2f ms/step, GPU argmax) | %9.0f tok/s (%.2f ms/step, GPU sampling T 1 top-p 0.95, %.1f%% rows given "
+           "back) | %9.0f tok/s (%.2f ms/step, GPU sampling T 1)%s\n",
            (int)r->batch, path, r->prefill_tok_s, r->tok_s_logits, r->ms_logits, r->tok_s_argmax, r->ms_argmax,
+           r->tok_s_sample, r->ms_sample, 100.0 * r->sample_back, r->tok_s_plain, r->ms_plain,
            r->finite ? "" : "  NON-FINITE LOGITS");
 }
 

@@ -221,6 +221,14 @@ for p in b.get("profile_batch1", []):  # where one batch-1 decode step's GPU tim
             tg["batch1_%s_%s_ms" % (p["decode"], short)] = k["ms"]
         if k["kind"].startswith("gemv ") and k.get("gbs", 0) > 0:  # each GEMV's GB/s per path (v2 vs v3)
             tg["batch1_%s_%s_gbs" % (p["decode"], k["kind"][5:].replace("/", "_"))] = k["gbs"]
+for bs in (1, 64, 256):  # GPU sampling (T 1, top-p 0.95; T 1 unfiltered) vs logits copied to the host
+    if bs in runs and "decode_tok_s_sample" in runs[bs]:
+        r = runs[bs]
+        tg["batch%d_tok_s_sample_topp" % bs] = r["decode_tok_s_sample"]
+        tg["batch%d_tok_s_sample_plain" % bs] = r["decode_tok_s_sample_plain"]
+        tg["batch%d_sample_topp_given_back" % bs] = r["sample_given_back"]
+        tg["batch%d_sample_topp_over_logits" % bs] = r["decode_tok_s_sample"] / max(r["decode_tok_s_logits"], 1e-9)
+        tg["batch%d_sample_plain_over_logits" % bs] = r["decode_tok_s_sample_plain"] / max(r["decode_tok_s_logits"], 1e-9)
 if 256 in runs:
     tg["batch256_tok_s_logits"] = runs[256]["decode_tok_s_logits"]
     tg["batch256_tok_s_argmax"] = runs[256]["decode_tok_s_argmax"]
