@@ -4,7 +4,7 @@
  * needs no model file.
  *
  *   bench_gpu [--out FILE.json] [--layers N] [--prompt N] [--steps N]
- *             [--batches 1,64,256] [--bandwidth GBPS] [--no-v1] [--no-v3]
+ *             [--batches 1,64,256] [--bandwidth GBPS] [--no-v1] [--no-v3] [--no-prefill]
  *
  * For each batch size B: B sequences of --prompt tokens are prefilled in
  * chunks of max_batch_tokens, then --steps decode steps of B tokens run and
@@ -51,7 +51,7 @@ typedef struct opts {
     int32_t batches[8];
     int n_batches;
     double bandwidth_gbs;
-    bool no_v1, no_v3;
+    bool no_v1, no_v3, no_prefill;
 } opts;
 
 static int parse(int argc, char **argv, opts *o)
@@ -73,6 +73,7 @@ static int parse(int argc, char **argv, opts *o)
         else if (!strcmp(a, "--bandwidth") && v) o->bandwidth_gbs = atof(argv[++i]);
         else if (!strcmp(a, "--no-v1")) o->no_v1 = true;
         else if (!strcmp(a, "--no-v3")) o->no_v3 = true;
+        else if (!strcmp(a, "--no-prefill")) o->no_prefill = true;
         else if (!strcmp(a, "--batches") && v) {
             o->n_batches = 0;
             for (char *s = argv[++i]; *s && o->n_batches < 8;) {
@@ -82,7 +83,7 @@ static int parse(int argc, char **argv, opts *o)
             }
         } else {
             fprintf(stderr, "usage: bench_gpu [--out FILE.json] [--layers N] [--prompt N] [--steps N] "
-                            "[--batches 1,64,256] [--bandwidth GBPS] [--no-v1] [--no-v3]\n");
+                            "[--batches 1,64,256] [--bandwidth GBPS] [--no-v1] [--no-v3] [--no-prefill]\n");
             return -1;
         }
     }
@@ -634,6 +635,29 @@ int main(int argc, char **argv)
             ok3++;
         }
     }
+    /* long-prompt prefill (8 x 1024 tokens, chunks of max_batch_tokens):
+     * the per-token attention kernel vs the tiled one (CELINE_CUDA_PREFILL=tiled) */
+    enum { PF_B = 8, PF_P = 1024 };
+    decode_res res_pf[2];
+    bool have_pf[2] = {false, false};
+    for (int t = 0; t < 2 && !o.no_prefill; t++) {
+        cel_backend_free(be);
+        be = NULL;
+        if (t) setenv("CELINE_CUDA_PREFILL", "tiled", 1);
+        cel_status cst = cel_backend_cuda_create(&bm.m, &p, &be, &err);
+        unsetenv("CELINE_CUDA_PREFILL");
+        if (cst != CEL_OK) {
+            fprintf(stderr, "bench_gpu: prefill backend: %s\n", err.msg);
+            continue;
+        }
+        opts op = o;
+        op.prompt = PF_P;
+        op.steps = 1;
+        if (run_batch(be, PF_B, &op, p.max_batch_tokens, hp->n_vocab, logits, &res_pf[t], NULL) != 0) continue;
+        have_pf[t] = true;
+        printf("prefill %d x %d tokens, %s attention: %.1f tok/s\n", PF_B, PF_P, t ? "tiled" : "per-token",
+               res_pf[t].prefill_tok_s);
+    }
     const decode_res *v3_1 = NULL;
     for (int i = 0; i < ok3; i++)
         if (res_v3[i].batch == 1) v3_1 = &res_v3[i];
@@ -661,6 +685,10 @@ int main(int argc, char **argv)
             if (have_v1) json_batch1(f, "v1_batch1", &res_v1, roof);
             if (v3_1) json_batch1(f, "v3_batch1", v3_1, roof);
             if (have_s1) json_batch1(f, "v3_split1_batch1", &res_s1, roof);
+            if (have_pf[0] || have_pf[1])
+                fprintf(f, ",\n  \"prefill_long\": {\"batch\": %d, \"prompt\": %d, \"per_token_tok_s\": %.1f, "
+                           "\"tiled_tok_s\": %.1f}",
+                        PF_B, PF_P, have_pf[0] ? res_pf[0].prefill_tok_s : 0.0, have_pf[1] ? res_pf[1].prefill_tok_s : 0.0);
             if (have_prof) {
                 fprintf(f, ",\n  \"profile_batch1\": [");
                 json_profile(f, &prof[0], NULL);

@@ -66,6 +66,7 @@
 
 #include "../ops.h"
 #include "cuda_internal.h"
+#include "prefill.h"
 
 #define CEL__CU_MAX_GRAPHS 32
 #define CEL__CU_STAGE_BYTES ((size_t)32 << 20)  /* upload staging (pinned) */
@@ -131,6 +132,7 @@ typedef struct cu_backend {
     bool use_gemv;
     bool decode_v1; /* CELINE_CUDA_DECODE=v1: the first decode path (unfused, v1 GEMV), for A/B timing */
     bool decode_v3; /* CELINE_CUDA_DECODE=v3: split-context attention, parallel q/k/v post-process, v3 GEMVs */
+    bool prefill_tiled; /* CELINE_CUDA_PREFILL=tiled: prefill chunks through the tiled kernel (prefill.cu) */
     int32_t gemv_split; /* v3 GEMV warps per row: 0 (shape's choice), or CELINE_CUDA_GEMV_SPLIT = 1, 2, 4 */
     cu_prof *prof;  /* non-NULL only inside cel_backend_cuda_profile */
     /* weights */
@@ -464,6 +466,73 @@ static int32_t cu_attn_splits(const cu_backend *be, int32_t T)
     return cel__cuk_attn_splits(T, be->nh, be->nkv, be->hd, be->info.n_sm);
 }
 
+/* Rows of one sequence from which a batch's run goes to the tiled prefill
+ * kernel (a wide tile holds 16 tokens at GQA group 4; shorter runs gain
+ * little over the per-token kernel). */
+#define CU_PREFILL_MIN_ROWS 16
+
+/* The per-token attention kernel (v2 or v3) for batch rows [r0, r0 + n):
+ * its row arrays (q, out, pos, seq) are offset, tab_off and tables are not
+ * (seq[] still names batch sequences). */
+static cel_status cu_attention_rows(cu_backend *be, uint16_t *kc, uint16_t *vc, cel__cu_attn_params ap, int32_t r0,
+                                    int32_t n, cel_error *err)
+{
+    const int32_t *m = be->meta_dev;
+    uint16_t *out = be->xb + (size_t)r0 * be->nh * be->hd;
+    const float *q = be->qkv + (size_t)r0 * ap.q_stride;
+    ap.n_tokens = n;
+    if (be->decode_v3) {
+        /* every batch size: the split and unsplit forms give the same bits */
+        const cel__cu_attn_split sp = {be->attn_part, be->attn_count, cu_attn_splits(be, n)};
+        CEL_CUDA_CHECK(err, cel__cuk_attention_v3(be->stream, out, q, kc, vc, META_POS(be, m) + r0, META_SEQ(be, m) + r0,
+                                                  META_OFF(be, m), META_TAB(be, m), ap, &sp));
+    } else {
+        CEL_CUDA_CHECK(err, cel__cuk_attention(be->stream, out, q, kc, vc, META_POS(be, m) + r0, META_SEQ(be, m) + r0,
+                                               META_OFF(be, m), META_TAB(be, m), ap));
+    }
+    return CEL_OK;
+}
+
+/* Attention for the ap.n_tokens rows of the batch: every run of at least
+ * CU_PREFILL_MIN_ROWS consecutive rows of one sequence (a prefill chunk) goes
+ * to the tiled prefill kernel (up to CEL__CU_PREFILL_MAX_SEGS runs per
+ * launch), the rows between such runs (decode steps, short chunks) to the
+ * per-token kernel, one launch per stretch. The batch meta (pos, seq,
+ * tab_off, tables) is on the device already - cu_forward_impl / the profile
+ * upload it on this stream before the body - and its host copy
+ * (be->meta_host, filled by cu_prepare_meta for this batch) gives the runs.
+ * A decode-only batch (the graph-captured case) has no run that long, so it
+ * takes exactly one per-token launch, as before. */
+static cel_status cu_attention(cu_backend *be, uint16_t *kc, uint16_t *vc, cel__cu_attn_params ap, cel_error *err)
+{
+    const int32_t T = ap.n_tokens, *seq = META_SEQ(be, be->meta_host), *m = be->meta_dev;
+    if (!be->prefill_tiled) return cu_attention_rows(be, kc, vc, ap, 0, T, err);
+    cel__cu_prefill_seg segs[CEL__CU_PREFILL_MAX_SEGS];
+    int32_t n_segs = 0, tok0 = 0; /* rows [tok0, r) wait for the per-token kernel */
+    for (int32_t r = 0; r < T;) {
+        int32_t e = r + 1;
+        while (e < T && seq[e] == seq[r]) e++;
+        if (e - r >= CU_PREFILL_MIN_ROWS) {
+            if (r > tok0) CEL_TRY(cu_attention_rows(be, kc, vc, ap, tok0, r - tok0, err));
+            segs[n_segs++] = (cel__cu_prefill_seg){r, e - r};
+            if (n_segs == CEL__CU_PREFILL_MAX_SEGS) {
+                CEL_CUDA_CHECK(err, cel__cuk_prefill_attention(be->stream, be->xb, be->qkv, kc, vc, META_POS(be, m),
+                                                               META_SEQ(be, m), META_OFF(be, m), META_TAB(be, m), ap,
+                                                               segs, n_segs));
+                n_segs = 0;
+            }
+            tok0 = e;
+        }
+        r = e;
+    }
+    if (T > tok0) CEL_TRY(cu_attention_rows(be, kc, vc, ap, tok0, T - tok0, err));
+    if (n_segs > 0)
+        CEL_CUDA_CHECK(err, cel__cuk_prefill_attention(be->stream, be->xb, be->qkv, kc, vc, META_POS(be, m),
+                                                       META_SEQ(be, m), META_OFF(be, m), META_TAB(be, m), ap, segs,
+                                                       n_segs));
+    return CEL_OK;
+}
+
 /* Enqueues embedding and every layer for the n_tokens rows described by the
  * meta buffer (already on the device). No host synchronisation: capturable.
  * Batches of at most CEL__CU_GEMV_MAX_ROWS rows (decode) take the fused
@@ -506,16 +575,8 @@ static cel_status cu_enqueue_body(cu_backend *be, int32_t T, cel_error *err)
                                 META_BLK(be, m), kc, vc, qp));
         cu_mark(be, CU_K_ROPE, 0.0);
         cel__cu_attn_params ap = {T, be->nh, be->nkv, be->hd, be->bs, qkv_w, 1.0f / sqrtf((float)be->hd)};
-        if (be->decode_v3) {
-            /* every batch size: the split and unsplit forms give the same bits */
-            const cel__cu_attn_split sp = {be->attn_part, be->attn_count, cu_attn_splits(be, T)};
-            CEL_CUDA_CHECK(err, cel__cuk_attention_v3(be->stream, be->xb, be->qkv, kc, vc, META_POS(be, m),
-                                                      META_SEQ(be, m), META_OFF(be, m), META_TAB(be, m), ap, &sp));
-        } else {
-            CEL_CUDA_CHECK(err, cel__cuk_attention(be->stream, be->xb, be->qkv, kc, vc, META_POS(be, m),
-                                                   META_SEQ(be, m), META_OFF(be, m), META_TAB(be, m), ap));
-        }
-        cu_mark(be, CU_K_ATTN, 0.0);
+        CEL_TRY(cu_attention(be, kc, vc, ap, err));
+        cu_mark(be, CU_K_ATTN, 0.0); /* one mark for all of the layer's attention launches */
         if (g3) { /* x += O attn, then xn = ffn_norm(x); gate/up + SwiGLU; x += down h, then xn = next attn_norm(x) */
             CEL_TRY(cu_gemv3(be, be->x, NULL, cl->wo, be->xb, T, be->Q, be->E, true, cl->ffn_norm, CU_K_O, err));
             CEL_TRY(cu_gemv3(be, NULL, be->xb, cl->wgu, be->xn, T, be->E, be->F, false, NULL, CU_K_GATE_UP, err));
@@ -1017,6 +1078,10 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
     const char *denv = getenv("CELINE_CUDA_DECODE");
     be->decode_v1 = denv && strcmp(denv, "v1") == 0;
     be->decode_v3 = denv && strcmp(denv, "v3") == 0;
+    /* the tiled prefill kernel is opt-in until a GPU run has checked and
+     * timed it (tests/gpu/run.sh runs both) */
+    const char *penv = getenv("CELINE_CUDA_PREFILL");
+    be->prefill_tiled = penv && strcmp(penv, "tiled") == 0;
     const char *senv = getenv("CELINE_CUDA_GEMV_SPLIT"); /* v3 A/B timing of the split-K GEMV */
     be->gemv_split = senv && (!strcmp(senv, "1") || !strcmp(senv, "2") || !strcmp(senv, "4")) ? atoi(senv) : 0;
     const char *genv = getenv("CELINE_CUDA_GRAPHS");

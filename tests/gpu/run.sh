@@ -100,7 +100,7 @@ fi
 if [ "${STATUS[configure]}" = pass ]; then
   log "build (-j$JOBS)"
   targets=(bench_gpu)
-  "$PKGCONF" --exists cmocka && targets+=(test_cuda_ops test_cuda_backend)
+  "$PKGCONF" --exists cmocka && targets+=(test_cuda_ops test_cuda_backend test_cuda_prefill)
   if timeout "$(step_to 150)" cmake --build "$BUILD" -j "$JOBS" --target "${targets[@]}" >>"$OUT/build.log" 2>&1; then
     STATUS[build]=pass
   else
@@ -137,13 +137,14 @@ run_test() { # name timeout cmd...
 if [ "${STATUS[build]}" = pass ]; then
   run_test test_cuda_ops 45 "$BUILD/test_cuda_ops"
   run_test test_cuda_backend 45 "$BUILD/test_cuda_backend"
+  run_test test_cuda_prefill 45 "$BUILD/test_cuda_prefill"
 fi
 
 # ---- benchmarks
-if [ -x "$BUILD/bench_gpu" ] && [ "$(step_to 60)" -ge 10 ]; then
+if [ -x "$BUILD/bench_gpu" ] && [ "$(step_to 150)" -ge 10 ]; then
   log "bench_gpu"
   echo "== bench_gpu" >>"$OUT/bench.log"
-  if timeout "$(step_to 60)" "$BUILD/bench_gpu" --out "$OUT/bench_gpu.json" >>"$OUT/bench.log" 2>&1; then STATUS[bench_gpu]=pass; else STATUS[bench_gpu]="fail(rc=$?)"; fi
+  if timeout "$(step_to 150)" "$BUILD/bench_gpu" --out "$OUT/bench_gpu.json" >>"$OUT/bench.log" 2>&1; then STATUS[bench_gpu]=pass; else STATUS[bench_gpu]="fail(rc=$?)"; fi
   log "bench_gpu: ${STATUS[bench_gpu]}"
 elif [ -x "$BUILD/bench_gpu" ]; then
   STATUS[bench_gpu]="skipped(time)"
@@ -212,6 +213,11 @@ if s1:  # v3 with its GEMVs at one warp per row (CELINE_CUDA_GEMV_SPLIT=1): what
 for r in b.get("v3_runs", []):
     if r["batch"] != 1 and r["batch"] in runs:  # v3 / v2 decode speed at the larger batches (> 1: v3 faster)
         tg["batch%d_v3_over_v2_argmax" % r["batch"]] = r["decode_tok_s_argmax"] / max(runs[r["batch"]]["decode_tok_s_argmax"], 1e-9)
+pl = b.get("prefill_long")
+if pl and pl.get("per_token_tok_s"):  # 8 x 1024-token prefill: tiled kernel (CELINE_CUDA_PREFILL=tiled) / per-token
+    tg["prefill_1024_per_token_tok_s"] = pl["per_token_tok_s"]
+    tg["prefill_1024_tiled_tok_s"] = pl["tiled_tok_s"]
+    tg["prefill_1024_tiled_over_per_token"] = pl["tiled_tok_s"] / pl["per_token_tok_s"]
 for p in b.get("profile_batch1", []):  # where one batch-1 decode step's GPU time goes (details in bench.log)
     tg["batch1_%s_kernel_ms" % p["decode"]] = p["kernel_ms"]
     tg["batch1_%s_graph_ms" % p["decode"]] = p["graph_ms"]

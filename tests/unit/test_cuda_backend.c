@@ -415,7 +415,8 @@ static void run_model_path(const tcfg *c, const char *decode)
  * q/k/v post-process, split-K GEMVs with the norms in their epilogues),
  * which must meet the same tolerances - with the GEMV split the shape picks
  * (1 at these sizes) and with every row split over 4 warps
- * (CELINE_CUDA_GEMV_SPLIT=4). */
+ * (CELINE_CUDA_GEMV_SPLIT=4) - and both with prefill chunks of 16+ rows
+ * through the tiled prefill kernel (CELINE_CUDA_PREFILL=tiled). */
 static void run_model(const tcfg *c)
 {
     run_model_path(c, NULL);
@@ -424,6 +425,11 @@ static void run_model(const tcfg *c)
     assert_int_equal(setenv("CELINE_CUDA_GEMV_SPLIT", "4", 1), 0);
     run_model_path(c, "v3");
     unsetenv("CELINE_CUDA_GEMV_SPLIT");
+    printf("  (CELINE_CUDA_PREFILL=tiled)\n");
+    assert_int_equal(setenv("CELINE_CUDA_PREFILL", "tiled", 1), 0);
+    run_model_path(c, NULL);
+    run_model_path(c, "v3");
+    unsetenv("CELINE_CUDA_PREFILL");
 }
 
 #define NEED_DEVICE()                                                                                              \
