@@ -498,6 +498,7 @@ int main(int argc, char **argv)
 {
     opts o;
     if (parse(argc, argv, &o) != 0) return 2;
+    setenv("CELINE_CUDA_SAMPLE", "1", 1); /* the sampling passes need it (opt-in in the engine for now) */
     int ndev = 0;
     cudaError_t ce = cudaGetDeviceCount(&ndev);
     if (ce != cudaSuccess || ndev <= 0) {

@@ -48,7 +48,7 @@
  * needs the new meta and requests copied in first. A capture failure turns
  * graphs off and the step runs eagerly.
  *
- * Sampling on the GPU (can_sample; CELINE_CUDA_SAMPLE=0 turns it off): rows
+ * Sampling on the GPU (can_sample; opt-in with CELINE_CUDA_SAMPLE=1): rows
  * with a cel_batch_sample request are sampled by cel__cuk_sample after the
  * output GEMV and only their token (+ logprob) is copied back; rows without
  * one, and rows the kernel gives back (past its candidate cap, non-finite
@@ -1217,8 +1217,10 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
     CEL_CUDA_GOTO(err, st, fail,
                   cudaHostAlloc((void **)&be->samp_out_host, (size_t)be->logit_rows * 8, cudaHostAllocDefault));
     {
+        /* opt-in until a GPU run has checked and timed the sampling kernel
+         * (tests/gpu/run.sh: test_cuda_ops, test_cuda_backend, bench_gpu) */
         const char *senv = getenv("CELINE_CUDA_SAMPLE");
-        be->base.can_sample = !(senv && strcmp(senv, "0") == 0);
+        be->base.can_sample = senv && strcmp(senv, "1") == 0;
     }
     {
         cublasStatus_t bs = cublasSetStream(be->blas, be->stream);

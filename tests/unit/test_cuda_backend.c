@@ -759,7 +759,9 @@ static void test_gpu_sampling_engine(void **state)
     tmodel *tm = malloc(sizeof *tm);
     tm_build(tm, &c);
     cel_backend_params bp = {.block_size = 16, .max_batch_tokens = 64, .kv_bytes = 0};
+    assert_int_equal(setenv("CELINE_CUDA_SAMPLE", "1", 1), 0); /* opt-in for now */
     cel_backend *be = cuda_create_path(&tm->m, &bp, NULL);
+    unsetenv("CELINE_CUDA_SAMPLE");
     assert_true(be->can_sample);
     enum { NR = 7 };
     int32_t prompts[NR][6];
