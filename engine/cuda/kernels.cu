@@ -836,6 +836,115 @@ CEL_UNROLL
     }
 }
 
+/* Points wr at task's NR weight rows and loads their first group of chunks
+ * (c_first, c_first + 32, ... below c_end) into nxt. Rows past the end read
+ * row 0 (valid memory) and store nothing. Shared by cel_k_gemv (the chunk
+ * range is the whole row) and cel_k_gemv3 (its warp's slice of the row). */
+template <int U, int NR, bool SWIGLU>
+static __device__ __forceinline__ void cel_d_gemv_start(const uint16_t *W, int task, int n_tasks, int n_out, int w_rows,
+                                                        int n_in, int c_first, int c_end, int (&row)[NR],
+                                                        const uint16_t *(&wr)[NR], uint4 (&nxt)[U][NR])
+{
+CEL_UNROLL
+    for (int n = 0; n < NR; n++) {
+        row[n] = SWIGLU ? task + n * n_out : task * NR + n;
+        wr[n] = W + (int64_t)(task < n_tasks && row[n] < w_rows ? row[n] : 0) * n_in;
+    }
+CEL_UNROLL
+    for (int u = 0; u < U; u++) {
+        const int c = c_first + 32 * u;
+        if (c < c_end)
+CEL_UNROLL
+            for (int n = 0; n < NR; n++) nxt[u][n] = cel_d_ld16_stream(wr[n] + (int64_t)c * 8);
+    }
+}
+
+/* acc[n][r] = the dot product of weight row wr[n] with input row r of x (R
+ * rows of n_in BF16) over the chunks c_first, c_first + 32, ... below c_end,
+ * summed over the warp (every lane gets it). nxt holds the first group of
+ * loads (cel_d_gemv_start); each group's successor is issued before the group
+ * is used (double buffering). The order of the additions - per lane in
+ * ascending chunk order, then the xor-butterfly - is the numerics contract
+ * of cel_k_gemv and cel_k_gemv3 (and v1's), which is why both call this one
+ * loop rather than each keeping a copy. cur, wf and xv are scratch the
+ * caller declares after row / wr / nxt: with them declared here instead,
+ * inlining moves their allocations ahead of the caller's, nvcc numbers the
+ * PTX registers differently and ptxas allocates cel_k_gemv's registers
+ * differently (+-3 for some shapes); declared by the caller, the machine
+ * code of cel_k_gemv is byte-identical to the hand-inlined loop's. */
+template <int U, int NR, int R>
+static __device__ __forceinline__ void cel_d_gemv_dot(float (&acc)[NR][R], uint4 (&nxt)[U][NR],
+                                                      const uint16_t *(&wr)[NR], const uint16_t *x, int n_in,
+                                                      int c_first, int c_end, uint4 (&cur)[U][NR],
+                                                      float (&wf)[NR][8], float (&xv)[8])
+{
+CEL_UNROLL
+    for (int n = 0; n < NR; n++)
+CEL_UNROLL
+        for (int r = 0; r < R; r++) acc[n][r] = 0.0f;
+    for (int c0 = c_first; c0 < c_end; c0 += 32 * U) {
+CEL_UNROLL
+        for (int u = 0; u < U; u++)
+CEL_UNROLL
+            for (int n = 0; n < NR; n++) cur[u][n] = nxt[u][n];
+        if (c0 + 32 * U < c_end) {
+CEL_UNROLL
+            for (int u = 0; u < U; u++) {
+                const int c = c0 + 32 * (U + u);
+                if (c < c_end)
+CEL_UNROLL
+                    for (int n = 0; n < NR; n++) nxt[u][n] = cel_d_ld16_stream(wr[n] + (int64_t)c * 8);
+            }
+        }
+CEL_UNROLL
+        for (int u = 0; u < U; u++) {
+            const int c = c0 + 32 * u;
+            if (c >= c_end) break;
+CEL_UNROLL
+            for (int n = 0; n < NR; n++) cel_d_bf16x8(cur[u][n], wf[n]);
+CEL_UNROLL
+            for (int r = 0; r < R; r++) {
+                cel_d_bf16x8(cel_d_ld16(x + (int64_t)r * n_in + (int64_t)c * 8), xv);
+CEL_UNROLL
+                for (int n = 0; n < NR; n++)
+CEL_UNROLL
+                    for (int k = 0; k < 8; k++) acc[n][r] += wf[n][k] * xv[k];
+            }
+        }
+    }
+CEL_UNROLL
+    for (int n = 0; n < NR; n++)
+CEL_UNROLL
+        for (int r = 0; r < R; r++) acc[n][r] = cel_d_warp_sum(acc[n][r]);
+}
+
+/* Stores a task's results (called by one lane): SWIGLU: h[r][task] =
+ * bf16(silu(gate) * up) with gate acc[0], up acc[NR - 1] (cel_k_swiglu's
+ * expression); otherwise y[r][row[n]] = (or +=) acc[n][r] for the rows
+ * below n_out. */
+template <int R, int NR, bool SWIGLU>
+static __device__ __forceinline__ void cel_d_gemv_store(const float (&acc)[NR][R], const int (&row)[NR], int task,
+                                                        float *y, uint16_t *h, int n_out, int accumulate)
+{
+    if constexpr (SWIGLU) {
+CEL_UNROLL
+        for (int r = 0; r < R; r++) {
+            const float g = acc[0][r], u = acc[NR - 1][r];
+            h[(int64_t)r * n_out + task] = cel_d_f32_to_bf16(g / (1.0f + expf(-g)) * u);
+        }
+    } else {
+CEL_UNROLL
+        for (int n = 0; n < NR; n++) {
+            if (row[n] >= n_out) break;
+CEL_UNROLL
+            for (int r = 0; r < R; r++) {
+                float *dst = y + (int64_t)r * n_out + row[n];
+                *dst = accumulate ? *dst + acc[n][r] : acc[n][r];
+            }
+        }
+    }
+}
+
 /* The decode GEMV (see cel__cuk_gemv_ex). Each warp owns NR weight rows and
  * computes their dot products with all R input rows, so every weight byte is
  * read once per step. Lane l handles 16-byte chunks l, l + 32, l + 64, ...
@@ -853,28 +962,6 @@ CEL_UNROLL
  * does; the first group of weight loads is issued before it.
  * SWIGLU: warp o owns rows o (gate) and n_out + o (up) and writes
  * h = bf16(silu(gate) * up), the expression of cel_k_swiglu. */
-/* Points wr at task's NR weight rows and loads their first group of chunks
- * into nxt. Rows past the end read row 0 (valid memory) and store nothing. */
-template <int U, int NR, bool SWIGLU>
-static __device__ __forceinline__ void cel_d_gemv_start(const uint16_t *W, int task, int n_tasks, int n_out, int w_rows,
-                                                        int n_in, int lane, int (&row)[NR], const uint16_t *(&wr)[NR],
-                                                        uint4 (&nxt)[U][NR])
-{
-    const int nch = n_in / 8;
-CEL_UNROLL
-    for (int n = 0; n < NR; n++) {
-        row[n] = SWIGLU ? task + n * n_out : task * NR + n;
-        wr[n] = W + (int64_t)(task < n_tasks && row[n] < w_rows ? row[n] : 0) * n_in;
-    }
-CEL_UNROLL
-    for (int u = 0; u < U; u++) {
-        const int c = lane + 32 * u;
-        if (c < nch)
-CEL_UNROLL
-            for (int n = 0; n < NR; n++) nxt[u][n] = cel_d_ld16_stream(wr[n] + (int64_t)c * 8);
-    }
-}
-
 template <int R, int NR, bool NORM, bool SWIGLU>
 static __global__ void __launch_bounds__(CEL__CU_THREADS)
     cel_k_gemv(float *y, uint16_t *h, const uint16_t *W, const uint16_t *x, const float *xf, const float *nw, float eps,
@@ -889,8 +976,9 @@ static __global__ void __launch_bounds__(CEL__CU_THREADS)
     int task = blockIdx.x * (CEL__CU_THREADS / 32) + threadIdx.x / 32;
     int row[NR];
     const uint16_t *wr[NR];
-    uint4 nxt[U][NR] = {};
-    cel_d_gemv_start<U, NR, SWIGLU>(W, task, n_tasks, n_out, w_rows, n_in, lane, row, wr, nxt);
+    uint4 nxt[U][NR] = {}, cur[U][NR];
+    float wf[NR][8], xv[8];
+    cel_d_gemv_start<U, NR, SWIGLU>(W, task, n_tasks, n_out, w_rows, n_in, lane, nch, row, wr, nxt);
     /* ^ before the norm, so the weights are on their way meanwhile */
     const uint16_t *xs = x;
     if constexpr (NORM) {
@@ -908,67 +996,11 @@ static __global__ void __launch_bounds__(CEL__CU_THREADS)
      * normalizes once and then serves several tasks); no barrier below, so
      * warps leave independently. */
     for (bool first = true; task < n_tasks; task += stride, first = false) {
-        if (!first) cel_d_gemv_start<U, NR, SWIGLU>(W, task, n_tasks, n_out, w_rows, n_in, lane, row, wr, nxt);
+        if (!first) cel_d_gemv_start<U, NR, SWIGLU>(W, task, n_tasks, n_out, w_rows, n_in, lane, nch, row, wr, nxt);
         float acc[NR][R];
-CEL_UNROLL
-        for (int n = 0; n < NR; n++)
-CEL_UNROLL
-            for (int r = 0; r < R; r++) acc[n][r] = 0.0f;
-        for (int c0 = lane; c0 < nch; c0 += 32 * U) {
-            uint4 cur[U][NR];
-CEL_UNROLL
-            for (int u = 0; u < U; u++)
-CEL_UNROLL
-                for (int n = 0; n < NR; n++) cur[u][n] = nxt[u][n];
-            if (c0 + 32 * U < nch) {
-CEL_UNROLL
-                for (int u = 0; u < U; u++) {
-                    const int c = c0 + 32 * (U + u);
-                    if (c < nch)
-CEL_UNROLL
-                        for (int n = 0; n < NR; n++) nxt[u][n] = cel_d_ld16_stream(wr[n] + (int64_t)c * 8);
-                }
-            }
-CEL_UNROLL
-            for (int u = 0; u < U; u++) {
-                const int c = c0 + 32 * u;
-                if (c >= nch) break;
-                float wf[NR][8];
-CEL_UNROLL
-                for (int n = 0; n < NR; n++) cel_d_bf16x8(cur[u][n], wf[n]);
-CEL_UNROLL
-                for (int r = 0; r < R; r++) {
-                    float xv[8];
-                    cel_d_bf16x8(cel_d_ld16(xs + (int64_t)r * n_in + (int64_t)c * 8), xv);
-CEL_UNROLL
-                    for (int n = 0; n < NR; n++)
-CEL_UNROLL
-                        for (int k = 0; k < 8; k++) acc[n][r] += wf[n][k] * xv[k];
-                }
-            }
-        }
-CEL_UNROLL
-        for (int n = 0; n < NR; n++)
-CEL_UNROLL
-            for (int r = 0; r < R; r++) acc[n][r] = cel_d_warp_sum(acc[n][r]);
+        cel_d_gemv_dot<U, NR, R>(acc, nxt, wr, xs, n_in, lane, nch, cur, wf, xv);
         if (lane != 0) continue;
-        if constexpr (SWIGLU) {
-CEL_UNROLL
-            for (int r = 0; r < R; r++) {
-                const float g = acc[0][r], u = acc[NR - 1][r];
-                h[(int64_t)r * n_out + task] = cel_d_f32_to_bf16(g / (1.0f + expf(-g)) * u);
-            }
-        } else {
-CEL_UNROLL
-            for (int n = 0; n < NR; n++) {
-                if (row[n] >= n_out) break;
-CEL_UNROLL
-                for (int r = 0; r < R; r++) {
-                    float *dst = y + (int64_t)r * n_out + row[n];
-                    *dst = accumulate ? *dst + acc[n][r] : acc[n][r];
-                }
-            }
-        }
+        cel_d_gemv_store<R, NR, SWIGLU>(acc, row, task, y, h, n_out, accumulate);
     }
 }
 
@@ -1147,61 +1179,11 @@ static __global__ void __launch_bounds__(CEL__CU_THREADS, R == 1 ? CEL__GEMV3_MI
     const int c_beg = ks * cps, c_end = c_beg + cps < nch ? c_beg + cps : nch;
     int row[NR];
     const uint16_t *wr[NR];
-CEL_UNROLL
-    for (int n = 0; n < NR; n++) { /* rows past the end read row 0 (valid memory) and store nothing */
-        row[n] = SWIGLU ? task + n * p.n_out : task * NR + n;
-        wr[n] = p.W + (int64_t)(task < n_tasks && row[n] < w_rows ? row[n] : 0) * p.n_in;
-    }
-    uint4 nxt[U][NR] = {};
-CEL_UNROLL
-    for (int u = 0; u < U; u++) {
-        const int c = c_beg + lane + 32 * u;
-        if (c < c_end)
-CEL_UNROLL
-            for (int n = 0; n < NR; n++) nxt[u][n] = cel_d_ld16_stream(wr[n] + (int64_t)c * 8);
-    }
+    uint4 nxt[U][NR] = {}, cur[U][NR];
+    float wf[NR][8], xv[8];
+    cel_d_gemv_start<U, NR, SWIGLU>(p.W, task, n_tasks, p.n_out, w_rows, p.n_in, c_beg + lane, c_end, row, wr, nxt);
     float acc[NR][R];
-CEL_UNROLL
-    for (int n = 0; n < NR; n++)
-CEL_UNROLL
-        for (int r = 0; r < R; r++) acc[n][r] = 0.0f;
-    for (int c0 = c_beg + lane; c0 < c_end; c0 += 32 * U) {
-        uint4 cur[U][NR];
-CEL_UNROLL
-        for (int u = 0; u < U; u++)
-CEL_UNROLL
-            for (int n = 0; n < NR; n++) cur[u][n] = nxt[u][n];
-        if (c0 + 32 * U < c_end) {
-CEL_UNROLL
-            for (int u = 0; u < U; u++) {
-                const int c = c0 + 32 * (U + u);
-                if (c < c_end)
-CEL_UNROLL
-                    for (int n = 0; n < NR; n++) nxt[u][n] = cel_d_ld16_stream(wr[n] + (int64_t)c * 8);
-            }
-        }
-CEL_UNROLL
-        for (int u = 0; u < U; u++) {
-            const int c = c0 + 32 * u;
-            if (c >= c_end) break;
-            float wf[NR][8];
-CEL_UNROLL
-            for (int n = 0; n < NR; n++) cel_d_bf16x8(cur[u][n], wf[n]);
-CEL_UNROLL
-            for (int r = 0; r < R; r++) {
-                float xv[8];
-                cel_d_bf16x8(cel_d_ld16(p.x + (int64_t)r * p.n_in + (int64_t)c * 8), xv);
-CEL_UNROLL
-                for (int n = 0; n < NR; n++)
-CEL_UNROLL
-                    for (int k = 0; k < 8; k++) acc[n][r] += wf[n][k] * xv[k];
-            }
-        }
-    }
-CEL_UNROLL
-    for (int n = 0; n < NR; n++)
-CEL_UNROLL
-        for (int r = 0; r < R; r++) acc[n][r] = cel_d_warp_sum(acc[n][r]);
+    cel_d_gemv_dot<U, NR, R>(acc, nxt, wr, p.x, p.n_in, c_beg + lane, c_end, cur, wf, xv);
     if constexpr (KS > 1) { /* the task's first warp adds the slice sums in slice order */
         __shared__ float s_part[NW][NR][R];
         if (lane == 0)
@@ -1221,25 +1203,8 @@ CEL_UNROLL
                     acc[n][r] = t;
                 }
     }
-    if (ks == 0 && lane == 0 && task < n_tasks) {
-        if constexpr (SWIGLU) {
-CEL_UNROLL
-            for (int r = 0; r < R; r++) {
-                const float g = acc[0][r], u = acc[NR - 1][r];
-                p.h[(int64_t)r * p.n_out + task] = cel_d_f32_to_bf16(g / (1.0f + expf(-g)) * u);
-            }
-        } else {
-CEL_UNROLL
-            for (int n = 0; n < NR; n++) {
-                if (row[n] >= p.n_out) break;
-CEL_UNROLL
-                for (int r = 0; r < R; r++) {
-                    float *dst = p.y + (int64_t)r * p.n_out + row[n];
-                    *dst = p.accumulate ? *dst + acc[n][r] : acc[n][r];
-                }
-            }
-        }
-    }
+    if (ks == 0 && lane == 0 && task < n_tasks)
+        cel_d_gemv_store<R, NR, SWIGLU>(acc, row, task, p.y, p.h, p.n_out, p.accumulate);
     if constexpr (!SWIGLU) {
         if (p.norm_out) { /* the same for the whole grid */
             __shared__ int s_last;
