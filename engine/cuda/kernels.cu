@@ -389,6 +389,75 @@ extern "C" cudaError_t cel__cuk_qkv_rope_v3(cudaStream_t s, float *qkv, const fl
 
 #define CEL__ATT_WARPS 8
 
+/* One warp's pass over the context positions j_first, j_first + NW, ...
+ * below j_end, AU at a time: the K/V rows of AU positions are loaded before
+ * any is used, so a warp waits for memory once per AU positions instead of
+ * once per position (decode at short context is latency-bound, not
+ * bandwidth-bound); the arithmetic, and its order, is that of one position
+ * at a time. Folds each position into the warp's online-softmax state (m, l,
+ * acc) of its G q heads (lane owns dims [lane D, lane D + D) of the head).
+ * Shared by cel_k_attention (the whole context) and cel_k_attention_v3 (one
+ * chunk), whose bits must agree. kr / vr are scratch the caller declares
+ * after its state (see cel_d_gemv_dot: allocations inlined from here would
+ * change the kernels' register numbering and allocation). */
+template <int D, int G, int AU>
+static __device__ __forceinline__ void cel_d_attn_span(const float (&qr)[G][D], float (&acc)[G][D], float (&m)[G],
+                                                       float (&l)[G], float (&kr)[AU][D], float (&vr)[AU][D],
+                                                       const uint16_t *k_cache, const uint16_t *v_cache,
+                                                       const int32_t *tab, const cel__cu_attn_params &p, int kvh,
+                                                       int lane, int j_first, int j_end)
+{
+    constexpr int NW = CEL__ATT_WARPS, HD = 32 * D;
+    for (int j0 = j_first; j0 < j_end; j0 += NW * AU) {
+CEL_UNROLL
+        for (int u = 0; u < AU; u++) {
+            const int j = j0 + u * NW;
+            if (j < j_end) { /* j is the same for the whole warp */
+                const int64_t b = tab[j / p.block_size];
+                const int64_t off = ((b * p.n_head_kv + kvh) * p.block_size + j % p.block_size) * HD + lane * D;
+                cel_d_load_f16<D>(k_cache + off, kr[u]);
+                cel_d_load_f16<D>(v_cache + off, vr[u]);
+            }
+        }
+CEL_UNROLL
+        for (int u = 0; u < AU; u++) {
+            if (j0 + u * NW >= j_end) break;
+CEL_UNROLL
+            for (int g = 0; g < G; g++) {
+                float sdot = 0.0f;
+CEL_UNROLL
+                for (int d = 0; d < D; d++) sdot += qr[g][d] * kr[u][d];
+                sdot = cel_d_warp_sum(sdot);
+                const float mn = fmaxf(m[g], sdot);
+                const float corr = cel_d_fast_exp(m[g] - mn), pr = cel_d_fast_exp(sdot - mn);
+                l[g] = l[g] * corr + pr;
+CEL_UNROLL
+                for (int d = 0; d < D; d++) acc[g][d] = acc[g][d] * corr + pr * vr[u][d];
+                m[g] = mn;
+            }
+        }
+    }
+}
+
+/* Publishes a warp's state (m, l, acc) of its G q heads into the block's
+ * shared s_m / s_l / s_acc at slot w, for the merge across warps. */
+template <int D, int G>
+static __device__ __forceinline__ void cel_d_attn_publish(float (&s_m)[CEL__ATT_WARPS][G], float (&s_l)[CEL__ATT_WARPS][G],
+                                                          float (&s_acc)[CEL__ATT_WARPS][G][32 * D],
+                                                          const float (&m)[G], const float (&l)[G],
+                                                          const float (&acc)[G][D], int lane, int w)
+{
+CEL_UNROLL
+    for (int g = 0; g < G; g++) {
+        if (lane == 0) {
+            s_m[w][g] = m[g];
+            s_l[w][g] = l[g];
+        }
+CEL_UNROLL
+        for (int d = 0; d < D; d++) s_acc[w][g][lane * D + d] = acc[g][d];
+    }
+}
+
 /* One block per (token, G q heads sharing one kv head). Lane l of each warp
  * owns dims [l*D, l*D + D) of the head; warp w walks positions w, w+8, ...
  * keeping a running max / sum / weighted V per q head (online softmax), and
@@ -419,51 +488,11 @@ CEL_UNROLL
         m[g] = -INFINITY;
         l[g] = 0.0f;
     }
-    /* Warp w visits positions w, w + NW, w + 2 NW, ... in that order, AU at a
-     * time: the K/V rows of AU positions are loaded before any is used, so a
-     * warp waits for memory once per AU positions instead of once per
-     * position (decode at short context is latency-bound, not bandwidth-bound).
-     * The arithmetic, and its order, is the same as one position at a time. */
+    /* warp w visits positions w, w + NW, w + 2 NW, ... in that order */
     constexpr int AU = D <= 4 ? 4 : 2;
-    for (int j0 = w; j0 < n_ctx; j0 += NW * AU) {
-        float kr[AU][D], vr[AU][D];
-CEL_UNROLL
-        for (int u = 0; u < AU; u++) {
-            const int j = j0 + u * NW;
-            if (j < n_ctx) { /* j is the same for the whole warp */
-                const int64_t b = tab[j / p.block_size];
-                const int64_t off = ((b * p.n_head_kv + kvh) * p.block_size + j % p.block_size) * HD + lane * D;
-                cel_d_load_f16<D>(k_cache + off, kr[u]);
-                cel_d_load_f16<D>(v_cache + off, vr[u]);
-            }
-        }
-CEL_UNROLL
-        for (int u = 0; u < AU; u++) {
-            if (j0 + u * NW >= n_ctx) break;
-CEL_UNROLL
-            for (int g = 0; g < G; g++) {
-                float sdot = 0.0f;
-CEL_UNROLL
-                for (int d = 0; d < D; d++) sdot += qr[g][d] * kr[u][d];
-                sdot = cel_d_warp_sum(sdot);
-                const float mn = fmaxf(m[g], sdot);
-                const float corr = cel_d_fast_exp(m[g] - mn), pr = cel_d_fast_exp(sdot - mn);
-                l[g] = l[g] * corr + pr;
-CEL_UNROLL
-                for (int d = 0; d < D; d++) acc[g][d] = acc[g][d] * corr + pr * vr[u][d];
-                m[g] = mn;
-            }
-        }
-    }
-CEL_UNROLL
-    for (int g = 0; g < G; g++) {
-        if (lane == 0) {
-            s_m[w][g] = m[g];
-            s_l[w][g] = l[g];
-        }
-CEL_UNROLL
-        for (int d = 0; d < D; d++) s_acc[w][g][lane * D + d] = acc[g][d];
-    }
+    float kr[AU][D], vr[AU][D];
+    cel_d_attn_span<D, G, AU>(qr, acc, m, l, kr, vr, k_cache, v_cache, tab, p, kvh, lane, w, n_ctx);
+    cel_d_attn_publish<D, G>(s_m, s_l, s_acc, m, l, acc, lane, w);
     __syncthreads();
     for (int idx = threadIdx.x; idx < G * HD; idx += blockDim.x) {
         const int g = idx / HD, d = idx % HD;
@@ -616,46 +645,10 @@ CEL_UNROLL
             l[g] = 0.0f;
         }
         /* as cel_k_attention, over the chunk's positions only */
-        for (int j0 = c * csz + w; j0 < j_end; j0 += NW * AU) {
-            float kr[AU][D], vr[AU][D];
-CEL_UNROLL
-            for (int u = 0; u < AU; u++) {
-                const int j = j0 + u * NW;
-                if (j < j_end) {
-                    const int64_t b = tab[j / p.block_size];
-                    const int64_t off = ((b * p.n_head_kv + kvh) * p.block_size + j % p.block_size) * HD + lane * D;
-                    cel_d_load_f16<D>(k_cache + off, kr[u]);
-                    cel_d_load_f16<D>(v_cache + off, vr[u]);
-                }
-            }
-CEL_UNROLL
-            for (int u = 0; u < AU; u++) {
-                if (j0 + u * NW >= j_end) break;
-CEL_UNROLL
-                for (int g = 0; g < G; g++) {
-                    float sdot = 0.0f;
-CEL_UNROLL
-                    for (int d = 0; d < D; d++) sdot += qr[g][d] * kr[u][d];
-                    sdot = cel_d_warp_sum(sdot);
-                    const float mn = fmaxf(m[g], sdot);
-                    const float corr = cel_d_fast_exp(m[g] - mn), pr = cel_d_fast_exp(sdot - mn);
-                    l[g] = l[g] * corr + pr;
-CEL_UNROLL
-                    for (int d = 0; d < D; d++) acc[g][d] = acc[g][d] * corr + pr * vr[u][d];
-                    m[g] = mn;
-                }
-            }
-        }
+        float kr[AU][D], vr[AU][D];
+        cel_d_attn_span<D, G, AU>(qr, acc, m, l, kr, vr, k_cache, v_cache, tab, p, kvh, lane, c * csz + w, j_end);
         __syncthreads(); /* the previous chunk's merge has read s_* */
-CEL_UNROLL
-        for (int g = 0; g < G; g++) {
-            if (lane == 0) {
-                s_m[w][g] = m[g];
-                s_l[w][g] = l[g];
-            }
-CEL_UNROLL
-            for (int d = 0; d < D; d++) s_acc[w][g][lane * D + d] = acc[g][d];
-        }
+        cel_d_attn_publish<D, G>(s_m, s_l, s_acc, m, l, acc, lane, w);
         __syncthreads();
 CEL_UNROLL
         for (int e = 0; e < EPT; e++) {
