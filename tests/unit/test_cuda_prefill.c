@@ -29,55 +29,7 @@
 
 #ifdef HAVE_KERNELS
 
-static bool g_device;
-static cudaStream_t g_stream;
-static cel_rng g_rng;
-
-static float frand(float a) { return (float)((cel_rng_uniform(&g_rng) * 2.0 - 1.0) * a); }
-
-/* ---- device memory helpers (assert on failure: a test, not a library) ---- */
-static void *dalloc(size_t n)
-{
-    void *p = NULL;
-    assert_int_equal(cudaMalloc(&p, n ? n : 1), cudaSuccess);
-    return p;
-}
-static void *dup_to_dev(const void *h, size_t n)
-{
-    void *d = dalloc(n);
-    assert_int_equal(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice), cudaSuccess);
-    return d;
-}
-static void to_host(void *h, const void *d, size_t n)
-{
-    assert_int_equal(cudaStreamSynchronize(g_stream), cudaSuccess);
-    assert_int_equal(cudaMemcpy(h, d, n, cudaMemcpyDeviceToHost), cudaSuccess);
-}
-static void dfree(void *d) { assert_int_equal(cudaFree(d), cudaSuccess); }
-
-/* |got - want| <= atol + rtol |want| for every element; prints the worst. */
-static void check_close(const char *what, const float *got, const float *want, size_t n, float atol, float rtol)
-{
-    size_t worst = 0, bad = 0;
-    float worst_err = 0.0f;
-    for (size_t i = 0; i < n; i++) {
-        float e = fabsf(got[i] - want[i]);
-        if (!(e <= atol + rtol * fabsf(want[i]))) bad++;
-        if (!(e <= worst_err)) {
-            worst_err = e;
-            worst = i;
-        }
-    }
-    printf("  %-44s n=%-8zu max|err|=%.3g at %zu (got %.6g want %.6g)%s\n", what, n, (double)worst_err, worst,
-           n ? (double)got[worst] : 0.0, n ? (double)want[worst] : 0.0, bad ? "  FAIL" : "");
-    if (bad) fail_msg("%s: %zu of %zu elements outside tolerance (atol %g, rtol %g)", what, bad, n, (double)atol,
-                      (double)rtol);
-}
-
-#define NEED_DEVICE()                                                                                              \
-    do {                                                                                                           \
-        if (!g_device) skip();                                                                                     \
-    } while (0)
+#include "test_cuda_util.h"
 
 /* ------------------------------------------------------------ a problem */
 
