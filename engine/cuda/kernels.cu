@@ -253,61 +253,6 @@ extern "C" cudaError_t cel__cuk_rmsnorm(cudaStream_t s, float *out_f32, uint16_t
 
 /* ------------------------------------------------------ q/k/v post-process */
 
-static __global__ void cel_k_qkv_rope(float *qkv, const float *bias, const float *q_norm, const float *k_norm,
-                                      const float *inv_freq, const int32_t *pos, const int32_t *blk, uint16_t *k_cache,
-                                      uint16_t *v_cache, cel__cu_qkv_params p)
-{
-    const int t = blockIdx.x, lane = threadIdx.x % 32, w = threadIdx.x / 32, nw = blockDim.x / 32;
-    const int hd = p.head_dim, nq = p.n_head, nkv = p.n_head_kv, half = hd / 2;
-    float *row = qkv + (int64_t)t * (nq + 2 * nkv) * hd;
-    const int ps = pos[t], slot = ps % p.block_size;
-    const int64_t b = blk[t];
-    for (int u = w; u < nq + 2 * nkv; u += nw) {
-        float *x = row + (int64_t)u * hd;
-        if (bias)
-            for (int d = lane; d < hd; d += 32) x[d] += bias[(int64_t)u * hd + d];
-        const bool is_q = u < nq, is_k = !is_q && u < nq + nkv;
-        if (is_q || is_k) {
-            const float *nwt = is_q ? q_norm : k_norm;
-            if (nwt) { /* same lanes own the same elements as the bias loop: no sync needed */
-                float ss = 0.0f;
-                for (int d = lane; d < hd; d += 32) ss += x[d] * x[d];
-                ss = cel_d_warp_sum(ss);
-                const float sc = 1.0f / sqrtf(ss / (float)hd + p.eps);
-                for (int d = lane; d < hd; d += 32) x[d] = x[d] * sc * nwt[d];
-            }
-            __syncwarp();
-            for (int i = lane; i < half; i += 32) {
-                const int i0 = p.rope_style == CEL_ROPE_NEOX ? i : 2 * i;
-                const int i1 = p.rope_style == CEL_ROPE_NEOX ? i + half : 2 * i + 1;
-                const float th = (float)ps * inv_freq[i];
-                const float c = cosf(th), sn = sinf(th);
-                const float a = x[i0], bb = x[i1];
-                x[i0] = a * c - bb * sn;
-                x[i1] = a * sn + bb * c;
-            }
-            __syncwarp();
-        }
-        if (!is_q) {
-            const int h = is_k ? u - nq : u - nq - nkv;
-            uint16_t *dst = (is_k ? k_cache : v_cache) + ((b * nkv + h) * p.block_size + slot) * (int64_t)hd;
-            for (int d = lane; d < hd; d += 32) dst[d] = cel_d_f32_to_f16(x[d]);
-        }
-        __syncwarp();
-    }
-}
-
-extern "C" cudaError_t cel__cuk_qkv_rope(cudaStream_t s, float *qkv, const float *bias, const float *q_norm,
-                                         const float *k_norm, const float *inv_freq, const int32_t *pos,
-                                         const int32_t *blk, uint16_t *k_cache, uint16_t *v_cache,
-                                         cel__cu_qkv_params p)
-{
-    if (p.n_tokens <= 0) return cudaSuccess;
-    CEL_LAUNCH(cel_k_qkv_rope, p.n_tokens, 128, 0, s, qkv, bias, q_norm, k_norm, inv_freq, pos, blk, k_cache, v_cache,
-               p);
-    return cudaGetLastError();
-}
-
 /* cos and sin of the angle pos * inv_freq, the angle rounded to float as the
  * CPU reference (cel_op_rope) rounds it. The angle is reduced to [-pi, pi] in
  * double (k * 2 pi with k < 2^31 loses nothing that matters at float
@@ -322,24 +267,17 @@ static __device__ __forceinline__ void cel_d_rope_cs(int pos, float inv_freq, fl
     cel_d_fast_sincos(r, s, c);
 }
 
-#define CEL__ROPE_WARPS 4
-
-/* v3 q/k/v post-process: one warp per head-unit (q heads, then k heads, then
- * v heads), CEL__ROPE_WARPS units per block, grid (tokens, unit groups), so
- * a token's units run in parallel rather than 12 after another in one block.
- * Per unit the same steps as cel_k_qkv_rope; the rotation takes its cos/sin
- * from cel_d_rope_cs. */
-static __global__ void __launch_bounds__(32 * CEL__ROPE_WARPS)
-    cel_k_qkv_rope_v3(float *qkv, const float *bias, const float *q_norm, const float *k_norm, const float *inv_freq,
-                      const int32_t *pos, const int32_t *blk, uint16_t *k_cache, uint16_t *v_cache,
-                      cel__cu_qkv_params p)
+/* One head-unit u of token row x (q heads, then k heads, then v heads),
+ * one warp: bias, q/k RMSNorm, the rotation (FAST_CS: cos/sin from
+ * cel_d_rope_cs, v3; else precise cosf/sinf, v2), and for k and v the F16 write
+ * into slot `slot` of KV block b. */
+template <bool FAST_CS>
+static __device__ __forceinline__ void cel_d_qkv_unit(float *x, int u, int lane, int ps, int64_t b, int slot,
+                                                      const float *bias, const float *q_norm, const float *k_norm,
+                                                      const float *inv_freq, uint16_t *k_cache, uint16_t *v_cache,
+                                                      const cel__cu_qkv_params &p)
 {
-    const int t = blockIdx.x, lane = threadIdx.x % 32;
     const int hd = p.head_dim, nq = p.n_head, nkv = p.n_head_kv, half = hd / 2;
-    const int u = blockIdx.y * (blockDim.x / 32) + threadIdx.x / 32;
-    if (u >= nq + 2 * nkv) return; /* the whole warp */
-    float *x = qkv + ((int64_t)t * (nq + 2 * nkv) + u) * hd;
-    const int ps = pos[t];
     if (bias)
         for (int d = lane; d < hd; d += 32) x[d] += bias[(int64_t)u * hd + d];
     const bool is_q = u < nq, is_k = !is_q && u < nq + nkv;
@@ -357,7 +295,13 @@ static __global__ void __launch_bounds__(32 * CEL__ROPE_WARPS)
             const int i0 = p.rope_style == CEL_ROPE_NEOX ? i : 2 * i;
             const int i1 = p.rope_style == CEL_ROPE_NEOX ? i + half : 2 * i + 1;
             float c, sn;
-            cel_d_rope_cs(ps, inv_freq[i], &c, &sn);
+            if (FAST_CS) {
+                cel_d_rope_cs(ps, inv_freq[i], &c, &sn);
+            } else {
+                const float th = (float)ps * inv_freq[i];
+                c = cosf(th);
+                sn = sinf(th);
+            }
             const float a = x[i0], bb = x[i1];
             x[i0] = a * c - bb * sn;
             x[i1] = a * sn + bb * c;
@@ -366,10 +310,57 @@ static __global__ void __launch_bounds__(32 * CEL__ROPE_WARPS)
     }
     if (!is_q) {
         const int h = is_k ? u - nq : u - nq - nkv;
-        uint16_t *dst = (is_k ? k_cache : v_cache) +
-                        (((int64_t)blk[t] * nkv + h) * p.block_size + ps % p.block_size) * (int64_t)hd;
+        uint16_t *dst = (is_k ? k_cache : v_cache) + ((b * nkv + h) * p.block_size + slot) * (int64_t)hd;
         for (int d = lane; d < hd; d += 32) dst[d] = cel_d_f32_to_f16(x[d]);
     }
+}
+
+static __global__ void cel_k_qkv_rope(float *qkv, const float *bias, const float *q_norm, const float *k_norm,
+                                      const float *inv_freq, const int32_t *pos, const int32_t *blk, uint16_t *k_cache,
+                                      uint16_t *v_cache, cel__cu_qkv_params p)
+{
+    const int t = blockIdx.x, lane = threadIdx.x % 32, w = threadIdx.x / 32, nw = blockDim.x / 32;
+    const int units = p.n_head + 2 * p.n_head_kv;
+    float *row = qkv + (int64_t)t * units * p.head_dim;
+    const int ps = pos[t], slot = ps % p.block_size;
+    const int64_t b = blk[t];
+    for (int u = w; u < units; u += nw) {
+        cel_d_qkv_unit<false>(row + (int64_t)u * p.head_dim, u, lane, ps, b, slot, bias, q_norm, k_norm, inv_freq,
+                              k_cache, v_cache, p);
+        __syncwarp();
+    }
+}
+
+extern "C" cudaError_t cel__cuk_qkv_rope(cudaStream_t s, float *qkv, const float *bias, const float *q_norm,
+                                         const float *k_norm, const float *inv_freq, const int32_t *pos,
+                                         const int32_t *blk, uint16_t *k_cache, uint16_t *v_cache,
+                                         cel__cu_qkv_params p)
+{
+    if (p.n_tokens <= 0) return cudaSuccess;
+    CEL_LAUNCH(cel_k_qkv_rope, p.n_tokens, 128, 0, s, qkv, bias, q_norm, k_norm, inv_freq, pos, blk, k_cache, v_cache,
+               p);
+    return cudaGetLastError();
+}
+
+#define CEL__ROPE_WARPS 4
+
+/* v3 q/k/v post-process: one warp per head-unit (q heads, then k heads, then
+ * v heads), CEL__ROPE_WARPS units per block, grid (tokens, unit groups), so
+ * a token's units run in parallel rather than 12 after another in one block.
+ * Per unit the same steps as cel_k_qkv_rope; the rotation takes its cos/sin
+ * from cel_d_rope_cs. */
+static __global__ void __launch_bounds__(32 * CEL__ROPE_WARPS)
+    cel_k_qkv_rope_v3(float *qkv, const float *bias, const float *q_norm, const float *k_norm, const float *inv_freq,
+                      const int32_t *pos, const int32_t *blk, uint16_t *k_cache, uint16_t *v_cache,
+                      cel__cu_qkv_params p)
+{
+    const int t = blockIdx.x, lane = threadIdx.x % 32;
+    const int units = p.n_head + 2 * p.n_head_kv;
+    const int u = blockIdx.y * (blockDim.x / 32) + threadIdx.x / 32;
+    if (u >= units) return; /* the whole warp */
+    const int ps = pos[t];
+    cel_d_qkv_unit<true>(qkv + ((int64_t)t * units + u) * p.head_dim, u, lane, ps, blk[t], ps % p.block_size, bias,
+                         q_norm, k_norm, inv_freq, k_cache, v_cache, p);
 }
 
 extern "C" cudaError_t cel__cuk_qkv_rope_v3(cudaStream_t s, float *qkv, const float *bias, const float *q_norm,
