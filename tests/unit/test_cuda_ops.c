@@ -1443,22 +1443,12 @@ static void test_launch_errors(void **state)
 static int setup(void **state)
 {
     (void)state;
-    cel_rng_seed(&g_rng, 20240607);
-    int n = 0;
-    cudaError_t e = cudaGetDeviceCount(&n);
-    if (e != cudaSuccess || n <= 0) {
-        printf("SKIP: no CUDA device (%s)\n", e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
-        cudaGetLastError();
-        return 0;
-    }
-    if (cudaSetDevice(0) != cudaSuccess || cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking) != cudaSuccess ||
-        cublasCreate(&g_blas) != CUBLAS_STATUS_SUCCESS || cublasSetStream(g_blas, g_stream) != CUBLAS_STATUS_SUCCESS) {
+    if (!cuda_test_open(20240607)) return 0;
+    if (cublasCreate(&g_blas) != CUBLAS_STATUS_SUCCESS || cublasSetStream(g_blas, g_stream) != CUBLAS_STATUS_SUCCESS) {
         printf("SKIP: no CUDA device (setup failed)\n");
-        return 0;
+        cudaStreamDestroy(g_stream);
+        g_device = false;
     }
-    struct cudaDeviceProp prop;
-    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
-    g_device = true;
     return 0;
 }
 

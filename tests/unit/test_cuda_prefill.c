@@ -412,21 +412,7 @@ static void test_tile_tokens_and_errors(void **state)
 static int setup(void **state)
 {
     (void)state;
-    cel_rng_seed(&g_rng, 20250114);
-    int n = 0;
-    cudaError_t e = cudaGetDeviceCount(&n);
-    if (e != cudaSuccess || n <= 0) {
-        printf("SKIP: no CUDA device (%s)\n", e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
-        cudaGetLastError();
-        return 0;
-    }
-    if (cudaSetDevice(0) != cudaSuccess || cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking) != cudaSuccess) {
-        printf("SKIP: no CUDA device (setup failed)\n");
-        return 0;
-    }
-    struct cudaDeviceProp prop;
-    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
-    g_device = true;
+    cuda_test_open(20250114);
     return 0;
 }
 

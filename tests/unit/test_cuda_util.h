@@ -61,6 +61,29 @@ static inline void check_close(const char *what, const float *got, const float *
                       (double)rtol);
 }
 
+/* Group set-up: seeds g_rng, opens device 0 and g_stream, and sets g_device;
+ * without a usable device it prints the SKIP line the GPU run looks for and
+ * leaves g_device false (every test then skips). Returns false then. */
+static inline bool cuda_test_open(uint64_t seed)
+{
+    cel_rng_seed(&g_rng, seed);
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n <= 0) {
+        printf("SKIP: no CUDA device (%s)\n", e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+        cudaGetLastError();
+        return false;
+    }
+    if (cudaSetDevice(0) != cudaSuccess || cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking) != cudaSuccess) {
+        printf("SKIP: no CUDA device (setup failed)\n");
+        return false;
+    }
+    struct cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
+    g_device = true;
+    return true;
+}
+
 #define NEED_DEVICE()                                                                                              \
     do {                                                                                                           \
         if (!g_device) skip();                                                                                     \
