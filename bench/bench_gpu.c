@@ -27,7 +27,10 @@
  * at batch 1, so one GPU run compares all three (the default backend is v2);
  * then v3 once more at batch 1 with its GEMVs forced to one warp per row
  * (CELINE_CUDA_GEMV_SPLIT=1, decode "v3-split1" in the JSON), which isolates
- * what the split-K GEMV gains over the norm-once change alone.
+ * what the split-K GEMV gains over the norm-once change alone; then, on
+ * sm_90+, v3 at batch 1 with programmatic dependent launch
+ * (CELINE_CUDA_PDL=1) and the GEMVs' L2 prefetch at 2 KiB (default, also
+ * profiled: "v3-pdl"), 0 and 8 KiB per warp (CELINE_CUDA_PDL_PREFETCH).
  * Prints a summary and writes the figures as JSON. Without a CUDA device
  * (or without CUDA in the build) it prints a SKIP line and writes
  * {"skipped": ...}.
@@ -498,6 +501,9 @@ int main(int argc, char **argv)
 {
     opts o;
     if (parse(argc, argv, &o) != 0) return 2;
+#ifdef CEL_CUDA_EMU
+    cel__emu_set_device_memory((size_t)16 << 30); /* bench_gpu_emu: room for the full-width model */
+#endif
     setenv("CELINE_CUDA_SAMPLE", "1", 1); /* the sampling passes need it (opt-in in the engine for now) */
     int ndev = 0;
     cudaError_t ce = cudaGetDeviceCount(&ndev);
@@ -521,7 +527,7 @@ int main(int argc, char **argv)
     memset(&p, 0, sizeof p);
     p.block_size = 16;
     p.max_batch_tokens = max_b > 512 ? max_b : 512;
-    int32_t per_seq = (o.prompt + 3 * (o.steps + 2) + 15) / 16;
+    int32_t per_seq = (o.prompt + 3 * (o.steps + 2) + 15) / 16 + 1; /* + 1: the pool needs 2 blocks at least */
     p.kv_bytes = cel_backend_kv_block_bytes(hp, 16, CEL_BACKEND_CUDA) * (size_t)max_b * (size_t)per_seq;
     p.log.fn = logger;
     p.log.min_level = CEL_LOG_INFO;
@@ -562,7 +568,7 @@ int main(int argc, char **argv)
            (int)hp->n_layer, bytes_tok / 1e9, load_s, pinned ? "pinned" : "pageable");
 
     decode_res res[8];
-    cel_cuda_profile prof[4]; /* v2 (default), v1, v3, v3 with unsplit GEMVs */
+    cel_cuda_profile prof[5]; /* v2 (default), v1, v3, v3 with unsplit GEMVs, v3 with PDL */
     bool have_prof = false;
     int ok = 0;
     for (int i = 0; i < o.n_batches; i++) {
@@ -636,6 +642,41 @@ int main(int argc, char **argv)
             ok3++;
         }
     }
+    /* programmatic dependent launch on the v3 path (CELINE_CUDA_PDL=1, sm_90+)
+     * at batch 1: the GEMVs' L2 prefetch while they wait at its default
+     * (2 KiB per warp, profiled: the graph figure is the one PDL changes),
+     * off, and 8 KiB */
+    static const struct {
+        const char *key, *label, *pf;
+    } pdlv[3] = {{"v3_pdl_batch1", " (v3 + PDL)", NULL},
+                 {"v3_pdl_pf0_batch1", " (v3 + PDL, no L2 prefetch)", "0"},
+                 {"v3_pdl_pf8k_batch1", " (v3 + PDL, 8 KiB L2 prefetch per warp)", "8192"}};
+    decode_res res_pdl[3];
+    bool have_pdl[3] = {false, false, false}, have_pdl_prof = false;
+    for (int v = 0; v < 3 && !o.no_v3 && have_prof && info.cc_major >= 9; v++) {
+        cel_backend_free(be);
+        be = NULL;
+        setenv("CELINE_CUDA_DECODE", "v3", 1);
+        setenv("CELINE_CUDA_PDL", "1", 1);
+        if (pdlv[v].pf) setenv("CELINE_CUDA_PDL_PREFETCH", pdlv[v].pf, 1);
+        cel_status cst = cel_backend_cuda_create(&bm.m, &p, &be, &err);
+        unsetenv("CELINE_CUDA_DECODE");
+        unsetenv("CELINE_CUDA_PDL");
+        unsetenv("CELINE_CUDA_PDL_PREFETCH");
+        if (cst != CEL_OK) {
+            fprintf(stderr, "bench_gpu: v3 + PDL backend: %s\n", err.msg);
+            continue;
+        }
+        if (run_batch(be, 1, &o, p.max_batch_tokens, hp->n_vocab, logits, &res_pdl[v], v == 0 ? &prof[4] : NULL) != 0)
+            continue;
+        have_pdl[v] = true;
+        if (v == 0) have_pdl_prof = true;
+        print_res(&res_pdl[v], pdlv[v].label);
+        if (roof > 0)
+            printf("batch 1%s vs roofline: %.1f%% (logits to host), %.1f%% (GPU argmax)\n", pdlv[v].label,
+                   100.0 * res_pdl[v].tok_s_logits / roof, 100.0 * res_pdl[v].tok_s_argmax / roof);
+        if (v == 0) printf("v3 + PDL: one graph replay %.3f ms\n", prof[4].graph_ms);
+    }
     /* long-prompt prefill (8 x 1024 tokens, chunks of max_batch_tokens):
      * the per-token attention kernel vs the tiled one (CELINE_CUDA_PREFILL=tiled) */
     enum { PF_B = 8, PF_P = 1024 };
@@ -686,6 +727,8 @@ int main(int argc, char **argv)
             if (have_v1) json_batch1(f, "v1_batch1", &res_v1, roof);
             if (v3_1) json_batch1(f, "v3_batch1", v3_1, roof);
             if (have_s1) json_batch1(f, "v3_split1_batch1", &res_s1, roof);
+            for (int v = 0; v < 3; v++)
+                if (have_pdl[v]) json_batch1(f, pdlv[v].key, &res_pdl[v], roof);
             if (have_pf[0] || have_pf[1])
                 fprintf(f, ",\n  \"prefill_long\": {\"batch\": %d, \"prompt\": %d, \"per_token_tok_s\": %.1f, "
                            "\"tiled_tok_s\": %.1f}",
@@ -704,6 +747,10 @@ int main(int argc, char **argv)
                 if (have_s1) {
                     fprintf(f, ",\n    ");
                     json_profile(f, &prof[3], "v3-split1");
+                }
+                if (have_pdl_prof) {
+                    fprintf(f, ",\n    ");
+                    json_profile(f, &prof[4], "v3-pdl");
                 }
                 fprintf(f, "]");
             }

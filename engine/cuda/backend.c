@@ -38,7 +38,10 @@
  * (CELINE_CUDA_GEMV_SPLIT=1|2|4 forces a split, for A/B timing). v3 is not
  * bit-equal to v2 (other cos/sin, other attention and split-GEMV summation
  * orders) but is batch-invariant in the same way; v2 stays the default
- * until a GPU run has timed v3.
+ * until a GPU run has timed v3. CELINE_CUDA_PDL=1 adds programmatic
+ * dependent launch to v3's small-batch layer kernels on sm_90+ (see
+ * cu_enqueue_body and CEL_LAUNCH_PDL): same bits, fewer idle gaps between
+ * kernels.
  *
  * Decode steps (every sequence adds one token) are captured into CUDA graphs
  * keyed by (tokens, output rows, head mode: logits, argmax or sampling) -
@@ -134,6 +137,8 @@ typedef struct cu_backend {
     bool decode_v3; /* CELINE_CUDA_DECODE=v3: split-context attention, parallel q/k/v post-process, v3 GEMVs */
     bool prefill_tiled; /* CELINE_CUDA_PREFILL=tiled: prefill chunks through the tiled kernel (prefill.cu) */
     int32_t gemv_split; /* v3 GEMV warps per row: 0 (shape's choice), or CELINE_CUDA_GEMV_SPLIT = 1, 2, 4 */
+    bool pdl;           /* CELINE_CUDA_PDL=1 on sm_90+: v3 small-batch layer kernels launch early (see cu_enqueue_body) */
+    int32_t pdl_prefetch; /* bytes per warp a v3 GEMV prefetches into L2 while it waits (CELINE_CUDA_PDL_PREFETCH) */
     cu_prof *prof;  /* non-NULL only inside cel_backend_cuda_profile */
     /* weights */
     uint16_t *tok_embd, *output; /* output == tok_embd when tied */
@@ -435,8 +440,8 @@ static cel_status cu_gemv_norm(cu_backend *be, float *y, uint16_t *swiglu_out, c
  * swiglu_out; with norm_w != NULL the last block then writes the RMSNorm of
  * y's T rows (width O) with norm_w into be->xn, the next GEMV's input. */
 static cel_status cu_gemv3(cu_backend *be, float *y, uint16_t *swiglu_out, const uint16_t *W, const uint16_t *x,
-                           int32_t T, int32_t I, int32_t O, bool accumulate, const float *norm_w, cu_kind kind,
-                           cel_error *err)
+                           int32_t T, int32_t I, int32_t O, bool accumulate, const float *norm_w, bool pdl,
+                           cu_kind kind, cel_error *err)
 {
     cel__cu_gemv3_args a;
     memset(&a, 0, sizeof a);
@@ -455,6 +460,8 @@ static cel_status cu_gemv3(cu_backend *be, float *y, uint16_t *swiglu_out, const
         a.eps = be->base.model->hp.rms_eps;
         a.count = be->gemv_count;
     }
+    a.pdl = pdl;
+    a.pf_bytes = pdl ? be->pdl_prefetch : 0;
     CEL_CUDA_CHECK(err, cel__cuk_gemv3(be->stream, &a));
     cu_mark(be, kind, (double)O * (swiglu_out ? 2.0 : 1.0) * (double)I * 2.0);
     return CEL_OK;
@@ -475,7 +482,7 @@ static int32_t cu_attn_splits(const cu_backend *be, int32_t T)
  * its row arrays (q, out, pos, seq) are offset, tab_off and tables are not
  * (seq[] still names batch sequences). */
 static cel_status cu_attention_rows(cu_backend *be, uint16_t *kc, uint16_t *vc, cel__cu_attn_params ap, int32_t r0,
-                                    int32_t n, cel_error *err)
+                                    int32_t n, bool pdl, cel_error *err)
 {
     const int32_t *m = be->meta_dev;
     uint16_t *out = be->xb + (size_t)r0 * be->nh * be->hd;
@@ -483,7 +490,7 @@ static cel_status cu_attention_rows(cu_backend *be, uint16_t *kc, uint16_t *vc, 
     ap.n_tokens = n;
     if (be->decode_v3) {
         /* every batch size: the split and unsplit forms give the same bits */
-        const cel__cu_attn_split sp = {be->attn_part, be->attn_count, cu_attn_splits(be, n)};
+        const cel__cu_attn_split sp = {be->attn_part, be->attn_count, cu_attn_splits(be, n), pdl};
         CEL_CUDA_CHECK(err, cel__cuk_attention_v3(be->stream, out, q, kc, vc, META_POS(be, m) + r0, META_SEQ(be, m) + r0,
                                                   META_OFF(be, m), META_TAB(be, m), ap, &sp));
     } else {
@@ -503,17 +510,18 @@ static cel_status cu_attention_rows(cu_backend *be, uint16_t *kc, uint16_t *vc, 
  * (be->meta_host, filled by cu_prepare_meta for this batch) gives the runs.
  * A decode-only batch (the graph-captured case) has no run that long, so it
  * takes exactly one per-token launch, as before. */
-static cel_status cu_attention(cu_backend *be, uint16_t *kc, uint16_t *vc, cel__cu_attn_params ap, cel_error *err)
+static cel_status cu_attention(cu_backend *be, uint16_t *kc, uint16_t *vc, cel__cu_attn_params ap, bool pdl,
+                               cel_error *err)
 {
     const int32_t T = ap.n_tokens, *seq = META_SEQ(be, be->meta_host), *m = be->meta_dev;
-    if (!be->prefill_tiled) return cu_attention_rows(be, kc, vc, ap, 0, T, err);
+    if (!be->prefill_tiled) return cu_attention_rows(be, kc, vc, ap, 0, T, pdl, err);
     cel__cu_prefill_seg segs[CEL__CU_PREFILL_MAX_SEGS];
     int32_t n_segs = 0, tok0 = 0; /* rows [tok0, r) wait for the per-token kernel */
     for (int32_t r = 0; r < T;) {
         int32_t e = r + 1;
         while (e < T && seq[e] == seq[r]) e++;
         if (e - r >= CU_PREFILL_MIN_ROWS) {
-            if (r > tok0) CEL_TRY(cu_attention_rows(be, kc, vc, ap, tok0, r - tok0, err));
+            if (r > tok0) CEL_TRY(cu_attention_rows(be, kc, vc, ap, tok0, r - tok0, false, err));
             segs[n_segs++] = (cel__cu_prefill_seg){r, e - r};
             if (n_segs == CEL__CU_PREFILL_MAX_SEGS) {
                 CEL_CUDA_CHECK(err, cel__cuk_prefill_attention(be->stream, be->xb, be->qkv, kc, vc, META_POS(be, m),
@@ -525,7 +533,9 @@ static cel_status cu_attention(cu_backend *be, uint16_t *kc, uint16_t *vc, cel__
         }
         r = e;
     }
-    if (T > tok0) CEL_TRY(cu_attention_rows(be, kc, vc, ap, tok0, T - tok0, err));
+    /* early launch only when this is the layer's one attention launch (its
+     * predecessor is then the q/k/v post-process, which it waits for) */
+    if (T > tok0) CEL_TRY(cu_attention_rows(be, kc, vc, ap, tok0, T - tok0, pdl && tok0 == 0 && n_segs == 0, err));
     if (n_segs > 0)
         CEL_CUDA_CHECK(err, cel__cuk_prefill_attention(be->stream, be->xb, be->qkv, kc, vc, META_POS(be, m),
                                                        META_SEQ(be, m), META_OFF(be, m), META_TAB(be, m), ap, segs,
@@ -549,6 +559,13 @@ static cel_status cu_enqueue_body(cu_backend *be, int32_t T, cel_error *err)
     /* v3 small batches: the norms run once per layer (xn), in the epilogue
      * of the GEMV that produced the residual (the first one after embed) */
     const bool g3 = fused && be->decode_v3;
+    /* Programmatic dependent launch (CELINE_CUDA_PDL=1, sm_90+): in the v3
+     * small-batch path every layer kernel - each of which waits for its
+     * predecessor in cel_d_grid_wait before it reads activations - may start
+     * while the kernel before it finishes, the GEMVs loading and prefetching
+     * their weights meanwhile. Not while profiling: the events recorded
+     * between launches are what is being timed. */
+    const bool pdl = g3 && be->pdl && !be->prof;
     CEL_CUDA_CHECK(err, cel__cuk_embed(be->stream, be->x, be->tok_embd, META_TOK(be, m), T, be->E));
     cu_mark(be, CU_K_EMBED, 0.0);
     if (g3 && be->L > 0) {
@@ -560,7 +577,7 @@ static cel_status cu_enqueue_body(cu_backend *be, int32_t T, cel_error *err)
         const cu_layer *cl = &be->layers[l];
         uint16_t *kc = be->k_cache + (size_t)l * be->kv_layer_elems, *vc = be->v_cache + (size_t)l * be->kv_layer_elems;
         if (g3) {
-            CEL_TRY(cu_gemv3(be, be->qkv, NULL, cl->wqkv, be->xn, T, be->E, qkv_w, false, NULL, CU_K_QKV, err));
+            CEL_TRY(cu_gemv3(be, be->qkv, NULL, cl->wqkv, be->xn, T, be->E, qkv_w, false, NULL, pdl, CU_K_QKV, err));
         } else if (fused) {
             CEL_TRY(cu_gemv_norm(be, be->qkv, NULL, cl->wqkv, cl->attn_norm, T, qkv_w, be->xb, CU_K_QKV, err));
         } else {
@@ -569,19 +586,19 @@ static cel_status cu_enqueue_body(cu_backend *be, int32_t T, cel_error *err)
             cu_mark(be, CU_K_NORM, 0.0);
             CEL_TRY(cu_gemm(be, be->qkv, cl->wqkv, be->xb, T, be->E, qkv_w, false, CU_K_QKV, err));
         }
-        cel__cu_qkv_params qp = {T, be->nh, be->nkv, be->hd, be->bs, (int32_t)hp->rope_style, hp->rms_eps};
+        cel__cu_qkv_params qp = {T, be->nh, be->nkv, be->hd, be->bs, (int32_t)hp->rope_style, hp->rms_eps, pdl};
         CEL_CUDA_CHECK(err, (be->decode_v3 ? cel__cuk_qkv_rope_v3 : cel__cuk_qkv_rope)(
                                 be->stream, be->qkv, cl->bqkv, cl->q_norm, cl->k_norm, be->inv_freq, META_POS(be, m),
                                 META_BLK(be, m), kc, vc, qp));
         cu_mark(be, CU_K_ROPE, 0.0);
         cel__cu_attn_params ap = {T, be->nh, be->nkv, be->hd, be->bs, qkv_w, 1.0f / sqrtf((float)be->hd)};
-        CEL_TRY(cu_attention(be, kc, vc, ap, err));
+        CEL_TRY(cu_attention(be, kc, vc, ap, pdl, err));
         cu_mark(be, CU_K_ATTN, 0.0); /* one mark for all of the layer's attention launches */
         if (g3) { /* x += O attn, then xn = ffn_norm(x); gate/up + SwiGLU; x += down h, then xn = next attn_norm(x) */
-            CEL_TRY(cu_gemv3(be, be->x, NULL, cl->wo, be->xb, T, be->Q, be->E, true, cl->ffn_norm, CU_K_O, err));
-            CEL_TRY(cu_gemv3(be, NULL, be->xb, cl->wgu, be->xn, T, be->E, be->F, false, NULL, CU_K_GATE_UP, err));
+            CEL_TRY(cu_gemv3(be, be->x, NULL, cl->wo, be->xb, T, be->Q, be->E, true, cl->ffn_norm, pdl, CU_K_O, err));
+            CEL_TRY(cu_gemv3(be, NULL, be->xb, cl->wgu, be->xn, T, be->E, be->F, false, NULL, pdl, CU_K_GATE_UP, err));
             CEL_TRY(cu_gemv3(be, be->x, NULL, cl->wdown, be->xb, T, be->F, be->E, true,
-                             l + 1 < be->L ? be->layers[l + 1].attn_norm : NULL, CU_K_DOWN, err));
+                             l + 1 < be->L ? be->layers[l + 1].attn_norm : NULL, pdl, CU_K_DOWN, err));
             continue;
         }
         CEL_TRY(cu_gemm(be, be->x, cl->wo, be->xb, T, be->Q, be->E, true, CU_K_O, err));
@@ -1016,6 +1033,7 @@ static cel_status cu_open_device(cu_backend *be, cel_error *err)
                              prop.name, prop.major, prop.minor);
     snprintf(be->info.device, sizeof be->info.device, "%s", prop.name);
     be->info.cc_major = prop.major;
+    if (prop.major < 9) be->pdl = false; /* griddepcontrol needs sm_90 */
     be->info.cc_minor = prop.minor;
     be->info.n_sm = prop.multiProcessorCount;
     be->info.total_mem = prop.totalGlobalMem;
@@ -1084,6 +1102,16 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
     be->prefill_tiled = penv && strcmp(penv, "tiled") == 0;
     const char *senv = getenv("CELINE_CUDA_GEMV_SPLIT"); /* v3 A/B timing of the split-K GEMV */
     be->gemv_split = senv && (!strcmp(senv, "1") || !strcmp(senv, "2") || !strcmp(senv, "4")) ? atoi(senv) : 0;
+    /* programmatic dependent launch: opt-in until a GPU run has timed it
+     * (tests/gpu/run.sh); set up once the device's generation is known */
+    const char *pdl_env = getenv("CELINE_CUDA_PDL"), *pf_env = getenv("CELINE_CUDA_PDL_PREFETCH");
+    be->pdl = pdl_env && strcmp(pdl_env, "1") == 0;
+    be->pdl_prefetch = 2048;
+    if (pf_env && *pf_env) {
+        char *end = NULL;
+        long v = strtol(pf_env, &end, 10);
+        if (*end == '\0' && v >= 0 && v <= (1 << 20)) be->pdl_prefetch = (int32_t)(v / 16 * 16);
+    }
     const char *genv = getenv("CELINE_CUDA_GRAPHS");
     be->graphs_on = !(genv && strcmp(genv, "0") == 0);
     be->base.block_size = be->bs;
@@ -1257,6 +1285,9 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
             be->info.device, be->info.cc_major, be->info.cc_minor, be->info.n_sm, (double)w_bytes / (1 << 20),
             (int)nblk, (double)be->info.kv_bytes / (1 << 20), (double)act_bytes / (1 << 20),
             be->graphs_on ? "on" : "off");
+    if (be->pdl)
+        cel_log(&be->log, CEL_LOG_INFO, "cuda: programmatic dependent launch on (v3 decode: %s; L2 prefetch %d B per warp)",
+                be->decode_v3 ? "active" : "inactive, CELINE_CUDA_DECODE is not v3", (int)be->pdl_prefetch);
     *out = &be->base;
     return CEL_OK;
 fail:

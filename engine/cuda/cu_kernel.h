@@ -99,6 +99,21 @@ void *cel__emu_dyn_smem(void);
 
 #define CEL_LAUNCH(kernel, grid, block, smem, stream, ...)                                                        \
     cel__emu_launch((grid), (block), (smem), (stream), [=]() { kernel(__VA_ARGS__); })
+/* Launches run one after another, so there is no early start to allow. */
+#define CEL_LAUNCH_PDL(pdl, kernel, grid, block, smem, stream, ...)                                               \
+    ((void)(pdl), CEL_LAUNCH(kernel, grid, block, smem, stream, __VA_ARGS__))
+static inline void cel_d_grid_wait(void) {}
+static inline void cel_d_grid_launch_next(void) {}
+/* The prefetch moves no data, but it must name memory the kernel may read,
+ * aligned as cp.async.bulk demands: touching its first and last byte lets
+ * ASan check the former, and a misaligned request stops the test. */
+static inline void cel_d_prefetch_l2(const void *p, uint32_t bytes)
+{
+    if ((uintptr_t)p % 16 != 0 || bytes == 0 || bytes % 16 != 0) __builtin_trap();
+    const volatile unsigned char *b = (const volatile unsigned char *)p;
+    (void)b[0];
+    (void)b[bytes - 1];
+}
 #define CEL_DYN_SMEM(T, name) T *name = (T *)cel__emu_dyn_smem()
 
 static inline float cel_d_f16_to_f32(uint16_t h)
@@ -125,6 +140,69 @@ static inline uint16_t cel_d_f32_to_f16(float f)
 #include <cuda_runtime.h>
 
 #define CEL_LAUNCH(kernel, grid, block, smem, stream, ...) kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__)
+
+/* Programmatic dependent launch (sm_90+): with pdl set, the kernel may start
+ * while the previous kernel on the stream is still running - as soon as
+ * every block of that one has called cel_d_grid_launch_next (or exited) -
+ * and must call cel_d_grid_wait before it touches anything the previous
+ * kernels write or read (see cel_d_grid_wait). Errors surface through
+ * cudaGetLastError, as with CEL_LAUNCH. */
+template <typename... P, typename... A>
+static void cel__launch_pdl(int pdl, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                            A... args)
+{
+    if (!pdl) {
+        kernel<<<grid, block, smem, s>>>(args...);
+        return;
+    }
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    (void)cudaLaunchKernelEx(&cfg, kernel, ((P)args)...);
+}
+#define CEL_LAUNCH_PDL(pdl, kernel, grid, block, smem, stream, ...)                                               \
+    cel__launch_pdl((pdl), kernel, dim3(grid), dim3(block), (smem), (stream), __VA_ARGS__)
+
+/* Waits until the kernels this one was launched behind (CEL_LAUNCH_PDL) have
+ * finished and their writes are visible. Before it a kernel may only read
+ * what no kernel of the step writes (weights) and prefetch; a kernel
+ * launched without pdl returns from it at once. sm_90+; older parts never
+ * launch early (the backend sets pdl only on sm_90+), so it is empty there. */
+static __device__ __forceinline__ void cel_d_grid_wait(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+/* Lets the next kernel (launched with pdl) start its blocks: called early,
+ * so they can be resident and prefetching while this kernel finishes. Only
+ * a scheduling hint: the next kernel still waits for this one to complete
+ * in cel_d_grid_wait. */
+static __device__ __forceinline__ void cel_d_grid_launch_next(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+/* Starts bringing bytes (a multiple of 16, p 16-byte aligned) into L2 in one
+ * bulk request (sm_90+; nothing on older parts). A hint: no data moves into
+ * registers, so it is safe before cel_d_grid_wait. */
+static __device__ __forceinline__ void cel_d_prefetch_l2(const void *p, uint32_t bytes)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
 #define CEL_DYN_SMEM(T, name)                                                                                     \
     extern __shared__ __align__(16) unsigned char cel__dyn_smem[];                                               \
     T *name = (T *)cel__dyn_smem

@@ -116,6 +116,7 @@ typedef struct cel__cu_qkv_params {
     int32_t block_size; /* KV block, tokens */
     int32_t rope_style; /* cel_rope_style */
     float eps;          /* q/k norm epsilon */
+    int32_t pdl;        /* v3 only: launch early behind the previous kernel (sm_90+, see CEL_LAUNCH_PDL) */
 } cel__cu_qkv_params;
 
 /* Per token t of qkv ([n_tokens][(n_head + 2 n_head_kv) head_dim], FP32, in
@@ -172,6 +173,7 @@ typedef struct cel__cu_attn_split {
     float *part;    /* device scratch for chunk states */
     int32_t *count; /* device arrival counters, zero between launches */
     int32_t splits; /* blocks per (token, q-head group), 1 .. CEL__CU_ATTN_MAX_CHUNKS */
+    int32_t pdl;    /* launch early behind the previous kernel (sm_90+, see CEL_LAUNCH_PDL) */
 } cel__cu_attn_split;
 cudaError_t cel__cuk_attention_v3(cudaStream_t s, uint16_t *out, const float *q, const uint16_t *k_cache,
                                   const uint16_t *v_cache, const int32_t *pos, const int32_t *seq,
@@ -254,6 +256,8 @@ typedef struct cel__cu_gemv3_args {
     const float *norm_w;   /* FP32 [n_out] */
     float eps;
     int32_t *count;        /* device arrival counter for the epilogue */
+    int32_t pdl;           /* launch early behind the previous kernel (sm_90+, see CEL_LAUNCH_PDL) ... */
+    int32_t pf_bytes;      /* ... and meanwhile prefetch this many bytes per warp into L2 (multiple of 16) */
 } cel__cu_gemv3_args;
 cudaError_t cel__cuk_gemv3(cudaStream_t s, const cel__cu_gemv3_args *a);
 /* The warps per row cel__cuk_gemv3 uses by default: a function of the shape

@@ -358,6 +358,8 @@ static __global__ void __launch_bounds__(32 * CEL__ROPE_WARPS)
     const int units = p.n_head + 2 * p.n_head_kv;
     const int u = blockIdx.y * (blockDim.x / 32) + threadIdx.x / 32;
     if (u >= units) return; /* the whole warp */
+    cel_d_grid_wait(); /* qkv comes from the previous kernel (pdl launch) */
+    cel_d_grid_launch_next();
     const int ps = pos[t];
     cel_d_qkv_unit<true>(qkv + ((int64_t)t * units + u) * p.head_dim, u, lane, ps, blk[t], ps % p.block_size, bias,
                          q_norm, k_norm, inv_freq, k_cache, v_cache, p);
@@ -371,8 +373,8 @@ extern "C" cudaError_t cel__cuk_qkv_rope_v3(cudaStream_t s, float *qkv, const fl
     if (p.n_tokens <= 0) return cudaSuccess;
     const int units = p.n_head + 2 * p.n_head_kv;
     const dim3 grid((unsigned)p.n_tokens, (unsigned)((units + CEL__ROPE_WARPS - 1) / CEL__ROPE_WARPS));
-    CEL_LAUNCH(cel_k_qkv_rope_v3, grid, 32 * CEL__ROPE_WARPS, 0, s, qkv, bias, q_norm, k_norm, inv_freq, pos, blk,
-               k_cache, v_cache, p);
+    CEL_LAUNCH_PDL(p.pdl, cel_k_qkv_rope_v3, grid, 32 * CEL__ROPE_WARPS, 0, s, qkv, bias, q_norm, k_norm, inv_freq,
+                   pos, blk, k_cache, v_cache, p);
     return cudaGetLastError();
 }
 
@@ -604,6 +606,8 @@ static __global__ void __launch_bounds__(CEL__ATT3_THREADS)
     const int t = blockIdx.x, h0 = blockIdx.y * G, z = blockIdx.z, S = gridDim.z;
     const int kvh = h0 / (p.n_head / p.n_head_kv);
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
+    cel_d_grid_wait(); /* q and the new K/V come from the previous kernel (pdl launch) */
+    cel_d_grid_launch_next();
     const int n_ctx = pos[t] + 1;
     const int csz = cel_d_attn_chunk(n_ctx), n_chunks = (n_ctx + csz - 1) / csz;
     if (z >= n_chunks) return; /* the whole block: no chunk for it */
@@ -736,8 +740,8 @@ static cudaError_t cel__attn_v3_launch_d(cudaStream_t s, int G, uint16_t *out, c
     if (!kern || G * D > 32) return cudaErrorInvalidValue;
     const int splits = sp ? sp->splits : 1;
     const dim3 grid((unsigned)p.n_tokens, (unsigned)(p.n_head / G), (unsigned)splits);
-    CEL_LAUNCH(kern, grid, CEL__ATT3_THREADS, 0, s, out, q, k, v, pos, seq, tab_off, tables, p,
-               splits > 1 ? sp->part : nullptr, splits > 1 ? sp->count : nullptr);
+    CEL_LAUNCH_PDL(sp ? sp->pdl : 0, kern, grid, CEL__ATT3_THREADS, 0, s, out, q, k, v, pos, seq, tab_off, tables, p,
+                   splits > 1 ? sp->part : nullptr, splits > 1 ? sp->count : nullptr);
     return cudaGetLastError();
 }
 
@@ -1130,6 +1134,7 @@ typedef struct cel__gemv3_kp {
     int32_t *count;
     float eps;
     int n_in, n_out, accumulate;
+    int pf_bytes; /* per warp: L2 prefetch of its slice beyond the first group, before cel_d_grid_wait */
 } cel__gemv3_kp;
 
 /* The v3 decode GEMV (see cel__cuk_gemv3). A row task - NR weight rows (one,
@@ -1165,7 +1170,21 @@ static __global__ void __launch_bounds__(CEL__CU_THREADS, R == 1 ? CEL__GEMV3_MI
     const uint16_t *wr[NR];
     uint4 nxt[U][NR] = {}, cur[U][NR];
     float wf[NR][8], xv[8];
+    /* Launched early (pdl), the block gets here while the previous kernel
+     * still runs: lane n asks L2 for pf_bytes / NR of row n's slice past
+     * the first group, and the first group goes into registers, so memory
+     * stays busy across the kernel boundary. Only weights are read before
+     * the wait. (The prefetch comes first so that its registers are free
+     * again before the loads'.) */
+    if (p.pf_bytes > 0 && task < n_tasks && lane < NR) {
+        const int r = SWIGLU ? task + lane * p.n_out : task * NR + lane;
+        const int c0 = c_beg + 32 * U, lim = p.pf_bytes / (16 * NR);
+        const int n_ch = c_end - c0 < lim ? c_end - c0 : lim;
+        if (r < w_rows && n_ch > 0) cel_d_prefetch_l2(p.W + (int64_t)r * p.n_in + (int64_t)c0 * 8, (uint32_t)n_ch * 16u);
+    }
     cel_d_gemv_start<U, NR, SWIGLU>(p.W, task, n_tasks, p.n_out, w_rows, p.n_in, c_beg + lane, c_end, row, wr, nxt);
+    cel_d_grid_wait();
+    cel_d_grid_launch_next();
     float acc[NR][R];
     cel_d_gemv_dot<U, NR, R>(acc, nxt, wr, p.x, p.n_in, c_beg + lane, c_end, cur, wf, xv);
     if constexpr (KS > 1) { /* the task's first warp adds the slice sums in slice order */
@@ -1252,7 +1271,8 @@ static cudaError_t cel__gemv3_launch(cudaStream_t s, const cel__cu_gemv3_args *a
     kp.n_in = a->n_in;
     kp.n_out = a->n_out;
     kp.accumulate = a->accumulate;
-    CEL_LAUNCH(kern, (unsigned)grid, CEL__CU_THREADS, 0, s, kp);
+    kp.pf_bytes = a->pdl ? a->pf_bytes : 0;
+    CEL_LAUNCH_PDL(a->pdl, kern, (unsigned)grid, CEL__CU_THREADS, 0, s, kp);
     return cudaGetLastError();
 }
 
@@ -1265,6 +1285,7 @@ extern "C" cudaError_t cel__cuk_gemv3(cudaStream_t s, const cel__cu_gemv3_args *
     if (swiglu ? (a->y || a->norm_out) : !a->y) return cudaErrorInvalidValue;
     if (a->norm_out && (!a->norm_w || !a->count)) return cudaErrorInvalidValue;
     if ((int64_t)a->n_out * (swiglu ? 2 : 1) > INT32_MAX) return cudaErrorInvalidValue;
+    if (a->pf_bytes < 0 || a->pf_bytes % 16 != 0) return cudaErrorInvalidValue;
     const int32_t ks = a->k_split ? a->k_split : cel__cuk_gemv3_split(a->n_out, a->n_in, swiglu);
     if (swiglu) return ks == 1 ? cel__gemv3_launch<2, 1, true>(s, a) : cudaErrorInvalidValue;
     switch (ks) {

@@ -416,11 +416,18 @@ static void run_model_path(const tcfg *c, const char *decode)
  * which must meet the same tolerances - with the GEMV split the shape picks
  * (1 at these sizes) and with every row split over 4 warps
  * (CELINE_CUDA_GEMV_SPLIT=4) - and both with prefill chunks of 16+ rows
- * through the tiled prefill kernel (CELINE_CUDA_PREFILL=tiled). */
+ * through the tiled prefill kernel (CELINE_CUDA_PREFILL=tiled) - and v3
+ * with programmatic dependent launch (CELINE_CUDA_PDL=1: on sm_90+ the layer
+ * kernels start early and wait on the device; the emulation runs launches
+ * in order, so there it checks the prefetch arithmetic only). */
 static void run_model(const tcfg *c)
 {
     run_model_path(c, NULL);
     run_model_path(c, "v3");
+    printf("  (CELINE_CUDA_PDL=1)\n");
+    assert_int_equal(setenv("CELINE_CUDA_PDL", "1", 1), 0);
+    run_model_path(c, "v3");
+    unsetenv("CELINE_CUDA_PDL");
     printf("  (CELINE_CUDA_GEMV_SPLIT=4)\n");
     assert_int_equal(setenv("CELINE_CUDA_GEMV_SPLIT", "4", 1), 0);
     run_model_path(c, "v3");

@@ -205,7 +205,7 @@ static void run_qkv_rope(int32_t nh, int32_t nkv, int32_t hd, cel_rope_style sty
     uint16_t *d_k = dalloc(cache_n * 2), *d_v = dalloc(cache_n * 2);
     assert_int_equal(cudaMemset(d_k, 0, cache_n * 2), cudaSuccess);
     assert_int_equal(cudaMemset(d_v, 0, cache_n * 2), cudaSuccess);
-    cel__cu_qkv_params p = {T, nh, nkv, hd, bs, (int32_t)style, 1e-6f};
+    cel__cu_qkv_params p = {T, nh, nkv, hd, bs, (int32_t)style, 1e-6f, 0};
     assert_int_equal((v3 ? cel__cuk_qkv_rope_v3 : cel__cuk_qkv_rope)(g_stream, d_qkv, bias ? d_b : NULL,
                                                                       qk_norm ? d_qn : NULL, qk_norm ? d_kn : NULL,
                                                                       d_inv, d_pos, d_blk, d_k, d_v, p),
@@ -515,7 +515,7 @@ static int32_t ap_run(const attn_prob *P, const int *which, int n, int32_t split
     int32_t *d_off = dup_to_dev(off, (size_t)n * 4), *d_tab = dup_to_dev(flat, (size_t)n_tab * 4);
     uint16_t *d_out = dalloc((size_t)T * P->nh * P->hd * 2);
     cel__cu_attn_params p = {T, P->nh, P->nkv, P->hd, P->bs, P->qs, 1.0f / sqrtf((float)P->hd)};
-    const cel__cu_attn_split sp = {P->d_part, P->d_count, splits};
+    const cel__cu_attn_split sp = {P->d_part, P->d_count, splits, 0};
     assert_int_equal(cel__cuk_attention_v3(g_stream, d_out, d_q, P->d_k, P->d_v, d_pos, d_seq, d_off, d_tab, p, &sp),
                      cudaSuccess);
     to_host(out, d_out, (size_t)T * P->nh * P->hd * 2);
@@ -931,6 +931,22 @@ static void run_gemv3(int32_t T, int32_t I, int32_t O, int32_t ks, bool accumula
     snprintf(what, sizeof what, "gemv3 ks%d T%d %dx%d%s%s", (int)eff, T, I, O, accumulate ? " +=" : "",
              norm ? " +norm" : "");
     check_close(what, got, ref, ny, 1e-4f * sqrtf((float)I), 1e-4f);
+    /* early launch with L2 prefetch (pdl: sm_90+) changes no bit; prefetches
+     * smaller than, as large as and larger than the slices (the emulation
+     * checks each request's alignment and bounds) */
+    static const int32_t pfs[3] = {16, 2048, 1 << 20};
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(cudaMemcpy(d_v1, y0, ny * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+        cel__cu_gemv3_args ap = a;
+        ap.y = d_v1;
+        ap.norm_out = norm ? d_xn_ref : NULL;
+        ap.pdl = 1;
+        ap.pf_bytes = pfs[k];
+        assert_int_equal(cel__cuk_gemv3(g_stream, &ap), cudaSuccess);
+        to_host(v1, d_v1, ny * sizeof(float));
+        if (memcmp(v1, got, ny * sizeof(float)) != 0) fail_msg("%s: differs with pdl, prefetch %d", what, (int)pfs[k]);
+    }
+    assert_int_equal(cudaMemcpy(d_v1, y0, ny * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
     if (eff == 1) { /* one warp per row: the v1 (and v2) order */
         assert_int_equal(cel__cuk_gemv_v1(g_stream, d_v1, d_w, d_x, T, I, O, accumulate), cudaSuccess);
         to_host(v1, d_v1, ny * sizeof(float));
@@ -1013,6 +1029,12 @@ static void run_gemv3_swiglu(int32_t T, int32_t I, int32_t O)
     to_host(h2, d_h2, nh * 2);
     to_host(h3, d_h3, nh * 2);
     if (memcmp(h2, h3, nh * 2) != 0) fail_msg("gemv3 swiglu T%d %dx%d differs from the v2 kernel", T, I, O);
+    a.pdl = 1; /* early launch with L2 prefetch of gate and up rows: the same bits */
+    a.pf_bytes = 4096;
+    assert_int_equal(cudaMemset(d_h3, 0, nh * 2), cudaSuccess);
+    assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaSuccess);
+    to_host(h3, d_h3, nh * 2);
+    if (memcmp(h2, h3, nh * 2) != 0) fail_msg("gemv3 swiglu T%d %dx%d differs with pdl", T, I, O);
     for (int32_t r = 0; r < T && T > 1; r++) {
         a.x = d_x + (size_t)r * I;
         a.n_rows = 1;
@@ -1077,6 +1099,9 @@ static void test_gemv3(void **state)
     a.n_in = 12; /* not a multiple of 8 */
     assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaErrorInvalidValue);
     a.n_in = 8;
+    a.pf_bytes = 8; /* not a multiple of 16 */
+    assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaErrorInvalidValue);
+    a.pf_bytes = 0;
     a.k_split = 3;
     assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaErrorInvalidValue);
     a.k_split = 0;
@@ -1420,7 +1445,7 @@ static void test_launch_errors(void **state)
                          cudaSuccess);
     /* splits > 1: scratch required, at most CEL__CU_ATTN_SPLIT_ROWS tokens; splits within 1..MAX_CHUNKS */
     cel__cu_attn_params p2 = {1, 4, 4, 64, 16, 64 * 12, 0.1f};
-    cel__cu_attn_split sp = {NULL, NULL, 2};
+    cel__cu_attn_split sp = {NULL, NULL, 2, 0};
     assert_int_not_equal(cel__cuk_attention_v3(g_stream, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, p2, &sp),
                          cudaSuccess);
     float dummy_f;
