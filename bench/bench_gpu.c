@@ -273,33 +273,40 @@ static int run_batch(cel_backend *be, int32_t B, const opts *o, int32_t max_toke
     res->finite = true;
     int rc = 0;
 
-    /* prefill: whole prompts packed into chunks of max_tokens (a prompt longer than that is split) */
+    /* prefill: whole prompts packed into chunks of max_tokens (a prompt
+     * longer than that is split); the first chunk once untimed before, so
+     * the figure leaves out first-launch costs (lazy kernel loading, cuBLAS
+     * heuristics) - the timed pass rewrites the same KV positions */
     double t0 = cel_now_sec();
-    int32_t done_seq = 0, done_tok = 0;
-    while (done_seq < B) {
-        bb.b.n_seqs = 0;
-        bb.b.n_out = 0;
-        int32_t T = 0;
-        while (done_seq < B && T < max_tokens) {
-            int32_t n = o->prompt - done_tok;
-            if (n > max_tokens - T) n = max_tokens - T;
-            bb_seq(&bb, done_seq, done_tok, n, T);
-            T += n;
-            done_tok += n;
-            if (done_tok == o->prompt) {
-                done_seq++;
-                done_tok = 0;
+    for (int warm = 1; warm >= 0; warm--) {
+        t0 = cel_now_sec();
+        int32_t done_seq = 0, done_tok = 0;
+        while (done_seq < B) {
+            bb.b.n_seqs = 0;
+            bb.b.n_out = 0;
+            int32_t T = 0;
+            while (done_seq < B && T < max_tokens) {
+                int32_t n = o->prompt - done_tok;
+                if (n > max_tokens - T) n = max_tokens - T;
+                bb_seq(&bb, done_seq, done_tok, n, T);
+                T += n;
+                done_tok += n;
+                if (done_tok == o->prompt) {
+                    done_seq++;
+                    done_tok = 0;
+                }
             }
-        }
-        bb.b.n_tokens = T;
-        bb.b.tokens = bb.tokens;
-        bb.b.seqs = bb.s;
-        bb.b.out_rows = bb.out_rows;
-        bb.b.logits = logits;
-        if (be->v->forward(be, &bb.b, &err) != CEL_OK) {
-            fprintf(stderr, "bench_gpu: prefill: %s\n", err.msg);
-            rc = -1;
-            goto out;
+            bb.b.n_tokens = T;
+            bb.b.tokens = bb.tokens;
+            bb.b.seqs = bb.s;
+            bb.b.out_rows = bb.out_rows;
+            bb.b.logits = logits;
+            if (be->v->forward(be, &bb.b, &err) != CEL_OK) {
+                fprintf(stderr, "bench_gpu: prefill: %s\n", err.msg);
+                rc = -1;
+                goto out;
+            }
+            if (warm) break;
         }
     }
     res->prefill_tok_s = (double)B * o->prompt / (cel_now_sec() - t0);

@@ -152,6 +152,9 @@ typedef struct cu_backend {
     uint16_t *xb; /* BF16 GEMM input: norm output, attention output, SwiGLU output */
     uint16_t *xn; /* BF16 [max_tokens][E]: normalized rows when the gate/up GEMV cannot fuse the norm */
     int32_t *argmax_dev;
+    float *argmax_part_v;     /* split argmax scratch [logit_rows][CEL__CU_ARGMAX_MAX_SPLIT] */
+    int32_t *argmax_part_i;   /* the same, indices */
+    int32_t *argmax_count;    /* split argmax arrival counters [logit_rows], zero between launches */
     float *attn_part;    /* v3 attention chunk states (cel__cuk_attn_part_floats) */
     int32_t *attn_count; /* v3 attention arrival counters [CEL__CU_ATTN_SPLIT_ROWS][nh], zero between launches */
     int32_t *gemv_count; /* v3 GEMV norm-epilogue arrival counter, zero between launches */
@@ -631,7 +634,9 @@ static cel_status cu_enqueue_head(cu_backend *be, const int32_t *rows_dev, int32
     cu_mark(be, CU_K_HEAD_NORM, 0.0);
     CEL_TRY(cu_gemm(be, be->logits, be->output, be->xb, n, be->E, be->V, false, CU_K_LM_HEAD, err));
     if (mode == CU_HEAD_ARGMAX) {
-        CEL_CUDA_CHECK(err, cel__cuk_argmax(be->stream, be->argmax_dev, be->logits, n, be->V));
+        const cel__cu_argmax_split sp = {be->argmax_part_v, be->argmax_part_i, be->argmax_count,
+                                         cel__cuk_argmax_splits(n, be->V, be->info.n_sm)};
+        CEL_CUDA_CHECK(err, cel__cuk_argmax_ex(be->stream, be->argmax_dev, be->logits, n, be->V, &sp));
         cu_mark(be, CU_K_ARGMAX, 0.0);
     } else if (mode == CU_HEAD_SAMPLE) {
         CEL_CUDA_CHECK(err, cel__cuk_sample(be->stream, be->samp_tok_dev, be->samp_lp_dev, be->logits,
@@ -968,6 +973,9 @@ static void cu_destroy(cel_backend *base)
     cu_free(be->xb);
     cu_free(be->xn);
     cu_free(be->argmax_dev);
+    cu_free(be->argmax_part_v);
+    cu_free(be->argmax_part_i);
+    cu_free(be->argmax_count);
     cu_free(be->samp_req_dev);
     cu_free(be->samp_tok_dev);
     cu_free(be->samp_lp_dev);
@@ -1137,6 +1145,7 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
     if (F > xb_w) xb_w = F;
     size_t act_bytes = T * E * 4 + T * (Q + 2 * KV) * 4 + T * 2 * F * 4 + T * xb_w * 2 + T * E * 2 +
                        (size_t)be->logit_rows * V * 4 + CEL__CU_BLAS_WS_BYTES + CEL__CU_STAGE_BYTES + (1 << 20) +
+                       (size_t)be->logit_rows * (CEL__CU_ARGMAX_MAX_SPLIT * 8 + 4) +
                        cel__cuk_attn_part_floats(be->nh, be->hd) * 4 + (size_t)CEL__CU_ATTN_SPLIT_ROWS * be->nh * 4;
     size_t free_b = 0, total_b = 0;
     CEL_CUDA_GOTO(err, st, fail, cudaMemGetInfo(&free_b, &total_b));
@@ -1213,6 +1222,13 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
     if ((st = cu_alloc((void **)&be->xn, T * E * 2, "activations", err)) != CEL_OK) goto fail;
     if ((st = cu_alloc((void **)&be->logits, (size_t)be->logit_rows * V * 4, "logits", err)) != CEL_OK) goto fail;
     if ((st = cu_alloc((void **)&be->argmax_dev, (size_t)be->logit_rows * 4, "argmax", err)) != CEL_OK) goto fail;
+    {
+        const size_t parts = (size_t)be->logit_rows * CEL__CU_ARGMAX_MAX_SPLIT;
+        if ((st = cu_alloc((void **)&be->argmax_part_v, parts * 4, "argmax scratch", err)) != CEL_OK ||
+            (st = cu_alloc((void **)&be->argmax_part_i, parts * 4, "argmax scratch", err)) != CEL_OK ||
+            (st = cu_alloc((void **)&be->argmax_count, (size_t)be->logit_rows * 4, "argmax counters", err)) != CEL_OK)
+            goto fail;
+    }
     if ((st = cu_alloc((void **)&be->attn_part, cel__cuk_attn_part_floats(be->nh, be->hd) * 4, "attention scratch",
                        err)) != CEL_OK)
         goto fail;
@@ -1278,6 +1294,7 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
     CEL_CUDA_GOTO(err, st, fail,
                   cudaMemsetAsync(be->attn_count, 0, (size_t)CEL__CU_ATTN_SPLIT_ROWS * be->nh * 4, be->stream));
     CEL_CUDA_GOTO(err, st, fail, cudaMemsetAsync(be->gemv_count, 0, 64, be->stream));
+    CEL_CUDA_GOTO(err, st, fail, cudaMemsetAsync(be->argmax_count, 0, (size_t)be->logit_rows * 4, be->stream));
     CEL_CUDA_GOTO(err, st, fail, cudaStreamSynchronize(be->stream));
     be->info.graphs = be->graphs_on;
     cel_log(&be->log, CEL_LOG_INFO,

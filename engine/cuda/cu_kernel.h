@@ -83,6 +83,7 @@ static inline unsigned atomicAdd(unsigned *p, unsigned v)
 }
 static inline void __threadfence(void) {}
 static inline float __ldcg(const float *p) { return *p; }
+static inline int __ldcg(const int *p) { return *p; }
 /* Rounded float operations that the compiler may not contract into FMAs
  * (nvcc: __fmul_rn etc.): two code paths meant to give the same bits use them. */
 static inline float cel_d_mul(float a, float b) { return a * b; }

@@ -44,6 +44,8 @@
 #define cel_backend_cuda_profile cel__emu_backend_cuda_profile
 #define cel__cuk_copy_block cel__emuk_copy_block
 #define cel__cuk_argmax cel__emuk_argmax
+#define cel__cuk_argmax_ex cel__emuk_argmax_ex
+#define cel__cuk_argmax_splits cel__emuk_argmax_splits
 #define cel__cuk_sample cel__emuk_sample
 #define cel__cuk_attn_group cel__emuk_attn_group
 #define cel__cuk_qkv_rope_v3 cel__emuk_qkv_rope_v3
@@ -284,8 +286,28 @@ cudaError_t cel__cuk_copy_block(cudaStream_t s, uint16_t *k, uint16_t *v, int32_
                                 int32_t n_head_kv, int32_t block_size, int32_t head_dim, int32_t src, int32_t dst,
                                 int32_t n_tokens);
 
-/* out[r] = index of the largest of logits[r][0..n_vocab) (lowest index on ties). */
+/* out[r] = index of the largest of logits[r][0..n_vocab) (lowest index on
+ * ties, numbers above NaN). */
 cudaError_t cel__cuk_argmax(cudaStream_t s, int32_t *out, const float *logits, int32_t n_rows, int32_t n_vocab);
+/* The same with each row cut into `splits` slices, one block each, so a few
+ * rows still keep many SMs reading (one 128k-logit row is ~0.5 MB: one block
+ * alone needs ~8 round trips to memory). Blocks write their slice's best
+ * (value, index) to part_v / part_i ([n_rows][splits]); the last block of a
+ * row to arrive (count[r], zero before the launch and again after it) picks
+ * the row's best. The order is total, so the result equals the unsplit one.
+ * sp NULL or splits 1: one block per row, no scratch. */
+#define CEL__CU_ARGMAX_MAX_SPLIT 16
+typedef struct cel__cu_argmax_split {
+    float *part_v;   /* device [n_rows][splits] */
+    int32_t *part_i; /* device [n_rows][splits] */
+    int32_t *count;  /* device [n_rows], zero between launches */
+    int32_t splits;  /* 1 .. CEL__CU_ARGMAX_MAX_SPLIT */
+} cel__cu_argmax_split;
+cudaError_t cel__cuk_argmax_ex(cudaStream_t s, int32_t *out, const float *logits, int32_t n_rows, int32_t n_vocab,
+                               const cel__cu_argmax_split *sp);
+/* The splits the backend uses: enough for ~n_sm blocks in all, slices of at
+ * least 16384 logits, at most CEL__CU_ARGMAX_MAX_SPLIT. */
+int32_t cel__cuk_argmax_splits(int32_t n_rows, int32_t n_vocab, int32_t n_sm);
 
 /* One output row's sampling request on the device (built by the backend
  * from cel_batch_sample; lmin and inv_t are computed on the host with the

@@ -1393,36 +1393,43 @@ static __device__ __forceinline__ bool cel_d_better(float v, int i, float bv, in
 
 #define CEL__ARGMAX_THREADS 1024
 
-/* One block of 1024 threads per row. Thread t visits 4-float groups t,
- * t + 1024, ... (16-byte loads, 4 groups loaded before they are compared, so
+/* One block of 1024 threads per row slice (gridDim.y slices per row, see
+ * cel__cuk_argmax_ex). Thread t visits the slice's 4-float groups t, t +
+ * 1024, ... (16-byte loads, 4 groups loaded before they are compared, so
  * each thread has several loads in flight); a row of 128256 logits is then
  * 32 loads per thread instead of 500 dependent ones. The block reduces the
- * (value, index) pairs with cel_d_better, which makes the result exact. */
-static __global__ void __launch_bounds__(CEL__ARGMAX_THREADS) cel_k_argmax(int32_t *out, const float *logits, int n_vocab)
+ * (value, index) pairs with cel_d_better, a total order, which makes the
+ * result exact whatever the slicing. */
+static __global__ void __launch_bounds__(CEL__ARGMAX_THREADS)
+    cel_k_argmax(int32_t *out, const float *logits, int n_vocab, float *part_v, int32_t *part_i, int32_t *count)
 {
     __shared__ float s_v[32];
     __shared__ int s_i[32];
-    const int r = blockIdx.x, lane = threadIdx.x % 32, wid = threadIdx.x / 32, nw = blockDim.x / 32;
+    const int r = blockIdx.x, z = blockIdx.y, S = gridDim.y;
+    const int lane = threadIdx.x % 32, wid = threadIdx.x / 32, nw = blockDim.x / 32;
     const float *row = logits + (int64_t)r * n_vocab;
+    /* the slice: whole 4-float groups, [4 g_beg, min(4 g_end, n_vocab)) */
+    const int n4c = (n_vocab + 3) / 4;
+    const int g_beg = (int)((int64_t)n4c * z / S), g_end = (int)((int64_t)n4c * (z + 1) / S);
+    const int i_end = 4 * g_end < n_vocab ? 4 * g_end : n_vocab;
     float bv = -INFINITY;
     int bi = -1;
-    int tail = 0; /* elements left for the scalar loop */
+    int i_from = 4 * g_beg; /* first element left for the scalar loop */
 #ifndef CEL_CUDA_EMU
     if (n_vocab % 4 == 0 && (reinterpret_cast<uintptr_t>(row) & 15) == 0) {
         const float4 *r4 = reinterpret_cast<const float4 *>(row);
-        const int n4 = n_vocab / 4;
         constexpr int AU = 4;
-        for (int g0 = threadIdx.x; g0 < n4; g0 += AU * CEL__ARGMAX_THREADS) {
+        for (int g0 = g_beg + threadIdx.x; g0 < g_end; g0 += AU * CEL__ARGMAX_THREADS) {
             float4 v[AU];
 CEL_UNROLL
             for (int u = 0; u < AU; u++) {
                 const int g = g0 + u * CEL__ARGMAX_THREADS;
-                v[u] = g < n4 ? r4[g] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                v[u] = g < g_end ? r4[g] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             }
 CEL_UNROLL
             for (int u = 0; u < AU; u++) {
                 const int g = g0 + u * CEL__ARGMAX_THREADS;
-                if (g >= n4) break;
+                if (g >= g_end) break;
                 const float e[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
 CEL_UNROLL
                 for (int k = 0; k < 4; k++)
@@ -1432,10 +1439,10 @@ CEL_UNROLL
                     }
             }
         }
-        tail = n_vocab; /* all visited */
+        i_from = i_end; /* all visited */
     }
 #endif
-    for (int i = tail + threadIdx.x; i < n_vocab; i += blockDim.x)
+    for (int i = i_from + threadIdx.x; i < i_end; i += blockDim.x)
         if (cel_d_better(row[i], i, bv, bi)) {
             bv = row[i];
             bi = i;
@@ -1453,22 +1460,61 @@ CEL_UNROLL
         s_i[wid] = bi;
     }
     __syncthreads();
-    if (threadIdx.x == 0) {
-        for (int w = 1; w < nw; w++)
-            if (cel_d_better(s_v[w], s_i[w], bv, bi)) {
-                bv = s_v[w];
-                bi = s_i[w];
+    if (threadIdx.x != 0) return;
+    for (int w = 1; w < nw; w++)
+        if (cel_d_better(s_v[w], s_i[w], bv, bi)) {
+            bv = s_v[w];
+            bi = s_i[w];
+        }
+    if (S > 1) { /* one thread per block from here on */
+        part_v[(int64_t)r * S + z] = bv;
+        part_i[(int64_t)r * S + z] = bi;
+        __threadfence(); /* the slice's best is visible before the block is counted */
+        if (atomicAdd(count + r, 1) != S - 1) return;
+        count[r] = 0; /* every slice has arrived: ready for the next launch */
+        __threadfence();
+        bv = -INFINITY;
+        bi = -1;
+        for (int k = 0; k < S; k++) { /* L2 reads (__ldcg): other blocks wrote these */
+            const float v = __ldcg(part_v + (int64_t)r * S + k);
+            const int i = __ldcg(part_i + (int64_t)r * S + k);
+            if (cel_d_better(v, i, bv, bi)) {
+                bv = v;
+                bi = i;
             }
-        out[r] = bi < 0 ? 0 : bi;
+        }
     }
+    out[r] = bi < 0 ? 0 : bi;
+}
+
+extern "C" int32_t cel__cuk_argmax_splits(int32_t n_rows, int32_t n_vocab, int32_t n_sm)
+{
+    if (n_rows <= 0 || n_vocab <= 0) return 1;
+    int64_t s = n_vocab / 16384; /* slices of >= 16384 logits: 4 16-byte loads per thread */
+    const int64_t fill = ((int64_t)(n_sm > 0 ? n_sm : 1) + n_rows - 1) / n_rows;
+    if (s > fill) s = fill;
+    if (s > CEL__CU_ARGMAX_MAX_SPLIT) s = CEL__CU_ARGMAX_MAX_SPLIT;
+    return s < 1 ? 1 : (int32_t)s;
+}
+
+extern "C" cudaError_t cel__cuk_argmax_ex(cudaStream_t s, int32_t *out, const float *logits, int32_t n_rows,
+                                          int32_t n_vocab, const cel__cu_argmax_split *sp)
+{
+    if (n_rows <= 0) return cudaSuccess;
+    if (n_vocab <= 0 || !out || !logits) return cudaErrorInvalidValue;
+    const int splits = sp ? sp->splits : 1;
+    if (splits < 1 || splits > CEL__CU_ARGMAX_MAX_SPLIT || (splits > 1 && (!sp->part_v || !sp->part_i || !sp->count)))
+        return cudaErrorInvalidValue;
+    const dim3 grid((unsigned)n_rows, (unsigned)splits);
+    CEL_LAUNCH(cel_k_argmax, grid, CEL__ARGMAX_THREADS, 0, s, out, logits, n_vocab, splits > 1 ? sp->part_v : nullptr,
+               splits > 1 ? sp->part_i : nullptr, splits > 1 ? sp->count : nullptr);
+    return cudaGetLastError();
 }
 
 extern "C" cudaError_t cel__cuk_argmax(cudaStream_t s, int32_t *out, const float *logits, int32_t n_rows,
                                        int32_t n_vocab)
 {
-    if (n_rows <= 0) return cudaSuccess;
-    CEL_LAUNCH(cel_k_argmax, n_rows, CEL__ARGMAX_THREADS, 0, s, out, logits, n_vocab);
-    return cudaGetLastError();
+    return cel__cuk_argmax_ex(s, out, logits, n_rows, n_vocab, NULL);
 }
 
 /* ---------------------------------------------------------------- sampling */

@@ -1188,6 +1188,39 @@ static void test_copy_block(void **state)
     free(v2);
 }
 
+/* cel__cuk_argmax_ex with every split count on R rows of V logits (device
+ * d_l) gives want[] (the unsplit answer), and leaves its counters at zero. */
+static void check_argmax_splits(const float *d_l, int32_t R, int32_t V, const int32_t *want)
+{
+    const size_t parts = (size_t)R * CEL__CU_ARGMAX_MAX_SPLIT;
+    float *d_pv = dalloc(parts * sizeof(float));
+    int32_t *d_pi = dalloc(parts * sizeof(int32_t)), *d_cnt = dalloc((size_t)R * sizeof(int32_t));
+    int32_t *d_o = dalloc((size_t)R * sizeof(int32_t)), *got = malloc((size_t)R * sizeof(int32_t));
+    int32_t *cnt = malloc((size_t)R * sizeof(int32_t));
+    assert_int_equal(cudaMemset(d_cnt, 0, (size_t)R * sizeof(int32_t)), cudaSuccess);
+    for (int32_t S = 1; S <= CEL__CU_ARGMAX_MAX_SPLIT; S++) {
+        const cel__cu_argmax_split sp = {d_pv, d_pi, d_cnt, S};
+        assert_int_equal(cudaMemset(d_o, 0xff, (size_t)R * sizeof(int32_t)), cudaSuccess);
+        assert_int_equal(cel__cuk_argmax_ex(g_stream, d_o, d_l, R, V, &sp), cudaSuccess);
+        to_host(got, d_o, (size_t)R * sizeof(int32_t));
+        to_host(cnt, d_cnt, (size_t)R * sizeof(int32_t));
+        for (int32_t r = 0; r < R; r++) {
+            if (got[r] != want[r]) fail_msg("argmax V %d, %d splits: row %d gives %d, unsplit %d", V, S, r, got[r], want[r]);
+            assert_int_equal(cnt[r], 0);
+        }
+    }
+    const cel__cu_argmax_split bad = {d_pv, d_pi, d_cnt, CEL__CU_ARGMAX_MAX_SPLIT + 1};
+    assert_int_equal(cel__cuk_argmax_ex(g_stream, d_o, d_l, R, V, &bad), cudaErrorInvalidValue);
+    const cel__cu_argmax_split noscratch = {NULL, NULL, NULL, 2};
+    assert_int_equal(cel__cuk_argmax_ex(g_stream, d_o, d_l, R, V, &noscratch), cudaErrorInvalidValue);
+    dfree(d_pv);
+    dfree(d_pi);
+    dfree(d_cnt);
+    dfree(d_o);
+    free(got);
+    free(cnt);
+}
+
 static void test_argmax(void **state)
 {
     (void)state;
@@ -1209,6 +1242,17 @@ static void test_argmax(void **state)
     assert_int_equal(o[1], 0);
     assert_int_equal(o[2], 300);
     assert_int_equal(o[3], 513);
+    check_argmax_splits(d_l, R, V, o);
+    int32_t w5 = 0; /* one row of 5: more splits than 4-float groups, empty slices */
+    for (int32_t i = 1; i < 5; i++)
+        if (l[i] > l[w5]) w5 = i;
+    check_argmax_splits(d_l, 1, 5, &w5);
+    /* the backend's choice: slices of >= 16384 logits, ~one block per SM in all */
+    assert_int_equal(cel__cuk_argmax_splits(1, 128256, 132), 7);
+    assert_int_equal(cel__cuk_argmax_splits(64, 128256, 132), 3);
+    assert_int_equal(cel__cuk_argmax_splits(256, 128256, 132), 1);
+    assert_int_equal(cel__cuk_argmax_splits(1, 1000, 132), 1);
+    assert_int_equal(cel__cuk_argmax_splits(1, 1 << 24, 132), CEL__CU_ARGMAX_MAX_SPLIT);
     dfree(d_l);
     dfree(d_o);
     free(l);
@@ -1233,6 +1277,7 @@ static void test_argmax(void **state)
         assert_int_equal(res[1], 4097);
         assert_int_equal(res[2], 0); /* all NaN: the first */
         assert_int_equal(res[3], 12345);
+        check_argmax_splits(d_m, 4, VV, res);
         dfree(d_m);
         dfree(d_r);
         free(m);
