@@ -253,6 +253,25 @@ static void run_both(pair *pr, tbatch *tb, const char *what, int32_t *next)
     printf("    %-34s rows %-3d max|err| %.4f\n", what, (int)tb->b.n_out, (double)max_err);
 }
 
+/* Builds the model c and the CPU half of a comparison pair: the backend
+ * parameters both halves use (kv for 40 blocks of 16, batches of 64) into
+ * *p, the CPU backend into pr (zeroed first). The caller frees the model. */
+static tmodel *pair_open(const tcfg *c, cel_backend_params *p, pair *pr)
+{
+    tmodel *tm = malloc(sizeof *tm);
+    tm_build(tm, c);
+    memset(p, 0, sizeof *p);
+    p->n_threads = 2;
+    p->block_size = 16;
+    p->kv_bytes = cel_backend_kv_block_bytes(&tm->m.hp, 16, CEL_BACKEND_CUDA) * 40;
+    p->max_batch_tokens = 64;
+    memset(pr, 0, sizeof *pr);
+    pr->V = c->V;
+    cel_error err;
+    if (cel_backend_cpu_create(&tm->m, p, &pr->cpu, &err) != CEL_OK) fail_msg("cpu create: %s", err.msg);
+    return tm;
+}
+
 /* Creates a CUDA backend with CELINE_CUDA_DECODE set to decode (NULL: the
  * default path); fails the test when creation fails. */
 static cel_backend *cuda_create_path(const cel_model *m, const cel_backend_params *p, const char *decode)
@@ -272,19 +291,10 @@ static cel_backend *cuda_create_path(const cel_model *m, const cel_backend_param
 static void run_model_path(const tcfg *c, const char *decode)
 {
     printf("  model %s%s%s\n", c->name, decode ? ", decode path " : "", decode ? decode : "");
-    tmodel *tm = malloc(sizeof *tm);
-    tm_build(tm, c);
     cel_backend_params p;
-    memset(&p, 0, sizeof p);
-    p.n_threads = 2;
-    p.block_size = 16;
-    p.kv_bytes = cel_backend_kv_block_bytes(&tm->m.hp, 16, CEL_BACKEND_CUDA) * 40;
-    p.max_batch_tokens = 64;
     pair pr;
-    memset(&pr, 0, sizeof pr);
-    pr.V = c->V;
+    tmodel *tm = pair_open(c, &p, &pr);
     cel_error err;
-    if (cel_backend_cpu_create(&tm->m, &p, &pr.cpu, &err) != CEL_OK) fail_msg("cpu create: %s", err.msg);
     pr.gpu = cuda_create_path(&tm->m, &p, decode);
     assert_int_equal(pr.gpu->block_size, 16);
     assert_true(pr.gpu->n_blocks >= 40 && pr.cpu->n_blocks >= 40);
@@ -496,20 +506,11 @@ static void test_quantized(void **state)
 static void run_paths(const tcfg *c, int32_t n_dec, int32_t launches_per_layer_v2)
 {
     printf("  decode paths: %s, %d sequences\n", c->name, (int)n_dec);
-    tmodel *tm = malloc(sizeof *tm);
-    tm_build(tm, c);
     cel_backend_params p;
-    memset(&p, 0, sizeof p);
-    p.n_threads = 2;
-    p.block_size = 16;
-    p.kv_bytes = cel_backend_kv_block_bytes(&tm->m.hp, 16, CEL_BACKEND_CUDA) * 40;
-    p.max_batch_tokens = 64;
+    pair pr;
+    tmodel *tm = pair_open(c, &p, &pr);
     cel_error err;
     cel_backend *v1 = NULL;
-    pair pr;
-    memset(&pr, 0, sizeof pr);
-    pr.V = c->V;
-    if (cel_backend_cpu_create(&tm->m, &p, &pr.cpu, &err) != CEL_OK) fail_msg("cpu create: %s", err.msg);
     if (cel_backend_cuda_create(&tm->m, &p, &pr.gpu, &err) != CEL_OK) fail_msg("cuda create: %s", err.msg);
     assert_int_equal(setenv("CELINE_CUDA_DECODE", "v1", 1), 0);
     cel_status st = cel_backend_cuda_create(&tm->m, &p, &v1, &err);

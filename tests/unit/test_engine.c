@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "engine/backend.h"
+#include "test_sampling.h"
 
 #define MODELS CELINE_SOURCE_DIR "/tests/data/models/"
 
@@ -47,17 +48,6 @@ static void prompt_of(int32_t *p, int n, uint64_t seed, int32_t n_vocab)
     cel_rng r;
     cel_rng_seed(&r, seed);
     for (int i = 0; i < n; i++) p[i] = (int32_t)(3 + cel_rng_next(&r) % (uint64_t)(n_vocab - 3));
-}
-
-static cel_sampling samp(float temp, uint64_t seed, int32_t max_tokens)
-{
-    cel_sampling s;
-    cel_sampling_default(&s);
-    s.temperature = temp;
-    s.seed = seed;
-    s.max_tokens = max_tokens;
-    s.ignore_eos = true;
-    return s;
 }
 
 /* Greedy tokens from a plain loop over a fresh CPU backend: one sequence,
@@ -111,7 +101,7 @@ static void test_greedy_matches_direct_loop(void **state)
         cel_engine *e = engine(m, 8, 16); /* chunked: 8 tokens a step */
         cel_completion c;
         cel_error err;
-        cel_sampling s = samp(0, 0, 20);
+        cel_sampling s = test_sampling(0, 0, 20, true);
         assert_int_equal(cel_engine_generate(e, prompt, 37, 1, &s, &c, &err), CEL_OK);
         assert_int_equal(c.n_ids, 20);
         assert_memory_equal(c.ids, want, sizeof want);
@@ -171,7 +161,7 @@ static void test_batch_invariance_cpu(void **state)
     for (int i = 0; i < NR; i++) {
         prompt_of(prompts[i], lens[i], 50 + (uint64_t)i, m->hp.n_vocab);
         cel_engine *e = engine(m, 512, 16);
-        cel_sampling s = samp(0.9f, 7 + (uint64_t)i, 12);
+        cel_sampling s = test_sampling(0.9f, 7 + (uint64_t)i, 12, true);
         s.n_logprobs = 2;
         submit(e, prompts[i], (size_t)lens[i], ns[i], s, &alone[i]);
         cel_error err;
@@ -180,7 +170,7 @@ static void test_batch_invariance_cpu(void **state)
     }
     cel_engine *e = engine(m, 10, 16); /* prompts chunked and mixed with decodes */
     for (int i = 0; i < NR; i++) {
-        cel_sampling s = samp(0.9f, 7 + (uint64_t)i, 12);
+        cel_sampling s = test_sampling(0.9f, 7 + (uint64_t)i, 12, true);
         s.n_logprobs = 2;
         submit(e, prompts[i], (size_t)lens[i], ns[i], s, &together[i]);
     }
@@ -204,12 +194,12 @@ static void test_prefix_cache_and_n_samples(void **state)
     int32_t p[50];
     prompt_of(p, 50, 99, m->hp.n_vocab);
     collected a = {0}, b = {0};
-    submit(e, p, 50, 1, samp(0, 0, 6), &a);
+    submit(e, p, 50, 1, test_sampling(0, 0, 6, true), &a);
     cel_error err;
     assert_int_equal(cel_engine_run_until_idle(e, &err), CEL_OK);
     cel_engine_stats st0, st1;
     cel_engine_get_stats(e, &st0);
-    submit(e, p, 50, 3, samp(0.8f, 5, 6), &b);
+    submit(e, p, 50, 3, test_sampling(0.8f, 5, 6, true), &b);
     assert_int_equal(cel_engine_run_until_idle(e, &err), CEL_OK);
     cel_engine_get_stats(e, &st1);
     assert_int_equal(b.cached, 48);
@@ -227,7 +217,7 @@ static void test_stop_string_on_real_text(void **state)
     cel_engine *e = engine(m, 512, 16);
     int32_t p[12];
     prompt_of(p, 12, 3, m->hp.n_vocab);
-    cel_sampling s = samp(1.0f, 11, 40); /* sampled: varied text */
+    cel_sampling s = test_sampling(1.0f, 11, 40, true); /* sampled: varied text */
     cel_completion full;
     cel_error err;
     assert_int_equal(cel_engine_generate(e, p, 12, 1, &s, &full, &err), CEL_OK);
@@ -272,7 +262,7 @@ static void test_thread_and_weights_changed(void **state)
     assert_int_equal(cel_engine_start(e, &err), CEL_OK);
     int32_t p[40];
     prompt_of(p, 40, 8, m->hp.n_vocab);
-    cel_sampling s = samp(0, 0, 10);
+    cel_sampling s = test_sampling(0, 0, 10, true);
     cel_completion a, b, c;
     assert_int_equal(cel_engine_generate(e, p, 40, 1, &s, &a, &err), CEL_OK);
     cel_engine_stats st;

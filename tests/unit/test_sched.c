@@ -19,6 +19,7 @@
 
 #include "engine/sample.h"
 #include "engine/scheduler.h"
+#include "test_sampling.h"
 
 /* ------------------------------------------------------------ mock backend */
 
@@ -265,16 +266,6 @@ static cel_sched *mk(mock *m, cel_sched_params p)
     return s;
 }
 
-static cel_sampling samp(float temp, uint64_t seed, int32_t max_tokens)
-{
-    cel_sampling s;
-    cel_sampling_default(&s);
-    s.temperature = temp;
-    s.seed = seed;
-    s.max_tokens = max_tokens;
-    return s;
-}
-
 static uint64_t submit(cel_sched *s, const int32_t *prompt, size_t n, uint32_t n_samples, cel_sampling sp,
                        req_out *out)
 {
@@ -328,7 +319,7 @@ static void test_count_and_text(void **state)
     cel_sched *s = mk(m, params(1024, 512));
     int32_t prompt[3] = {5, 6, 7};
     req_out o = {0};
-    submit(s, prompt, 3, 1, samp(0, 0, 5), &o);
+    submit(s, prompt, 3, 1, test_sampling(0, 0, 5, false), &o);
     run(s);
     assert_string_equal(m->bad, "");
     assert_int_equal(o.s[0].n, 5);
@@ -354,13 +345,13 @@ static void test_eos_and_stop_tokens(void **state)
     cel_sched *s = mk(m, params(1024, 512));
     int32_t prompt[2] = {1, 59};
     req_out o = {0}, o2 = {0}, o3 = {0};
-    submit(s, prompt, 2, 1, samp(0, 0, 50), &o); /* 60 61 62 63=EOS */
-    cel_sampling sp = samp(0, 0, 50);
+    submit(s, prompt, 2, 1, test_sampling(0, 0, 50, false), &o); /* 60 61 62 63=EOS */
+    cel_sampling sp = test_sampling(0, 0, 50, false);
     int32_t stop_tok = 61;
     sp.stop_tokens = &stop_tok;
     sp.n_stop_tokens = 1;
     submit(s, prompt, 2, 1, sp, &o2);
-    sp = samp(0, 0, 6);
+    sp = test_sampling(0, 0, 6, false);
     sp.ignore_eos = true;
     submit(s, prompt, 2, 1, sp, &o3);
     run(s);
@@ -388,14 +379,14 @@ static void test_stop_string_across_tokens(void **state)
     const char *stops2[] = {"\n\n", "zzz"};
     const char *stops3[] = {"never"};
     req_out o1 = {0}, o2 = {0}, o3 = {0};
-    cel_sampling sp = samp(0, 0, 20);
+    cel_sampling sp = test_sampling(0, 0, 20, false);
     sp.stop = stops1;
     sp.n_stop = 1;
     submit(s, prompt, 1, 1, sp, &o1);
     sp.stop = stops2;
     sp.n_stop = 2;
     submit(s, prompt, 1, 1, sp, &o2);
-    sp = samp(0, 0, 4);
+    sp = test_sampling(0, 0, 4, false);
     sp.stop = stops3;
     sp.n_stop = 1;
     submit(s, prompt, 1, 1, sp, &o3);
@@ -418,14 +409,14 @@ static void test_chunked_prefill_equals_unchunked(void **state)
     int32_t prompt[75];
     make_prompt(prompt, 75, 11);
     req_out ref;
-    run_alone(prompt, 75, 1, samp(0.8f, 3, 30), &ref);
+    run_alone(prompt, 75, 1, test_sampling(0.8f, 3, 30, false), &ref);
     assert_int_equal(ref.s[0].n, 30);
     const int32_t budgets[] = {1, 7, 16, 33};
     for (size_t k = 0; k < sizeof budgets / sizeof budgets[0]; k++) {
         mock *m = mock_new(64, 16, MOCK_HASH);
         cel_sched *s = mk(m, params(4096, budgets[k]));
         req_out o = {0};
-        submit(s, prompt, 75, 1, samp(0.8f, 3, 30), &o);
+        submit(s, prompt, 75, 1, test_sampling(0.8f, 3, 30, false), &o);
         run(s);
         assert_string_equal(m->bad, "");
         assert_true(m->max_batch <= budgets[k]);
@@ -444,12 +435,12 @@ static void test_decode_first_then_prefill_chunks(void **state)
     make_prompt(a, 4, 1);
     make_prompt(b, 40, 2);
     req_out oa = {0}, ob = {0};
-    submit(s, a, 4, 1, samp(0, 0, 20), &oa);
+    submit(s, a, 4, 1, test_sampling(0, 0, 20, false), &oa);
     cel_error err;
     bool did;
     assert_int_equal(cel_sched_step(s, &did, &err), CEL_OK); /* a's prompt */
     assert_int_equal(oa.s[0].n, 1);
-    submit(s, b, 40, 1, samp(0, 0, 5), &ob);
+    submit(s, b, 40, 1, test_sampling(0, 0, 5, false), &ob);
     assert_int_equal(cel_sched_step(s, &did, &err), CEL_OK);
     assert_int_equal(m->last_n_seqs, 2);
     assert_int_equal(m->last_new[0], 1); /* a's decode token first */
@@ -461,8 +452,8 @@ static void test_decode_first_then_prefill_chunks(void **state)
     run(s);
     assert_string_equal(m->bad, "");
     req_out ra, rb;
-    run_alone(a, 4, 1, samp(0, 0, 20), &ra);
-    run_alone(b, 40, 1, samp(0, 0, 5), &rb);
+    run_alone(a, 4, 1, test_sampling(0, 0, 20, false), &ra);
+    run_alone(b, 40, 1, test_sampling(0, 0, 5, false), &rb);
     assert_same(&oa.s[0], &ra.s[0]);
     assert_same(&ob.s[0], &rb.s[0]);
     cel_sched_free(s);
@@ -479,7 +470,7 @@ static void test_batch_invariance(void **state)
     req_out ref[NR], got[NR];
     for (int i = 0; i < NR; i++) {
         make_prompt(prompts[i], lens[i], 100 + (uint64_t)i);
-        cel_sampling sp = samp(i % 2 ? 1.0f : 0.7f, 1000 + (uint64_t)i, 25);
+        cel_sampling sp = test_sampling(i % 2 ? 1.0f : 0.7f, 1000 + (uint64_t)i, 25, false);
         sp.top_k = i == 2 ? 5 : 0;
         sp.top_p = i == 3 ? 0.9f : 1.0f;
         sp.repetition_penalty = i == 4 ? 1.3f : 1.0f;
@@ -491,7 +482,7 @@ static void test_batch_invariance(void **state)
     cel_sched *s = mk(m, params(4096, 24));
     memset(got, 0, sizeof got);
     for (int i = 0; i < NR; i++) {
-        cel_sampling sp = samp(i % 2 ? 1.0f : 0.7f, 1000 + (uint64_t)i, 25);
+        cel_sampling sp = test_sampling(i % 2 ? 1.0f : 0.7f, 1000 + (uint64_t)i, 25, false);
         sp.top_k = i == 2 ? 5 : 0;
         sp.top_p = i == 3 ? 0.9f : 1.0f;
         sp.repetition_penalty = i == 4 ? 1.3f : 1.0f;
@@ -516,7 +507,7 @@ static void test_n_samples_share_prompt(void **state)
     mock *m = mock_new(64, 16, MOCK_HASH);
     cel_sched *s = mk(m, params(4096, 512));
     req_out o = {0};
-    submit(s, prompt, 40, 4, samp(1.0f, 77, 10), &o);
+    submit(s, prompt, 40, 4, test_sampling(1.0f, 77, 10, false), &o);
     run(s);
     assert_string_equal(m->bad, "");
     /* the prompt was computed once; each sample then computes 9 tokens */
@@ -527,7 +518,7 @@ static void test_n_samples_share_prompt(void **state)
     assert_int_equal(m->n_copies, 3);
     /* sample i of n=4 equals sample i of the same request with n=3 */
     req_out r3;
-    run_alone(prompt, 40, 3, samp(1.0f, 77, 10), &r3);
+    run_alone(prompt, 40, 3, test_sampling(1.0f, 77, 10, false), &r3);
     for (int k = 0; k < 3; k++) assert_same(&o.s[k], &r3.s[k]);
     for (int k = 0; k < 4; k++) assert_int_equal(o.s[k].n_final, 1);
     cel_sched_free(s);
@@ -544,10 +535,10 @@ static void test_prefix_cache_reuse(void **state)
     mock *m = mock_new(64, 16, MOCK_HASH);
     cel_sched *s = mk(m, params(4096, 512));
     req_out oa = {0}, ob = {0};
-    submit(s, a, 70, 1, samp(0, 0, 4), &oa);
+    submit(s, a, 70, 1, test_sampling(0, 0, 4, false), &oa);
     run(s);
     uint64_t t0 = m->n_tokens;
-    submit(s, b, 70, 1, samp(0, 0, 4), &ob);
+    submit(s, b, 70, 1, test_sampling(0, 0, 4, false), &ob);
     run(s);
     assert_string_equal(m->bad, "");
     assert_int_equal(ob.s[0].n_cached, 64);
@@ -557,11 +548,11 @@ static void test_prefix_cache_reuse(void **state)
     assert_int_equal(st.cached_tokens, 64);
     assert_int_equal(st.prefix_hits, 1);
     req_out rb;
-    run_alone(b, 70, 1, samp(0, 0, 4), &rb);
+    run_alone(b, 70, 1, test_sampling(0, 0, 4, false), &rb);
     assert_same(&ob.s[0], &rb.s[0]);
     /* the whole prompt cached: the last token is still computed for its logits */
     req_out oc = {0};
-    submit(s, a, 64, 1, samp(0, 0, 2), &oc);
+    submit(s, a, 64, 1, test_sampling(0, 0, 2, false), &oc);
     run(s);
     assert_int_equal(oc.s[0].n_cached, 48);
 
@@ -569,7 +560,7 @@ static void test_prefix_cache_reuse(void **state)
     cel_error err;
     assert_int_equal(cel_sched_weights_changed(s, NULL, NULL, &err), CEL_OK);
     req_out od = {0};
-    submit(s, a, 70, 1, samp(0, 0, 1), &od);
+    submit(s, a, 70, 1, test_sampling(0, 0, 1, false), &od);
     run(s);
     assert_int_equal(od.s[0].n_cached, 0);
     cel_sched_free(s);
@@ -590,7 +581,7 @@ static void test_same_step_prefix_dedupe(void **state)
     cel_sched *s = mk(m, params(4096, 512));
     req_out o[NR];
     memset(o, 0, sizeof o);
-    for (int i = 0; i < NR; i++) submit(s, p[i], 40, 1, samp(0, 0, 3), &o[i]);
+    for (int i = 0; i < NR; i++) submit(s, p[i], 40, 1, test_sampling(0, 0, 3, false), &o[i]);
     run(s);
     assert_string_equal(m->bad, "");
     /* the shared 32 tokens were computed once, not five times */
@@ -601,7 +592,7 @@ static void test_same_step_prefix_dedupe(void **state)
     for (int i = 1; i < NR; i++) assert_int_equal(o[i].s[0].n_cached, 32);
     for (int i = 0; i < NR; i++) {
         req_out r;
-        run_alone(p[i], 40, 1, samp(0, 0, 3), &r);
+        run_alone(p[i], 40, 1, test_sampling(0, 0, 3, false), &r);
         assert_same(&o[i].s[0], &r.s[0]);
     }
     cel_sched_free(s);
@@ -617,12 +608,12 @@ static void test_preemption(void **state)
     memset(got, 0, sizeof got);
     for (int i = 0; i < NR; i++) {
         make_prompt(p[i], 10, 300 + (uint64_t)i);
-        run_alone(p[i], 10, i == 2 ? 2 : 1, samp(0.9f, (uint64_t)i, 24), &ref[i]);
+        run_alone(p[i], 10, i == 2 ? 2 : 1, test_sampling(0.9f, (uint64_t)i, 24, false), &ref[i]);
     }
     /* 12 blocks of 4 tokens: each sequence needs up to 9 blocks */
     mock *m = mock_new(12, 4, MOCK_HASH);
     cel_sched *s = mk(m, params(48, 64));
-    for (int i = 0; i < NR; i++) submit(s, p[i], 10, i == 2 ? 2 : 1, samp(0.9f, (uint64_t)i, 24), &got[i]);
+    for (int i = 0; i < NR; i++) submit(s, p[i], 10, i == 2 ? 2 : 1, test_sampling(0.9f, (uint64_t)i, 24, false), &got[i]);
     run(s);
     assert_string_equal(m->bad, "");
     cel_sched_counters c;
@@ -648,9 +639,9 @@ static void test_never_fits_and_context_full(void **state)
     int32_t p[120];
     make_prompt(p, 120, 9);
     req_out big = {0}, huge = {0}, fits = {0};
-    submit(s, p, 60, 2, samp(0, 0, 5), &big);
-    submit(s, p, 120, 1, samp(0, 0, 5), &huge);
-    submit(s, p, 40, 1, samp(0, 0, 0), &fits); /* max_tokens 0: until the context is full */
+    submit(s, p, 60, 2, test_sampling(0, 0, 5, false), &big);
+    submit(s, p, 120, 1, test_sampling(0, 0, 5, false), &huge);
+    submit(s, p, 40, 1, test_sampling(0, 0, 0, false), &fits); /* max_tokens 0: until the context is full */
     run(s);
     for (int k = 0; k < 2; k++) {
         assert_int_equal(big.s[k].fin, CEL_FINISH_ERROR);
@@ -680,7 +671,7 @@ static void test_cancel(void **state)
     int32_t p[20];
     make_prompt(p, 20, 4);
     req_out a = {0}, b = {0};
-    uint64_t ida = submit(s, p, 20, 2, samp(1.0f, 1, 400), &a);
+    uint64_t ida = submit(s, p, 20, 2, test_sampling(1.0f, 1, 400, false), &a);
     cel_error err;
     bool did;
     for (int i = 0; i < 3; i++) assert_int_equal(cel_sched_step(s, &did, &err), CEL_OK);
@@ -689,7 +680,7 @@ static void test_cancel(void **state)
     cel_sched_get_stats(s, &st);
     assert_true(st.kv_blocks_used > 0);
     cel_sched_cancel(s, ida);
-    uint64_t idb = submit(s, p, 5, 3, samp(0, 0, 5), &b);
+    uint64_t idb = submit(s, p, 5, 3, test_sampling(0, 0, 5, false), &b);
     cel_sched_cancel(s, idb); /* cancelled while still queued */
     cel_sched_cancel(s, 9999); /* unknown ids are ignored */
     assert_int_equal(cel_sched_step(s, &did, &err), CEL_OK);
@@ -719,9 +710,9 @@ static void test_queue_bound_and_free_cancels(void **state)
     cel_sched *s = mk(m, pp);
     int32_t p[4] = {1, 2, 3, 4};
     req_out a = {0}, b = {0}, c = {0};
-    submit(s, p, 4, 1, samp(0, 0, 3), &a);
-    submit(s, p, 4, 1, samp(0, 0, 3), &b);
-    cel_request r = {.prompt = p, .n_prompt = 4, .n = 1, .sampling = samp(0, 0, 3), .cb = collect, .ud = &c};
+    submit(s, p, 4, 1, test_sampling(0, 0, 3, false), &a);
+    submit(s, p, 4, 1, test_sampling(0, 0, 3, false), &b);
+    cel_request r = {.prompt = p, .n_prompt = 4, .n = 1, .sampling = test_sampling(0, 0, 3, false), .cb = collect, .ud = &c};
     cel_error err;
     uint64_t id;
     assert_int_equal(cel_sched_submit(s, &r, &id, &err), CEL_ERR_BUSY);
@@ -758,14 +749,14 @@ static void test_forward_failure(void **state)
     int32_t p[8];
     make_prompt(p, 8, 8);
     req_out a = {0}, b = {0};
-    submit(s, p, 8, 2, samp(0, 0, 3), &a);
+    submit(s, p, 8, 2, test_sampling(0, 0, 3, false), &a);
     m->fail_next = 1;
     run(s);
     for (int k = 0; k < 2; k++) {
         assert_int_equal(a.s[k].fin, CEL_FINISH_ERROR);
         assert_non_null(strstr(a.s[k].error, "injected"));
     }
-    submit(s, p, 8, 1, samp(0, 0, 3), &b); /* the engine goes on */
+    submit(s, p, 8, 1, test_sampling(0, 0, 3, false), &b); /* the engine goes on */
     run(s);
     assert_int_equal(b.s[0].fin, CEL_FINISH_LENGTH);
     assert_int_equal(b.s[0].n, 3);
@@ -781,8 +772,8 @@ static void test_sampling_failure_is_per_sample(void **state)
     cel_sched *s = mk(m, params(4096, 512));
     int32_t a[5] = {1, 2, 3, 4, 33}, b[5] = {1, 2, 3, 4, 5};
     req_out oa = {0}, ob = {0}, oc = {0};
-    submit(s, a, 5, 3, samp(1.0f, 1, 6), &oa); /* its first logits are NaN: all three samples fail */
-    submit(s, b, 5, 2, samp(1.0f, 2, 6), &ob); /* same batch, unaffected */
+    submit(s, a, 5, 3, test_sampling(1.0f, 1, 6, false), &oa); /* its first logits are NaN: all three samples fail */
+    submit(s, b, 5, 2, test_sampling(1.0f, 2, 6, false), &ob); /* same batch, unaffected */
     run(s);
     for (int k = 0; k < 3; k++) {
         assert_int_equal(oa.s[k].fin, CEL_FINISH_ERROR);
@@ -798,7 +789,7 @@ static void test_sampling_failure_is_per_sample(void **state)
         assert_int_equal(ob.s[k].fin == CEL_FINISH_ERROR, drew);
         if (!drew) assert_int_equal(ob.s[k].n, 6);
     }
-    submit(s, b, 5, 1, samp(0, 0, 4), &oc); /* the engine goes on */
+    submit(s, b, 5, 1, test_sampling(0, 0, 4, false), &oc); /* the engine goes on */
     run(s);
     assert_int_equal(oc.s[0].fin, CEL_FINISH_LENGTH);
     cel_engine_stats st;
@@ -839,7 +830,7 @@ static void *submitter(void *arg)
     for (int i = 0; i < 4; i++) {
         make_prompt(t->prompts[i], 12, (uint64_t)(t->idx * 10 + i));
         cel_request r = {.prompt = t->prompts[i], .n_prompt = 12, .n = 1,
-                         .sampling = samp(0.8f, (uint64_t)(t->idx * 10 + i), 8), .cb = collect_count,
+                         .sampling = test_sampling(0.8f, (uint64_t)(t->idx * 10 + i), 8, false), .cb = collect_count,
                          .ud = &t->out[i]};
         cel_error err;
         uint64_t id;
@@ -864,7 +855,7 @@ static void test_device_sampling_equals_host(void **state)
     cel_sampling sps[NR];
     uint32_t ns[NR] = {1, 3, 1, 1, 1, 2, 1};
     for (int i = 0; i < NR; i++) {
-        sps[i] = samp(1.0f, 100 + (uint64_t)i, 12);
+        sps[i] = test_sampling(1.0f, 100 + (uint64_t)i, 12, false);
         sps[i].n_logprobs = 0;
     }
     sps[0].top_p = 0.9f;
@@ -937,7 +928,7 @@ static void test_engine_thread(void **state)
     pthread_mutex_unlock(&done_mu);
     /* generate() on a running engine waits for its own request */
     int32_t p[5] = {1, 2, 3, 4, 5};
-    cel_sampling sp = samp(0, 0, 4);
+    cel_sampling sp = test_sampling(0, 0, 4, false);
     cel_completion c[2];
     assert_int_equal(cel_sched_generate(s, p, 5, 2, &sp, c, &err), CEL_OK);
     assert_int_equal(c[0].n_ids, 4);
@@ -949,7 +940,7 @@ static void test_engine_thread(void **state)
     for (int i = 0; i < 4; i++)
         for (int k = 0; k < 4; k++) {
             req_out r;
-            run_alone(t[i].prompts[k], 12, 1, samp(0.8f, (uint64_t)(i * 10 + k), 8), &r);
+            run_alone(t[i].prompts[k], 12, 1, test_sampling(0.8f, (uint64_t)(i * 10 + k), 8, false), &r);
             assert_same(&t[i].out[k].s[0], &r.s[0]);
         }
     /* idle engine thread sleeps; stop + start again works */
@@ -964,7 +955,7 @@ static void test_generate_collects(void **state)
     mock *m = mock_new(64, 16, MOCK_COUNT);
     cel_sched *s = mk(m, params(1024, 512));
     int32_t p[1] = {39};
-    cel_sampling sp = samp(0, 0, 3);
+    cel_sampling sp = test_sampling(0, 0, 3, false);
     const char *stop[] = {"wo"};
     sp.stop = stop;
     sp.n_stop = 1;
