@@ -30,7 +30,8 @@
  * what the split-K GEMV gains over the norm-once change alone; then, on
  * sm_90+, v3 at batch 1 with programmatic dependent launch
  * (CELINE_CUDA_PDL=1) and the GEMVs' L2 prefetch at 2 KiB (default, also
- * profiled: "v3-pdl"), 0 and 8 KiB per warp (CELINE_CUDA_PDL_PREFETCH).
+ * profiled: "v3-pdl"), 0 and 8 KiB per warp (CELINE_CUDA_PDL_PREFETCH), and
+ * with the q/k/v post-process as its own kernel (CELINE_CUDA_FUSE_QKV=0).
  * Prints a summary and writes the figures as JSON. Without a CUDA device
  * (or without CUDA in the build) it prints a SKIP line and writes
  * {"skipped": ...}.
@@ -653,23 +654,27 @@ int main(int argc, char **argv)
      * at batch 1: the GEMVs' L2 prefetch while they wait at its default
      * (2 KiB per warp, profiled: the graph figure is the one PDL changes),
      * off, and 8 KiB */
+    enum { N_PDLV = 4 };
     static const struct {
-        const char *key, *label, *pf;
-    } pdlv[3] = {{"v3_pdl_batch1", " (v3 + PDL)", NULL},
-                 {"v3_pdl_pf0_batch1", " (v3 + PDL, no L2 prefetch)", "0"},
-                 {"v3_pdl_pf8k_batch1", " (v3 + PDL, 8 KiB L2 prefetch per warp)", "8192"}};
-    decode_res res_pdl[3];
-    bool have_pdl[3] = {false, false, false}, have_pdl_prof = false;
-    for (int v = 0; v < 3 && !o.no_v3 && have_prof && info.cc_major >= 9; v++) {
+        const char *key, *label, *pf, *fuse;
+    } pdlv[N_PDLV] = {{"v3_pdl_batch1", " (v3 + PDL)", NULL, NULL},
+                      {"v3_pdl_pf0_batch1", " (v3 + PDL, no L2 prefetch)", "0", NULL},
+                      {"v3_pdl_pf8k_batch1", " (v3 + PDL, 8 KiB L2 prefetch per warp)", "8192", NULL},
+                      {"v3_pdl_nofuse_batch1", " (v3 + PDL, q/k/v post-process as its own kernel)", NULL, "0"}};
+    decode_res res_pdl[N_PDLV];
+    bool have_pdl[N_PDLV] = {false}, have_pdl_prof = false;
+    for (int v = 0; v < N_PDLV && !o.no_v3 && have_prof && info.cc_major >= 9; v++) {
         cel_backend_free(be);
         be = NULL;
         setenv("CELINE_CUDA_DECODE", "v3", 1);
         setenv("CELINE_CUDA_PDL", "1", 1);
         if (pdlv[v].pf) setenv("CELINE_CUDA_PDL_PREFETCH", pdlv[v].pf, 1);
+        if (pdlv[v].fuse) setenv("CELINE_CUDA_FUSE_QKV", pdlv[v].fuse, 1);
         cel_status cst = cel_backend_cuda_create(&bm.m, &p, &be, &err);
         unsetenv("CELINE_CUDA_DECODE");
         unsetenv("CELINE_CUDA_PDL");
         unsetenv("CELINE_CUDA_PDL_PREFETCH");
+        unsetenv("CELINE_CUDA_FUSE_QKV");
         if (cst != CEL_OK) {
             fprintf(stderr, "bench_gpu: v3 + PDL backend: %s\n", err.msg);
             continue;
@@ -734,7 +739,7 @@ int main(int argc, char **argv)
             if (have_v1) json_batch1(f, "v1_batch1", &res_v1, roof);
             if (v3_1) json_batch1(f, "v3_batch1", v3_1, roof);
             if (have_s1) json_batch1(f, "v3_split1_batch1", &res_s1, roof);
-            for (int v = 0; v < 3; v++)
+            for (int v = 0; v < N_PDLV; v++)
                 if (have_pdl[v]) json_batch1(f, pdlv[v].key, &res_pdl[v], roof);
             if (have_pf[0] || have_pf[1])
                 fprintf(f, ",\n  \"prefill_long\": {\"batch\": %d, \"prompt\": %d, \"per_token_tok_s\": %.1f, "

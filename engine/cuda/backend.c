@@ -34,7 +34,9 @@
  * the RMSNorms are computed once per layer, by the last block of the GEMV
  * that wrote the residual (O -> ffn norm, down -> next layer's attention
  * norm; one norm kernel after embed), instead of by every block of the QKV
- * and gate/up GEMVs, and narrow matrices split each row over 2-4 warps
+ * and gate/up GEMVs, the q/k/v post-process runs in the QKV GEMV's epilogue
+ * (per head, in the last block to finish the head's rows; 5 launches per
+ * layer; CELINE_CUDA_FUSE_QKV=0 keeps it separate), and narrow matrices split each row over 2-4 warps
  * (CELINE_CUDA_GEMV_SPLIT=1|2|4 forces a split, for A/B timing). v3 is not
  * bit-equal to v2 (other cos/sin, other attention and split-GEMV summation
  * orders) but is batch-invariant in the same way; v2 stays the default
@@ -158,6 +160,8 @@ typedef struct cu_backend {
     float *attn_part;    /* v3 attention chunk states (cel__cuk_attn_part_floats) */
     int32_t *attn_count; /* v3 attention arrival counters [CEL__CU_ATTN_SPLIT_ROWS][nh], zero between launches */
     int32_t *gemv_count; /* v3 GEMV norm-epilogue arrival counter, zero between launches */
+    int32_t *qkv_count;  /* v3 QKV GEMV q/k/v-epilogue arrival counters [nh + 2 nkv], zero between launches */
+    bool fuse_qkv;       /* v3: q/k/v post-process in the QKV GEMV's epilogue (CELINE_CUDA_FUSE_QKV=0: separate) */
     /* batch meta: [tokens | pos | blk | seq | out_rows | tab_off] each cap_t, then tables */
     int32_t cap_t, cap_tab;
     int32_t *meta_host, *meta_dev;
@@ -443,18 +447,10 @@ static cel_status cu_gemv_norm(cu_backend *be, float *y, uint16_t *swiglu_out, c
  * swiglu_out; with norm_w != NULL the last block then writes the RMSNorm of
  * y's T rows (width O) with norm_w into be->xn, the next GEMV's input. */
 static cel_status cu_gemv3(cu_backend *be, float *y, uint16_t *swiglu_out, const uint16_t *W, const uint16_t *x,
-                           int32_t T, int32_t I, int32_t O, bool accumulate, const float *norm_w, bool pdl,
-                           cu_kind kind, cel_error *err)
+                           int32_t T, int32_t I, int32_t O, bool accumulate, const float *norm_w,
+                           const cel__cu_qkv_fuse *qkv, bool pdl, cu_kind kind, cel_error *err)
 {
-    cel__cu_gemv3_args a;
-    memset(&a, 0, sizeof a);
-    a.y = y;
-    a.h = swiglu_out;
-    a.W = W;
-    a.x = x;
-    a.n_rows = T;
-    a.n_in = I;
-    a.n_out = O;
+    cel__cu_gemv3_args a = cel__cu_gemv3_make(y, swiglu_out, W, x, T, I, O);
     a.accumulate = accumulate ? 1 : 0;
     a.k_split = swiglu_out ? 1 : be->gemv_split;
     if (norm_w) {
@@ -463,6 +459,7 @@ static cel_status cu_gemv3(cu_backend *be, float *y, uint16_t *swiglu_out, const
         a.eps = be->base.model->hp.rms_eps;
         a.count = be->gemv_count;
     }
+    a.qkv = qkv;
     a.pdl = pdl;
     a.pf_bytes = pdl ? be->pdl_prefetch : 0;
     CEL_CUDA_CHECK(err, cel__cuk_gemv3(be->stream, &a));
@@ -551,8 +548,9 @@ static cel_status cu_attention(cu_backend *be, uint16_t *kc, uint16_t *vc, cel__
  * Batches of at most CEL__CU_GEMV_MAX_ROWS rows (decode) take the fused
  * path: RMSNorm inside the QKV and gate/up GEMVs, SwiGLU inside the gate/up
  * GEMV, residual adds inside the O and down GEMVs - 6 launches per layer
- * (v1: 9; v3: 6, the norms in the O and down GEMVs' epilogues, plus one
- * norm after embed). Larger batches: separate kernels around cuBLAS. */
+ * (v1: 9; v3: 5, the norms in the O and down GEMVs' epilogues and the q/k/v
+ * post-process in the QKV GEMV's, plus one norm after embed). Larger
+ * batches: separate kernels around cuBLAS. */
 static cel_status cu_enqueue_body(cu_backend *be, int32_t T, cel_error *err)
 {
     const cel_hparams *hp = &be->base.model->hp;
@@ -579,8 +577,14 @@ static cel_status cu_enqueue_body(cu_backend *be, int32_t T, cel_error *err)
     for (int32_t l = 0; l < be->L; l++) {
         const cu_layer *cl = &be->layers[l];
         uint16_t *kc = be->k_cache + (size_t)l * be->kv_layer_elems, *vc = be->v_cache + (size_t)l * be->kv_layer_elems;
+        cel__cu_qkv_params qp = {T, be->nh, be->nkv, be->hd, be->bs, (int32_t)hp->rope_style, hp->rms_eps, pdl};
+        /* v3: the q/k/v post-process as the QKV GEMV's epilogue when the shape allows */
+        const bool fuse_qkv = g3 && be->fuse_qkv && cel__cuk_gemv3_fuses_qkv(qkv_w, be->E, be->hd, be->gemv_split);
         if (g3) {
-            CEL_TRY(cu_gemv3(be, be->qkv, NULL, cl->wqkv, be->xn, T, be->E, qkv_w, false, NULL, pdl, CU_K_QKV, err));
+            const cel__cu_qkv_fuse qf = {cl->bqkv, cl->q_norm,      cl->k_norm,      be->inv_freq, META_POS(be, m),
+                                         META_BLK(be, m), kc, vc, be->qkv_count, qp};
+            CEL_TRY(cu_gemv3(be, be->qkv, NULL, cl->wqkv, be->xn, T, be->E, qkv_w, false, NULL, fuse_qkv ? &qf : NULL,
+                             pdl, CU_K_QKV, err));
         } else if (fused) {
             CEL_TRY(cu_gemv_norm(be, be->qkv, NULL, cl->wqkv, cl->attn_norm, T, qkv_w, be->xb, CU_K_QKV, err));
         } else {
@@ -589,19 +593,20 @@ static cel_status cu_enqueue_body(cu_backend *be, int32_t T, cel_error *err)
             cu_mark(be, CU_K_NORM, 0.0);
             CEL_TRY(cu_gemm(be, be->qkv, cl->wqkv, be->xb, T, be->E, qkv_w, false, CU_K_QKV, err));
         }
-        cel__cu_qkv_params qp = {T, be->nh, be->nkv, be->hd, be->bs, (int32_t)hp->rope_style, hp->rms_eps, pdl};
-        CEL_CUDA_CHECK(err, (be->decode_v3 ? cel__cuk_qkv_rope_v3 : cel__cuk_qkv_rope)(
-                                be->stream, be->qkv, cl->bqkv, cl->q_norm, cl->k_norm, be->inv_freq, META_POS(be, m),
-                                META_BLK(be, m), kc, vc, qp));
-        cu_mark(be, CU_K_ROPE, 0.0);
+        if (!fuse_qkv) {
+            CEL_CUDA_CHECK(err, (be->decode_v3 ? cel__cuk_qkv_rope_v3 : cel__cuk_qkv_rope)(
+                                    be->stream, be->qkv, cl->bqkv, cl->q_norm, cl->k_norm, be->inv_freq,
+                                    META_POS(be, m), META_BLK(be, m), kc, vc, qp));
+            cu_mark(be, CU_K_ROPE, 0.0);
+        }
         cel__cu_attn_params ap = {T, be->nh, be->nkv, be->hd, be->bs, qkv_w, 1.0f / sqrtf((float)be->hd)};
         CEL_TRY(cu_attention(be, kc, vc, ap, pdl, err));
         cu_mark(be, CU_K_ATTN, 0.0); /* one mark for all of the layer's attention launches */
         if (g3) { /* x += O attn, then xn = ffn_norm(x); gate/up + SwiGLU; x += down h, then xn = next attn_norm(x) */
-            CEL_TRY(cu_gemv3(be, be->x, NULL, cl->wo, be->xb, T, be->Q, be->E, true, cl->ffn_norm, pdl, CU_K_O, err));
-            CEL_TRY(cu_gemv3(be, NULL, be->xb, cl->wgu, be->xn, T, be->E, be->F, false, NULL, pdl, CU_K_GATE_UP, err));
+            CEL_TRY(cu_gemv3(be, be->x, NULL, cl->wo, be->xb, T, be->Q, be->E, true, cl->ffn_norm, NULL, pdl, CU_K_O, err));
+            CEL_TRY(cu_gemv3(be, NULL, be->xb, cl->wgu, be->xn, T, be->E, be->F, false, NULL, NULL, pdl, CU_K_GATE_UP, err));
             CEL_TRY(cu_gemv3(be, be->x, NULL, cl->wdown, be->xb, T, be->F, be->E, true,
-                             l + 1 < be->L ? be->layers[l + 1].attn_norm : NULL, pdl, CU_K_DOWN, err));
+                             l + 1 < be->L ? be->layers[l + 1].attn_norm : NULL, NULL, pdl, CU_K_DOWN, err));
             continue;
         }
         CEL_TRY(cu_gemm(be, be->x, cl->wo, be->xb, T, be->Q, be->E, true, CU_K_O, err));
@@ -984,6 +989,7 @@ static void cu_destroy(cel_backend *base)
     cu_free(be->attn_part);
     cu_free(be->attn_count);
     cu_free(be->gemv_count);
+    cu_free(be->qkv_count);
     cu_free(be->meta_dev);
     cu_free(be->stage_dev);
     cu_free(be->blas_ws);
@@ -1120,6 +1126,8 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
         long v = strtol(pf_env, &end, 10);
         if (*end == '\0' && v >= 0 && v <= (1 << 20)) be->pdl_prefetch = (int32_t)(v / 16 * 16);
     }
+    const char *fenv = getenv("CELINE_CUDA_FUSE_QKV"); /* v3 A/B timing of the fused q/k/v post-process */
+    be->fuse_qkv = !(fenv && strcmp(fenv, "0") == 0);
     const char *genv = getenv("CELINE_CUDA_GRAPHS");
     be->graphs_on = !(genv && strcmp(genv, "0") == 0);
     be->base.block_size = be->bs;
@@ -1236,6 +1244,8 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
                        err)) != CEL_OK)
         goto fail;
     if ((st = cu_alloc((void **)&be->gemv_count, 64, "GEMV counter", err)) != CEL_OK) goto fail;
+    if ((st = cu_alloc((void **)&be->qkv_count, (size_t)(be->nh + 2 * be->nkv) * 4, "q/k/v counters", err)) != CEL_OK)
+        goto fail;
     if ((st = cu_alloc(&be->blas_ws, CEL__CU_BLAS_WS_BYTES, "cuBLAS workspace", err)) != CEL_OK) goto fail;
     if ((st = cu_alloc(&be->stage_dev, CEL__CU_STAGE_BYTES, "upload staging", err)) != CEL_OK) goto fail;
     be->cap_t = be->max_tokens;
@@ -1294,6 +1304,7 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
     CEL_CUDA_GOTO(err, st, fail,
                   cudaMemsetAsync(be->attn_count, 0, (size_t)CEL__CU_ATTN_SPLIT_ROWS * be->nh * 4, be->stream));
     CEL_CUDA_GOTO(err, st, fail, cudaMemsetAsync(be->gemv_count, 0, 64, be->stream));
+    CEL_CUDA_GOTO(err, st, fail, cudaMemsetAsync(be->qkv_count, 0, (size_t)(be->nh + 2 * be->nkv) * 4, be->stream));
     CEL_CUDA_GOTO(err, st, fail, cudaMemsetAsync(be->argmax_count, 0, (size_t)be->logit_rows * 4, be->stream));
     CEL_CUDA_GOTO(err, st, fail, cudaStreamSynchronize(be->stream));
     be->info.graphs = be->graphs_on;

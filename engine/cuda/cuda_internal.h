@@ -38,6 +38,7 @@
 #define cel__cuk_gemv_v1 cel__emuk_gemv_v1
 #define cel__cuk_gemv3 cel__emuk_gemv3
 #define cel__cuk_gemv3_split cel__emuk_gemv3_split
+#define cel__cuk_gemv3_fuses_qkv cel__emuk_gemv3_fuses_qkv
 #define cel__cuk_rmsnorm_v3 cel__emuk_rmsnorm_v3
 #define cel__cuk_gemv_norm_fits cel__emuk_gemv_norm_fits
 #define cel__cuk_spin cel__emuk_spin
@@ -260,8 +261,45 @@ typedef struct cel__cu_gemv3_args {
     int32_t *count;        /* device arrival counter for the epilogue */
     int32_t pdl;           /* launch early behind the previous kernel (sm_90+, see CEL_LAUNCH_PDL) ... */
     int32_t pf_bytes;      /* ... and meanwhile prefetch this many bytes per warp into L2 (multiple of 16) */
+    const struct cel__cu_qkv_fuse *qkv; /* the QKV projection with its post-process fused, or NULL */
 } cel__cu_gemv3_args;
 cudaError_t cel__cuk_gemv3(cudaStream_t s, const cel__cu_gemv3_args *a);
+/* The arguments for y = W x (h NULL) or the SwiGLU form into h, n_rows rows
+ * of n_in inputs and n_out outputs; everything else zero (no epilogue, the
+ * default split, no early launch). */
+static inline cel__cu_gemv3_args cel__cu_gemv3_make(float *y, uint16_t *h, const uint16_t *W, const uint16_t *x,
+                                                    int32_t n_rows, int32_t n_in, int32_t n_out)
+{
+    cel__cu_gemv3_args a;
+    memset(&a, 0, sizeof a);
+    a.y = y;
+    a.h = h;
+    a.W = W;
+    a.x = x;
+    a.n_rows = n_rows;
+    a.n_in = n_in;
+    a.n_out = n_out;
+    return a;
+}
+/* The q/k/v post-process as the QKV GEMV's epilogue (cel__cu_gemv3_args.qkv,
+ * plain form, no norm epilogue, no accumulate, y = qkv with n_out = (n_head +
+ * 2 n_head_kv) head_dim): each head-unit's last block to finish its rows
+ * runs cel__cuk_qkv_rope_v3's per-unit step on them (one warp per token), so
+ * q in y, and the K/V cache, get the same bits as cel__cuk_gemv3 followed by
+ * cel__cuk_qkv_rope_v3 - one launch fewer per layer. count: device
+ * [n_head + 2 n_head_kv] int32, zero before the launch and after it. */
+#define CEL__CU_QKV_FUSE_MAX_HD 256
+typedef struct cel__cu_qkv_fuse {
+    const float *bias, *q_norm, *k_norm, *inv_freq; /* as cel__cuk_qkv_rope_v3 */
+    const int32_t *pos, *blk;
+    uint16_t *k_cache, *v_cache;
+    int32_t *count;
+    cel__cu_qkv_params p; /* p.n_tokens == n_rows */
+} cel__cu_qkv_fuse;
+/* Whether a QKV GEMV of this shape can take the epilogue: a head's rows must
+ * span whole blocks (head_dim a multiple of the rows one block covers at
+ * this split, 0: the default split), head_dim a multiple of 32, <= 256. */
+int cel__cuk_gemv3_fuses_qkv(int32_t n_out, int32_t n_in, int32_t head_dim, int32_t k_split);
 /* The warps per row cel__cuk_gemv3 uses by default: a function of the shape
  * alone (never of n_rows): 1 for SwiGLU and n_out >= 8192; else the largest
  * of 4, 2 with n_out x k_split <= 4096 warps and at least 2 chunks of 8

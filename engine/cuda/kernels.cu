@@ -37,6 +37,28 @@ static __device__ float cel_d_block_sum(float v)
     return red[0];
 }
 
+/* The "last block does the rest" step of a kernel whose blocks each write a
+ * share of something and whose final step needs all of it: counts the block
+ * in *count once its earlier global stores are visible, and tells whether it
+ * is the last of `total` blocks to arrive. The last one resets the counter
+ * (zero again for the next launch: CUDA graphs replay it as is) and fences,
+ * so it sees the others' stores - read those through L2 (__ldcg). Contains
+ * __syncthreads: call from all threads of the block. */
+static __device__ bool cel_d_block_arrive_last(int32_t *count, int total)
+{
+    __shared__ int s_last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        s_last = atomicAdd(count, 1) == total - 1;
+        if (s_last) *count = 0;
+    }
+    __syncthreads();
+    const bool last = s_last != 0;
+    if (last) __threadfence();
+    return last;
+}
+
 /* An FP16 value stored little-endian at any byte address (quant blocks). */
 static __device__ __forceinline__ float cel_d_f16_at(const uint8_t *p)
 {
@@ -602,7 +624,6 @@ static __global__ void __launch_bounds__(CEL__ATT3_THREADS)
     constexpr int AU = D <= 4 ? 4 : 2;
     __shared__ float s_m[NW][G], s_l[NW][G];
     __shared__ float s_acc[NW][G][HD];
-    __shared__ int s_last;
     const int t = blockIdx.x, h0 = blockIdx.y * G, z = blockIdx.z, S = gridDim.z;
     const int kvh = h0 / (p.n_head / p.n_head_kv);
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
@@ -671,18 +692,8 @@ CEL_UNROLL
             }
         }
     }
-    if (!direct) {
-        __threadfence(); /* this block's chunk states are visible before it is counted */
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            int32_t *cnt = count + (int64_t)t * gridDim.y + blockIdx.y;
-            const int old = atomicAdd(cnt, 1);
-            s_last = old == n_work - 1;
-            if (s_last) *cnt = 0; /* every block of this (token, group) has arrived: ready for the next launch */
-        }
-        __syncthreads();
-        if (!s_last) return;
-        __threadfence();
+    if (!direct) { /* the last block of this (token, group) folds the chunk states */
+        if (!cel_d_block_arrive_last(count + (int64_t)t * gridDim.y + blockIdx.y, n_work)) return;
 CEL_UNROLL
         for (int e = 0; e < EPT; e++) {
             const int idx = threadIdx.x + e * NT;
@@ -1135,6 +1146,7 @@ typedef struct cel__gemv3_kp {
     float eps;
     int n_in, n_out, accumulate;
     int pf_bytes; /* per warp: L2 prefetch of its slice beyond the first group, before cel_d_grid_wait */
+    cel__cu_qkv_fuse qf; /* qf.count != NULL: the q/k/v post-process as epilogue */
 } cel__gemv3_kp;
 
 /* The v3 decode GEMV (see cel__cuk_gemv3). A row task - NR weight rows (one,
@@ -1209,18 +1221,25 @@ CEL_UNROLL
     if (ks == 0 && lane == 0 && task < n_tasks)
         cel_d_gemv_store<R, NR, SWIGLU>(acc, row, task, p.y, p.h, p.n_out, p.accumulate);
     if constexpr (!SWIGLU) {
-        if (p.norm_out) { /* the same for the whole grid */
-            __shared__ int s_last;
-            __threadfence(); /* this block's y stores are visible before it is counted */
-            __syncthreads();
-            if (threadIdx.x == 0) {
-                const int old = atomicAdd(p.count, 1);
-                s_last = old == (int)gridDim.x - 1;
-                if (s_last) *p.count = 0; /* every block has arrived: ready for the next launch */
-            }
-            __syncthreads();
-            if (!s_last) return;
-            __threadfence();
+        if (p.qf.count) { /* q/k/v epilogue: the last block of each head-unit post-processes it */
+            constexpr int RPB = TPB * NR; /* weight rows per block; a unit's rows span whole blocks */
+            const int hd = p.qf.p.head_dim, u = blockIdx.x * RPB / hd;
+            if (!cel_d_block_arrive_last(p.qf.count + u, hd / RPB)) return;
+            __shared__ float s_x[NW][CEL__CU_QKV_FUSE_MAX_HD];
+            if (w >= R) return; /* warp w: token w */
+            float *g = p.y + (int64_t)w * p.n_out + (int64_t)u * hd, *x = s_x[w];
+            for (int d = lane; d < hd; d += 32) x[d] = __ldcg(g + d);
+            __syncwarp();
+            const int ps = p.qf.pos[w];
+            cel_d_qkv_unit<true>(x, u, lane, ps, p.qf.blk[w], ps % p.qf.p.block_size, p.qf.bias, p.qf.q_norm,
+                                 p.qf.k_norm, p.qf.inv_freq, p.qf.k_cache, p.qf.v_cache, p.qf.p);
+            __syncwarp();
+            if (u < p.qf.p.n_head) /* attention reads q from here; k and v went to the cache */
+                for (int d = lane; d < hd; d += 32) g[d] = x[d];
+            return;
+        }
+        if (p.norm_out) { /* the same for the whole grid: the last block normalizes */
+            if (!cel_d_block_arrive_last(p.count, (int)gridDim.x)) return;
             for (int r = 0; r < R; r++) {
                 if (r > 0) __syncthreads();
                 cel_d_norm_row_bf16(p.norm_out + (int64_t)r * p.n_out, p.y + (int64_t)r * p.n_out, p.norm_w,
@@ -1240,6 +1259,20 @@ extern "C" int32_t cel__cuk_gemv3_split(int32_t n_out, int32_t n_in, int swiglu)
     int32_t ks = 4;
     while (ks > 1 && ((int64_t)n_out * ks > CEL__GEMV3_WARPS || n_in / 8 < 64 * ks)) ks /= 2;
     return ks;
+}
+
+/* Weight rows one block of cel_k_gemv3 covers (plain form). */
+static int32_t cel__gemv3_rows_per_block(int32_t n_out, int32_t k_split)
+{
+    return CEL__CU_THREADS / 32 / k_split * (k_split == 1 && n_out >= 8192 ? 2 : 1);
+}
+
+extern "C" int cel__cuk_gemv3_fuses_qkv(int32_t n_out, int32_t n_in, int32_t head_dim, int32_t k_split)
+{
+    const int32_t ks = k_split ? k_split : cel__cuk_gemv3_split(n_out, n_in, 0);
+    if (ks != 1 && ks != 2 && ks != 4) return 0;
+    return head_dim > 0 && head_dim <= CEL__CU_QKV_FUSE_MAX_HD && head_dim % 32 == 0 &&
+           head_dim % cel__gemv3_rows_per_block(n_out, ks) == 0;
 }
 
 template <int NR, int KS, bool SWIGLU>
@@ -1272,6 +1305,8 @@ static cudaError_t cel__gemv3_launch(cudaStream_t s, const cel__cu_gemv3_args *a
     kp.n_out = a->n_out;
     kp.accumulate = a->accumulate;
     kp.pf_bytes = a->pdl ? a->pf_bytes : 0;
+    if (a->qkv) kp.qf = *a->qkv;
+    else memset(&kp.qf, 0, sizeof kp.qf);
     CEL_LAUNCH_PDL(a->pdl, kern, (unsigned)grid, CEL__CU_THREADS, 0, s, kp);
     return cudaGetLastError();
 }
@@ -1287,6 +1322,14 @@ extern "C" cudaError_t cel__cuk_gemv3(cudaStream_t s, const cel__cu_gemv3_args *
     if ((int64_t)a->n_out * (swiglu ? 2 : 1) > INT32_MAX) return cudaErrorInvalidValue;
     if (a->pf_bytes < 0 || a->pf_bytes % 16 != 0) return cudaErrorInvalidValue;
     const int32_t ks = a->k_split ? a->k_split : cel__cuk_gemv3_split(a->n_out, a->n_in, swiglu);
+    if (a->qkv) {
+        const cel__cu_qkv_fuse *q = a->qkv;
+        if (swiglu || a->norm_out || a->accumulate || !q->count || !q->inv_freq || !q->pos || !q->blk ||
+            !q->k_cache || !q->v_cache || q->p.n_tokens != a->n_rows || q->p.block_size <= 0 || q->p.n_head <= 0 ||
+            q->p.n_head_kv <= 0 || (int64_t)(q->p.n_head + 2 * q->p.n_head_kv) * q->p.head_dim != a->n_out ||
+            !cel__cuk_gemv3_fuses_qkv(a->n_out, a->n_in, q->p.head_dim, ks))
+            return cudaErrorInvalidValue;
+    }
     if (swiglu) return ks == 1 ? cel__gemv3_launch<2, 1, true>(s, a) : cudaErrorInvalidValue;
     switch (ks) {
     case 1: return a->n_out >= 8192 ? cel__gemv3_launch<2, 1, false>(s, a) : cel__gemv3_launch<1, 1, false>(s, a);

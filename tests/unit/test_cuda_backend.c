@@ -569,8 +569,13 @@ static void run_paths(const tcfg *c, int32_t n_dec, int32_t launches_per_layer_v
     for (int which = 0; which < 3; which++) {
         cel_backend *be = which == 1 ? v1 : which == 2 ? p3.gpu : pr.gpu;
         if (cel_backend_cuda_profile(be, &tb->b, true, 3, &prof, &err) != CEL_OK) fail_msg("profile: %s", err.msg);
-        /* v3: 6 per layer (the norms in the O and down GEMVs' epilogues) and one norm after embed */
-        const int32_t per_layer = which == 1 ? 9 : which == 2 ? 6 : launches_per_layer_v2;
+        /* v3: 6 per layer (the norms in the O and down GEMVs' epilogues) and one norm after embed;
+         * 5 where the q/k/v post-process rides in the QKV GEMV's epilogue */
+        const cel_hparams *hp = &tm->m.hp;
+        const int32_t v3_per_layer =
+            cel__cuk_gemv3_fuses_qkv((hp->n_head + 2 * hp->n_head_kv) * hp->head_dim, hp->n_embd, hp->head_dim, 0) ? 5
+                                                                                                                    : 6;
+        const int32_t per_layer = which == 1 ? 9 : which == 2 ? v3_per_layer : launches_per_layer_v2;
         assert_string_equal(prof.decode, which == 1 ? "v1" : which == 2 ? "v3" : "v2");
         assert_true(prof.attn_splits >= 1 && (which == 2 || prof.attn_splits == 1));
         /* embed, layers, final norm + lm_head + argmax */

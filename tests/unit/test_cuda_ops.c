@@ -908,14 +908,7 @@ static void run_gemv3(int32_t T, int32_t I, int32_t O, int32_t ks, bool accumula
     float *d_nw = dup_to_dev(nwt, (size_t)O * sizeof(float));
     int32_t zero = 0, cnt = -1;
     int32_t *d_cnt = dup_to_dev(&zero, sizeof zero);
-    cel__cu_gemv3_args a;
-    memset(&a, 0, sizeof a);
-    a.y = d_y;
-    a.W = d_w;
-    a.x = d_x;
-    a.n_rows = T;
-    a.n_in = I;
-    a.n_out = O;
+    cel__cu_gemv3_args a = cel__cu_gemv3_make(d_y, NULL, d_w, d_x, T, I, O);
     a.accumulate = accumulate;
     a.k_split = ks;
     if (norm) {
@@ -1017,14 +1010,7 @@ static void run_gemv3_swiglu(int32_t T, int32_t I, int32_t O)
     a2.n_in = I;
     a2.n_out = O;
     assert_int_equal(cel__cuk_gemv_ex(g_stream, &a2), cudaSuccess);
-    cel__cu_gemv3_args a;
-    memset(&a, 0, sizeof a);
-    a.h = d_h3;
-    a.W = d_w;
-    a.x = d_x;
-    a.n_rows = T;
-    a.n_in = I;
-    a.n_out = O;
+    cel__cu_gemv3_args a = cel__cu_gemv3_make(NULL, d_h3, d_w, d_x, T, I, O);
     assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaSuccess);
     to_host(h2, d_h2, nh * 2);
     to_host(h3, d_h3, nh * 2);
@@ -1053,6 +1039,124 @@ static void run_gemv3_swiglu(int32_t T, int32_t I, int32_t O)
     free(h2);
     free(h3);
     free(h1);
+}
+
+/* The q/k/v epilogue of cel__cuk_gemv3 (cel__cu_qkv_fuse) against the same
+ * GEMV followed by cel__cuk_qkv_rope_v3: q in the output and the whole K/V
+ * cache bit for bit, the arrival counters back at zero. T rows at
+ * positions spread over several KV blocks, nh/nkv heads of hd, GEMV split
+ * ks (0: the default). */
+static void run_gemv3_qkv(int32_t T, int32_t I, int32_t nh, int32_t nkv, int32_t hd, int32_t ks, cel_rope_style style,
+                          bool bias, bool qk_norm)
+{
+    const int32_t units = nh + 2 * nkv, O = units * hd, bs = 4, n_blocks = 12;
+    const size_t nw_ = (size_t)O * I, nx = (size_t)T * I, ny = (size_t)T * O, cache_n = (size_t)n_blocks * nkv * bs * hd;
+    uint16_t *w = malloc(nw_ * 2), *xb = malloc(nx * 2), *ka = malloc(cache_n * 2), *kb = malloc(cache_n * 2);
+    uint16_t *va = malloc(cache_n * 2), *vb = malloc(cache_n * 2);
+    float *b = malloc((size_t)O * sizeof(float)), *qn = malloc((size_t)hd * 4), *kn = malloc((size_t)hd * 4);
+    float *inv = malloc((size_t)hd / 2 * 4), *ya = malloc(ny * sizeof(float)), *yb = malloc(ny * sizeof(float));
+    int32_t pos[8], blk[8], cnt[64];
+    for (size_t i = 0; i < nw_; i++) w[i] = cel_fp32_to_bf16(frand(0.2f));
+    for (size_t i = 0; i < nx; i++) xb[i] = cel_fp32_to_bf16(frand(1.0f));
+    for (int32_t i = 0; i < O; i++) b[i] = frand(0.5f);
+    for (int32_t i = 0; i < hd; i++) {
+        qn[i] = 1.0f + frand(0.3f);
+        kn[i] = 1.0f + frand(0.3f);
+    }
+    for (int32_t i = 0; i < hd / 2; i++) inv[i] = powf(10000.0f, -2.0f * (float)i / (float)hd);
+    for (int32_t t = 0; t < T; t++) { /* distinct slots: token t at position 5 t + 3 */
+        pos[t] = 5 * t + 3;
+        blk[t] = (pos[t] / bs) % n_blocks;
+    }
+    uint16_t *d_w = dup_to_dev(w, nw_ * 2), *d_x = dup_to_dev(xb, nx * 2);
+    uint16_t *d_ka = dalloc(cache_n * 2), *d_kb = dalloc(cache_n * 2), *d_va = dalloc(cache_n * 2),
+             *d_vb = dalloc(cache_n * 2);
+    float *d_ya = dalloc(ny * sizeof(float)), *d_yb = dalloc(ny * sizeof(float));
+    float *d_b = dup_to_dev(b, (size_t)O * 4), *d_qn = dup_to_dev(qn, (size_t)hd * 4), *d_kn = dup_to_dev(kn, (size_t)hd * 4);
+    float *d_inv = dup_to_dev(inv, (size_t)hd / 2 * 4);
+    int32_t *d_pos = dup_to_dev(pos, sizeof pos), *d_blk = dup_to_dev(blk, sizeof blk), *d_cnt = dalloc(sizeof cnt);
+    assert_int_equal(cudaMemset(d_cnt, 0, sizeof cnt), cudaSuccess);
+    uint16_t *caches[4] = {d_ka, d_kb, d_va, d_vb};
+    for (int i = 0; i < 4; i++) assert_int_equal(cudaMemset(caches[i], 0, cache_n * 2), cudaSuccess);
+    cel__cu_qkv_params qp = {T, nh, nkv, hd, bs, (int32_t)style, 1e-6f, 0};
+    cel__cu_gemv3_args a = cel__cu_gemv3_make(d_ya, NULL, d_w, d_x, T, I, O);
+    a.k_split = ks;
+    assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaSuccess);
+    assert_int_equal(cel__cuk_qkv_rope_v3(g_stream, d_ya, bias ? d_b : NULL, qk_norm ? d_qn : NULL,
+                                          qk_norm ? d_kn : NULL, d_inv, d_pos, d_blk, d_ka, d_va, qp),
+                     cudaSuccess);
+    const cel__cu_qkv_fuse qf = {bias ? d_b : NULL, qk_norm ? d_qn : NULL, qk_norm ? d_kn : NULL, d_inv, d_pos, d_blk,
+                                 d_kb, d_vb, d_cnt, qp};
+    assert_true(cel__cuk_gemv3_fuses_qkv(O, I, hd, ks));
+    a.y = d_yb;
+    a.qkv = &qf;
+    assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaSuccess);
+    to_host(ya, d_ya, ny * sizeof(float));
+    to_host(yb, d_yb, ny * sizeof(float));
+    to_host(ka, d_ka, cache_n * 2);
+    to_host(kb, d_kb, cache_n * 2);
+    to_host(va, d_va, cache_n * 2);
+    to_host(vb, d_vb, cache_n * 2);
+    to_host(cnt, d_cnt, sizeof cnt);
+    char what[96];
+    snprintf(what, sizeof what, "gemv3+qkv T%d h%d/%d d%d ks%d %s%s%s", T, nh, nkv, hd, ks,
+             style == CEL_ROPE_NEOX ? "neox" : "norm", bias ? " bias" : "", qk_norm ? " qknorm" : "");
+    for (int32_t t = 0; t < T; t++)
+        if (memcmp(ya + (size_t)t * O, yb + (size_t)t * O, (size_t)nh * hd * sizeof(float)) != 0)
+            fail_msg("%s: token %d's q differs from gemv3 + qkv_rope_v3", what, (int)t);
+    if (memcmp(ka, kb, cache_n * 2) != 0 || memcmp(va, vb, cache_n * 2) != 0)
+        fail_msg("%s: the K/V cache differs from gemv3 + qkv_rope_v3", what);
+    for (int32_t u = 0; u < units; u++) assert_int_equal(cnt[u], 0);
+    printf("  %-40s bit-equal to gemv3 + qkv_rope_v3\n", what);
+    cel__cu_qkv_fuse bad = qf; /* what the epilogue cannot take */
+    bad.p.n_tokens = T + 1;
+    a.qkv = &bad;
+    assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaErrorInvalidValue);
+    a.qkv = &qf;
+    a.accumulate = 1;
+    assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaErrorInvalidValue);
+    dfree(d_w);
+    dfree(d_x);
+    for (int i = 0; i < 4; i++) dfree(caches[i]);
+    dfree(d_ya);
+    dfree(d_yb);
+    dfree(d_b);
+    dfree(d_qn);
+    dfree(d_kn);
+    dfree(d_inv);
+    dfree(d_pos);
+    dfree(d_blk);
+    dfree(d_cnt);
+    free(w);
+    free(xb);
+    free(ka);
+    free(kb);
+    free(va);
+    free(vb);
+    free(b);
+    free(qn);
+    free(kn);
+    free(inv);
+    free(ya);
+    free(yb);
+}
+
+static void test_gemv3_qkv(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    run_gemv3_qkv(1, 256, 4, 2, 64, 0, CEL_ROPE_NEOX, false, false);
+    run_gemv3_qkv(3, 264, 4, 2, 64, 1, CEL_ROPE_NORM, true, false);
+    run_gemv3_qkv(8, 128, 4, 1, 128, 2, CEL_ROPE_NEOX, false, true);
+    run_gemv3_qkv(5, 64, 2, 2, 32, 4, CEL_ROPE_NEOX, true, true);
+    run_gemv3_qkv(2, 2048, 32, 8, 64, 0, CEL_ROPE_NEOX, false, false); /* Llama-3.2-1B's shape */
+    assert_true(cel__cuk_gemv3_fuses_qkv(3072, 2048, 64, 1));
+    assert_true(cel__cuk_gemv3_fuses_qkv(4608, 2048, 96, 0));
+    assert_true(cel__cuk_gemv3_fuses_qkv(10240, 8192, 128, 1)); /* 16 rows per block (n_out >= 8192) */
+    /* shapes it refuses */
+    assert_false(cel__cuk_gemv3_fuses_qkv(9216, 4096, 48, 1)); /* not a multiple of 32 */
+    assert_false(cel__cuk_gemv3_fuses_qkv(9216, 4096, 512, 1)); /* longer than the epilogue's buffer */
+    assert_false(cel__cuk_gemv3_fuses_qkv(3072, 2048, 64, 3));
 }
 
 static void test_gemv3(void **state)
@@ -1540,7 +1644,7 @@ int main(void)
         cmocka_unit_test(test_attention), cmocka_unit_test(test_attention_v3),
         cmocka_unit_test(test_attention_v3_long), cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_gemm),      cmocka_unit_test(test_gemv_batch_invariance),
-        cmocka_unit_test(test_gemv_fused), cmocka_unit_test(test_gemv3),
+        cmocka_unit_test(test_gemv_fused), cmocka_unit_test(test_gemv3), cmocka_unit_test(test_gemv3_qkv),
         cmocka_unit_test(test_rmsnorm_v3),
         cmocka_unit_test(test_copy_block), cmocka_unit_test(test_argmax), cmocka_unit_test(test_sample_kernel),
         cmocka_unit_test(test_launch_errors),
