@@ -33,10 +33,13 @@
  * batches of at most 8 rows it also runs its own GEMVs (cel__cuk_gemv3):
  * the RMSNorms are computed once per layer, by the last block of the GEMV
  * that wrote the residual (O -> ffn norm, down -> next layer's attention
- * norm; one norm kernel after embed), instead of by every block of the QKV
- * and gate/up GEMVs, the q/k/v post-process runs in the QKV GEMV's epilogue
- * (per head, in the last block to finish the head's rows; 5 launches per
- * layer; CELINE_CUDA_FUSE_QKV=0 keeps it separate), and narrow matrices split each row over 2-4 warps
+ * norm, or the final norm when every row is an output row - then the
+ * output GEMV reads it directly, see cu_head_in_body; layer 0's norm runs in
+ * the embedding kernel), instead of by every block of the QKV and gate/up
+ * GEMVs; the q/k/v post-process runs in the QKV GEMV's epilogue (per head,
+ * in the last block to finish the head's rows; 5 launches per layer;
+ * CELINE_CUDA_FUSE_QKV=0 keeps it separate); and narrow matrices split each
+ * row over 2-4 warps
  * (CELINE_CUDA_GEMV_SPLIT=1|2|4 forces a split, for A/B timing). v3 is not
  * bit-equal to v2 (other cos/sin, other attention and split-GEMV summation
  * orders) but is batch-invariant in the same way; v2 stays the default
@@ -86,6 +89,7 @@ typedef struct cu_layer {
 typedef struct cu_graph {
     int32_t n_tokens, n_out;
     int mode;                /* cu_head_mode: what follows the output GEMV of the n_out rows */
+    bool head_in_body;       /* the final norm ran in the last layer's epilogue (cu_head_in_body) */
     int32_t seen;            /* eager runs of this shape so far */
     cudaGraphExec_t exec;    /* NULL until captured */
     uint64_t last_use;
@@ -338,12 +342,14 @@ static void cu_graphs_clear(cu_backend *be)
 
 /* The cache slot for shape (n_tokens, n_out): an existing one, else a free
  * or least recently used one (its graph destroyed). */
-static cu_graph *cu_graph_slot(cu_backend *be, int32_t n_tokens, int32_t n_out, int mode)
+static cu_graph *cu_graph_slot(cu_backend *be, int32_t n_tokens, int32_t n_out, int mode, bool head_in_body)
 {
     cu_graph *free_slot = NULL, *lru = NULL;
     for (int i = 0; i < CEL__CU_MAX_GRAPHS; i++) {
         cu_graph *g = &be->graphs[i];
-        if (g->seen > 0 && g->n_tokens == n_tokens && g->n_out == n_out && g->mode == mode) return g;
+        if (g->seen > 0 && g->n_tokens == n_tokens && g->n_out == n_out && g->mode == mode &&
+            g->head_in_body == head_in_body)
+            return g;
         if (g->seen == 0) {
             if (!free_slot) free_slot = g;
         } else if (!lru || g->last_use < lru->last_use) {
@@ -356,6 +362,7 @@ static cu_graph *cu_graph_slot(cu_backend *be, int32_t n_tokens, int32_t n_out, 
     victim->n_tokens = n_tokens;
     victim->n_out = n_out;
     victim->mode = mode;
+    victim->head_in_body = head_in_body;
     return victim;
 }
 
@@ -448,11 +455,11 @@ static cel_status cu_gemv_norm(cu_backend *be, float *y, uint16_t *swiglu_out, c
  * y's T rows (width O) with norm_w into be->xn, the next GEMV's input. */
 static cel_status cu_gemv3(cu_backend *be, float *y, uint16_t *swiglu_out, const uint16_t *W, const uint16_t *x,
                            int32_t T, int32_t I, int32_t O, bool accumulate, const float *norm_w,
-                           const cel__cu_qkv_fuse *qkv, bool pdl, cu_kind kind, cel_error *err)
+                           const cel__cu_qkv_fuse *qkv, int32_t k_split, bool pdl, cu_kind kind, cel_error *err)
 {
     cel__cu_gemv3_args a = cel__cu_gemv3_make(y, swiglu_out, W, x, T, I, O);
     a.accumulate = accumulate ? 1 : 0;
-    a.k_split = swiglu_out ? 1 : be->gemv_split;
+    a.k_split = k_split;
     if (norm_w) {
         a.norm_out = be->xn;
         a.norm_w = norm_w;
@@ -549,16 +556,17 @@ static cel_status cu_attention(cu_backend *be, uint16_t *kc, uint16_t *vc, cel__
  * path: RMSNorm inside the QKV and gate/up GEMVs, SwiGLU inside the gate/up
  * GEMV, residual adds inside the O and down GEMVs - 6 launches per layer
  * (v1: 9; v3: 5, the norms in the O and down GEMVs' epilogues and the q/k/v
- * post-process in the QKV GEMV's, plus one norm after embed). Larger
- * batches: separate kernels around cuBLAS. */
-static cel_status cu_enqueue_body(cu_backend *be, int32_t T, cel_error *err)
+ * post-process in the QKV GEMV's; layer 0's norm in the embedding kernel).
+ * Larger batches: separate kernels around cuBLAS. head_in_body: the last
+ * down GEMV normalizes with the final norm (cu_head_in_body). */
+static cel_status cu_enqueue_body(cu_backend *be, int32_t T, bool head_in_body, cel_error *err)
 {
     const cel_hparams *hp = &be->base.model->hp;
     const int32_t *m = be->meta_dev;
     const int32_t qkv_w = be->Q + 2 * be->KV;
     const bool fused = !be->decode_v1 && be->use_gemv && T <= CEL__CU_GEMV_MAX_ROWS;
     /* v3 small batches: the norms run once per layer (xn), in the epilogue
-     * of the GEMV that produced the residual (the first one after embed) */
+     * of the GEMV that produced the residual (the first one with the embedding) */
     const bool g3 = fused && be->decode_v3;
     /* Programmatic dependent launch (CELINE_CUDA_PDL=1, sm_90+): in the v3
      * small-batch path every layer kernel - each of which waits for its
@@ -567,13 +575,13 @@ static cel_status cu_enqueue_body(cu_backend *be, int32_t T, cel_error *err)
      * their weights meanwhile. Not while profiling: the events recorded
      * between launches are what is being timed. */
     const bool pdl = g3 && be->pdl && !be->prof;
-    CEL_CUDA_CHECK(err, cel__cuk_embed(be->stream, be->x, be->tok_embd, META_TOK(be, m), T, be->E));
-    cu_mark(be, CU_K_EMBED, 0.0);
-    if (g3 && be->L > 0) {
-        CEL_CUDA_CHECK(err, cel__cuk_rmsnorm_v3(be->stream, be->xn, be->x, be->layers[0].attn_norm, T, be->E,
-                                                hp->rms_eps));
-        cu_mark(be, CU_K_NORM, 0.0);
+    if (g3 && be->L > 0) { /* embed and layer 0's attention norm in one launch */
+        CEL_CUDA_CHECK(err, cel__cuk_embed_norm_v3(be->stream, be->x, be->xn, be->tok_embd, META_TOK(be, m),
+                                                   be->layers[0].attn_norm, T, be->E, hp->rms_eps));
+    } else {
+        CEL_CUDA_CHECK(err, cel__cuk_embed(be->stream, be->x, be->tok_embd, META_TOK(be, m), T, be->E));
     }
+    cu_mark(be, CU_K_EMBED, 0.0);
     for (int32_t l = 0; l < be->L; l++) {
         const cu_layer *cl = &be->layers[l];
         uint16_t *kc = be->k_cache + (size_t)l * be->kv_layer_elems, *vc = be->v_cache + (size_t)l * be->kv_layer_elems;
@@ -584,7 +592,7 @@ static cel_status cu_enqueue_body(cu_backend *be, int32_t T, cel_error *err)
             const cel__cu_qkv_fuse qf = {cl->bqkv, cl->q_norm,      cl->k_norm,      be->inv_freq, META_POS(be, m),
                                          META_BLK(be, m), kc, vc, be->qkv_count, qp};
             CEL_TRY(cu_gemv3(be, be->qkv, NULL, cl->wqkv, be->xn, T, be->E, qkv_w, false, NULL, fuse_qkv ? &qf : NULL,
-                             pdl, CU_K_QKV, err));
+                             be->gemv_split, pdl, CU_K_QKV, err));
         } else if (fused) {
             CEL_TRY(cu_gemv_norm(be, be->qkv, NULL, cl->wqkv, cl->attn_norm, T, qkv_w, be->xb, CU_K_QKV, err));
         } else {
@@ -603,10 +611,13 @@ static cel_status cu_enqueue_body(cu_backend *be, int32_t T, cel_error *err)
         CEL_TRY(cu_attention(be, kc, vc, ap, pdl, err));
         cu_mark(be, CU_K_ATTN, 0.0); /* one mark for all of the layer's attention launches */
         if (g3) { /* x += O attn, then xn = ffn_norm(x); gate/up + SwiGLU; x += down h, then xn = next attn_norm(x) */
-            CEL_TRY(cu_gemv3(be, be->x, NULL, cl->wo, be->xb, T, be->Q, be->E, true, cl->ffn_norm, NULL, pdl, CU_K_O, err));
-            CEL_TRY(cu_gemv3(be, NULL, be->xb, cl->wgu, be->xn, T, be->E, be->F, false, NULL, NULL, pdl, CU_K_GATE_UP, err));
-            CEL_TRY(cu_gemv3(be, be->x, NULL, cl->wdown, be->xb, T, be->F, be->E, true,
-                             l + 1 < be->L ? be->layers[l + 1].attn_norm : NULL, NULL, pdl, CU_K_DOWN, err));
+            CEL_TRY(cu_gemv3(be, be->x, NULL, cl->wo, be->xb, T, be->Q, be->E, true, cl->ffn_norm, NULL,
+                             be->gemv_split, pdl, CU_K_O, err));
+            CEL_TRY(cu_gemv3(be, NULL, be->xb, cl->wgu, be->xn, T, be->E, be->F, false, NULL, NULL, 1, pdl,
+                             CU_K_GATE_UP, err));
+            const float *next_norm = l + 1 < be->L ? be->layers[l + 1].attn_norm : head_in_body ? be->output_norm : NULL;
+            CEL_TRY(cu_gemv3(be, be->x, NULL, cl->wdown, be->xb, T, be->F, be->E, true, next_norm, NULL, be->gemv_split,
+                             pdl, CU_K_DOWN, err));
             continue;
         }
         CEL_TRY(cu_gemm(be, be->x, cl->wo, be->xb, T, be->Q, be->E, true, CU_K_O, err));
@@ -632,12 +643,18 @@ static cel_status cu_enqueue_body(cu_backend *be, int32_t T, cel_error *err)
  * be->argmax_dev[0..n); with CU_HEAD_SAMPLE the rows sampled per
  * be->samp_req_dev[r0..r0+n) into be->samp_tok_dev / samp_lp_dev[0..n). */
 static cel_status cu_enqueue_head(cu_backend *be, const int32_t *rows_dev, int32_t n, int mode, int32_t r0,
-                                  cel_error *err)
+                                  bool head_in_body, cel_error *err)
 {
     const cel_hparams *hp = &be->base.model->hp;
-    CEL_CUDA_CHECK(err, cel__cuk_rmsnorm(be->stream, NULL, be->xb, be->x, rows_dev, be->output_norm, n, be->E, hp->rms_eps));
-    cu_mark(be, CU_K_HEAD_NORM, 0.0);
-    CEL_TRY(cu_gemm(be, be->logits, be->output, be->xb, n, be->E, be->V, false, CU_K_LM_HEAD, err));
+    if (head_in_body) { /* be->xn holds the final norm of rows 0..n-1 (cu_head_in_body) */
+        CEL_TRY(cu_gemv3(be, be->logits, NULL, be->output, be->xn, n, be->E, be->V, false, NULL, NULL, 1,
+                         be->pdl && !be->prof, CU_K_LM_HEAD, err));
+    } else {
+        CEL_CUDA_CHECK(err, cel__cuk_rmsnorm(be->stream, NULL, be->xb, be->x, rows_dev, be->output_norm, n, be->E,
+                                             hp->rms_eps));
+        cu_mark(be, CU_K_HEAD_NORM, 0.0);
+        CEL_TRY(cu_gemm(be, be->logits, be->output, be->xb, n, be->E, be->V, false, CU_K_LM_HEAD, err));
+    }
     if (mode == CU_HEAD_ARGMAX) {
         const cel__cu_argmax_split sp = {be->argmax_part_v, be->argmax_part_i, be->argmax_count,
                                          cel__cuk_argmax_splits(n, be->V, be->info.n_sm)};
@@ -746,6 +763,23 @@ static cel_status cu_prepare_meta(cu_backend *be, const cel_batch *b, int32_t *n
     return CEL_OK;
 }
 
+/* Whether the batch's head can start from the final norm computed in the
+ * last layer's down-GEMV epilogue (v3 small batches): every row is an output
+ * row, in order, in one head pass. The output GEMV then runs as a v3 GEMV
+ * with one warp per row - the bits of the v2 GEMV cu_gemm uses there - on
+ * the same normalized rows (the epilogue has cel__cuk_rmsnorm's bits), so
+ * the logits are the same either way; one launch fewer. */
+static bool cu_head_in_body(const cu_backend *be, const cel_batch *b)
+{
+    const int32_t T = b->n_tokens;
+    if (!be->decode_v3 || be->decode_v1 || !be->use_gemv || be->L <= 0 || T > CEL__CU_GEMV_MAX_ROWS ||
+        b->n_out != T || T > be->logit_rows)
+        return false;
+    for (int32_t i = 0; i < T; i++)
+        if (b->out_rows[i] != i) return false;
+    return true;
+}
+
 /* Runs body + head (+ argmax or sampling of the head rows, per `mode`) for
  * the batch, through a graph when possible: a decode step - every layer, the
  * final norm, the output GEMV and the argmax / sampling - is one graph launch. On
@@ -755,8 +789,9 @@ static cel_status cu_run(cu_backend *be, const cel_batch *b, bool decode_only, i
 {
     const int32_t T = b->n_tokens, n_head_rows = b->n_out < be->logit_rows ? b->n_out : be->logit_rows;
     const int32_t *out_dev = META_OUT(be, be->meta_dev);
+    const bool hb = cu_head_in_body(be, b);
     if (be->graphs_on && decode_only) {
-        cu_graph *g = cu_graph_slot(be, T, n_head_rows, mode);
+        cu_graph *g = cu_graph_slot(be, T, n_head_rows, mode, hb);
         g->last_use = ++be->clock;
         if (!g->exec && g->seen >= 1) { /* second sighting: capture */
             cudaGraph_t graph = NULL;
@@ -765,9 +800,9 @@ static cel_status cu_run(cu_backend *be, const cel_batch *b, bool decode_only, i
             cel_error cap_err;
             cel_error_clear(&cap_err);
             if (ce == cudaSuccess) {
-                st = cu_enqueue_body(be, T, &cap_err);
+                st = cu_enqueue_body(be, T, hb, &cap_err);
                 if (st == CEL_OK && n_head_rows > 0)
-                    st = cu_enqueue_head(be, out_dev, n_head_rows, mode, 0, &cap_err);
+                    st = cu_enqueue_head(be, out_dev, n_head_rows, mode, 0, hb, &cap_err);
                 ce = cudaStreamEndCapture(be->stream, &graph);
                 if (ce == cudaSuccess && st == CEL_OK) ce = cudaGraphInstantiate(&g->exec, graph, 0);
                 if (graph) cudaGraphDestroy(graph);
@@ -789,8 +824,8 @@ static cel_status cu_run(cu_backend *be, const cel_batch *b, bool decode_only, i
         }
         g->seen++;
     }
-    CEL_TRY(cu_enqueue_body(be, T, err));
-    if (n_head_rows > 0) CEL_TRY(cu_enqueue_head(be, out_dev, n_head_rows, mode, 0, err));
+    CEL_TRY(cu_enqueue_body(be, T, hb, err));
+    if (n_head_rows > 0) CEL_TRY(cu_enqueue_head(be, out_dev, n_head_rows, mode, 0, hb, err));
     return CEL_OK;
 }
 
@@ -886,7 +921,7 @@ static cel_status cu_forward_impl(cu_backend *be, const cel_batch *b, float *log
     for (int32_t r0 = 0; r0 < b->n_out; r0 += be->logit_rows) {
         const int32_t n = b->n_out - r0 < be->logit_rows ? b->n_out - r0 : be->logit_rows;
         /* the first head pass (and its argmax / sampling) ran in cu_run */
-        if (r0 > 0) CEL_TRY(cu_enqueue_head(be, META_OUT(be, be->meta_dev) + r0, n, mode, r0, err));
+        if (r0 > 0) CEL_TRY(cu_enqueue_head(be, META_OUT(be, be->meta_dev) + r0, n, mode, r0, false, err));
         if (mode == CU_HEAD_SAMPLE) {
             CEL_TRY(cu_collect_samples(be, b, r0, n, err));
         } else if (tokens_out) {
@@ -1378,8 +1413,9 @@ cel_status cel_backend_cuda_profile(cel_backend *base, const cel_batch *b, bool 
     CEL_CUDA_GOTO(err, st, done, cel__cuk_spin(be->stream, 20000000LL));
     be->prof = &p;
     cu_mark(be, CU_K_EMBED, 0.0); /* event 0: the start; its kind is not used */
-    st = cu_enqueue_body(be, b->n_tokens, err);
-    if (st == CEL_OK && n_head > 0) st = cu_enqueue_head(be, META_OUT(be, be->meta_dev), n_head, mode, 0, err);
+    const bool hb = cu_head_in_body(be, b);
+    st = cu_enqueue_body(be, b->n_tokens, hb, err);
+    if (st == CEL_OK && n_head > 0) st = cu_enqueue_head(be, META_OUT(be, be->meta_dev), n_head, mode, 0, hb, err);
     be->prof = NULL;
     if (st != CEL_OK) goto done;
     if (p.failed != cudaSuccess) {
@@ -1404,13 +1440,13 @@ cel_status cel_backend_cuda_profile(cel_backend *base, const cel_batch *b, bool 
     if (graph_reps > 0 && be->graphs_on && decode_only) {
         cu_graph *g = NULL;
         for (int tries = 0; tries < 3; tries++) {
-            g = cu_graph_slot(be, b->n_tokens, n_head, mode);
+            g = cu_graph_slot(be, b->n_tokens, n_head, mode, hb);
             if (g->exec) break;
             if ((st = cu_run(be, b, decode_only, mode, err)) != CEL_OK) goto done;
             CEL_CUDA_GOTO(err, st, done, cudaStreamSynchronize(be->stream));
             if (!be->graphs_on) break; /* capture failed: no graph figure */
         }
-        g = be->graphs_on ? cu_graph_slot(be, b->n_tokens, n_head, mode) : NULL;
+        g = be->graphs_on ? cu_graph_slot(be, b->n_tokens, n_head, mode, hb) : NULL;
         if (g && g->exec) {
             CEL_CUDA_GOTO(err, st, done, cudaGraphLaunch(g->exec, be->stream)); /* warm */
             CEL_CUDA_GOTO(err, st, done, cudaEventRecord(p.ev[0], be->stream));

@@ -40,6 +40,7 @@
 #define cel__cuk_gemv3_split cel__emuk_gemv3_split
 #define cel__cuk_gemv3_fuses_qkv cel__emuk_gemv3_fuses_qkv
 #define cel__cuk_rmsnorm_v3 cel__emuk_rmsnorm_v3
+#define cel__cuk_embed_norm_v3 cel__emuk_embed_norm_v3
 #define cel__cuk_gemv_norm_fits cel__emuk_gemv_norm_fits
 #define cel__cuk_spin cel__emuk_spin
 #define cel_backend_cuda_profile cel__emu_backend_cuda_profile
@@ -310,6 +311,10 @@ int32_t cel__cuk_gemv3_split(int32_t n_out, int32_t n_in, int swiglu);
  * attention norm; the others come from cel__cuk_gemv3's norm epilogue). */
 cudaError_t cel__cuk_rmsnorm_v3(cudaStream_t s, uint16_t *out, const float *x, const float *w, int32_t n_rows, int32_t n,
                                 float eps);
+/* cel__cuk_embed then cel__cuk_rmsnorm_v3 in one launch: x[r] = emb[tokens[r]]
+ * (FP32), out[r] = its norm; the same bits as the two launches. */
+cudaError_t cel__cuk_embed_norm_v3(cudaStream_t s, float *x, uint16_t *out, const uint16_t *emb, const int32_t *tokens,
+                                   const float *w, int32_t n_rows, int32_t n, float eps);
 /* The first GEMV kernel (one warp per output, 4-way unrolled loop), kept so
  * one GPU run can time it against cel__cuk_gemv (CELINE_CUDA_DECODE=v1);
  * same contract and same bits as cel__cuk_gemv. */

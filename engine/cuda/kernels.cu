@@ -1109,10 +1109,20 @@ CEL_UNROLL
     for (int i = tid + CEL__NORM_REGS * nt; i < n; i += nt) out[i] = cel_d_f32_to_bf16(__ldcg(xr + i) * sc * w[i]);
 }
 
+/* With emb: first x row r = the BF16 embedding row of tokens[r] (as
+ * cel_k_embed writes it), then its norm - embed and the first norm in one
+ * launch. The block's own x stores are visible to its L2 reads after the
+ * barrier. */
 static __global__ void __launch_bounds__(CEL__CU_THREADS)
-    cel_k_rmsnorm_v3(uint16_t *out, const float *x, const float *w, int n, float eps)
+    cel_k_rmsnorm_v3(uint16_t *out, float *x, const float *w, int n, float eps, const uint16_t *emb,
+                     const int32_t *tokens)
 {
     const int64_t r = blockIdx.x;
+    if (emb) {
+        const uint16_t *row = emb + (int64_t)tokens[r] * n;
+        for (int e = threadIdx.x; e < n; e += blockDim.x) x[r * n + e] = cel_d_bf16_to_f32(row[e]);
+        __syncthreads();
+    }
     cel_d_norm_row_bf16(out + r * n, x + r * n, w, n, eps);
 }
 
@@ -1121,7 +1131,18 @@ extern "C" cudaError_t cel__cuk_rmsnorm_v3(cudaStream_t s, uint16_t *out, const 
 {
     if (n_rows <= 0) return cudaSuccess;
     if (n <= 0 || !out || !x || !w) return cudaErrorInvalidValue;
-    CEL_LAUNCH(cel_k_rmsnorm_v3, (unsigned)n_rows, CEL__CU_THREADS, 0, s, out, x, w, n, eps);
+    CEL_LAUNCH(cel_k_rmsnorm_v3, (unsigned)n_rows, CEL__CU_THREADS, 0, s, out, (float *)x, w, n, eps,
+               (const uint16_t *)nullptr, (const int32_t *)nullptr);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cel__cuk_embed_norm_v3(cudaStream_t s, float *x, uint16_t *out, const uint16_t *emb,
+                                              const int32_t *tokens, const float *w, int32_t n_rows, int32_t n,
+                                              float eps)
+{
+    if (n_rows <= 0) return cudaSuccess;
+    if (n <= 0 || !out || !x || !w || !emb || !tokens) return cudaErrorInvalidValue;
+    CEL_LAUNCH(cel_k_rmsnorm_v3, (unsigned)n_rows, CEL__CU_THREADS, 0, s, out, x, w, n, eps, emb, tokens);
     return cudaGetLastError();
 }
 

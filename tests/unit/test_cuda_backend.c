@@ -569,8 +569,8 @@ static void run_paths(const tcfg *c, int32_t n_dec, int32_t launches_per_layer_v
     for (int which = 0; which < 3; which++) {
         cel_backend *be = which == 1 ? v1 : which == 2 ? p3.gpu : pr.gpu;
         if (cel_backend_cuda_profile(be, &tb->b, true, 3, &prof, &err) != CEL_OK) fail_msg("profile: %s", err.msg);
-        /* v3: 6 per layer (the norms in the O and down GEMVs' epilogues) and one norm after embed;
-         * 5 where the q/k/v post-process rides in the QKV GEMV's epilogue */
+        /* v3: 6 per layer (the norms in the O and down GEMVs' epilogues; layer 0's in the
+         * embedding kernel); 5 where the q/k/v post-process rides in the QKV GEMV's epilogue */
         const cel_hparams *hp = &tm->m.hp;
         const int32_t v3_per_layer =
             cel__cuk_gemv3_fuses_qkv((hp->n_head + 2 * hp->n_head_kv) * hp->head_dim, hp->n_embd, hp->head_dim, 0) ? 5
@@ -578,8 +578,9 @@ static void run_paths(const tcfg *c, int32_t n_dec, int32_t launches_per_layer_v
         const int32_t per_layer = which == 1 ? 9 : which == 2 ? v3_per_layer : launches_per_layer_v2;
         assert_string_equal(prof.decode, which == 1 ? "v1" : which == 2 ? "v3" : "v2");
         assert_true(prof.attn_splits >= 1 && (which == 2 || prof.attn_splits == 1));
-        /* embed, layers, final norm + lm_head + argmax */
-        assert_int_equal(prof.launches, 1 + (which == 2) + per_layer * c->L + 3);
+        /* embed, layers, final norm + lm_head + argmax (v3: every row is an output row, so
+         * the final norm ran in the last down GEMV's epilogue) */
+        assert_int_equal(prof.launches, 1 + per_layer * c->L + (which == 2 ? 2 : 3));
         int sum = 0;
         for (int k = 0; k < prof.n_kinds; k++) {
             assert_non_null(prof.kind[k].name);
@@ -597,6 +598,19 @@ static void run_paths(const tcfg *c, int32_t n_dec, int32_t launches_per_layer_v
     if (memcmp(l1, pr.lg, (size_t)tb->b.n_out * c->V * sizeof(float)) != 0)
         fail_msg("after profiling: the v2 decode path's logits differ from v1's");
     run_both(&p3, tb, "decode step after profiling (v3)", NULL);
+    if (n_dec > 1) { /* v3: the head from the last layer's norm epilogue (rows out in order) and the
+                      * usual head (rows out in reverse: a separate final norm) give the same bits */
+        float *rev = malloc((size_t)n_dec * c->V * sizeof(float));
+        for (int32_t i = 0; i < n_dec; i++) tb->out_rows[i] = n_dec - 1 - i;
+        tb->b.logits = rev;
+        if (p3.gpu->v->forward(p3.gpu, &tb->b, &err) != CEL_OK) fail_msg("cuda v3 forward: %s", err.msg);
+        for (int32_t i = 0; i < n_dec; i++) {
+            if (memcmp(rev + (size_t)i * c->V, p3.lg + (size_t)(n_dec - 1 - i) * c->V, (size_t)c->V * sizeof(float)))
+                fail_msg("v3: row %d's logits differ between the two heads", (int)(n_dec - 1 - i));
+            tb->out_rows[i] = i;
+        }
+        free(rev);
+    }
     int32_t toks[MAXS];
     if (cel_backend_cuda_forward_argmax(pr.gpu, &tb->b, toks, &err) != CEL_OK) fail_msg("argmax: %s", err.msg);
     for (int32_t i = 0; i < n_dec; i++) assert_int_equal(toks[i], argmax_row(l1 + (size_t)i * c->V, c->V));

@@ -1226,35 +1226,57 @@ static void test_gemv3(void **state)
 }
 
 /* cel__cuk_rmsnorm_v3 gives cel__cuk_rmsnorm's BF16 bits (rows shorter and
- * longer than the 16 x 256 elements its threads hold in registers). */
+ * longer than the 16 x 256 elements its threads hold in registers), and
+ * cel__cuk_embed_norm_v3 the embedding rows (as cel__cuk_embed) and the same
+ * norm bits in one launch. */
 static void test_rmsnorm_v3(void **state)
 {
     (void)state;
     NEED_DEVICE();
     static const int32_t ns[4] = {8, 2048, 4096, 5000};
+    const int32_t T = 3, V = 5, tok[3] = {4, 0, 4};
     for (int k = 0; k < 4; k++) {
-        const int32_t T = 3, n = ns[k];
-        float *x = malloc((size_t)T * n * sizeof(float)), *w = malloc((size_t)n * sizeof(float));
-        for (int64_t i = 0; i < (int64_t)T * n; i++) x[i] = frand(3.0f);
+        const int32_t n = ns[k];
+        const size_t nx = (size_t)T * n;
+        uint16_t *emb = malloc((size_t)V * n * 2);
+        float *x = malloc(nx * sizeof(float)), *w = malloc((size_t)n * sizeof(float)), *xo = malloc(nx * sizeof(float));
+        for (int64_t i = 0; i < (int64_t)V * n; i++) emb[i] = cel_fp32_to_bf16(frand(3.0f));
+        for (int32_t t = 0; t < T; t++)
+            for (int32_t i = 0; i < n; i++) x[(size_t)t * n + i] = cel_bf16_to_fp32(emb[(size_t)tok[t] * n + i]);
         for (int32_t i = 0; i < n; i++) w[i] = 1.0f + frand(0.5f);
-        float *d_x = dup_to_dev(x, (size_t)T * n * sizeof(float)), *d_w = dup_to_dev(w, (size_t)n * sizeof(float));
-        uint16_t *d_a = dalloc((size_t)T * n * 2), *d_b = dalloc((size_t)T * n * 2);
-        uint16_t *ha = malloc((size_t)T * n * 2), *hb = malloc((size_t)T * n * 2);
+        float *d_x = dup_to_dev(x, nx * sizeof(float)), *d_w = dup_to_dev(w, (size_t)n * sizeof(float));
+        float *d_xo = dalloc(nx * sizeof(float));
+        uint16_t *d_emb = dup_to_dev(emb, (size_t)V * n * 2);
+        int32_t *d_tok = dup_to_dev(tok, sizeof tok);
+        uint16_t *d_a = dalloc(nx * 2), *d_b = dalloc(nx * 2), *d_c = dalloc(nx * 2);
+        uint16_t *ha = malloc(nx * 2), *hb = malloc(nx * 2), *hc = malloc(nx * 2);
         assert_int_equal(cel__cuk_rmsnorm(g_stream, NULL, d_a, d_x, NULL, d_w, T, n, 1e-6f), cudaSuccess);
         assert_int_equal(cel__cuk_rmsnorm_v3(g_stream, d_b, d_x, d_w, T, n, 1e-6f), cudaSuccess);
-        to_host(ha, d_a, (size_t)T * n * 2);
-        to_host(hb, d_b, (size_t)T * n * 2);
-        if (memcmp(ha, hb, (size_t)T * n * 2) != 0) fail_msg("rmsnorm_v3 n=%d differs from rmsnorm", (int)n);
+        assert_int_equal(cel__cuk_embed_norm_v3(g_stream, d_xo, d_c, d_emb, d_tok, d_w, T, n, 1e-6f), cudaSuccess);
+        to_host(ha, d_a, nx * 2);
+        to_host(hb, d_b, nx * 2);
+        to_host(hc, d_c, nx * 2);
+        to_host(xo, d_xo, nx * sizeof(float));
+        if (memcmp(ha, hb, nx * 2) != 0) fail_msg("rmsnorm_v3 n=%d differs from rmsnorm", (int)n);
+        if (memcmp(ha, hc, nx * 2) != 0) fail_msg("embed_norm_v3 n=%d: the norm differs from rmsnorm", (int)n);
+        if (memcmp(x, xo, nx * sizeof(float)) != 0) fail_msg("embed_norm_v3 n=%d: x differs from the embedding", (int)n);
         dfree(d_x);
         dfree(d_w);
+        dfree(d_xo);
+        dfree(d_emb);
+        dfree(d_tok);
         dfree(d_a);
         dfree(d_b);
+        dfree(d_c);
+        free(emb);
         free(x);
         free(w);
+        free(xo);
         free(ha);
         free(hb);
+        free(hc);
     }
-    printf("  %-28s bit-equal to rmsnorm (n 8, 2048, 4096, 5000)\n", "rmsnorm_v3");
+    printf("  %-28s bit-equal to rmsnorm, with and without the embedding (n 8, 2048, 4096, 5000)\n", "rmsnorm_v3");
 }
 
 /* ---------------------------------------------------------- copy, argmax */
