@@ -550,6 +550,22 @@ static cel_status cu_attention(cu_backend *be, uint16_t *kc, uint16_t *vc, cel__
     return CEL_OK;
 }
 
+/* Whether T rows take the small-batch path of GEMV kernels with fused
+ * norms, SwiGLU and residuals (not v1's), and whether v3's kernels. */
+static bool cu_small_fused(const cu_backend *be, int32_t T)
+{
+    return !be->decode_v1 && be->use_gemv && T <= CEL__CU_GEMV_MAX_ROWS;
+}
+static bool cu_small_v3(const cu_backend *be, int32_t T) { return cu_small_fused(be, T) && be->decode_v3; }
+
+/* Programmatic dependent launch (CELINE_CUDA_PDL=1, sm_90+) for the v3
+ * small-batch kernels: each - waiting for its predecessor in
+ * cel_d_grid_wait before it reads activations - may start while the kernel
+ * before it finishes, the GEMVs loading and prefetching their weights
+ * meanwhile. Not while profiling: the events recorded between launches are
+ * what is being timed. */
+static bool cu_pdl(const cu_backend *be) { return be->pdl && !be->prof; }
+
 /* Enqueues embedding and every layer for the n_tokens rows described by the
  * meta buffer (already on the device). No host synchronisation: capturable.
  * Batches of at most CEL__CU_GEMV_MAX_ROWS rows (decode) take the fused
@@ -564,17 +580,11 @@ static cel_status cu_enqueue_body(cu_backend *be, int32_t T, bool head_in_body, 
     const cel_hparams *hp = &be->base.model->hp;
     const int32_t *m = be->meta_dev;
     const int32_t qkv_w = be->Q + 2 * be->KV;
-    const bool fused = !be->decode_v1 && be->use_gemv && T <= CEL__CU_GEMV_MAX_ROWS;
+    const bool fused = cu_small_fused(be, T);
     /* v3 small batches: the norms run once per layer (xn), in the epilogue
      * of the GEMV that produced the residual (the first one with the embedding) */
-    const bool g3 = fused && be->decode_v3;
-    /* Programmatic dependent launch (CELINE_CUDA_PDL=1, sm_90+): in the v3
-     * small-batch path every layer kernel - each of which waits for its
-     * predecessor in cel_d_grid_wait before it reads activations - may start
-     * while the kernel before it finishes, the GEMVs loading and prefetching
-     * their weights meanwhile. Not while profiling: the events recorded
-     * between launches are what is being timed. */
-    const bool pdl = g3 && be->pdl && !be->prof;
+    const bool g3 = cu_small_v3(be, T);
+    const bool pdl = g3 && cu_pdl(be);
     if (g3 && be->L > 0) { /* embed and layer 0's attention norm in one launch */
         CEL_CUDA_CHECK(err, cel__cuk_embed_norm_v3(be->stream, be->x, be->xn, be->tok_embd, META_TOK(be, m),
                                                    be->layers[0].attn_norm, T, be->E, hp->rms_eps));
@@ -648,7 +658,7 @@ static cel_status cu_enqueue_head(cu_backend *be, const int32_t *rows_dev, int32
     const cel_hparams *hp = &be->base.model->hp;
     if (head_in_body) { /* be->xn holds the final norm of rows 0..n-1 (cu_head_in_body) */
         CEL_TRY(cu_gemv3(be, be->logits, NULL, be->output, be->xn, n, be->E, be->V, false, NULL, NULL, 1,
-                         be->pdl && !be->prof, CU_K_LM_HEAD, err));
+                         cu_pdl(be), CU_K_LM_HEAD, err));
     } else {
         CEL_CUDA_CHECK(err, cel__cuk_rmsnorm(be->stream, NULL, be->xb, be->x, rows_dev, be->output_norm, n, be->E,
                                              hp->rms_eps));
@@ -658,7 +668,7 @@ static cel_status cu_enqueue_head(cu_backend *be, const int32_t *rows_dev, int32
     if (mode == CU_HEAD_ARGMAX) {
         const cel__cu_argmax_split sp = {be->argmax_part_v, be->argmax_part_i, be->argmax_count,
                                          cel__cuk_argmax_splits(n, be->V, be->info.n_sm)};
-        CEL_CUDA_CHECK(err, cel__cuk_argmax_ex(be->stream, be->argmax_dev, be->logits, n, be->V, &sp));
+        CEL_CUDA_CHECK(err, cel__cuk_argmax(be->stream, be->argmax_dev, be->logits, n, be->V, &sp));
         cu_mark(be, CU_K_ARGMAX, 0.0);
     } else if (mode == CU_HEAD_SAMPLE) {
         CEL_CUDA_CHECK(err, cel__cuk_sample(be->stream, be->samp_tok_dev, be->samp_lp_dev, be->logits,
@@ -772,9 +782,7 @@ static cel_status cu_prepare_meta(cu_backend *be, const cel_batch *b, int32_t *n
 static bool cu_head_in_body(const cu_backend *be, const cel_batch *b)
 {
     const int32_t T = b->n_tokens;
-    if (!be->decode_v3 || be->decode_v1 || !be->use_gemv || be->L <= 0 || T > CEL__CU_GEMV_MAX_ROWS ||
-        b->n_out != T || T > be->logit_rows)
-        return false;
+    if (!cu_small_v3(be, T) || be->L <= 0 || b->n_out != T || T > be->logit_rows) return false;
     for (int32_t i = 0; i < T; i++)
         if (b->out_rows[i] != i) return false;
     return true;

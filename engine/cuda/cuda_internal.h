@@ -39,14 +39,12 @@
 #define cel__cuk_gemv3 cel__emuk_gemv3
 #define cel__cuk_gemv3_split cel__emuk_gemv3_split
 #define cel__cuk_gemv3_fuses_qkv cel__emuk_gemv3_fuses_qkv
-#define cel__cuk_rmsnorm_v3 cel__emuk_rmsnorm_v3
 #define cel__cuk_embed_norm_v3 cel__emuk_embed_norm_v3
 #define cel__cuk_gemv_norm_fits cel__emuk_gemv_norm_fits
 #define cel__cuk_spin cel__emuk_spin
 #define cel_backend_cuda_profile cel__emu_backend_cuda_profile
 #define cel__cuk_copy_block cel__emuk_copy_block
 #define cel__cuk_argmax cel__emuk_argmax
-#define cel__cuk_argmax_ex cel__emuk_argmax_ex
 #define cel__cuk_argmax_splits cel__emuk_argmax_splits
 #define cel__cuk_sample cel__emuk_sample
 #define cel__cuk_attn_group cel__emuk_attn_group
@@ -306,13 +304,10 @@ int cel__cuk_gemv3_fuses_qkv(int32_t n_out, int32_t n_in, int32_t head_dim, int3
  * of 4, 2 with n_out x k_split <= 4096 warps and at least 2 chunks of 8
  * inputs per lane; else 1. */
 int32_t cel__cuk_gemv3_split(int32_t n_out, int32_t n_in, int swiglu);
-/* cel__cuk_rmsnorm's BF16 output (rows 0..n_rows-1 of x, no row map) with
- * its bits, each thread's loads issued together (v3: the first layer's
- * attention norm; the others come from cel__cuk_gemv3's norm epilogue). */
-cudaError_t cel__cuk_rmsnorm_v3(cudaStream_t s, uint16_t *out, const float *x, const float *w, int32_t n_rows, int32_t n,
-                                float eps);
-/* cel__cuk_embed then cel__cuk_rmsnorm_v3 in one launch: x[r] = emb[tokens[r]]
- * (FP32), out[r] = its norm; the same bits as the two launches. */
+/* cel__cuk_embed, then cel__cuk_rmsnorm's BF16 output with its bits, in one
+ * launch (v3: layer 0's attention norm; the other norms come from
+ * cel__cuk_gemv3's norm epilogue): x[r] = emb[tokens[r]] (FP32), out[r] =
+ * its norm, each thread's loads issued together. */
 cudaError_t cel__cuk_embed_norm_v3(cudaStream_t s, float *x, uint16_t *out, const uint16_t *emb, const int32_t *tokens,
                                    const float *w, int32_t n_rows, int32_t n, float eps);
 /* The first GEMV kernel (one warp per output, 4-way unrolled loop), kept so
@@ -330,9 +325,7 @@ cudaError_t cel__cuk_copy_block(cudaStream_t s, uint16_t *k, uint16_t *v, int32_
                                 int32_t n_tokens);
 
 /* out[r] = index of the largest of logits[r][0..n_vocab) (lowest index on
- * ties, numbers above NaN). */
-cudaError_t cel__cuk_argmax(cudaStream_t s, int32_t *out, const float *logits, int32_t n_rows, int32_t n_vocab);
-/* The same with each row cut into `splits` slices, one block each, so a few
+ * ties, numbers above NaN), each row cut into `splits` slices, one block each, so a few
  * rows still keep many SMs reading (one 128k-logit row is ~0.5 MB: one block
  * alone needs ~8 round trips to memory). Blocks write their slice's best
  * (value, index) to part_v / part_i ([n_rows][splits]); the last block of a
@@ -346,7 +339,7 @@ typedef struct cel__cu_argmax_split {
     int32_t *count;  /* device [n_rows], zero between launches */
     int32_t splits;  /* 1 .. CEL__CU_ARGMAX_MAX_SPLIT */
 } cel__cu_argmax_split;
-cudaError_t cel__cuk_argmax_ex(cudaStream_t s, int32_t *out, const float *logits, int32_t n_rows, int32_t n_vocab,
+cudaError_t cel__cuk_argmax(cudaStream_t s, int32_t *out, const float *logits, int32_t n_rows, int32_t n_vocab,
                                const cel__cu_argmax_split *sp);
 /* The splits the backend uses: enough for ~n_sm blocks in all, slices of at
  * least 16384 logits, at most CEL__CU_ARGMAX_MAX_SPLIT. */

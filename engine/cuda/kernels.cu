@@ -835,6 +835,14 @@ CEL_UNROLL
     }
 }
 
+/* Weight row n of a row task: SWIGLU tasks own gate row `task` and up row
+ * n_out + task, plain tasks NR consecutive rows. */
+template <int NR, bool SWIGLU>
+static __device__ __forceinline__ int cel_d_gemv_row(int task, int n, int n_out)
+{
+    return SWIGLU ? task + n * n_out : task * NR + n;
+}
+
 /* Points wr at task's NR weight rows and loads their first group of chunks
  * (c_first, c_first + 32, ... below c_end) into nxt. Rows past the end read
  * row 0 (valid memory) and store nothing. Shared by cel_k_gemv (the chunk
@@ -846,7 +854,7 @@ static __device__ __forceinline__ void cel_d_gemv_start(const uint16_t *W, int t
 {
 CEL_UNROLL
     for (int n = 0; n < NR; n++) {
-        row[n] = SWIGLU ? task + n * n_out : task * NR + n;
+        row[n] = cel_d_gemv_row<NR, SWIGLU>(task, n, n_out);
         wr[n] = W + (int64_t)(task < n_tasks && row[n] < w_rows ? row[n] : 0) * n_in;
     }
 CEL_UNROLL
@@ -1003,6 +1011,12 @@ static __global__ void __launch_bounds__(CEL__CU_THREADS)
     }
 }
 
+/* Whether a plain decode GEMV gives each warp two weight rows: that halves
+ * the x loads where there are rows enough to keep every SM busy (the output
+ * projection); otherwise one, for more warps. v2 and v3 (at one warp per
+ * row) choose alike, which is what keeps their bits equal. */
+static bool cel__gemv_two_rows(int32_t n_out) { return n_out >= 8192; }
+
 /* Bytes of shared memory the fused norm needs, and whether they fit the
  * 48 KiB a kernel gets without opting in. */
 static size_t cel__gemv_norm_smem(int32_t n_rows, int32_t n_in) { return (size_t)n_rows * (size_t)n_in * 2; }
@@ -1043,9 +1057,7 @@ extern "C" cudaError_t cel__cuk_gemv_ex(cudaStream_t s, const cel__cu_gemv_args 
     if (norm && (!a->xf || !a->norm_w || !cel__cuk_gemv_norm_fits(a->n_rows, a->n_in))) return cudaErrorInvalidValue;
     if (!swiglu && !a->y) return cudaErrorInvalidValue;
     if ((int64_t)a->n_out * (swiglu ? 2 : 1) > INT32_MAX) return cudaErrorInvalidValue;
-    /* two rows per warp halve the x loads where there are rows enough to keep
-     * every SM busy (the output projection); otherwise one, for more warps */
-    const bool two = a->n_out >= 8192;
+    const bool two = cel__gemv_two_rows(a->n_out);
     if (swiglu) return norm ? cel__gemv_launch<2, true, true>(s, a) : cel__gemv_launch<2, false, true>(s, a);
     if (norm) return two ? cel__gemv_launch<2, true, false>(s, a) : cel__gemv_launch<1, true, false>(s, a);
     return two ? cel__gemv_launch<2, false, false>(s, a) : cel__gemv_launch<1, false, false>(s, a);
@@ -1109,31 +1121,18 @@ CEL_UNROLL
     for (int i = tid + CEL__NORM_REGS * nt; i < n; i += nt) out[i] = cel_d_f32_to_bf16(__ldcg(xr + i) * sc * w[i]);
 }
 
-/* With emb: first x row r = the BF16 embedding row of tokens[r] (as
- * cel_k_embed writes it), then its norm - embed and the first norm in one
- * launch. The block's own x stores are visible to its L2 reads after the
- * barrier. */
+/* x row r = the BF16 embedding row of tokens[r] (as cel_k_embed writes
+ * it), then out row r = its norm: embed and layer 0's norm in one launch.
+ * The block's own x stores are visible to its L2 reads after the barrier. */
 static __global__ void __launch_bounds__(CEL__CU_THREADS)
-    cel_k_rmsnorm_v3(uint16_t *out, float *x, const float *w, int n, float eps, const uint16_t *emb,
-                     const int32_t *tokens)
+    cel_k_embed_norm_v3(uint16_t *out, float *x, const float *w, int n, float eps, const uint16_t *emb,
+                        const int32_t *tokens)
 {
     const int64_t r = blockIdx.x;
-    if (emb) {
-        const uint16_t *row = emb + (int64_t)tokens[r] * n;
-        for (int e = threadIdx.x; e < n; e += blockDim.x) x[r * n + e] = cel_d_bf16_to_f32(row[e]);
-        __syncthreads();
-    }
+    const uint16_t *row = emb + (int64_t)tokens[r] * n;
+    for (int e = threadIdx.x; e < n; e += blockDim.x) x[r * n + e] = cel_d_bf16_to_f32(row[e]);
+    __syncthreads();
     cel_d_norm_row_bf16(out + r * n, x + r * n, w, n, eps);
-}
-
-extern "C" cudaError_t cel__cuk_rmsnorm_v3(cudaStream_t s, uint16_t *out, const float *x, const float *w,
-                                           int32_t n_rows, int32_t n, float eps)
-{
-    if (n_rows <= 0) return cudaSuccess;
-    if (n <= 0 || !out || !x || !w) return cudaErrorInvalidValue;
-    CEL_LAUNCH(cel_k_rmsnorm_v3, (unsigned)n_rows, CEL__CU_THREADS, 0, s, out, (float *)x, w, n, eps,
-               (const uint16_t *)nullptr, (const int32_t *)nullptr);
-    return cudaGetLastError();
 }
 
 extern "C" cudaError_t cel__cuk_embed_norm_v3(cudaStream_t s, float *x, uint16_t *out, const uint16_t *emb,
@@ -1142,7 +1141,7 @@ extern "C" cudaError_t cel__cuk_embed_norm_v3(cudaStream_t s, float *x, uint16_t
 {
     if (n_rows <= 0) return cudaSuccess;
     if (n <= 0 || !out || !x || !w || !emb || !tokens) return cudaErrorInvalidValue;
-    CEL_LAUNCH(cel_k_rmsnorm_v3, (unsigned)n_rows, CEL__CU_THREADS, 0, s, out, x, w, n, eps, emb, tokens);
+    CEL_LAUNCH(cel_k_embed_norm_v3, (unsigned)n_rows, CEL__CU_THREADS, 0, s, out, x, w, n, eps, emb, tokens);
     return cudaGetLastError();
 }
 
@@ -1210,7 +1209,7 @@ static __global__ void __launch_bounds__(CEL__CU_THREADS, R == 1 ? CEL__GEMV3_MI
      * the wait. (The prefetch comes first so that its registers are free
      * again before the loads'.) */
     if (p.pf_bytes > 0 && task < n_tasks && lane < NR) {
-        const int r = SWIGLU ? task + lane * p.n_out : task * NR + lane;
+        const int r = cel_d_gemv_row<NR, SWIGLU>(task, lane, p.n_out);
         const int c0 = c_beg + 32 * U, lim = p.pf_bytes / (16 * NR);
         const int n_ch = c_end - c0 < lim ? c_end - c0 : lim;
         if (r < w_rows && n_ch > 0) cel_d_prefetch_l2(p.W + (int64_t)r * p.n_in + (int64_t)c0 * 8, (uint32_t)n_ch * 16u);
@@ -1276,7 +1275,7 @@ CEL_UNROLL
 
 extern "C" int32_t cel__cuk_gemv3_split(int32_t n_out, int32_t n_in, int swiglu)
 {
-    if (swiglu || n_out >= 8192 || n_out <= 0) return 1;
+    if (swiglu || cel__gemv_two_rows(n_out) || n_out <= 0) return 1;
     int32_t ks = 4;
     while (ks > 1 && ((int64_t)n_out * ks > CEL__GEMV3_WARPS || n_in / 8 < 64 * ks)) ks /= 2;
     return ks;
@@ -1285,7 +1284,7 @@ extern "C" int32_t cel__cuk_gemv3_split(int32_t n_out, int32_t n_in, int swiglu)
 /* Weight rows one block of cel_k_gemv3 covers (plain form). */
 static int32_t cel__gemv3_rows_per_block(int32_t n_out, int32_t k_split)
 {
-    return CEL__CU_THREADS / 32 / k_split * (k_split == 1 && n_out >= 8192 ? 2 : 1);
+    return CEL__CU_THREADS / 32 / k_split * (k_split == 1 && cel__gemv_two_rows(n_out) ? 2 : 1);
 }
 
 extern "C" int cel__cuk_gemv3_fuses_qkv(int32_t n_out, int32_t n_in, int32_t head_dim, int32_t k_split)
@@ -1353,7 +1352,8 @@ extern "C" cudaError_t cel__cuk_gemv3(cudaStream_t s, const cel__cu_gemv3_args *
     }
     if (swiglu) return ks == 1 ? cel__gemv3_launch<2, 1, true>(s, a) : cudaErrorInvalidValue;
     switch (ks) {
-    case 1: return a->n_out >= 8192 ? cel__gemv3_launch<2, 1, false>(s, a) : cel__gemv3_launch<1, 1, false>(s, a);
+    case 1:
+        return cel__gemv_two_rows(a->n_out) ? cel__gemv3_launch<2, 1, false>(s, a) : cel__gemv3_launch<1, 1, false>(s, a);
     case 2: return cel__gemv3_launch<1, 2, false>(s, a);
     case 4: return cel__gemv3_launch<1, 4, false>(s, a);
     default: return cudaErrorInvalidValue;
@@ -1458,7 +1458,7 @@ static __device__ __forceinline__ bool cel_d_better(float v, int i, float bv, in
 #define CEL__ARGMAX_THREADS 1024
 
 /* One block of 1024 threads per row slice (gridDim.y slices per row, see
- * cel__cuk_argmax_ex). Thread t visits the slice's 4-float groups t, t +
+ * cel__cuk_argmax). Thread t visits the slice's 4-float groups t, t +
  * 1024, ... (16-byte loads, 4 groups loaded before they are compared, so
  * each thread has several loads in flight); a row of 128256 logits is then
  * 32 loads per thread instead of 500 dependent ones. The block reduces the
@@ -1561,7 +1561,7 @@ extern "C" int32_t cel__cuk_argmax_splits(int32_t n_rows, int32_t n_vocab, int32
     return s < 1 ? 1 : (int32_t)s;
 }
 
-extern "C" cudaError_t cel__cuk_argmax_ex(cudaStream_t s, int32_t *out, const float *logits, int32_t n_rows,
+extern "C" cudaError_t cel__cuk_argmax(cudaStream_t s, int32_t *out, const float *logits, int32_t n_rows,
                                           int32_t n_vocab, const cel__cu_argmax_split *sp)
 {
     if (n_rows <= 0) return cudaSuccess;
@@ -1573,12 +1573,6 @@ extern "C" cudaError_t cel__cuk_argmax_ex(cudaStream_t s, int32_t *out, const fl
     CEL_LAUNCH(cel_k_argmax, grid, CEL__ARGMAX_THREADS, 0, s, out, logits, n_vocab, splits > 1 ? sp->part_v : nullptr,
                splits > 1 ? sp->part_i : nullptr, splits > 1 ? sp->count : nullptr);
     return cudaGetLastError();
-}
-
-extern "C" cudaError_t cel__cuk_argmax(cudaStream_t s, int32_t *out, const float *logits, int32_t n_rows,
-                                       int32_t n_vocab)
-{
-    return cel__cuk_argmax_ex(s, out, logits, n_rows, n_vocab, NULL);
 }
 
 /* ---------------------------------------------------------------- sampling */

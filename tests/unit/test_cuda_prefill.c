@@ -419,7 +419,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    if (g_device) cudaStreamDestroy(g_stream);
+    cuda_test_close();
     return 0;
 }
 

@@ -84,6 +84,12 @@ static inline bool cuda_test_open(uint64_t seed)
     return true;
 }
 
+/* Group tear-down: releases what cuda_test_open made. */
+static inline void cuda_test_close(void)
+{
+    if (g_device) cudaStreamDestroy(g_stream);
+}
+
 #define NEED_DEVICE()                                                                                              \
     do {                                                                                                           \
         if (!g_device) skip();                                                                                     \
