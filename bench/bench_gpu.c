@@ -4,7 +4,8 @@
  * needs no model file.
  *
  *   bench_gpu [--out FILE.json] [--layers N] [--prompt N] [--steps N]
- *             [--batches 1,64,256] [--bandwidth GBPS] [--no-v1] [--no-v3] [--no-prefill]
+ *             [--batches 1,64,256] [--prefill-prompt 1024] [--bandwidth GBPS] [--no-v1] [--no-v3] [--no-prefill]
+ *             [--only v2,v1,v3,v3-split1,v3-pdl,prefill]
  *
  * For each batch size B: B sequences of --prompt tokens are prefilled in
  * chunks of max_batch_tokens, then --steps decode steps of B tokens run and
@@ -32,6 +33,10 @@
  * (CELINE_CUDA_PDL=1) and the GEMVs' L2 prefetch at 2 KiB (default, also
  * profiled: "v3-pdl"), 0 and 8 KiB per warp (CELINE_CUDA_PDL_PREFETCH), and
  * with the q/k/v post-process as its own kernel (CELINE_CUDA_FUSE_QKV=0).
+ * --only runs the named groups alone (tests/gpu/run.sh runs each group in
+ * its own process, so a fault or a hang in an opt-in path costs only that
+ * group's figures, not the default path's); --no-v1, --no-v3 (v3,
+ * v3-split1 and v3-pdl) and --no-prefill drop groups.
  * Prints a summary and writes the figures as JSON. Without a CUDA device
  * (or without CUDA in the build) it prints a SKIP line and writes
  * {"skipped": ...}.
@@ -52,11 +57,41 @@
 typedef struct opts {
     const char *out;
     int32_t layers, prompt, steps;
+    int32_t pf_prompt; /* the prefill group's prompt length (1024) */
     int32_t batches[8];
     int n_batches;
     double bandwidth_gbs;
-    bool no_v1, no_v3, no_prefill;
+    unsigned groups; /* G_*: which measurements run */
 } opts;
+
+/* The measurement groups (--only names them). */
+enum { G_V2 = 1, G_V1 = 2, G_V3 = 4, G_V3S1 = 8, G_PDL = 16, G_PREFILL = 32, G_ALL = 63 };
+static const struct {
+    const char *name;
+    unsigned bit;
+} g_groups[] = {{"v2", G_V2},         {"v1", G_V1},      {"v3", G_V3},
+                {"v3-split1", G_V3S1}, {"v3-pdl", G_PDL}, {"prefill", G_PREFILL}};
+
+/* The group bits of a comma-separated list of names; 0 on an unknown name. */
+static unsigned parse_groups(const char *list)
+{
+    unsigned bits = 0;
+    while (*list) {
+        size_t n = strcspn(list, ",");
+        unsigned bit = 0;
+        for (size_t g = 0; g < sizeof g_groups / sizeof g_groups[0]; g++)
+            if (strlen(g_groups[g].name) == n && !strncmp(list, g_groups[g].name, n)) bit = g_groups[g].bit;
+        if (!bit) {
+            fprintf(stderr, "bench_gpu: unknown group '%.*s' in --only (v2, v1, v3, v3-split1, v3-pdl, prefill)\n",
+                    (int)n, list);
+            return 0;
+        }
+        bits |= bit;
+        list += n;
+        if (*list == ',') list++;
+    }
+    return bits;
+}
 
 static int parse(int argc, char **argv, opts *o)
 {
@@ -64,20 +99,26 @@ static int parse(int argc, char **argv, opts *o)
     o->layers = 16;
     o->prompt = 128;
     o->steps = 32;
+    o->pf_prompt = 1024;
     o->batches[0] = 1;
     o->batches[1] = 64;
     o->batches[2] = 256;
     o->n_batches = 3;
+    o->groups = G_ALL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--out") && v) o->out = argv[++i];
         else if (!strcmp(a, "--layers") && v) o->layers = atoi(argv[++i]);
         else if (!strcmp(a, "--prompt") && v) o->prompt = atoi(argv[++i]);
         else if (!strcmp(a, "--steps") && v) o->steps = atoi(argv[++i]);
+        else if (!strcmp(a, "--prefill-prompt") && v) o->pf_prompt = atoi(argv[++i]);
         else if (!strcmp(a, "--bandwidth") && v) o->bandwidth_gbs = atof(argv[++i]);
-        else if (!strcmp(a, "--no-v1")) o->no_v1 = true;
-        else if (!strcmp(a, "--no-v3")) o->no_v3 = true;
-        else if (!strcmp(a, "--no-prefill")) o->no_prefill = true;
+        else if (!strcmp(a, "--no-v1")) o->groups &= ~(unsigned)G_V1;
+        else if (!strcmp(a, "--no-v3")) o->groups &= ~(unsigned)(G_V3 | G_V3S1 | G_PDL);
+        else if (!strcmp(a, "--no-prefill")) o->groups &= ~(unsigned)G_PREFILL;
+        else if (!strcmp(a, "--only") && v) {
+            if (!(o->groups = parse_groups(argv[++i]))) return -1;
+        }
         else if (!strcmp(a, "--batches") && v) {
             o->n_batches = 0;
             for (char *s = argv[++i]; *s && o->n_batches < 8;) {
@@ -87,12 +128,13 @@ static int parse(int argc, char **argv, opts *o)
             }
         } else {
             fprintf(stderr, "usage: bench_gpu [--out FILE.json] [--layers N] [--prompt N] [--steps N] "
-                            "[--batches 1,64,256] [--bandwidth GBPS] [--no-v1] [--no-v3] [--no-prefill]\n");
+                            "[--batches 1,64,256] [--prefill-prompt 1024] [--bandwidth GBPS] [--no-v1] [--no-v3] [--no-prefill] "
+                            "[--only v2,v1,v3,v3-split1,v3-pdl,prefill]\n");
             return -1;
         }
     }
-    if (o->layers < 1 || o->prompt < 1 || o->steps < 1 || o->n_batches < 1) {
-        fprintf(stderr, "bench_gpu: --layers, --prompt, --steps and --batches must be positive\n");
+    if (o->layers < 1 || o->prompt < 1 || o->steps < 1 || o->n_batches < 1 || o->pf_prompt < 1) {
+        fprintf(stderr, "bench_gpu: --layers, --prompt, --steps, --batches and --prefill-prompt must be positive\n");
         return -1;
     }
     for (int i = 0; i < o->n_batches; i++)
@@ -244,6 +286,14 @@ typedef struct decode_res {
 /* Prefills B sequences, times decode steps (logits to host, then GPU
  * argmax); with prof != NULL, then profiles one more decode step (with GPU
  * argmax, 20 graph replays). */
+/* KV blocks one sequence of run_batch needs: the prompt, then five passes
+ * (warm-up, logits, argmax, sampling top-p, plain sampling) of steps + 2
+ * decode positions each. main sizes the pool with it, so the two agree. */
+static int32_t seq_blocks(int32_t prompt, int32_t steps, int32_t block_size)
+{
+    return (prompt + 5 * (steps + 2) + block_size - 1) / block_size;
+}
+
 static int run_batch(cel_backend *be, int32_t B, const opts *o, int32_t max_tokens, int32_t V, float *logits,
                      decode_res *res, cel_cuda_profile *prof)
 {
@@ -251,8 +301,7 @@ static int run_batch(cel_backend *be, int32_t B, const opts *o, int32_t max_toke
     bbatch bb;
     memset(&bb, 0, sizeof bb);
     const int32_t bs = be->block_size;
-    const int32_t total = o->prompt + 5 * (o->steps + 2);
-    bb.max_blocks = (total + bs - 1) / bs;
+    bb.max_blocks = seq_blocks(o->prompt, o->steps, bs);
     if ((int64_t)B * bb.max_blocks > be->n_blocks) {
         fprintf(stderr, "bench_gpu: batch %d needs %d KV blocks, the pool has %d\n", (int)B, (int)(B * bb.max_blocks),
                 (int)be->n_blocks);
@@ -528,15 +577,23 @@ int main(int argc, char **argv)
         return 1;
     }
     const cel_hparams *hp = &bm.m.hp;
-    int32_t max_b = 1;
+    /* the long-prompt prefill group runs PF_B sequences of --prefill-prompt
+     * tokens and 1 step; max_b, the most sequences of any run, sizes the
+     * logits buffer */
+    enum { PF_B = 8 };
+    const int32_t pf_prompt = o.pf_prompt;
+    int32_t max_b = (o.groups & G_PREFILL) ? PF_B : 1;
     for (int i = 0; i < o.n_batches; i++)
         if (o.batches[i] > max_b) max_b = o.batches[i];
     cel_backend_params p;
     memset(&p, 0, sizeof p);
     p.block_size = 16;
     p.max_batch_tokens = max_b > 512 ? max_b : 512;
-    int32_t per_seq = (o.prompt + 3 * (o.steps + 2) + 15) / 16 + 1; /* + 1: the pool needs 2 blocks at least */
-    p.kv_bytes = cel_backend_kv_block_bytes(hp, 16, CEL_BACKEND_CUDA) * (size_t)max_b * (size_t)per_seq;
+    /* + 1: the pool needs 2 blocks at least */
+    size_t kv_blocks = (size_t)max_b * (size_t)seq_blocks(o.prompt, o.steps, 16) + 1;
+    const size_t pf_blocks = (size_t)PF_B * (size_t)seq_blocks(pf_prompt, 1, 16) + 1;
+    if ((o.groups & G_PREFILL) && kv_blocks < pf_blocks) kv_blocks = pf_blocks;
+    p.kv_bytes = cel_backend_kv_block_bytes(hp, 16, CEL_BACKEND_CUDA) * kv_blocks;
     p.log.fn = logger;
     p.log.min_level = CEL_LOG_INFO;
     cel_backend *be = NULL;
@@ -578,8 +635,8 @@ int main(int argc, char **argv)
     decode_res res[8];
     cel_cuda_profile prof[5]; /* v2 (default), v1, v3, v3 with unsplit GEMVs, v3 with PDL */
     bool have_prof = false;
-    int ok = 0;
-    for (int i = 0; i < o.n_batches; i++) {
+    int ok = 0, failed = 0; /* failed: groups that could not create their backend or run */
+    for (int i = 0; i < o.n_batches && (o.groups & G_V2); i++) {
         cel_cuda_profile *pp = o.batches[i] == 1 && !have_prof ? &prof[0] : NULL;
         if (run_batch(be, o.batches[i], &o, p.max_batch_tokens, hp->n_vocab, logits, &res[i], pp) != 0) break;
         if (pp) have_prof = true;
@@ -593,15 +650,18 @@ int main(int argc, char **argv)
                    bw, 100.0 * res[i].tok_s_logits / roof, 100.0 * res[i].tok_s_argmax / roof);
 
     if (have_prof) print_profile(&prof[0], bytes_tok);
+    if ((o.groups & G_V2) && ok != o.n_batches) failed++;
+    /* the other groups need the default path's batch 1 to have worked when it ran */
+    const bool go_on = !(o.groups & G_V2) || have_prof;
 
     /* the other decode paths, for comparison, one backend at a time (one
      * model's weights on the card): v1 at batch 1, v3 at every batch size */
     decode_res res_v1, res_v3[8], res_s1;
     bool have_v1 = false, have_v3_1 = false, have_s1 = false;
     int ok3 = 0;
-    for (int alt = 0; alt < 3 && have_prof; alt++) {
+    for (int alt = 0; alt < 3 && go_on; alt++) {
         const char *path = alt ? "v3" : "v1";
-        if (alt ? o.no_v3 : o.no_v1) continue;
+        if (!(o.groups & (alt == 0 ? G_V1 : alt == 1 ? G_V3 : G_V3S1))) continue;
         cel_backend_free(be);
         be = NULL;
         setenv("CELINE_CUDA_DECODE", path, 1);
@@ -611,10 +671,14 @@ int main(int argc, char **argv)
         unsetenv("CELINE_CUDA_GEMV_SPLIT");
         if (cst != CEL_OK) {
             fprintf(stderr, "bench_gpu: %s backend: %s\n", path, err.msg);
+            failed++;
             continue;
         }
         if (!alt) {
-            if (run_batch(be, 1, &o, p.max_batch_tokens, hp->n_vocab, logits, &res_v1, &prof[1]) != 0) continue;
+            if (run_batch(be, 1, &o, p.max_batch_tokens, hp->n_vocab, logits, &res_v1, &prof[1]) != 0) {
+                failed++;
+                continue;
+            }
             have_v1 = true;
             print_res(&res_v1, " (v1)");
             if (roof > 0)
@@ -624,7 +688,10 @@ int main(int argc, char **argv)
             continue;
         }
         if (alt == 2) {
-            if (run_batch(be, 1, &o, p.max_batch_tokens, hp->n_vocab, logits, &res_s1, &prof[3]) != 0) continue;
+            if (run_batch(be, 1, &o, p.max_batch_tokens, hp->n_vocab, logits, &res_s1, &prof[3]) != 0) {
+                failed++;
+                continue;
+            }
             have_s1 = true;
             print_res(&res_s1, " (v3, GEMV split 1)");
             if (roof > 0)
@@ -637,8 +704,10 @@ int main(int argc, char **argv)
         for (int i = 0; i < o.n_batches; i++) {
             const bool first1 = o.batches[i] == 1 && !have_v3_1;
             if (run_batch(be, o.batches[i], &o, p.max_batch_tokens, hp->n_vocab, logits, &res_v3[ok3],
-                          first1 ? &prof[2] : NULL) != 0)
+                          first1 ? &prof[2] : NULL) != 0) {
+                failed++;
                 break;
+            }
             print_res(&res_v3[ok3], " (v3)");
             if (first1) {
                 have_v3_1 = true;
@@ -663,7 +732,7 @@ int main(int argc, char **argv)
                       {"v3_pdl_nofuse_batch1", " (v3 + PDL, q/k/v post-process as its own kernel)", NULL, "0"}};
     decode_res res_pdl[N_PDLV];
     bool have_pdl[N_PDLV] = {false}, have_pdl_prof = false;
-    for (int v = 0; v < N_PDLV && !o.no_v3 && have_prof && info.cc_major >= 9; v++) {
+    for (int v = 0; v < N_PDLV && (o.groups & G_PDL) && go_on && info.cc_major >= 9; v++) {
         cel_backend_free(be);
         be = NULL;
         setenv("CELINE_CUDA_DECODE", "v3", 1);
@@ -677,10 +746,13 @@ int main(int argc, char **argv)
         unsetenv("CELINE_CUDA_FUSE_QKV");
         if (cst != CEL_OK) {
             fprintf(stderr, "bench_gpu: v3 + PDL backend: %s\n", err.msg);
+            failed++;
             continue;
         }
-        if (run_batch(be, 1, &o, p.max_batch_tokens, hp->n_vocab, logits, &res_pdl[v], v == 0 ? &prof[4] : NULL) != 0)
+        if (run_batch(be, 1, &o, p.max_batch_tokens, hp->n_vocab, logits, &res_pdl[v], v == 0 ? &prof[4] : NULL) != 0) {
+            failed++;
             continue;
+        }
         have_pdl[v] = true;
         if (v == 0) have_pdl_prof = true;
         print_res(&res_pdl[v], pdlv[v].label);
@@ -691,10 +763,9 @@ int main(int argc, char **argv)
     }
     /* long-prompt prefill (8 x 1024 tokens, chunks of max_batch_tokens):
      * the per-token attention kernel vs the tiled one (CELINE_CUDA_PREFILL=tiled) */
-    enum { PF_B = 8, PF_P = 1024 };
     decode_res res_pf[2];
     bool have_pf[2] = {false, false};
-    for (int t = 0; t < 2 && !o.no_prefill; t++) {
+    for (int t = 0; t < 2 && (o.groups & G_PREFILL) && go_on; t++) {
         cel_backend_free(be);
         be = NULL;
         if (t) setenv("CELINE_CUDA_PREFILL", "tiled", 1);
@@ -702,14 +773,18 @@ int main(int argc, char **argv)
         unsetenv("CELINE_CUDA_PREFILL");
         if (cst != CEL_OK) {
             fprintf(stderr, "bench_gpu: prefill backend: %s\n", err.msg);
+            failed++;
             continue;
         }
         opts op = o;
-        op.prompt = PF_P;
+        op.prompt = pf_prompt;
         op.steps = 1;
-        if (run_batch(be, PF_B, &op, p.max_batch_tokens, hp->n_vocab, logits, &res_pf[t], NULL) != 0) continue;
+        if (run_batch(be, PF_B, &op, p.max_batch_tokens, hp->n_vocab, logits, &res_pf[t], NULL) != 0) {
+            failed++;
+            continue;
+        }
         have_pf[t] = true;
-        printf("prefill %d x %d tokens, %s attention: %.1f tok/s\n", PF_B, PF_P, t ? "tiled" : "per-token",
+        printf("prefill %d x %d tokens, %s attention: %.1f tok/s\n", PF_B, pf_prompt, t ? "tiled" : "per-token",
                res_pf[t].prefill_tok_s);
     }
     const decode_res *v3_1 = NULL;
@@ -744,28 +819,17 @@ int main(int argc, char **argv)
             if (have_pf[0] || have_pf[1])
                 fprintf(f, ",\n  \"prefill_long\": {\"batch\": %d, \"prompt\": %d, \"per_token_tok_s\": %.1f, "
                            "\"tiled_tok_s\": %.1f}",
-                        PF_B, PF_P, have_pf[0] ? res_pf[0].prefill_tok_s : 0.0, have_pf[1] ? res_pf[1].prefill_tok_s : 0.0);
-            if (have_prof) {
-                fprintf(f, ",\n  \"profile_batch1\": [");
-                json_profile(f, &prof[0], NULL);
-                if (have_v1) {
-                    fprintf(f, ",\n    ");
-                    json_profile(f, &prof[1], NULL);
-                }
-                if (have_v3_1) {
-                    fprintf(f, ",\n    ");
-                    json_profile(f, &prof[2], NULL);
-                }
-                if (have_s1) {
-                    fprintf(f, ",\n    ");
-                    json_profile(f, &prof[3], "v3-split1");
-                }
-                if (have_pdl_prof) {
-                    fprintf(f, ",\n    ");
-                    json_profile(f, &prof[4], "v3-pdl");
-                }
-                fprintf(f, "]");
+                        PF_B, pf_prompt, have_pf[0] ? res_pf[0].prefill_tok_s : 0.0, have_pf[1] ? res_pf[1].prefill_tok_s : 0.0);
+            /* the profiles measured, in prof[]'s order: v2, v1, v3, v3-split1, v3-pdl */
+            const bool have_p[5] = {have_prof, have_v1, have_v3_1, have_s1, have_pdl_prof};
+            static const char *const p_label[5] = {NULL, NULL, NULL, "v3-split1", "v3-pdl"};
+            int n_p = 0;
+            for (int k = 0; k < 5; k++) {
+                if (!have_p[k]) continue;
+                fprintf(f, n_p++ ? ",\n    " : ",\n  \"profile_batch1\": [");
+                json_profile(f, &prof[k], p_label[k]);
             }
+            if (n_p) fprintf(f, "]");
             fprintf(f, "\n}\n");
             fclose(f);
         }
@@ -774,7 +838,7 @@ int main(int argc, char **argv)
     else free(logits);
     cel_backend_free(be);
     bmodel_free(&bm);
-    return ok == o.n_batches ? 0 : 1;
+    return failed ? 1 : 0;
 }
 
 #else /* built without CUDA */

@@ -1090,7 +1090,14 @@ static cel_status cu_open_device(cu_backend *be, cel_error *err)
                              prop.name, prop.major, prop.minor);
     snprintf(be->info.device, sizeof be->info.device, "%s", prop.name);
     be->info.cc_major = prop.major;
-    if (prop.major < 9) be->pdl = false; /* griddepcontrol needs sm_90 */
+    /* griddepcontrol needs sm_90, in the device and in the code that runs on
+     * it (an sm_80-only build JIT-compiled for this device has no waits) */
+    if (be->pdl && (prop.major < 9 || !cel__cuk_pdl_compiled())) {
+        cel_log(&be->log, CEL_LOG_WARN,
+                "cuda: CELINE_CUDA_PDL=1 ignored: %s", prop.major < 9 ? "the device is older than sm_90"
+                                                                    : "the kernels were not built for sm_90 or newer");
+        be->pdl = false;
+    }
     be->info.cc_minor = prop.minor;
     be->info.n_sm = prop.multiProcessorCount;
     be->info.total_mem = prop.totalGlobalMem;

@@ -42,6 +42,7 @@
 #define cel__cuk_embed_norm_v3 cel__emuk_embed_norm_v3
 #define cel__cuk_gemv_norm_fits cel__emuk_gemv_norm_fits
 #define cel__cuk_spin cel__emuk_spin
+#define cel__cuk_pdl_compiled cel__emuk_pdl_compiled
 #define cel_backend_cuda_profile cel__emu_backend_cuda_profile
 #define cel__cuk_copy_block cel__emuk_copy_block
 #define cel__cuk_argmax cel__emuk_argmax
@@ -317,6 +318,9 @@ cudaError_t cel__cuk_gemv_v1(cudaStream_t s, float *y, const uint16_t *W, const 
                              int32_t n_in, int32_t n_out, int accumulate);
 /* A one-warp kernel that busy-waits about `cycles` GPU clocks (profiling). */
 cudaError_t cel__cuk_spin(cudaStream_t s, long long cycles);
+/* Whether the kernels were compiled for sm_90+ for this device (their
+ * grid-dependency waits exist): programmatic dependent launch needs it. */
+int cel__cuk_pdl_compiled(void);
 
 /* Copies the first n_tokens slots of KV block src into block dst for every
  * layer (k and v caches laid out as [n_layer][n_blocks][n_head_kv][bs][hd]). */

@@ -343,7 +343,9 @@ cudaError_t cel__emu_launch(dim3 grid, dim3 block, size_t smem, cudaStream_t s, 
     unsigned n = block.x * block.y * block.z;
     if (n == 0 || n > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535)
         return fail(cudaErrorInvalidValue, "emulated launch: invalid grid or block dimensions");
-    if (smem > 228 * 1024) return fail(cudaErrorInvalidValue, "emulated launch: too much dynamic shared memory");
+    /* no kernel opts in to more (cudaFuncAttributeMaxDynamicSharedMemorySize),
+     * so the device allows 48 KiB, static shared memory included */
+    if (smem > 48 * 1024) return fail(cudaErrorInvalidValue, "emulated launch: over 48 KiB of dynamic shared memory");
     while (e.thr.size() < n) {
         Thr t;
         t.stack = mmap(nullptr, k_stack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

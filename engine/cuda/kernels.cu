@@ -1018,11 +1018,15 @@ static __global__ void __launch_bounds__(CEL__CU_THREADS)
 static bool cel__gemv_two_rows(int32_t n_out) { return n_out >= 8192; }
 
 /* Bytes of shared memory the fused norm needs, and whether they fit the
- * 48 KiB a kernel gets without opting in. */
+ * 48 KiB a kernel gets without opting in. The 48 KiB hold the kernel's
+ * static shared memory too (cel_d_block_sum's 128 bytes of partial sums:
+ * ptxas -v), so 1 KiB is kept for it: a launch asking for exactly 48 KiB of
+ * dynamic memory fails on the device (E 4096 at 6 rows, E 3072 at 8). */
+enum { CEL__CU_STATIC_SMEM_RESERVE = 1024 };
 static size_t cel__gemv_norm_smem(int32_t n_rows, int32_t n_in) { return (size_t)n_rows * (size_t)n_in * 2; }
 extern "C" int cel__cuk_gemv_norm_fits(int32_t n_rows, int32_t n_in)
 {
-    return n_rows > 0 && n_in > 0 && cel__gemv_norm_smem(n_rows, n_in) <= 48 * 1024;
+    return n_rows > 0 && n_in > 0 && cel__gemv_norm_smem(n_rows, n_in) <= 48 * 1024 - CEL__CU_STATIC_SMEM_RESERVE;
 }
 
 template <int NR, bool NORM, bool SWIGLU>
@@ -1940,4 +1944,25 @@ extern "C" cudaError_t cel__cuk_spin(cudaStream_t s, long long cycles)
 {
     CEL_LAUNCH(cel_k_spin, 1, 32, 0, s, cycles);
     return cudaGetLastError();
+}
+
+/* Whether this file's kernels run on the current device as code built for
+ * sm_90 or newer. cel_d_grid_wait compiles to nothing below sm_90, so a
+ * build that gives an sm_90 device only compute_80 PTX (JIT-compiled there
+ * with __CUDA_ARCH__ 800) has kernels that would not wait: launching them
+ * with programmatic dependent launch would race. Every kernel of this file
+ * comes from the same fatbinary entry, so one kernel's PTX version answers
+ * for all. The emulation runs launches in order: always 1. */
+extern "C" int cel__cuk_pdl_compiled(void)
+{
+#ifndef CEL_CUDA_EMU
+    cudaFuncAttributes fa;
+    if (cudaFuncGetAttributes(&fa, cel_k_spin) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return fa.ptxVersion >= 90;
+#else
+    return 1;
+#endif
 }

@@ -30,9 +30,26 @@ JOBS="$(nproc 2>/dev/null || echo 4)"
 T0=$(date +%s)
 BUDGET="${CELINE_GPU_BUDGET_S:-420}"
 declare -A STATUS
+# Dry run on a machine without a GPU: CELINE_GPU_DRYRUN=DIR, a CUDA-on build
+# of the whole project (scripts/build.sh with nvcc found; `cmake --build DIR
+# --target bench_gpu_emu` once) whose *_emu programs run the kernels in the
+# CPU emulation. The script skips configure and build, runs those programs
+# (bench_gpu_emu on a 1-layer model: prompts of 2 tokens, 1 step, prefills
+# of 4), and every step gets SLOW times its limit, so its flow - groups,
+# isolation reruns, merge, summary, recommendations - is checked before GPU
+# minutes are spent on it.
+SUF="" SLOW=1 BENCH_ARGS=()
+if [ -n "${CELINE_GPU_DRYRUN:-}" ]; then
+  BUILD="$(cd "$CELINE_GPU_DRYRUN" && pwd)" SUF=_emu SLOW=30
+  BENCH_ARGS=(--layers 1 --prompt 2 --steps 1 --batches 1 --prefill-prompt 4)
+  BUDGET="${CELINE_GPU_BUDGET_S:-7200}"
+fi
 
 # seconds a step may take: its own limit, or what is left of the budget
-step_to() { local left=$((BUDGET - ($(date +%s) - T0))); [ "$1" -lt "$left" ] && echo "$1" || echo "$left"; }
+step_to() {
+  local want=$(($1 * SLOW)) left=$((BUDGET - ($(date +%s) - T0)))
+  [ "$want" -lt "$left" ] && echo "$want" || echo "$left"
+}
 
 log() { echo "[gpu $(($(date +%s) - T0))s] $*" | tee -a "$OUT/build.log"; }
 : >"$OUT/build.log"
@@ -88,26 +105,31 @@ fi
 # ---- configure + build
 GEN="Unix Makefiles"
 command -v ninja >/dev/null && GEN=Ninja
-if [ -f "$BUILD/CMakeCache.txt" ] && ! grep -q "^CMAKE_GENERATOR:INTERNAL=$GEN\$" "$BUILD/CMakeCache.txt"; then rm -rf "$BUILD"; fi
-log "configure ($BUILD)"
-if timeout "$(step_to 60)" cmake -S "$ROOT" -B "$BUILD" -G "$GEN" -DCMAKE_BUILD_TYPE=Release -DCELINE_ENGINE_ONLY=ON \
-  -DCELINE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DCELINE_TESTS=ON -DPKG_CONFIG_EXECUTABLE="$PKGCONF" \
-  >>"$OUT/build.log" 2>&1; then
-  STATUS[configure]=pass
+if [ -n "$SUF" ]; then
+  STATUS[configure]="skipped(dry-run)"
+  STATUS[build]=pass
 else
-  STATUS[configure]=fail
-fi
-if [ "${STATUS[configure]}" = pass ]; then
-  log "build (-j$JOBS)"
-  targets=(bench_gpu)
-  "$PKGCONF" --exists cmocka && targets+=(test_cuda_ops test_cuda_backend test_cuda_prefill)
-  if timeout "$(step_to 150)" cmake --build "$BUILD" -j "$JOBS" --target "${targets[@]}" >>"$OUT/build.log" 2>&1; then
-    STATUS[build]=pass
+  if [ -f "$BUILD/CMakeCache.txt" ] && ! grep -q "^CMAKE_GENERATOR:INTERNAL=$GEN\$" "$BUILD/CMakeCache.txt"; then rm -rf "$BUILD"; fi
+  log "configure ($BUILD)"
+  if timeout "$(step_to 60)" cmake -S "$ROOT" -B "$BUILD" -G "$GEN" -DCMAKE_BUILD_TYPE=Release -DCELINE_ENGINE_ONLY=ON \
+    -DCELINE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DCELINE_TESTS=ON -DPKG_CONFIG_EXECUTABLE="$PKGCONF" \
+    >>"$OUT/build.log" 2>&1; then
+    STATUS[configure]=pass
   else
-    STATUS[build]=fail
+    STATUS[configure]=fail
   fi
-else
-  STATUS[build]=skipped
+  if [ "${STATUS[configure]}" = pass ]; then
+    log "build (-j$JOBS)"
+    targets=(bench_gpu)
+    "$PKGCONF" --exists cmocka && targets+=(test_cuda_ops test_cuda_backend test_cuda_prefill)
+    if timeout "$(step_to 150)" cmake --build "$BUILD" -j "$JOBS" --target "${targets[@]}" >>"$OUT/build.log" 2>&1; then
+      STATUS[build]=pass
+    else
+      STATUS[build]=fail
+    fi
+  else
+    STATUS[build]=skipped
+  fi
 fi
 log "configure ${STATUS[configure]}, build ${STATUS[build]}"
 
@@ -135,28 +157,78 @@ run_test() { # name timeout cmd...
   log "$name: ${STATUS[$name]} ($(($(date +%s) - t))s)"
 }
 if [ "${STATUS[build]}" = pass ]; then
-  run_test test_cuda_ops 45 "$BUILD/test_cuda_ops"
-  run_test test_cuda_backend 45 "$BUILD/test_cuda_backend"
-  run_test test_cuda_prefill 45 "$BUILD/test_cuda_prefill"
+  run_test test_cuda_ops 45 "$BUILD/test_cuda_ops$SUF"
+  run_test test_cuda_backend 45 "$BUILD/test_cuda_backend$SUF"
+  run_test test_cuda_prefill 45 "$BUILD/test_cuda_prefill$SUF"
 fi
 
-# ---- benchmarks
-if [ -x "$BUILD/bench_gpu" ] && [ "$(step_to 200)" -ge 10 ]; then
-  log "bench_gpu"
+# ---- benchmarks: one process per group (bench_gpu --only), the default path
+# first, so a fault or a hang in an opt-in path costs that group's figures
+# only; the parts are merged into bench_gpu.json
+BENCH_GROUPS=(v2:110 v3:90 v3-pdl:70 prefill:45 v3-split1:40 v1:40)
+if [ -x "$BUILD/bench_gpu$SUF" ]; then
   echo "== bench_gpu" >>"$OUT/bench.log"
-  if timeout "$(step_to 200)" "$BUILD/bench_gpu" --out "$OUT/bench_gpu.json" >>"$OUT/bench.log" 2>&1; then STATUS[bench_gpu]=pass; else STATUS[bench_gpu]="fail(rc=$?)"; fi
-  log "bench_gpu: ${STATUS[bench_gpu]}"
-elif [ -x "$BUILD/bench_gpu" ]; then
-  STATUS[bench_gpu]="skipped(time)"
+  for gt in "${BENCH_GROUPS[@]}"; do
+    g="${gt%%:*}" to="$(step_to "${gt##*:}")" k="bench_${gt%%:*}"
+    if [ "$to" -lt 10 ]; then STATUS[$k]="skipped(time)"; continue; fi
+    log "bench_gpu --only $g"
+    echo "== bench_gpu --only $g" >>"$OUT/bench.log"
+    t=$(date +%s)
+    if timeout "$to" "$BUILD/bench_gpu$SUF" ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} --only "$g" --out "$OUT/bench_gpu.$g.json" >>"$OUT/bench.log" 2>&1; then
+      STATUS[$k]=pass
+    else
+      STATUS[$k]="fail(rc=$?)"
+    fi
+    log "bench_gpu --only $g: ${STATUS[$k]} ($(($(date +%s) - t))s)"
+  done
+  python3 - "$OUT" "${BENCH_GROUPS[@]%%:*}" <<'PY' >>"$OUT/bench.log" 2>&1
+import json, os, sys
+out, merged = sys.argv[1], {}
+for g in sys.argv[2:]:  # later parts add their keys; lists of profiles and runs concatenate
+    try:
+        part = json.load(open(os.path.join(out, "bench_gpu.%s.json" % g)))
+    except Exception as e:
+        print("bench_gpu.%s.json: %s" % (g, e))
+        continue
+    for k, v in part.items():
+        if isinstance(v, list):
+            merged[k] = merged.get(k, []) + v
+        elif k not in merged:
+            merged[k] = v
+json.dump(merged, open(os.path.join(out, "bench_gpu.json"), "w"), indent=1)
+PY
+  bad=()
+  for gt in "${BENCH_GROUPS[@]}"; do [ "${STATUS[bench_${gt%%:*}]}" = pass ] || bad+=("${gt%%:*}"); done
+  if [ ${#bad[@]} -eq 0 ]; then STATUS[bench_gpu]=pass; else STATUS[bench_gpu]="fail(${bad[*]})"; fi
 else
   STATUS[bench_gpu]=missing
 fi
 
+# ---- a failed test program again, one test per process, and
+# test_cuda_backend's models one decode path per process: a CUDA fault is
+# sticky for its process, so the first failure would hide how the rest fare
+isolate() { # program source
+  local prog="$1" src="$2" name path
+  case "${STATUS[$prog]:-missing}" in fail*) ;; *) return ;; esac
+  for name in $(grep -o 'cmocka_unit_test([a-z0-9_]*)' "$src" | sed 's/.*(\(.*\))/\1/'); do
+    CEL_TEST_FILTER="$name" run_test "$prog:$name" 30 "$BUILD/$prog$SUF"
+  done
+  if [ "$prog" = test_cuda_backend ]; then
+    for path in default v3 v3-pdl v3-split4 tiled v3-tiled; do
+      CEL_TEST_FILTER='test_model_*' CEL_TEST_CUDA_PATHS="$path" run_test "$prog:path:$path" 30 "$BUILD/$prog$SUF"
+    done
+  fi
+}
+isolate test_cuda_ops "$ROOT/tests/unit/test_cuda_ops.c"
+isolate test_cuda_backend "$ROOT/tests/unit/test_cuda_backend.c"
+isolate test_cuda_prefill "$ROOT/tests/unit/test_cuda_prefill.c"
+
 # ---- memcheck last: it is the slowest step and the first to give way to the budget
 SAN="$(command -v compute-sanitizer || true)"
 [ -z "$SAN" ] && [ -x /usr/local/cuda/bin/compute-sanitizer ] && SAN=/usr/local/cuda/bin/compute-sanitizer
+[ -n "$SUF" ] && SAN="" # the emulation has no device memory to check
 if [ "${STATUS[build]}" = pass ] && [ -n "$SAN" ]; then
-  run_test memcheck_cuda_ops 90 "$SAN" --tool memcheck --error-exitcode 9 "$BUILD/test_cuda_ops"
+  run_test memcheck_cuda_ops 90 "$SAN" --tool memcheck --error-exitcode 9 "$BUILD/test_cuda_ops$SUF"
 else
   STATUS[memcheck_cuda_ops]=missing
 fi
@@ -258,12 +330,36 @@ if 64 in runs and tb:
     tg["vs_torch_batch64_logits"] = runs[64]["decode_tok_s_logits"] / tb
     tg["vs_torch_batch64_argmax"] = runs[64]["decode_tok_s_argmax"] / tb
     tg["vs_torch_ok(>=5)"] = max(tg["vs_torch_batch64_logits"], tg["vs_torch_batch64_argmax"]) >= 5
+# Which opt-in paths to make defaults (bench/README "After a GPU run"): a
+# path qualifies when its tests passed (the whole program, or its own
+# isolated rerun) and it beat what it would replace in this run's figures.
+def passed(prog, path=None):
+    return st.get(prog) == "pass" or (path is not None and st.get("%s:path:%s" % (prog, path)) == "pass")
+def pct(key):
+    return tg.get("batch1_%s_roofline_pct_argmax" % key, 0.0) if key else tg.get("batch1_roofline_pct_argmax", 0.0)
+rec = s["recommend"] = {}
+ops_ok = st.get("test_cuda_ops") == "pass"
+rec["decode_v3"] = bool(ops_ok and passed("test_cuda_backend", "v3") and pct("v3") > pct(None)
+                        and all(tg.get("batch%d_v3_over_v2_argmax" % bs, 1.0) >= 1.0 for bs in (64, 256)))
+rec["pdl"] = bool(rec["decode_v3"] and passed("test_cuda_backend", "v3-pdl") and pct("v3pdl") > pct("v3"))
+pf = [(pct(k), v) for k, v in (("v3pdl_pf0", 0), ("v3pdl", 2048), ("v3pdl_pf8k", 8192)) if pct(k) > 0]
+if rec["pdl"] and pf:
+    rec["pdl_prefetch_bytes"] = max(pf)[1]
+if "batch1_v3pdl_nofuse_roofline_pct_argmax" in tg:
+    rec["fuse_qkv"] = pct("v3pdl") >= pct("v3pdl_nofuse")
+rec["prefill_tiled"] = bool(st.get("test_cuda_prefill") == "pass" and passed("test_cuda_backend", "tiled")
+                            and tg.get("prefill_1024_tiled_over_per_token", 0) > 1)
+smp = [tg.get("batch%d_sample_%s_over_logits" % (bs, k)) for bs in (1, 64, 256) for k in ("topp", "plain")]
+rec["can_sample"] = bool(ops_ok and passed("test_cuda_backend") and smp and all(x and x > 1 for x in smp))
 json.dump(s, open(os.path.join(out, "summary.json"), "w"), indent=1)
 print("== summary")
 for k in sorted(st):
     print(f"  {k:20s} {st[k]}")
 for k, v in tg.items():
     print(f"  {k:32s} {v:.2f}" if isinstance(v, float) else f"  {k:32s} {v}")
+print("== make default? (engine/cuda/backend.c, cel_backend_cuda_create)")
+for k, v in rec.items():
+    print(f"  {k:32s} {v}")
 PY
 rm -f "$OUT/.status"
 log "done in $(($(date +%s) - T0)) s; results in $OUT"

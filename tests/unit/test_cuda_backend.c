@@ -34,6 +34,7 @@
 #include "engine/cuda/cuda_internal.h"
 #include "engine/ops.h"
 #include "engine/scheduler.h"
+#include "test_filter.h"
 #endif
 
 #ifdef HAVE_KERNELS
@@ -429,24 +430,31 @@ static void run_model_path(const tcfg *c, const char *decode)
  * through the tiled prefill kernel (CELINE_CUDA_PREFILL=tiled) - and v3
  * with programmatic dependent launch (CELINE_CUDA_PDL=1: on sm_90+ the layer
  * kernels start early and wait on the device; the emulation runs launches
- * in order, so there it checks the prefetch arithmetic only). */
+ * in order, so there it checks the prefetch arithmetic only).
+ * CEL_TEST_CUDA_PATHS (a comma-separated list of the names below) runs only
+ * those: tests/gpu/run.sh reruns a failed test_cuda_backend one path per
+ * process, so a fault in one path (sticky for the CUDA context) does not
+ * hide how the others fare. */
 static void run_model(const tcfg *c)
 {
-    run_model_path(c, NULL);
-    run_model_path(c, "v3");
-    printf("  (CELINE_CUDA_PDL=1)\n");
-    assert_int_equal(setenv("CELINE_CUDA_PDL", "1", 1), 0);
-    run_model_path(c, "v3");
-    unsetenv("CELINE_CUDA_PDL");
-    printf("  (CELINE_CUDA_GEMV_SPLIT=4)\n");
-    assert_int_equal(setenv("CELINE_CUDA_GEMV_SPLIT", "4", 1), 0);
-    run_model_path(c, "v3");
-    unsetenv("CELINE_CUDA_GEMV_SPLIT");
-    printf("  (CELINE_CUDA_PREFILL=tiled)\n");
-    assert_int_equal(setenv("CELINE_CUDA_PREFILL", "tiled", 1), 0);
-    run_model_path(c, NULL);
-    run_model_path(c, "v3");
-    unsetenv("CELINE_CUDA_PREFILL");
+    static const struct {
+        const char *name, *decode, *env, *val;
+    } paths[] = {{"default", NULL, NULL, NULL},
+                 {"v3", "v3", NULL, NULL},
+                 {"v3-pdl", "v3", "CELINE_CUDA_PDL", "1"},
+                 {"v3-split4", "v3", "CELINE_CUDA_GEMV_SPLIT", "4"},
+                 {"tiled", NULL, "CELINE_CUDA_PREFILL", "tiled"},
+                 {"v3-tiled", "v3", "CELINE_CUDA_PREFILL", "tiled"}};
+    const char *only = getenv("CEL_TEST_CUDA_PATHS");
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        if (only && !cel_test_list_has(only, paths[i].name)) continue;
+        if (paths[i].env) {
+            printf("  (%s=%s)\n", paths[i].env, paths[i].val);
+            assert_int_equal(setenv(paths[i].env, paths[i].val, 1), 0);
+        }
+        run_model_path(c, paths[i].decode);
+        if (paths[i].env) unsetenv(paths[i].env);
+    }
 }
 
 #define NEED_DEVICE()                                                                                              \
@@ -454,7 +462,7 @@ static void run_model(const tcfg *c)
         if (!g_device) skip();                                                                                     \
     } while (0)
 
-static void test_llama_bf16(void **state)
+static void test_model_llama_bf16(void **state)
 {
     (void)state;
     NEED_DEVICE();
@@ -464,7 +472,7 @@ static void test_llama_bf16(void **state)
     run_model(&c);
 }
 
-static void test_qwen2_f32_bias(void **state)
+static void test_model_qwen2_f32_bias(void **state)
 {
     (void)state;
     NEED_DEVICE();
@@ -474,7 +482,7 @@ static void test_qwen2_f32_bias(void **state)
     run_model(&c);
 }
 
-static void test_qwen3_f16_qknorm(void **state)
+static void test_model_qwen3_f16_qknorm(void **state)
 {
     (void)state;
     NEED_DEVICE();
@@ -484,7 +492,7 @@ static void test_qwen3_f16_qknorm(void **state)
     run_model(&c);
 }
 
-static void test_quantized(void **state)
+static void test_model_quantized(void **state)
 {
     (void)state;
     NEED_DEVICE();
@@ -887,9 +895,10 @@ static int setup(void **state)
 
 int main(void)
 {
+    cel_test_filter_from_env();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_llama_bf16), cmocka_unit_test(test_qwen2_f32_bias),
-        cmocka_unit_test(test_qwen3_f16_qknorm), cmocka_unit_test(test_quantized),
+        cmocka_unit_test(test_model_llama_bf16), cmocka_unit_test(test_model_qwen2_f32_bias),
+        cmocka_unit_test(test_model_qwen3_f16_qknorm), cmocka_unit_test(test_model_quantized),
         cmocka_unit_test(test_decode_paths), cmocka_unit_test(test_errors),
         cmocka_unit_test(test_gpu_sampling_engine),
     };

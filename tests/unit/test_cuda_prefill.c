@@ -30,6 +30,7 @@
 #ifdef HAVE_KERNELS
 
 #include "test_cuda_util.h"
+#include "test_filter.h"
 
 /* ------------------------------------------------------------ a problem */
 
@@ -425,6 +426,7 @@ static int teardown(void **state)
 
 int main(void)
 {
+    cel_test_filter_from_env();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tile_tokens_and_errors), cmocka_unit_test(test_prompt_lengths),
         cmocka_unit_test(test_long_prompt),            cmocka_unit_test(test_chunked_prefill),
