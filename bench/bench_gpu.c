@@ -4,7 +4,7 @@
  * needs no model file.
  *
  *   bench_gpu [--out FILE.json] [--layers N] [--prompt N] [--steps N]
- *             [--batches 1,64,256] [--prefill-prompt 1024] [--bandwidth GBPS] [--no-v1] [--no-v3] [--no-prefill]
+ *             [--batches 1,64,256] [--prefill-prompt 1024] [--tiny] [--bandwidth GBPS] [--no-v1] [--no-v3] [--no-prefill]
  *             [--only v2,v1,v3,v3-split1,v3-pdl,prefill]
  *
  * For each batch size B: B sequences of --prompt tokens are prefilled in
@@ -58,6 +58,7 @@ typedef struct opts {
     const char *out;
     int32_t layers, prompt, steps;
     int32_t pf_prompt; /* the prefill group's prompt length (1024) */
+    bool tiny;         /* --tiny: a small model of the same kind (dry runs) */
     int32_t batches[8];
     int n_batches;
     double bandwidth_gbs;
@@ -112,6 +113,7 @@ static int parse(int argc, char **argv, opts *o)
         else if (!strcmp(a, "--prompt") && v) o->prompt = atoi(argv[++i]);
         else if (!strcmp(a, "--steps") && v) o->steps = atoi(argv[++i]);
         else if (!strcmp(a, "--prefill-prompt") && v) o->pf_prompt = atoi(argv[++i]);
+        else if (!strcmp(a, "--tiny")) o->tiny = true;
         else if (!strcmp(a, "--bandwidth") && v) o->bandwidth_gbs = atof(argv[++i]);
         else if (!strcmp(a, "--no-v1")) o->groups &= ~(unsigned)G_V1;
         else if (!strcmp(a, "--no-v3")) o->groups &= ~(unsigned)(G_V3 | G_V3S1 | G_PDL);
@@ -128,7 +130,7 @@ static int parse(int argc, char **argv, opts *o)
             }
         } else {
             fprintf(stderr, "usage: bench_gpu [--out FILE.json] [--layers N] [--prompt N] [--steps N] "
-                            "[--batches 1,64,256] [--prefill-prompt 1024] [--bandwidth GBPS] [--no-v1] [--no-v3] [--no-prefill] "
+                            "[--batches 1,64,256] [--prefill-prompt 1024] [--tiny] [--bandwidth GBPS] [--no-v1] [--no-v3] [--no-prefill] "
                             "[--only v2,v1,v3,v3-split1,v3-pdl,prefill]\n");
             return -1;
         }
@@ -182,20 +184,22 @@ static cel_tensor *bt(bmodel *b, const char *name, cel_dtype dt, int64_t in, int
 }
 
 /* Llama-3.2-1B's shape (vocab 128256, hidden 2048, 32 heads / 8 KV heads of
- * 64, FFN 8192, tied embeddings, llama3 RoPE scaling) with `layers` layers.
+ * 64, FFN 8192, tied embeddings, llama3 RoPE scaling) with `layers` layers;
+ * tiny: vocab 1024, hidden 256, 4 / 2 heads of 64, FFN 512 (what a dry run
+ * in the CPU emulation can afford at the real batch sizes and step counts).
  * Every matrix reads the same random pool: contents do not change speed. */
-static int bmodel_build(bmodel *b, int32_t layers)
+static int bmodel_build(bmodel *b, int32_t layers, bool tiny)
 {
     memset(b, 0, sizeof *b);
     cel_hparams *hp = &b->m.hp;
     hp->arch = CEL_ARCH_LLAMA;
-    hp->n_vocab = 128256;
-    hp->n_embd = 2048;
+    hp->n_vocab = tiny ? 1024 : 128256;
+    hp->n_embd = tiny ? 256 : 2048;
     hp->n_layer = layers;
-    hp->n_head = 32;
-    hp->n_head_kv = 8;
+    hp->n_head = tiny ? 4 : 32;
+    hp->n_head_kv = tiny ? 2 : 8;
     hp->head_dim = 64;
-    hp->n_ff = 8192;
+    hp->n_ff = tiny ? 512 : 8192;
     hp->n_ctx_train = 131072;
     hp->rms_eps = 1e-5f;
     hp->rope_theta = 500000.0f;
@@ -260,6 +264,7 @@ typedef struct bbatch {
     cel_batch_seq *s;
     int32_t *tokens, *out_rows, *tables;
     int32_t max_blocks; /* per sequence */
+    int32_t n_vocab;    /* token ids are below it */
 } bbatch;
 
 /* Sequence i of batch owns blocks [i * max_blocks, (i + 1) * max_blocks). */
@@ -271,7 +276,8 @@ static void bb_seq(bbatch *bb, int32_t i, int32_t n_past, int32_t n_new, int32_t
     s->n_past = n_past;
     s->n_new = n_new;
     s->first = first;
-    for (int32_t j = 0; j < n_new; j++) bb->tokens[first + j] = (int32_t)((i * 7919 + (n_past + j) * 104729) % 128000);
+    for (int32_t j = 0; j < n_new; j++)
+        bb->tokens[first + j] = (int32_t)((i * 7919 + (int64_t)(n_past + j) * 104729) % bb->n_vocab);
     bb->out_rows[bb->b.n_out++] = first + n_new - 1;
 }
 
@@ -302,6 +308,7 @@ static int run_batch(cel_backend *be, int32_t B, const opts *o, int32_t max_toke
     memset(&bb, 0, sizeof bb);
     const int32_t bs = be->block_size;
     bb.max_blocks = seq_blocks(o->prompt, o->steps, bs);
+    bb.n_vocab = V;
     if ((int64_t)B * bb.max_blocks > be->n_blocks) {
         fprintf(stderr, "bench_gpu: batch %d needs %d KV blocks, the pool has %d\n", (int)B, (int)(B * bb.max_blocks),
                 (int)be->n_blocks);
@@ -572,7 +579,7 @@ int main(int argc, char **argv)
 
     bmodel bm;
     double t0 = cel_now_sec();
-    if (bmodel_build(&bm, o.layers) != 0) {
+    if (bmodel_build(&bm, o.layers, o.tiny) != 0) {
         fprintf(stderr, "bench_gpu: out of host memory for the model\n");
         return 1;
     }
@@ -628,9 +635,10 @@ int main(int argc, char **argv)
            "(measured copy)\n",
            info.device, info.cc_major, info.cc_minor, info.n_sm, info.driver_version, info.runtime_version,
            info.mem_bandwidth_gbs, copy_gbs);
-    printf("model: Llama-3.2-1B shape, %d layers, BF16, %.2f GB of weights read per token; loaded in %.1f s; "
+    printf("model: %s, %d layers, BF16, %.2f GB of weights read per token; loaded in %.1f s; "
            "logits buffer %s\n",
-           (int)hp->n_layer, bytes_tok / 1e9, load_s, pinned ? "pinned" : "pageable");
+           o.tiny ? "tiny Llama (--tiny)" : "Llama-3.2-1B shape", (int)hp->n_layer, bytes_tok / 1e9, load_s,
+           pinned ? "pinned" : "pageable");
 
     decode_res res[8];
     cel_cuda_profile prof[5]; /* v2 (default), v1, v3, v3 with unsplit GEMVs, v3 with PDL */
@@ -800,9 +808,9 @@ int main(int argc, char **argv)
                     info.device, info.cc_major, info.cc_minor, info.n_sm, info.driver_version, info.runtime_version);
             fprintf(f, "  \"bandwidth_gbs_spec\": %.1f, \"bandwidth_gbs_used\": %.1f, \"copy_gbs_measured\": %.1f,\n",
                     info.mem_bandwidth_gbs, bw, copy_gbs);
-            fprintf(f, "  \"model\": {\"shape\": \"llama-3.2-1b\", \"layers\": %d, \"dtype\": \"bf16\", "
+            fprintf(f, "  \"model\": {\"shape\": \"%s\", \"layers\": %d, \"dtype\": \"bf16\", "
                        "\"weight_bytes_per_token\": %.0f},\n",
-                    (int)hp->n_layer, bytes_tok);
+                    o.tiny ? "tiny" : "llama-3.2-1b", (int)hp->n_layer, bytes_tok);
             fprintf(f, "  \"prompt\": %d, \"steps\": %d, \"graphs\": %s, \"logits_host_pinned\": %s, \"load_s\": %.2f,\n",
                     (int)o.prompt, (int)o.steps, info.graphs ? "true" : "false", pinned ? "true" : "false", load_s);
             fprintf(f, "  \"roofline_tok_s_batch1\": %.1f,\n  \"runs\": ", roof);
