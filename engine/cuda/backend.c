@@ -691,6 +691,15 @@ static cel_status cu_prepare_meta(cu_backend *be, const cel_batch *b, int32_t *n
     if (b->n_seqs <= 0 || !b->seqs) return cel_error_set(err, CEL_ERR_INVALID, "cuda: batch has no sequences");
     if (b->n_out < 0 || (b->n_out > 0 && !b->out_rows))
         return cel_error_set(err, CEL_ERR_INVALID, "cuda: batch has %d output rows but no row list", (int)b->n_out);
+    /* the metadata buffer holds cap_t output rows and cap_t sequence offsets
+     * (output rows may repeat, and sequences may have no new rows, so
+     * neither count is bounded by the batch's tokens) */
+    if (b->n_out > be->cap_t)
+        return cel_error_set(err, CEL_ERR_LIMIT, "cuda: %d output rows (at most max_batch_tokens, %d)", (int)b->n_out,
+                             (int)be->cap_t);
+    if (b->n_seqs > be->cap_t)
+        return cel_error_set(err, CEL_ERR_LIMIT, "cuda: %d sequences in one batch (at most max_batch_tokens, %d)",
+                             (int)b->n_seqs, (int)be->cap_t);
     /* table space: the blocks each sequence needs */
     int64_t n_tab = 0;
     bool dec = true;
@@ -766,8 +775,6 @@ static cel_status cu_prepare_meta(cu_backend *be, const cel_batch *b, int32_t *n
                                  (int)b->out_rows[i], (int)T);
         out[i] = b->out_rows[i];
     }
-    if (b->n_seqs > be->cap_t)
-        return cel_error_set(err, CEL_ERR_INVALID, "cuda: batch has %d sequences for %d tokens", (int)b->n_seqs, (int)T);
     *n_tab_out = at;
     *decode_only = dec && b->n_seqs == T;
     return CEL_OK;
@@ -898,8 +905,8 @@ static cel_status cu_collect_samples(cu_backend *be, const cel_batch *b, int32_t
 }
 
 /* The forward pass; logits to b->logits, or argmax ids to tokens_out. */
-static cel_status cu_forward_impl(cu_backend *be, const cel_batch *b, float *logits_out, int32_t *tokens_out,
-                                  cel_error *err)
+static cel_status cu_forward_run(cu_backend *be, const cel_batch *b, float *logits_out, int32_t *tokens_out,
+                                 cel_error *err)
 {
     int32_t n_tab = 0;
     bool decode_only = false;
@@ -952,6 +959,21 @@ static cel_status cu_forward_impl(cu_backend *be, const cel_batch *b, float *log
     return CEL_OK;
 }
 
+/* A pass that fails part way may leave copies from the pinned metadata and
+ * sampling buffers, and kernels that read them, queued on the stream; the
+ * next pass rewrites those buffers from the host, so the stream drains
+ * before the error is reported (the first error is the one reported). */
+static cel_status cu_forward_impl(cu_backend *be, const cel_batch *b, float *logits_out, int32_t *tokens_out,
+                                  cel_error *err)
+{
+    cel_status st = cu_forward_run(be, b, logits_out, tokens_out, err);
+    if (st != CEL_OK) {
+        (void)cudaStreamSynchronize(be->stream);
+        (void)cudaGetLastError();
+    }
+    return st;
+}
+
 static cel_status cu_forward(cel_backend *base, const cel_batch *b, cel_error *err)
 {
     return cu_forward_impl((cu_backend *)base, b, b->logits, NULL, err);
@@ -982,8 +1004,15 @@ static cel_status cu_weights_changed(cel_backend *base, cel_error *err)
 {
     cu_backend *be = (cu_backend *)base;
     CEL_CUDA_CHECK(err, cudaSetDevice(be->device));
-    /* same buffers, same addresses: captured graphs stay valid */
-    return cu_upload_weights(be, err);
+    /* same buffers, same addresses: captured graphs stay valid; a failed
+     * upload may leave a copy from the pinned staging buffer queued, which
+     * the next call would rewrite: drain the stream first */
+    cel_status st = cu_upload_weights(be, err);
+    if (st != CEL_OK) {
+        (void)cudaStreamSynchronize(be->stream);
+        (void)cudaGetLastError();
+    }
+    return st;
 }
 
 static void cu_destroy(cel_backend *base)

@@ -74,15 +74,18 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
 #define CEL_CUDA_CHECK(err, call)                                                                                 \
     do {                                                                                                          \
         cudaError_t cel__e = (call);                                                                              \
-        if (cel__e != cudaSuccess)                                                                                \
+        if (cel__e != cudaSuccess) {                                                                              \
+            (void)cudaGetLastError(); /* reported here: not the next launch's error */                           \
             return cel_error_set((err), CEL_ERR_DEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call,                \
                                  cudaGetErrorString(cel__e));                                                     \
+        }                                                                                                         \
     } while (0)
 /* Same, but stores the status in `st` and jumps to `label` (for cleanup). */
 #define CEL_CUDA_GOTO(err, st, label, call)                                                                       \
     do {                                                                                                          \
         cudaError_t cel__e = (call);                                                                              \
         if (cel__e != cudaSuccess) {                                                                              \
+            (void)cudaGetLastError();                                                                             \
             (st) = cel_error_set((err), CEL_ERR_DEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call,                \
                                  cudaGetErrorString(cel__e));                                                     \
             goto label;                                                                                           \

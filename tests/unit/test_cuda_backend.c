@@ -716,6 +716,27 @@ static void test_errors(void **state)
     tb->s[0].n_new = 1; /* row 1 belongs to no sequence */
     assert_int_equal(be->v->forward(be, &tb->b, &err), CEL_ERR_INVALID);
     printf("  %s\n", err.msg);
+    /* more output rows than max_batch_tokens (rows may repeat): refused
+     * before the metadata buffer, which holds max_batch_tokens of them */
+    tb_make(tb, &s, 1, -1);
+    tb->b.logits = NULL;
+    tb->b.n_out = p.max_batch_tokens + 1;
+    for (int32_t i = 0; i < tb->b.n_out; i++) tb->out_rows[i] = 0;
+    int32_t toks_out[64];
+    assert_int_equal(cel_backend_cuda_forward_argmax(be, &tb->b, toks_out, &err), CEL_ERR_LIMIT);
+    printf("  %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "output rows"));
+    /* more sequences than max_batch_tokens (sequences with no new rows need
+     * no tokens): refused the same way */
+    cel_batch_seq many[40];
+    memset(many, 0, sizeof many);
+    many[0] = tb->s[0];
+    tb->b.seqs = many;
+    tb->b.n_seqs = 40;
+    tb->b.n_out = 1;
+    assert_int_equal(cel_backend_cuda_forward_argmax(be, &tb->b, toks_out, &err), CEL_ERR_LIMIT);
+    printf("  %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "sequences"));
     assert_int_equal(be->v->copy_block(be, 0, be->n_blocks, 4, &err), CEL_ERR_INVALID);
     /* and a valid batch still runs after the refusals */
     tb_make(tb, &s, 1, -1);
