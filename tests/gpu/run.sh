@@ -170,6 +170,7 @@ if [ -x "$BUILD/bench_gpu$SUF" ]; then
   echo "== bench_gpu" >>"$OUT/bench.log"
   for gt in "${BENCH_GROUPS[@]}"; do
     g="${gt%%:*}" to="$(step_to "${gt##*:}")" k="bench_${gt%%:*}"
+    rm -f "$OUT/bench_gpu.$g.json" # no figures from an earlier run into this one's merge
     if [ "$to" -lt 10 ]; then STATUS[$k]="skipped(time)"; continue; fi
     log "bench_gpu --only $g"
     echo "== bench_gpu --only $g" >>"$OUT/bench.log"
