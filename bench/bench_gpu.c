@@ -554,6 +554,27 @@ static void print_res(const decode_res *r, const char *path)
            r->finite ? "" : "  NON-FINITE LOGITS");
 }
 
+/* The path choices of the next backend, named in full (the engine's
+ * defaults, cu_defaults in engine/cuda/backend.c, change as opt-in paths
+ * prove themselves, and each group must measure what its name says):
+ * decode v1 / v2 / v3, PDL 0 / 1, GEMV split, L2 prefetch bytes (NULL: the
+ * engine's default, which without PDL is unused), q/k/v fusion, prefill
+ * kernel. */
+static cel_status create_path(const cel_model *m, const cel_backend_params *p, const char *decode, const char *pdl,
+                              const char *split, const char *pf, const char *fuse, const char *prefill,
+                              cel_backend **be, cel_error *err)
+{
+    static const char *const vars[6] = {"CELINE_CUDA_DECODE",        "CELINE_CUDA_PDL",     "CELINE_CUDA_GEMV_SPLIT",
+                                        "CELINE_CUDA_PDL_PREFETCH", "CELINE_CUDA_FUSE_QKV", "CELINE_CUDA_PREFILL"};
+    const char *vals[6] = {decode, pdl, split, pf, fuse, prefill};
+    for (int i = 0; i < 6; i++)
+        if (vals[i]) setenv(vars[i], vals[i], 1);
+        else unsetenv(vars[i]);
+    cel_status st = cel_backend_cuda_create(m, p, be, err);
+    for (int i = 0; i < 6; i++) unsetenv(vars[i]);
+    return st;
+}
+
 static void logger(void *ud, cel_log_level level, const char *msg)
 {
     (void)ud;
@@ -568,7 +589,7 @@ int main(int argc, char **argv)
 #ifdef CEL_CUDA_EMU
     cel__emu_set_device_memory((size_t)16 << 30); /* bench_gpu_emu: room for the full-width model */
 #endif
-    setenv("CELINE_CUDA_SAMPLE", "1", 1); /* the sampling passes need it (opt-in in the engine for now) */
+    setenv("CELINE_CUDA_SAMPLE", "1", 1); /* the sampling passes need it, whatever the engine's default */
     int ndev = 0;
     cudaError_t ce = cudaGetDeviceCount(&ndev);
     if (ce != cudaSuccess || ndev <= 0) {
@@ -605,7 +626,8 @@ int main(int argc, char **argv)
     p.log.min_level = CEL_LOG_INFO;
     cel_backend *be = NULL;
     cel_error err;
-    if (cel_backend_cuda_create(&bm.m, &p, &be, &err) != CEL_OK) {
+    /* the v2 group's backend, which also says what the device is */
+    if (create_path(&bm.m, &p, "v2", "0", "0", NULL, "1", "per-token", &be, &err) != CEL_OK) {
         fprintf(stderr, "bench_gpu: %s\n", err.msg);
         bmodel_free(&bm);
         return 1;
@@ -672,11 +694,7 @@ int main(int argc, char **argv)
         if (!(o.groups & (alt == 0 ? G_V1 : alt == 1 ? G_V3 : G_V3S1))) continue;
         cel_backend_free(be);
         be = NULL;
-        setenv("CELINE_CUDA_DECODE", path, 1);
-        if (alt == 2) setenv("CELINE_CUDA_GEMV_SPLIT", "1", 1);
-        cel_status cst = cel_backend_cuda_create(&bm.m, &p, &be, &err);
-        unsetenv("CELINE_CUDA_DECODE");
-        unsetenv("CELINE_CUDA_GEMV_SPLIT");
+        cel_status cst = create_path(&bm.m, &p, path, "0", alt == 2 ? "1" : "0", NULL, "1", "per-token", &be, &err);
         if (cst != CEL_OK) {
             fprintf(stderr, "bench_gpu: %s backend: %s\n", path, err.msg);
             failed++;
@@ -734,24 +752,16 @@ int main(int argc, char **argv)
     enum { N_PDLV = 4 };
     static const struct {
         const char *key, *label, *pf, *fuse;
-    } pdlv[N_PDLV] = {{"v3_pdl_batch1", " (v3 + PDL)", NULL, NULL},
-                      {"v3_pdl_pf0_batch1", " (v3 + PDL, no L2 prefetch)", "0", NULL},
-                      {"v3_pdl_pf8k_batch1", " (v3 + PDL, 8 KiB L2 prefetch per warp)", "8192", NULL},
-                      {"v3_pdl_nofuse_batch1", " (v3 + PDL, q/k/v post-process as its own kernel)", NULL, "0"}};
+    } pdlv[N_PDLV] = {{"v3_pdl_batch1", " (v3 + PDL)", "2048", "1"},
+                      {"v3_pdl_pf0_batch1", " (v3 + PDL, no L2 prefetch)", "0", "1"},
+                      {"v3_pdl_pf8k_batch1", " (v3 + PDL, 8 KiB L2 prefetch per warp)", "8192", "1"},
+                      {"v3_pdl_nofuse_batch1", " (v3 + PDL, q/k/v post-process as its own kernel)", "2048", "0"}};
     decode_res res_pdl[N_PDLV];
     bool have_pdl[N_PDLV] = {false}, have_pdl_prof = false;
     for (int v = 0; v < N_PDLV && (o.groups & G_PDL) && go_on && info.cc_major >= 9; v++) {
         cel_backend_free(be);
         be = NULL;
-        setenv("CELINE_CUDA_DECODE", "v3", 1);
-        setenv("CELINE_CUDA_PDL", "1", 1);
-        if (pdlv[v].pf) setenv("CELINE_CUDA_PDL_PREFETCH", pdlv[v].pf, 1);
-        if (pdlv[v].fuse) setenv("CELINE_CUDA_FUSE_QKV", pdlv[v].fuse, 1);
-        cel_status cst = cel_backend_cuda_create(&bm.m, &p, &be, &err);
-        unsetenv("CELINE_CUDA_DECODE");
-        unsetenv("CELINE_CUDA_PDL");
-        unsetenv("CELINE_CUDA_PDL_PREFETCH");
-        unsetenv("CELINE_CUDA_FUSE_QKV");
+        cel_status cst = create_path(&bm.m, &p, "v3", "1", "0", pdlv[v].pf, pdlv[v].fuse, "per-token", &be, &err);
         if (cst != CEL_OK) {
             fprintf(stderr, "bench_gpu: v3 + PDL backend: %s\n", err.msg);
             failed++;
@@ -776,9 +786,7 @@ int main(int argc, char **argv)
     for (int t = 0; t < 2 && (o.groups & G_PREFILL) && go_on; t++) {
         cel_backend_free(be);
         be = NULL;
-        if (t) setenv("CELINE_CUDA_PREFILL", "tiled", 1);
-        cel_status cst = cel_backend_cuda_create(&bm.m, &p, &be, &err);
-        unsetenv("CELINE_CUDA_PREFILL");
+        cel_status cst = create_path(&bm.m, &p, "v2", "0", "0", NULL, "1", t ? "tiled" : "per-token", &be, &err);
         if (cst != CEL_OK) {
             fprintf(stderr, "bench_gpu: prefill backend: %s\n", err.msg);
             failed++;

@@ -1160,6 +1160,34 @@ static cel_status cu_check_model(const cel_model *m, cel_error *err)
     return CEL_OK;
 }
 
+/* The paths a backend takes when the environment names none. An opt-in
+ * path becomes a default here, and only here, once a GPU run has checked
+ * and timed it (tests/gpu/run.sh: summary.json's "recommend"; bench/README
+ * "After a GPU run"). The CELINE_CUDA_* variables pick either way, so A/B
+ * runs (bench_gpu, the tests) name every path they mean whatever these are. */
+static const struct cu_defaults {
+    int decode;           /* CELINE_CUDA_DECODE: v1, v2 or v3 (1, 2, 3) */
+    bool prefill_tiled;   /* CELINE_CUDA_PREFILL: tiled or per-token */
+    bool pdl;             /* CELINE_CUDA_PDL: 1 or 0 (v3 decode, sm_90+) */
+    int32_t pdl_prefetch; /* CELINE_CUDA_PDL_PREFETCH: L2 prefetch bytes per warp */
+    bool fuse_qkv;        /* CELINE_CUDA_FUSE_QKV: 1 or 0 (v3) */
+    bool sample;          /* CELINE_CUDA_SAMPLE: 1 or 0 (sampling on the GPU) */
+} cu_defaults = {.decode = 2, .prefill_tiled = false, .pdl = false, .pdl_prefetch = 2048, .fuse_qkv = true,
+                 .sample = false};
+
+/* The value of a CELINE_CUDA_* variable: the index of its text in `names`
+ * (NULL-terminated), or def when it is unset; a value not in the list is
+ * logged and ignored. */
+static int cu_env_pick(const cu_backend *be, const char *var, const char *const *names, int def)
+{
+    const char *v = getenv(var);
+    if (!v || !*v) return def;
+    for (int i = 0; names[i]; i++)
+        if (!strcmp(v, names[i])) return i;
+    cel_log(&be->log, CEL_LOG_WARN, "cuda: %s=%s is not one of the values it takes; ignored", var, v);
+    return def;
+}
+
 cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params *p, cel_backend **out, cel_error *err)
 {
     if (!out) return cel_error_set(err, CEL_ERR_INVALID, "cuda: no output pointer");
@@ -1186,29 +1214,27 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
     be->max_tokens = p && p->max_batch_tokens > 0 ? p->max_batch_tokens : 512;
     be->logit_rows = be->max_tokens < CEL__CU_LOGIT_ROWS ? be->max_tokens : CEL__CU_LOGIT_ROWS;
     be->use_gemv = be->E % 8 == 0 && be->Q % 8 == 0 && be->F % 8 == 0;
-    const char *denv = getenv("CELINE_CUDA_DECODE");
-    be->decode_v1 = denv && strcmp(denv, "v1") == 0;
-    be->decode_v3 = denv && strcmp(denv, "v3") == 0;
-    /* the tiled prefill kernel is opt-in until a GPU run has checked and
-     * timed it (tests/gpu/run.sh runs both) */
-    const char *penv = getenv("CELINE_CUDA_PREFILL");
-    be->prefill_tiled = penv && strcmp(penv, "tiled") == 0;
-    const char *senv = getenv("CELINE_CUDA_GEMV_SPLIT"); /* v3 A/B timing of the split-K GEMV */
-    be->gemv_split = senv && (!strcmp(senv, "1") || !strcmp(senv, "2") || !strcmp(senv, "4")) ? atoi(senv) : 0;
-    /* programmatic dependent launch: opt-in until a GPU run has timed it
-     * (tests/gpu/run.sh); set up once the device's generation is known */
-    const char *pdl_env = getenv("CELINE_CUDA_PDL"), *pf_env = getenv("CELINE_CUDA_PDL_PREFETCH");
-    be->pdl = pdl_env && strcmp(pdl_env, "1") == 0;
-    be->pdl_prefetch = 2048;
+    static const char *const decodes[] = {"v1", "v2", "v3", NULL}, *const prefills[] = {"per-token", "tiled", NULL},
+                             *const off_on[] = {"0", "1", NULL}, *const splits[] = {"0", "1", "2", "4", NULL};
+    const int dec = cu_env_pick(be, "CELINE_CUDA_DECODE", decodes, cu_defaults.decode - 1);
+    be->decode_v1 = dec == 0;
+    be->decode_v3 = dec == 2;
+    be->prefill_tiled = cu_env_pick(be, "CELINE_CUDA_PREFILL", prefills, cu_defaults.prefill_tiled) == 1;
+    /* v3 A/B timing of the split-K GEMV (0: the split the shape picks) */
+    be->gemv_split = atoi(splits[cu_env_pick(be, "CELINE_CUDA_GEMV_SPLIT", splits, 0)]);
+    /* programmatic dependent launch; cu_open_device turns it off where the
+     * device or the kernels' build cannot wait on the grid */
+    be->pdl = cu_env_pick(be, "CELINE_CUDA_PDL", off_on, cu_defaults.pdl) == 1;
+    be->pdl_prefetch = cu_defaults.pdl_prefetch;
+    const char *pf_env = getenv("CELINE_CUDA_PDL_PREFETCH");
     if (pf_env && *pf_env) {
         char *end = NULL;
         long v = strtol(pf_env, &end, 10);
         if (*end == '\0' && v >= 0 && v <= (1 << 20)) be->pdl_prefetch = (int32_t)(v / 16 * 16);
+        else cel_log(&be->log, CEL_LOG_WARN, "cuda: CELINE_CUDA_PDL_PREFETCH=%s is not 0..1048576; ignored", pf_env);
     }
-    const char *fenv = getenv("CELINE_CUDA_FUSE_QKV"); /* v3 A/B timing of the fused q/k/v post-process */
-    be->fuse_qkv = !(fenv && strcmp(fenv, "0") == 0);
-    const char *genv = getenv("CELINE_CUDA_GRAPHS");
-    be->graphs_on = !(genv && strcmp(genv, "0") == 0);
+    be->fuse_qkv = cu_env_pick(be, "CELINE_CUDA_FUSE_QKV", off_on, cu_defaults.fuse_qkv) == 1;
+    be->graphs_on = cu_env_pick(be, "CELINE_CUDA_GRAPHS", off_on, 1) == 1;
     be->base.block_size = be->bs;
 
     if ((st = cu_open_device(be, err)) != CEL_OK) goto fail;
@@ -1350,10 +1376,8 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
     CEL_CUDA_GOTO(err, st, fail,
                   cudaHostAlloc((void **)&be->samp_out_host, (size_t)be->logit_rows * 8, cudaHostAllocDefault));
     {
-        /* opt-in until a GPU run has checked and timed the sampling kernel
-         * (tests/gpu/run.sh: test_cuda_ops, test_cuda_backend, bench_gpu) */
-        const char *senv = getenv("CELINE_CUDA_SAMPLE");
-        be->base.can_sample = senv && strcmp(senv, "1") == 0;
+        static const char *const off_on[] = {"0", "1", NULL};
+        be->base.can_sample = cu_env_pick(be, "CELINE_CUDA_SAMPLE", off_on, cu_defaults.sample) == 1;
     }
     {
         cublasStatus_t bs = cublasSetStream(be->blas, be->stream);

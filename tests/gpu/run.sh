@@ -216,7 +216,7 @@ isolate() { # program source
     CEL_TEST_FILTER="$name" run_test "$prog:$name" 30 "$BUILD/$prog$SUF"
   done
   if [ "$prog" = test_cuda_backend ]; then
-    for path in default v3 v3-pdl v3-split4 tiled v3-tiled; do
+    for path in default v2 v3 v3-pdl v3-split4 tiled v3-tiled; do
       CEL_TEST_FILTER='test_model_*' CEL_TEST_CUDA_PATHS="$path" run_test "$prog:path:$path" 30 "$BUILD/$prog$SUF"
     done
   fi
@@ -360,7 +360,7 @@ for k in sorted(st):
     print(f"  {k:20s} {st[k]}")
 for k, v in tg.items():
     print(f"  {k:32s} {v:.2f}" if isinstance(v, float) else f"  {k:32s} {v}")
-print("== make default? (engine/cuda/backend.c, cel_backend_cuda_create)")
+print("== make default? (cu_defaults in engine/cuda/backend.c)")
 for k, v in rec.items():
     print(f"  {k:32s} {v}")
 PY

@@ -422,15 +422,17 @@ static void run_model_path(const tcfg *c, const char *decode)
     free(tm);
 }
 
-/* The default path, then the v3 decode path (split attention, parallel
- * q/k/v post-process, split-K GEMVs with the norms in their epilogues),
- * which must meet the same tolerances - with the GEMV split the shape picks
- * (1 at these sizes) and with every row split over 4 warps
- * (CELINE_CUDA_GEMV_SPLIT=4) - and both with prefill chunks of 16+ rows
- * through the tiled prefill kernel (CELINE_CUDA_PREFILL=tiled) - and v3
- * with programmatic dependent launch (CELINE_CUDA_PDL=1: on sm_90+ the layer
- * kernels start early and wait on the device; the emulation runs launches
- * in order, so there it checks the prefetch arithmetic only).
+/* The default path (whatever engine/cuda/backend.c's cu_defaults make it),
+ * then each path by name, every choice spelled out so a path means the same
+ * whatever the defaults become: v2 (the fused decode path); v3 (split
+ * attention, parallel q/k/v post-process, split-K GEMVs with the norms in
+ * their epilogues), which must meet the same tolerances - with the GEMV
+ * split the shape picks (1 at these sizes), with every row split over 4
+ * warps (CELINE_CUDA_GEMV_SPLIT=4), and with programmatic dependent launch
+ * (CELINE_CUDA_PDL=1: on sm_90+ the layer kernels start early and wait on
+ * the device; the emulation runs launches in order, so there it checks the
+ * prefetch arithmetic only) - and v2 and v3 with prefill chunks of 16+ rows
+ * through the tiled prefill kernel (CELINE_CUDA_PREFILL=tiled).
  * CEL_TEST_CUDA_PATHS (a comma-separated list of the names below) runs only
  * those: tests/gpu/run.sh reruns a failed test_cuda_backend one path per
  * process, so a fault in one path (sticky for the CUDA context) does not
@@ -438,22 +440,27 @@ static void run_model_path(const tcfg *c, const char *decode)
 static void run_model(const tcfg *c)
 {
     static const struct {
-        const char *name, *decode, *env, *val;
-    } paths[] = {{"default", NULL, NULL, NULL},
-                 {"v3", "v3", NULL, NULL},
-                 {"v3-pdl", "v3", "CELINE_CUDA_PDL", "1"},
-                 {"v3-split4", "v3", "CELINE_CUDA_GEMV_SPLIT", "4"},
-                 {"tiled", NULL, "CELINE_CUDA_PREFILL", "tiled"},
-                 {"v3-tiled", "v3", "CELINE_CUDA_PREFILL", "tiled"}};
+        const char *name, *decode;
+        const char *env[3][2]; /* further variables: {name, value} */
+    } paths[] = {
+        {"default", NULL, {{NULL, NULL}}},
+        {"v2", "v2", {{"CELINE_CUDA_PREFILL", "per-token"}}},
+        {"v3", "v3", {{"CELINE_CUDA_PDL", "0"}, {"CELINE_CUDA_PREFILL", "per-token"}}},
+        {"v3-pdl", "v3", {{"CELINE_CUDA_PDL", "1"}, {"CELINE_CUDA_PREFILL", "per-token"}}},
+        {"v3-split4",
+         "v3",
+         {{"CELINE_CUDA_PDL", "0"}, {"CELINE_CUDA_GEMV_SPLIT", "4"}, {"CELINE_CUDA_PREFILL", "per-token"}}},
+        {"tiled", "v2", {{"CELINE_CUDA_PREFILL", "tiled"}}},
+        {"v3-tiled", "v3", {{"CELINE_CUDA_PDL", "0"}, {"CELINE_CUDA_PREFILL", "tiled"}}},
+    };
     const char *only = getenv("CEL_TEST_CUDA_PATHS");
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         if (only && !cel_test_list_has(only, paths[i].name)) continue;
-        if (paths[i].env) {
-            printf("  (%s=%s)\n", paths[i].env, paths[i].val);
-            assert_int_equal(setenv(paths[i].env, paths[i].val, 1), 0);
-        }
+        printf("  (path %s)\n", paths[i].name);
+        for (int k = 0; k < 3 && paths[i].env[k][0]; k++)
+            assert_int_equal(setenv(paths[i].env[k][0], paths[i].env[k][1], 1), 0);
         run_model_path(c, paths[i].decode);
-        if (paths[i].env) unsetenv(paths[i].env);
+        for (int k = 0; k < 3 && paths[i].env[k][0]; k++) unsetenv(paths[i].env[k][0]);
     }
 }
 
@@ -656,6 +663,12 @@ static void test_decode_paths(void **state)
 
 /* Clear errors: model does not fit, budget above free memory, bad batches,
  * unsupported head size. */
+/* Counts warnings that name a CELINE_CUDA_* value the backend ignored. */
+static void count_ignored(void *ud, cel_log_level level, const char *msg)
+{
+    if (level == CEL_LOG_WARN && strstr(msg, "ignored")) ++*(int *)ud;
+}
+
 static void test_errors(void **state)
 {
     (void)state;
@@ -689,6 +702,20 @@ static void test_errors(void **state)
     assert_int_equal(cel_backend_cuda_create(&tm->m, &p, &be, &err), CEL_ERR_UNSUPPORTED);
     printf("  %s\n", err.msg);
     tm->m.hp.head_dim = 32;
+
+    /* a path variable with a value it does not take: a warning, and the default */
+    int ignored = 0;
+    p.log = (cel_logger){.fn = count_ignored, .ud = &ignored, .min_level = CEL_LOG_WARN};
+    assert_int_equal(setenv("CELINE_CUDA_DECODE", "v9", 1), 0);
+    assert_int_equal(setenv("CELINE_CUDA_PDL_PREFETCH", "12x", 1), 0);
+    cel_status cst = cel_backend_cuda_create(&tm->m, &p, &be, &err);
+    unsetenv("CELINE_CUDA_DECODE");
+    unsetenv("CELINE_CUDA_PDL_PREFETCH");
+    if (cst != CEL_OK) fail_msg("create with unknown path values: %s", err.msg);
+    assert_int_equal(ignored, 2);
+    cel_backend_free(be);
+    be = NULL;
+    p.log = (cel_logger){0};
 
     if (cel_backend_cuda_create(&tm->m, &p, &be, &err) != CEL_OK) fail_msg("create: %s", err.msg);
     float *logits = malloc((size_t)4 * c.V * sizeof(float));

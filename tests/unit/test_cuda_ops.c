@@ -204,8 +204,8 @@ static void run_qkv_rope(int32_t nh, int32_t nkv, int32_t hd, cel_rope_style sty
     float *d_inv = dup_to_dev(inv, (size_t)hd / 2 * 4);
     int32_t *d_pos = dup_to_dev(pos, sizeof pos), *d_blk = dup_to_dev(blk, sizeof blk);
     uint16_t *d_k = dalloc(cache_n * 2), *d_v = dalloc(cache_n * 2);
-    assert_int_equal(cudaMemset(d_k, 0, cache_n * 2), cudaSuccess);
-    assert_int_equal(cudaMemset(d_v, 0, cache_n * 2), cudaSuccess);
+    dset(d_k, 0, cache_n * 2);
+    dset(d_v, 0, cache_n * 2);
     cel__cu_qkv_params p = {T, nh, nkv, hd, bs, (int32_t)style, 1e-6f, 0};
     assert_int_equal((v3 ? cel__cuk_qkv_rope_v3 : cel__cuk_qkv_rope)(g_stream, d_qkv, bias ? d_b : NULL,
                                                                       qk_norm ? d_qn : NULL, qk_norm ? d_kn : NULL,
@@ -449,7 +449,7 @@ static void ap_init(attn_prob *P, int32_t nh, int32_t nkv, int32_t hd, int n_seq
     P->d_v = dup_to_dev(P->vh, cache_n * 2);
     P->d_part = dalloc(cel__cuk_attn_part_floats(nh, hd) * sizeof(float));
     P->d_count = dalloc((size_t)CEL__CU_ATTN_SPLIT_ROWS * nh * sizeof(int32_t));
-    assert_int_equal(cudaMemset(P->d_count, 0, (size_t)CEL__CU_ATTN_SPLIT_ROWS * nh * sizeof(int32_t)), cudaSuccess);
+    dset(P->d_count, 0, (size_t)CEL__CU_ATTN_SPLIT_ROWS * nh * sizeof(int32_t));
 }
 
 static void ap_free(attn_prob *P)
@@ -800,7 +800,7 @@ static void run_gemv_fused(int32_t T, int32_t I, int32_t O)
     assert_int_equal(cel__cuk_gemv_ex(g_stream, &a), cudaSuccess);
     to_host(hgot, d_h, nh * 2);
     if (memcmp(hgot, href, nh * 2) != 0) fail_msg("gemv+norm+swiglu T%d %dx%d differs from the unfused kernels", T, I, O);
-    assert_int_equal(cudaMemset(d_h, 0, nh * 2), cudaSuccess);
+    dset(d_h, 0, nh * 2);
     a.x = d_xb;
     assert_int_equal(cel__cuk_gemv_ex(g_stream, &a), cudaSuccess);
     to_host(hgot, d_h, nh * 2);
@@ -934,7 +934,7 @@ static void run_gemv3(int32_t T, int32_t I, int32_t O, int32_t ks, bool accumula
      * checks each request's alignment and bounds) */
     static const int32_t pfs[3] = {16, 2048, 1 << 20};
     for (int k = 0; k < 3; k++) {
-        assert_int_equal(cudaMemcpy(d_v1, y0, ny * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+        to_dev(d_v1, y0, ny * sizeof(float));
         cel__cu_gemv3_args ap = a;
         ap.y = d_v1;
         ap.norm_out = norm ? d_xn_ref : NULL;
@@ -944,7 +944,7 @@ static void run_gemv3(int32_t T, int32_t I, int32_t O, int32_t ks, bool accumula
         to_host(v1, d_v1, ny * sizeof(float));
         if (memcmp(v1, got, ny * sizeof(float)) != 0) fail_msg("%s: differs with pdl, prefetch %d", what, (int)pfs[k]);
     }
-    assert_int_equal(cudaMemcpy(d_v1, y0, ny * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+    to_dev(d_v1, y0, ny * sizeof(float));
     if (eff == 1) { /* one warp per row: the v1 (and v2) order */
         assert_int_equal(cel__cuk_gemv_v1(g_stream, d_v1, d_w, d_x, T, I, O, accumulate), cudaSuccess);
         to_host(v1, d_v1, ny * sizeof(float));
@@ -959,8 +959,7 @@ static void run_gemv3(int32_t T, int32_t I, int32_t O, int32_t ks, bool accumula
         if (memcmp(xn, xn_ref, ny * 2) != 0) fail_msg("%s: the norm epilogue differs from cel__cuk_rmsnorm", what);
     }
     for (int32_t r = 0; r < T && T > 1; r++) { /* batch invariance */
-        assert_int_equal(cudaMemcpy(d_y, y0 + (size_t)r * O, (size_t)O * sizeof(float), cudaMemcpyHostToDevice),
-                         cudaSuccess);
+        to_dev(d_y, y0 + (size_t)r * O, (size_t)O * sizeof(float));
         a.x = d_x + (size_t)r * I;
         a.n_rows = 1;
         assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaSuccess);
@@ -1022,7 +1021,7 @@ static void run_gemv3_swiglu(int32_t T, int32_t I, int32_t O)
     if (memcmp(h2, h3, nh * 2) != 0) fail_msg("gemv3 swiglu T%d %dx%d differs from the v2 kernel", T, I, O);
     a.pdl = 1; /* early launch with L2 prefetch of gate and up rows: the same bits */
     a.pf_bytes = 4096;
-    assert_int_equal(cudaMemset(d_h3, 0, nh * 2), cudaSuccess);
+    dset(d_h3, 0, nh * 2);
     assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaSuccess);
     to_host(h3, d_h3, nh * 2);
     if (memcmp(h2, h3, nh * 2) != 0) fail_msg("gemv3 swiglu T%d %dx%d differs with pdl", T, I, O);
@@ -1080,9 +1079,9 @@ static void run_gemv3_qkv(int32_t T, int32_t I, int32_t nh, int32_t nkv, int32_t
     float *d_b = dup_to_dev(b, (size_t)O * 4), *d_qn = dup_to_dev(qn, (size_t)hd * 4), *d_kn = dup_to_dev(kn, (size_t)hd * 4);
     float *d_inv = dup_to_dev(inv, (size_t)hd / 2 * 4);
     int32_t *d_pos = dup_to_dev(pos, sizeof pos), *d_blk = dup_to_dev(blk, sizeof blk), *d_cnt = dalloc(sizeof cnt);
-    assert_int_equal(cudaMemset(d_cnt, 0, sizeof cnt), cudaSuccess);
+    dset(d_cnt, 0, sizeof cnt);
     uint16_t *caches[4] = {d_ka, d_kb, d_va, d_vb};
-    for (int i = 0; i < 4; i++) assert_int_equal(cudaMemset(caches[i], 0, cache_n * 2), cudaSuccess);
+    for (int i = 0; i < 4; i++) dset(caches[i], 0, cache_n * 2);
     cel__cu_qkv_params qp = {T, nh, nkv, hd, bs, (int32_t)style, 1e-6f, 0};
     cel__cu_gemv3_args a = cel__cu_gemv3_make(d_ya, NULL, d_w, d_x, T, I, O);
     a.k_split = ks;
@@ -1322,10 +1321,10 @@ static void check_argmax_splits(const float *d_l, int32_t R, int32_t V, const in
     int32_t *d_pi = dalloc(parts * sizeof(int32_t)), *d_cnt = dalloc((size_t)R * sizeof(int32_t));
     int32_t *d_o = dalloc((size_t)R * sizeof(int32_t)), *got = malloc((size_t)R * sizeof(int32_t));
     int32_t *cnt = malloc((size_t)R * sizeof(int32_t));
-    assert_int_equal(cudaMemset(d_cnt, 0, (size_t)R * sizeof(int32_t)), cudaSuccess);
+    dset(d_cnt, 0, (size_t)R * sizeof(int32_t));
     for (int32_t S = 1; S <= CEL__CU_ARGMAX_MAX_SPLIT; S++) {
         const cel__cu_argmax_split sp = {d_pv, d_pi, d_cnt, S};
-        assert_int_equal(cudaMemset(d_o, 0xff, (size_t)R * sizeof(int32_t)), cudaSuccess);
+        dset(d_o, 0xff, (size_t)R * sizeof(int32_t));
         assert_int_equal(cel__cuk_argmax(g_stream, d_o, d_l, R, V, &sp), cudaSuccess);
         to_host(got, d_o, (size_t)R * sizeof(int32_t));
         to_host(cnt, d_cnt, (size_t)R * sizeof(int32_t));

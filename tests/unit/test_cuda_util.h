@@ -28,17 +28,33 @@ static inline void *dalloc(size_t n)
     assert_int_equal(cudaMalloc(&p, n ? n : 1), cudaSuccess);
     return p;
 }
+/* Every copy and memset goes through g_stream, the stream the kernels under
+ * test run on: g_stream is non-blocking, so the synchronous cudaMemcpy /
+ * cudaMemset (legacy default stream) would not be ordered with its kernels
+ * on a device - a memset could land after the kernel that needs the zeros. */
+/* copies n bytes to the device after g_stream's work, and waits for it (h
+ * may be reused at once) */
+static inline void to_dev(void *d, const void *h, size_t n)
+{
+    assert_int_equal(cudaMemcpyAsync(d, h, n, cudaMemcpyHostToDevice, g_stream), cudaSuccess);
+    assert_int_equal(cudaStreamSynchronize(g_stream), cudaSuccess);
+}
 static inline void *dup_to_dev(const void *h, size_t n)
 {
     void *d = dalloc(n);
-    assert_int_equal(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice), cudaSuccess);
+    to_dev(d, h, n);
     return d;
 }
-/* waits for g_stream, then copies n bytes back */
+/* sets n bytes of d to v, in order on g_stream */
+static inline void dset(void *d, int v, size_t n)
+{
+    assert_int_equal(cudaMemsetAsync(d, v, n, g_stream), cudaSuccess);
+}
+/* waits for g_stream's work, then copies n bytes back */
 static inline void to_host(void *h, const void *d, size_t n)
 {
+    assert_int_equal(cudaMemcpyAsync(h, d, n, cudaMemcpyDeviceToHost, g_stream), cudaSuccess);
     assert_int_equal(cudaStreamSynchronize(g_stream), cudaSuccess);
-    assert_int_equal(cudaMemcpy(h, d, n, cudaMemcpyDeviceToHost), cudaSuccess);
 }
 static inline void dfree(void *d) { assert_int_equal(cudaFree(d), cudaSuccess); }
 
