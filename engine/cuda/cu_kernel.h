@@ -98,8 +98,17 @@ static inline void cel_d_fast_sincos(float x, float *s, float *c)
 cudaError_t cel__emu_launch(dim3 grid, dim3 block, size_t smem, cudaStream_t s, const std::function<void()> &body);
 void *cel__emu_dyn_smem(void);
 
+/* The arguments are evaluated and copied at the launch, as a device launch
+ * does: the kernel may run later (when the host waits for the stream), after
+ * what they were computed from has changed or gone. */
+template <typename... P, typename... A>
+static inline cudaError_t cel__emu_launch_k(dim3 grid, dim3 block, size_t smem, cudaStream_t s, void (*k)(P...),
+                                            A... args)
+{
+    return cel__emu_launch(grid, block, smem, s, [=]() { k(args...); });
+}
 #define CEL_LAUNCH(kernel, grid, block, smem, stream, ...)                                                        \
-    cel__emu_launch((grid), (block), (smem), (stream), [=]() { kernel(__VA_ARGS__); })
+    cel__emu_launch_k(dim3(grid), dim3(block), (smem), (stream), kernel, __VA_ARGS__)
 /* Launches run one after another, so there is no early start to allow. */
 #define CEL_LAUNCH_PDL(pdl, kernel, grid, block, smem, stream, ...)                                               \
     ((void)(pdl), CEL_LAUNCH(kernel, grid, block, smem, stream, __VA_ARGS__))

@@ -14,6 +14,18 @@
  * arrived (warp: lanes that exited before a shuffle are a bug and fail the
  * launch, as they would be undefined on a GPU). A launch where no thread can
  * move fails with cudaErrorLaunchFailure instead of hanging.
+ *
+ * Asynchrony: launches, cudaMemcpyAsync, cudaMemsetAsync, event records and
+ * cuBLAS calls are queued on their stream and run when the host waits for
+ * that stream (cudaStreamSynchronize, cudaEventSynchronize, a synchronous
+ * call on the legacy default stream for blocking streams, cudaFree,
+ * cudaDeviceSynchronize), as late as a device may run them. So a host read
+ * without the wait, a pinned staging buffer rewritten before its copy ran,
+ * or a synchronous cudaMemset / cudaMemcpy (legacy stream) that is not
+ * ordered with a non-blocking stream's kernels shows up in the tests, as it
+ * would on a GPU, instead of passing because everything ran at once.
+ * Copies from pageable memory behave as the runtime's do: host to device
+ * takes the data at the call, device to host returns when it is done.
  */
 #include <errno.h>
 #include <math.h>
@@ -24,6 +36,10 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <set>
 #include <ucontext.h>
 #include <unordered_map>
 #include <vector>
@@ -43,6 +59,16 @@
 
 uint3 threadIdx, blockIdx;
 dim3 blockDim, gridDim;
+
+/* A stream: the operations queued on it, run in order when the host waits. */
+struct cel__emu_stream {
+    bool blocking = false; /* ordered with the legacy default stream */
+    std::deque<std::function<void()>> q;
+};
+struct cel__emu_event {
+    double t = 0.0;
+    cel__emu_stream *s = nullptr; /* where it was last recorded */
+};
 
 namespace {
 
@@ -97,6 +123,11 @@ struct Emu {
     int n_devices = 1;
     cudaError_t last = cudaSuccess;
     char msg[256] = "";
+    /* queued work (see Asynchrony above); q_mu is taken before launch_mu */
+    std::recursive_mutex q_mu;
+    std::set<cel__emu_stream *> streams;
+    cel__emu_stream legacy{true, {}};
+    cudaError_t async_err = cudaSuccess; /* a queued operation failed: sticky */
 };
 
 Emu &E()
@@ -298,6 +329,57 @@ cudaError_t fail(cudaError_t code, const char *m)
     return code;
 }
 
+/* ---- queued work (callers hold q_mu) */
+cel__emu_stream *strm(cudaStream_t s) { return s ? s : &E().legacy; }
+void run_queue(cel__emu_stream *st)
+{
+    while (!st->q.empty()) {
+        std::function<void()> op = std::move(st->q.front());
+        st->q.pop_front();
+        op();
+    }
+}
+/* what an operation on the legacy stream waits for: its own earlier work and
+ * every blocking stream's */
+void run_legacy()
+{
+    Emu &e = E();
+    run_queue(&e.legacy);
+    for (cel__emu_stream *st : e.streams)
+        if (st->blocking) run_queue(st);
+}
+void run_all()
+{
+    Emu &e = E();
+    run_queue(&e.legacy);
+    for (cel__emu_stream *st : e.streams) run_queue(st);
+}
+/* Queues op on stream s after the work it is ordered behind. */
+void enqueue(cudaStream_t s, std::function<void()> op)
+{
+    Emu &e = E();
+    std::lock_guard<std::recursive_mutex> lk(e.q_mu);
+    cel__emu_stream *st = strm(s);
+    if (st == &e.legacy) run_legacy();
+    else if (st->blocking) run_queue(&e.legacy);
+    st->q.push_back(std::move(op));
+}
+/* Whether p lies in memory from cudaHostAlloc (page-locked). */
+bool pinned(const void *p)
+{
+    Emu &e = E();
+    std::lock_guard<std::mutex> lk(e.mu);
+    for (const auto &kv : e.host)
+        if ((const char *)p >= (const char *)kv.first && (const char *)p < (const char *)kv.first + kv.second) return true;
+    return false;
+}
+double now_ms()
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
 } // namespace
 
 void __syncthreads(void)
@@ -335,21 +417,21 @@ int __shfl_sync(unsigned mask, int v, int s, int width)
 
 void *cel__emu_dyn_smem(void) { return E().dyn.data(); }
 
-cudaError_t cel__emu_launch(dim3 grid, dim3 block, size_t smem, cudaStream_t s, const std::function<void()> &body)
+/* Runs one queued launch: its blocks one after another. A failure is
+ * sticky, as a device's launch failures are. */
+static void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body)
 {
-    (void)s;
     Emu &e = E();
     std::lock_guard<std::mutex> lk(e.launch_mu);
-    unsigned n = block.x * block.y * block.z;
-    if (n == 0 || n > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535)
-        return fail(cudaErrorInvalidValue, "emulated launch: invalid grid or block dimensions");
-    /* no kernel opts in to more (cudaFuncAttributeMaxDynamicSharedMemorySize),
-     * so the device allows 48 KiB, static shared memory included */
-    if (smem > 48 * 1024) return fail(cudaErrorInvalidValue, "emulated launch: over 48 KiB of dynamic shared memory");
+    const unsigned n = block.x * block.y * block.z;
     while (e.thr.size() < n) {
         Thr t;
         t.stack = mmap(nullptr, k_stack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (t.stack == MAP_FAILED) return fail(cudaErrorMemoryAllocation, "emulated launch: no memory for stacks");
+        if (t.stack == MAP_FAILED) {
+            fail(cudaErrorMemoryAllocation, "emulated launch: no memory for stacks");
+            e.async_err = cudaErrorMemoryAllocation;
+            return;
+        }
         e.thr.push_back(t);
     }
     for (unsigned z = 0, i = 0; z < block.z; z++)
@@ -371,10 +453,22 @@ cudaError_t cel__emu_launch(dim3 grid, dim3 block, size_t smem, cudaStream_t s, 
             for (unsigned bx = 0; bx < grid.x; bx++) {
                 blockIdx = uint3{bx, by, bz};
                 if (!run_block()) {
-                    e.last = cudaErrorLaunchFailure;
-                    return cudaErrorLaunchFailure;
+                    fail(cudaErrorLaunchFailure, "emulated launch: no thread of a block could move");
+                    e.async_err = cudaErrorLaunchFailure;
+                    return;
                 }
             }
+}
+
+cudaError_t cel__emu_launch(dim3 grid, dim3 block, size_t smem, cudaStream_t s, const std::function<void()> &body)
+{
+    unsigned n = block.x * block.y * block.z;
+    if (n == 0 || n > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535)
+        return fail(cudaErrorInvalidValue, "emulated launch: invalid grid or block dimensions");
+    /* no kernel opts in to more (cudaFuncAttributeMaxDynamicSharedMemorySize),
+     * so the device allows 48 KiB, static shared memory included */
+    if (smem > 48 * 1024) return fail(cudaErrorInvalidValue, "emulated launch: over 48 KiB of dynamic shared memory");
+    enqueue(s, [grid, block, smem, body]() { run_grid(grid, block, smem, body); });
     return cudaSuccess;
 }
 
@@ -466,6 +560,10 @@ cudaError_t cel__emu_cudaFree(void *p)
 {
     if (!p) return cudaSuccess;
     Emu &e = E();
+    { /* cudaFree waits for the device: queued work may still use p */
+        std::lock_guard<std::recursive_mutex> q(e.q_mu);
+        run_all();
+    }
     std::lock_guard<std::mutex> lk(e.mu);
     auto it = e.dev.find(p);
     if (it == e.dev.end()) return cudaErrorInvalidValue;
@@ -488,6 +586,10 @@ cudaError_t cel__emu_cudaFreeHost(void *p)
 {
     if (!p) return cudaSuccess;
     Emu &e = E();
+    {
+        std::lock_guard<std::recursive_mutex> q(e.q_mu);
+        run_all();
+    }
     std::lock_guard<std::mutex> lk(e.mu);
     auto it = e.host.find(p);
     if (it == e.host.end()) return cudaErrorInvalidValue;
@@ -495,28 +597,41 @@ cudaError_t cel__emu_cudaFreeHost(void *p)
     free(p);
     return cudaSuccess;
 }
+/* On the legacy stream, and the host waits for it. */
 cudaError_t cel__emu_cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind k)
 {
     (void)k;
+    Emu &e = E();
+    std::lock_guard<std::recursive_mutex> lk(e.q_mu);
+    run_legacy();
     if (n) memmove(dst, src, n);
     return cudaSuccess;
 }
 cudaError_t cel__emu_cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind k, cudaStream_t s)
 {
-    (void)s;
-    return cel__emu_cudaMemcpy(dst, src, n, k);
+    if (n == 0) return cudaSuccess;
+    if (k == cudaMemcpyHostToDevice && !pinned(src)) {
+        /* pageable: the runtime stages the data before the call returns */
+        auto snap = std::make_shared<std::vector<unsigned char>>((const unsigned char *)src,
+                                                                 (const unsigned char *)src + n);
+        enqueue(s, [dst, snap]() { memmove(dst, snap->data(), snap->size()); });
+        return cudaSuccess;
+    }
+    enqueue(s, [dst, src, n]() { memmove(dst, src, n); });
+    if (k == cudaMemcpyDeviceToHost && !pinned(dst)) { /* pageable: returns when done */
+        Emu &e = E();
+        std::lock_guard<std::recursive_mutex> lk(e.q_mu);
+        run_queue(strm(s));
+    }
+    return cudaSuccess;
 }
 cudaError_t cel__emu_cudaMemsetAsync(void *dst, int v, size_t n, cudaStream_t s)
 {
-    (void)s;
-    if (n) memset(dst, v, n);
+    if (n) enqueue(s, [dst, v, n]() { memset(dst, v, n); });
     return cudaSuccess;
 }
-cudaError_t cel__emu_cudaMemset(void *dst, int v, size_t n)
-{
-    if (n) memset(dst, v, n);
-    return cudaSuccess;
-}
+/* On the legacy stream; like the runtime's, it may return before it ran. */
+cudaError_t cel__emu_cudaMemset(void *dst, int v, size_t n) { return cel__emu_cudaMemsetAsync(dst, v, n, nullptr); }
 cudaError_t cel__emu_cudaPointerGetAttributes(struct cudaPointerAttributes *a, const void *p)
 {
     Emu &e = E();
@@ -527,29 +642,40 @@ cudaError_t cel__emu_cudaPointerGetAttributes(struct cudaPointerAttributes *a, c
     if (e.host.count((void *)p)) a->type = cudaMemoryTypeHost;
     return cudaSuccess;
 }
-struct cel__emu_stream {
-    int dummy;
-};
-struct cel__emu_event {
-    double t;
-};
 cudaError_t cel__emu_cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
 {
-    (void)flags;
+    Emu &e = E();
+    std::lock_guard<std::recursive_mutex> lk(e.q_mu);
     *s = new cel__emu_stream();
+    (*s)->blocking = !(flags & cudaStreamNonBlocking);
+    e.streams.insert(*s);
     return cudaSuccess;
 }
 cudaError_t cel__emu_cudaStreamDestroy(cudaStream_t s)
 {
+    Emu &e = E();
+    std::lock_guard<std::recursive_mutex> lk(e.q_mu);
+    if (!s || !e.streams.count(s)) return cudaErrorInvalidValue;
+    run_queue(s); /* a device finishes a destroyed stream's work */
+    e.streams.erase(s);
     delete s;
     return cudaSuccess;
 }
 cudaError_t cel__emu_cudaStreamSynchronize(cudaStream_t s)
 {
-    (void)s;
-    return cudaSuccess;
+    Emu &e = E();
+    std::lock_guard<std::recursive_mutex> lk(e.q_mu);
+    if (strm(s) == &e.legacy) run_legacy();
+    else run_queue(s);
+    return e.async_err;
 }
-cudaError_t cel__emu_cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cel__emu_cudaDeviceSynchronize(void)
+{
+    Emu &e = E();
+    std::lock_guard<std::recursive_mutex> lk(e.q_mu);
+    run_all();
+    return e.async_err;
+}
 cudaError_t cel__emu_cudaEventCreate(cudaEvent_t *ev)
 {
     *ev = new cel__emu_event();
@@ -557,24 +683,33 @@ cudaError_t cel__emu_cudaEventCreate(cudaEvent_t *ev)
 }
 cudaError_t cel__emu_cudaEventDestroy(cudaEvent_t ev)
 {
+    Emu &e = E();
+    std::lock_guard<std::recursive_mutex> lk(e.q_mu);
+    if (ev && ev->s) run_queue(ev->s); /* its queued record must not outlive it */
     delete ev;
     return cudaSuccess;
 }
 cudaError_t cel__emu_cudaEventRecord(cudaEvent_t ev, cudaStream_t s)
 {
-    (void)s;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ev->t = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+    Emu &e = E();
+    std::lock_guard<std::recursive_mutex> lk(e.q_mu);
+    ev->s = strm(s);
+    enqueue(s, [ev]() { ev->t = now_ms(); });
     return cudaSuccess;
 }
 cudaError_t cel__emu_cudaEventSynchronize(cudaEvent_t ev)
 {
-    (void)ev;
-    return cudaSuccess;
+    Emu &e = E();
+    std::lock_guard<std::recursive_mutex> lk(e.q_mu);
+    if (ev->s) run_queue(ev->s);
+    return e.async_err;
 }
 cudaError_t cel__emu_cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
 {
+    Emu &e = E();
+    std::lock_guard<std::recursive_mutex> lk(e.q_mu);
+    if (a->s) run_queue(a->s);
+    if (b->s) run_queue(b->s);
     *ms = (float)(b->t - a->t);
     return cudaSuccess;
 }
@@ -616,7 +751,7 @@ cudaError_t cel__emu_cudaGraphExecDestroy(cudaGraphExec_t x)
 
 /* ------------------------------------------------------------------ cuBLAS */
 struct cel__emu_cublas {
-    int dummy;
+    cudaStream_t s = nullptr;
 };
 cublasStatus_t cel__emu_cublasCreate(cublasHandle_t *h)
 {
@@ -630,8 +765,7 @@ cublasStatus_t cel__emu_cublasDestroy(cublasHandle_t h)
 }
 cublasStatus_t cel__emu_cublasSetStream(cublasHandle_t h, cudaStream_t s)
 {
-    (void)h;
-    (void)s;
+    h->s = s;
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cel__emu_cublasSetWorkspace(cublasHandle_t h, void *ws, size_t n)
@@ -656,19 +790,9 @@ static float emu_load(const void *p, cudaDataType t, size_t i)
     return cel_d_f16_to_f32(h);
 }
 
-cublasStatus_t cel__emu_cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                                     const void *alpha, const void *A, cudaDataType at, int lda, const void *B,
-                                     cudaDataType bt, int ldb, const void *beta, void *C, cudaDataType ct, int ldc,
-                                     cublasComputeType_t comp, cublasGemmAlgo_t algo)
+static void emu_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float al, const void *A,
+                     cudaDataType at, int lda, const void *B, cudaDataType bt, int ldb, float be, float *c, int ldc)
 {
-    (void)h;
-    (void)algo;
-    if (ct != CUDA_R_32F || comp != CUBLAS_COMPUTE_32F || at != bt || m < 0 || n < 0 || k < 0)
-        return CUBLAS_STATUS_NOT_SUPPORTED;
-    if (lda < (ta == CUBLAS_OP_N ? m : k) || ldb < (tb == CUBLAS_OP_N ? k : n) || ldc < m)
-        return CUBLAS_STATUS_INVALID_VALUE;
-    float al = *(const float *)alpha, be = *(const float *)beta;
-    float *c = (float *)C;
     for (int j = 0; j < n; j++)
         for (int i = 0; i < m; i++) {
             float acc = 0.0f;
@@ -680,8 +804,24 @@ cublasStatus_t cel__emu_cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cub
             float *dst = &c[(size_t)i + (size_t)j * (size_t)ldc];
             *dst = be == 0.0f ? al * acc : al * acc + be * *dst;
         }
+}
+
+cublasStatus_t cel__emu_cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                                     const void *alpha, const void *A, cudaDataType at, int lda, const void *B,
+                                     cudaDataType bt, int ldb, const void *beta, void *C, cudaDataType ct, int ldc,
+                                     cublasComputeType_t comp, cublasGemmAlgo_t algo)
+{
+    (void)algo;
+    if (ct != CUDA_R_32F || comp != CUBLAS_COMPUTE_32F || at != bt || m < 0 || n < 0 || k < 0)
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (lda < (ta == CUBLAS_OP_N ? m : k) || ldb < (tb == CUBLAS_OP_N ? k : n) || ldc < m)
+        return CUBLAS_STATUS_INVALID_VALUE;
+    /* host-side scalars are read at the call; the product runs in order on the handle's stream */
+    const float al = *(const float *)alpha, be = *(const float *)beta;
+    enqueue(h->s, [=]() { emu_gemm(ta, tb, m, n, k, al, A, at, lda, B, bt, ldb, be, (float *)C, ldc); });
     return CUBLAS_STATUS_SUCCESS;
 }
+
 const char *cel__emu_cublasGetStatusString(cublasStatus_t s)
 {
     switch (s) {

@@ -1602,6 +1602,47 @@ static void test_sample_kernel(void **state)
 }
 
 /* Errors surface as codes, never as crashes: bad shapes are refused. */
+/* The emulation runs queued work when the host waits for the stream, not at
+ * the call, so what a device would get wrong the tests get wrong too: a
+ * result read before the wait is stale, and a pinned buffer rewritten
+ * before the wait is what the copy sends. On a device the same checks
+ * would race, so they run in the emulation only. */
+static void test_emu_async(void **state)
+{
+    (void)state;
+#ifdef CEL_CUDA_EMU
+    enum { N = 64 };
+    unsigned char *h = NULL, *src = NULL;
+    assert_int_equal(cudaHostAlloc((void **)&h, N, cudaHostAllocDefault), cudaSuccess);
+    assert_int_equal(cudaHostAlloc((void **)&src, N, cudaHostAllocDefault), cudaSuccess);
+    unsigned char *d = dalloc(N);
+    memset(h, 0, N);
+    dset(d, 1, N);
+    assert_int_equal(cudaMemcpyAsync(h, d, N, cudaMemcpyDeviceToHost, g_stream), cudaSuccess);
+    assert_int_equal(h[0], 0); /* not yet: the host has not waited */
+    assert_int_equal(cudaStreamSynchronize(g_stream), cudaSuccess);
+    assert_int_equal(h[0], 1);
+    assert_int_equal(h[N - 1], 1);
+    memset(src, 7, N);
+    assert_int_equal(cudaMemcpyAsync(d, src, N, cudaMemcpyHostToDevice, g_stream), cudaSuccess);
+    memset(src, 9, N); /* staging rewritten before the copy ran */
+    to_host(h, d, N);
+    assert_int_equal(h[0], 9);
+    /* pageable memory: the data is taken at the call */
+    unsigned char pg[N];
+    memset(pg, 5, N);
+    assert_int_equal(cudaMemcpyAsync(d, pg, N, cudaMemcpyHostToDevice, g_stream), cudaSuccess);
+    memset(pg, 6, N);
+    to_host(h, d, N);
+    assert_int_equal(h[0], 5);
+    dfree(d);
+    assert_int_equal(cudaFreeHost(h), cudaSuccess);
+    assert_int_equal(cudaFreeHost(src), cudaSuccess);
+#else
+    skip(); /* on a device these would be races, not checks */
+#endif
+}
+
 static void test_launch_errors(void **state)
 {
     (void)state;
@@ -1666,7 +1707,7 @@ int main(void)
         cmocka_unit_test(test_gemv_fused), cmocka_unit_test(test_gemv3), cmocka_unit_test(test_gemv3_qkv),
         cmocka_unit_test(test_embed_norm_v3),
         cmocka_unit_test(test_copy_block), cmocka_unit_test(test_argmax), cmocka_unit_test(test_sample_kernel),
-        cmocka_unit_test(test_launch_errors),
+        cmocka_unit_test(test_emu_async),        cmocka_unit_test(test_launch_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
