@@ -959,19 +959,24 @@ static cel_status cu_forward_run(cu_backend *be, const cel_batch *b, float *logi
     return CEL_OK;
 }
 
-/* A pass that fails part way may leave copies from the pinned metadata and
- * sampling buffers, and kernels that read them, queued on the stream; the
- * next pass rewrites those buffers from the host, so the stream drains
- * before the error is reported (the first error is the one reported). */
-static cel_status cu_forward_impl(cu_backend *be, const cel_batch *b, float *logits_out, int32_t *tokens_out,
-                                  cel_error *err)
+/* st, after draining the stream when it is a failure: a call that fails
+ * part way (a forward pass, a weight upload) may leave copies from pinned
+ * host buffers (metadata, sampling requests, weight staging), and kernels
+ * that read them, queued; the next call rewrites those buffers from the
+ * host. The first error is the one reported. */
+static cel_status cu_drain_on_error(cu_backend *be, cel_status st)
 {
-    cel_status st = cu_forward_run(be, b, logits_out, tokens_out, err);
     if (st != CEL_OK) {
         (void)cudaStreamSynchronize(be->stream);
         (void)cudaGetLastError();
     }
     return st;
+}
+
+static cel_status cu_forward_impl(cu_backend *be, const cel_batch *b, float *logits_out, int32_t *tokens_out,
+                                  cel_error *err)
+{
+    return cu_drain_on_error(be, cu_forward_run(be, b, logits_out, tokens_out, err));
 }
 
 static cel_status cu_forward(cel_backend *base, const cel_batch *b, cel_error *err)
@@ -1004,15 +1009,8 @@ static cel_status cu_weights_changed(cel_backend *base, cel_error *err)
 {
     cu_backend *be = (cu_backend *)base;
     CEL_CUDA_CHECK(err, cudaSetDevice(be->device));
-    /* same buffers, same addresses: captured graphs stay valid; a failed
-     * upload may leave a copy from the pinned staging buffer queued, which
-     * the next call would rewrite: drain the stream first */
-    cel_status st = cu_upload_weights(be, err);
-    if (st != CEL_OK) {
-        (void)cudaStreamSynchronize(be->stream);
-        (void)cudaGetLastError();
-    }
-    return st;
+    /* same buffers, same addresses: captured graphs stay valid */
+    return cu_drain_on_error(be, cu_upload_weights(be, err));
 }
 
 static void cu_destroy(cel_backend *base)
@@ -1175,6 +1173,8 @@ static const struct cu_defaults {
 } cu_defaults = {.decode = 2, .prefill_tiled = false, .pdl = false, .pdl_prefetch = 2048, .fuse_qkv = true,
                  .sample = false};
 
+static const char *const cu_off_on[] = {"0", "1", NULL}; /* the values of a CELINE_CUDA_* switch */
+
 /* The value of a CELINE_CUDA_* variable: the index of its text in `names`
  * (NULL-terminated), or def when it is unset; a value not in the list is
  * logged and ignored. */
@@ -1215,7 +1215,7 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
     be->logit_rows = be->max_tokens < CEL__CU_LOGIT_ROWS ? be->max_tokens : CEL__CU_LOGIT_ROWS;
     be->use_gemv = be->E % 8 == 0 && be->Q % 8 == 0 && be->F % 8 == 0;
     static const char *const decodes[] = {"v1", "v2", "v3", NULL}, *const prefills[] = {"per-token", "tiled", NULL},
-                             *const off_on[] = {"0", "1", NULL}, *const splits[] = {"0", "1", "2", "4", NULL};
+                             *const splits[] = {"0", "1", "2", "4", NULL};
     const int dec = cu_env_pick(be, "CELINE_CUDA_DECODE", decodes, cu_defaults.decode - 1);
     be->decode_v1 = dec == 0;
     be->decode_v3 = dec == 2;
@@ -1224,7 +1224,7 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
     be->gemv_split = atoi(splits[cu_env_pick(be, "CELINE_CUDA_GEMV_SPLIT", splits, 0)]);
     /* programmatic dependent launch; cu_open_device turns it off where the
      * device or the kernels' build cannot wait on the grid */
-    be->pdl = cu_env_pick(be, "CELINE_CUDA_PDL", off_on, cu_defaults.pdl) == 1;
+    be->pdl = cu_env_pick(be, "CELINE_CUDA_PDL", cu_off_on, cu_defaults.pdl) == 1;
     be->pdl_prefetch = cu_defaults.pdl_prefetch;
     const char *pf_env = getenv("CELINE_CUDA_PDL_PREFETCH");
     if (pf_env && *pf_env) {
@@ -1233,8 +1233,8 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
         if (*end == '\0' && v >= 0 && v <= (1 << 20)) be->pdl_prefetch = (int32_t)(v / 16 * 16);
         else cel_log(&be->log, CEL_LOG_WARN, "cuda: CELINE_CUDA_PDL_PREFETCH=%s is not 0..1048576; ignored", pf_env);
     }
-    be->fuse_qkv = cu_env_pick(be, "CELINE_CUDA_FUSE_QKV", off_on, cu_defaults.fuse_qkv) == 1;
-    be->graphs_on = cu_env_pick(be, "CELINE_CUDA_GRAPHS", off_on, 1) == 1;
+    be->fuse_qkv = cu_env_pick(be, "CELINE_CUDA_FUSE_QKV", cu_off_on, cu_defaults.fuse_qkv) == 1;
+    be->graphs_on = cu_env_pick(be, "CELINE_CUDA_GRAPHS", cu_off_on, 1) == 1;
     be->base.block_size = be->bs;
 
     if ((st = cu_open_device(be, err)) != CEL_OK) goto fail;
@@ -1375,10 +1375,7 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
                                 cudaHostAllocDefault));
     CEL_CUDA_GOTO(err, st, fail,
                   cudaHostAlloc((void **)&be->samp_out_host, (size_t)be->logit_rows * 8, cudaHostAllocDefault));
-    {
-        static const char *const off_on[] = {"0", "1", NULL};
-        be->base.can_sample = cu_env_pick(be, "CELINE_CUDA_SAMPLE", off_on, cu_defaults.sample) == 1;
-    }
+    be->base.can_sample = cu_env_pick(be, "CELINE_CUDA_SAMPLE", cu_off_on, cu_defaults.sample) == 1;
     {
         cublasStatus_t bs = cublasSetStream(be->blas, be->stream);
         if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetWorkspace(be->blas, be->blas_ws, CEL__CU_BLAS_WS_BYTES);
