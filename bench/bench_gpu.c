@@ -30,9 +30,12 @@
  * (CELINE_CUDA_GEMV_SPLIT=1, decode "v3-split1" in the JSON), which isolates
  * what the split-K GEMV gains over the norm-once change alone; then, on
  * sm_90+, v3 at batch 1 with programmatic dependent launch
- * (CELINE_CUDA_PDL=1) and the GEMVs' L2 prefetch at 2 KiB (default, also
- * profiled: "v3-pdl"), 0 and 8 KiB per warp (CELINE_CUDA_PDL_PREFETCH), and
- * with the q/k/v post-process as its own kernel (CELINE_CUDA_FUSE_QKV=0).
+ * (CELINE_CUDA_PDL=1) and the GEMVs' L2 prefetch at 2 KiB (also profiled:
+ * "v3-pdl"), 0 and 8 KiB per warp (CELINE_CUDA_PDL_PREFETCH), with the q/k/v
+ * post-process as its own kernel (CELINE_CUDA_FUSE_QKV=0), and with attention
+ * chunks of 16 and 32 positions (CELINE_CUDA_ATTN_CHUNK), also at a prompt of
+ * --prefill-prompt tokens. Every group names each path choice it makes, so
+ * its figures mean the same whatever the engine's defaults are.
  * --only runs the named groups alone (tests/gpu/run.sh runs each group in
  * its own process, so a fault or a hang in an opt-in path costs only that
  * group's figures, not the default path's); --no-v1, --no-v3 (v3,
@@ -52,7 +55,27 @@
 
 #ifdef CELINE_HAVE_CUDA
 #include "engine/cuda/cuda_internal.h"
+#ifndef CEL_CUDA_EMU
+#include <cuda_profiler_api.h>
 #endif
+#endif
+
+/* CELINE_BENCH_NCU=1: the profiler API brackets one GPU-argmax decode step
+ * of each batch (after the warm-up and graph capture), so a profiler
+ * started with --profile-from-start off (tests/gpu/run.sh's ncu step) sees
+ * that step's kernels and nothing else. */
+static void ncu_bracket(bool start)
+{
+#if defined(CELINE_HAVE_CUDA) && !defined(CEL_CUDA_EMU)
+    static const char *const on = "1";
+    const char *v = getenv("CELINE_BENCH_NCU");
+    if (!v || strcmp(v, on) != 0) return;
+    if (start) cudaProfilerStart();
+    else cudaProfilerStop();
+#else
+    (void)start;
+#endif
+}
 
 typedef struct opts {
     const char *out;
@@ -396,8 +419,11 @@ static int run_batch(cel_backend *be, int32_t B, const opts *o, int32_t max_toke
                 bb.b.tokens_out = argmax;
                 bb.b.logprob_out = lps;
             }
+            const bool bracket = pass == 1 && step == 2;
+            if (bracket) ncu_bracket(true);
             cel_status st = pass == 1 ? cel_backend_cuda_forward_argmax(be, &bb.b, argmax, &err)
                                       : be->v->forward(be, &bb.b, &err);
+            if (bracket) ncu_bracket(false); /* forward_argmax waited for the step */
             if (st != CEL_OK) {
                 fprintf(stderr, "bench_gpu: decode (batch %d): %s\n", (int)B, err.msg);
                 rc = -1;
@@ -559,19 +585,22 @@ static void print_res(const decode_res *r, const char *path)
  * prove themselves, and each group must measure what its name says):
  * decode v1 / v2 / v3, PDL 0 / 1, GEMV split, L2 prefetch bytes (NULL: the
  * engine's default, which without PDL is unused), q/k/v fusion, prefill
- * kernel. */
+ * kernel, v3 attention chunk (NULL: the engine's default, which outside v3
+ * is unused). */
 static cel_status create_path(const cel_model *m, const cel_backend_params *p, const char *decode, const char *pdl,
                               const char *split, const char *pf, const char *fuse, const char *prefill,
-                              cel_backend **be, cel_error *err)
+                              const char *chunk, cel_backend **be, cel_error *err)
 {
-    static const char *const vars[6] = {"CELINE_CUDA_DECODE",        "CELINE_CUDA_PDL",     "CELINE_CUDA_GEMV_SPLIT",
-                                        "CELINE_CUDA_PDL_PREFETCH", "CELINE_CUDA_FUSE_QKV", "CELINE_CUDA_PREFILL"};
-    const char *vals[6] = {decode, pdl, split, pf, fuse, prefill};
-    for (int i = 0; i < 6; i++)
+    enum { NV = 7 };
+    static const char *const vars[NV] = {"CELINE_CUDA_DECODE",     "CELINE_CUDA_PDL",      "CELINE_CUDA_GEMV_SPLIT",
+                                         "CELINE_CUDA_PDL_PREFETCH", "CELINE_CUDA_FUSE_QKV", "CELINE_CUDA_PREFILL",
+                                         "CELINE_CUDA_ATTN_CHUNK"};
+    const char *vals[NV] = {decode, pdl, split, pf, fuse, prefill, chunk};
+    for (int i = 0; i < NV; i++)
         if (vals[i]) setenv(vars[i], vals[i], 1);
         else unsetenv(vars[i]);
     cel_status st = cel_backend_cuda_create(m, p, be, err);
-    for (int i = 0; i < 6; i++) unsetenv(vars[i]);
+    for (int i = 0; i < NV; i++) unsetenv(vars[i]);
     return st;
 }
 
@@ -621,13 +650,15 @@ int main(int argc, char **argv)
     size_t kv_blocks = (size_t)max_b * (size_t)seq_blocks(o.prompt, o.steps, 16) + 1;
     const size_t pf_blocks = (size_t)PF_B * (size_t)seq_blocks(pf_prompt, 1, 16) + 1;
     if ((o.groups & G_PREFILL) && kv_blocks < pf_blocks) kv_blocks = pf_blocks;
+    const size_t long_blocks = (size_t)seq_blocks(pf_prompt, o.steps, 16) + 1; /* the PDL group's long prompt */
+    if ((o.groups & G_PDL) && kv_blocks < long_blocks) kv_blocks = long_blocks;
     p.kv_bytes = cel_backend_kv_block_bytes(hp, 16, CEL_BACKEND_CUDA) * kv_blocks;
     p.log.fn = logger;
     p.log.min_level = CEL_LOG_INFO;
     cel_backend *be = NULL;
     cel_error err;
     /* the v2 group's backend, which also says what the device is */
-    if (create_path(&bm.m, &p, "v2", "0", "0", NULL, "1", "per-token", &be, &err) != CEL_OK) {
+    if (create_path(&bm.m, &p, "v2", "0", "0", NULL, "1", "per-token", NULL, &be, &err) != CEL_OK) {
         fprintf(stderr, "bench_gpu: %s\n", err.msg);
         bmodel_free(&bm);
         return 1;
@@ -694,7 +725,7 @@ int main(int argc, char **argv)
         if (!(o.groups & (alt == 0 ? G_V1 : alt == 1 ? G_V3 : G_V3S1))) continue;
         cel_backend_free(be);
         be = NULL;
-        cel_status cst = create_path(&bm.m, &p, path, "0", alt == 2 ? "1" : "0", NULL, "1", "per-token", &be, &err);
+        cel_status cst = create_path(&bm.m, &p, path, "0", alt == 2 ? "1" : "0", NULL, "1", "per-token", "64", &be, &err);
         if (cst != CEL_OK) {
             fprintf(stderr, "bench_gpu: %s backend: %s\n", path, err.msg);
             failed++;
@@ -746,28 +777,42 @@ int main(int argc, char **argv)
         }
     }
     /* programmatic dependent launch on the v3 path (CELINE_CUDA_PDL=1, sm_90+)
-     * at batch 1: the GEMVs' L2 prefetch while they wait at its default
-     * (2 KiB per warp, profiled: the graph figure is the one PDL changes),
-     * off, and 8 KiB */
-    enum { N_PDLV = 4 };
+     * at batch 1: the GEMVs' L2 prefetch while they wait at 2 KiB per warp
+     * (profiled: the graph figure is the one PDL changes), off, and 8 KiB;
+     * the q/k/v post-process as its own kernel; attention chunks of 16 and
+     * 32 positions (CELINE_CUDA_ATTN_CHUNK; 64 elsewhere), also at a
+     * prompt of --prefill-prompt tokens (1024: the "p1024" keys), where a
+     * chunk's length matters more */
+    enum { N_PDLV = 9 };
     static const struct {
-        const char *key, *label, *pf, *fuse;
-    } pdlv[N_PDLV] = {{"v3_pdl_batch1", " (v3 + PDL)", "2048", "1"},
-                      {"v3_pdl_pf0_batch1", " (v3 + PDL, no L2 prefetch)", "0", "1"},
-                      {"v3_pdl_pf8k_batch1", " (v3 + PDL, 8 KiB L2 prefetch per warp)", "8192", "1"},
-                      {"v3_pdl_nofuse_batch1", " (v3 + PDL, q/k/v post-process as its own kernel)", "2048", "0"}};
+        const char *key, *label, *pf, *fuse, *chunk;
+        bool long_prompt; /* --prefill-prompt tokens instead of --prompt */
+    } pdlv[N_PDLV] = {
+        {"v3_pdl_batch1", " (v3 + PDL)", "2048", "1", "64", false},
+        {"v3_pdl_pf0_batch1", " (v3 + PDL, no L2 prefetch)", "0", "1", "64", false},
+        {"v3_pdl_pf8k_batch1", " (v3 + PDL, 8 KiB L2 prefetch per warp)", "8192", "1", "64", false},
+        {"v3_pdl_nofuse_batch1", " (v3 + PDL, q/k/v post-process as its own kernel)", "2048", "0", "64", false},
+        {"v3_pdl_pf0_nofuse_batch1", " (v3 + PDL, no prefetch, q/k/v post-process as its own kernel)", "0", "0", "64", false},
+        {"v3_pdl_pf0_c16_batch1", " (v3 + PDL, no prefetch, attention chunks of 16)", "0", "1", "16", false},
+        {"v3_pdl_pf0_c32_batch1", " (v3 + PDL, no prefetch, attention chunks of 32)", "0", "1", "32", false},
+        {"v3_pdl_pf0_p1024_batch1", " (v3 + PDL, no prefetch, long prompt)", "0", "1", "64", true},
+        {"v3_pdl_pf0_c16_p1024_batch1", " (v3 + PDL, no prefetch, chunks of 16, long prompt)", "0", "1", "16",
+         true}};
     decode_res res_pdl[N_PDLV];
     bool have_pdl[N_PDLV] = {false}, have_pdl_prof = false;
     for (int v = 0; v < N_PDLV && (o.groups & G_PDL) && go_on && info.cc_major >= 9; v++) {
         cel_backend_free(be);
         be = NULL;
-        cel_status cst = create_path(&bm.m, &p, "v3", "1", "0", pdlv[v].pf, pdlv[v].fuse, "per-token", &be, &err);
+        cel_status cst = create_path(&bm.m, &p, "v3", "1", "0", pdlv[v].pf, pdlv[v].fuse, "per-token", pdlv[v].chunk,
+                                     &be, &err);
         if (cst != CEL_OK) {
             fprintf(stderr, "bench_gpu: v3 + PDL backend: %s\n", err.msg);
             failed++;
             continue;
         }
-        if (run_batch(be, 1, &o, p.max_batch_tokens, hp->n_vocab, logits, &res_pdl[v], v == 0 ? &prof[4] : NULL) != 0) {
+        opts ov = o;
+        if (pdlv[v].long_prompt) ov.prompt = pf_prompt;
+        if (run_batch(be, 1, &ov, p.max_batch_tokens, hp->n_vocab, logits, &res_pdl[v], v == 0 ? &prof[4] : NULL) != 0) {
             failed++;
             continue;
         }
@@ -786,7 +831,7 @@ int main(int argc, char **argv)
     for (int t = 0; t < 2 && (o.groups & G_PREFILL) && go_on; t++) {
         cel_backend_free(be);
         be = NULL;
-        cel_status cst = create_path(&bm.m, &p, "v2", "0", "0", NULL, "1", t ? "tiled" : "per-token", &be, &err);
+        cel_status cst = create_path(&bm.m, &p, "v2", "0", "0", NULL, "1", t ? "tiled" : "per-token", NULL, &be, &err);
         if (cst != CEL_OK) {
             fprintf(stderr, "bench_gpu: prefill backend: %s\n", err.msg);
             failed++;

@@ -145,6 +145,7 @@ typedef struct cu_backend {
     int32_t gemv_split; /* v3 GEMV warps per row: 0 (shape's choice), or CELINE_CUDA_GEMV_SPLIT = 1, 2, 4 */
     bool pdl;           /* CELINE_CUDA_PDL=1 on sm_90+: v3 small-batch layer kernels launch early (see cu_enqueue_body) */
     int32_t pdl_prefetch; /* bytes per warp a v3 GEMV prefetches into L2 while it waits (CELINE_CUDA_PDL_PREFETCH) */
+    int32_t attn_chunk;   /* v3 attention positions per chunk (CELINE_CUDA_ATTN_CHUNK; cel__cu_attn_split.chunk) */
     cu_prof *prof;  /* non-NULL only inside cel_backend_cuda_profile */
     /* weights */
     uint16_t *tok_embd, *output; /* output == tok_embd when tied */
@@ -474,6 +475,17 @@ static cel_status cu_gemv3(cu_backend *be, float *y, uint16_t *swiglu_out, const
     return CEL_OK;
 }
 
+/* Whether the v3 per-token kernels (split-context attention, parallel q/k/v
+ * post-process) serve a batch of T rows: up to CEL__CU_ATTN_SPLIT_ROWS rows,
+ * which leave most of the GPU idle unless each token's context is split over
+ * blocks. Larger batches fill it by themselves and take v2's kernels, which
+ * do not pay v3's per-chunk merges (v3's were 0.83x v2's decode speed at
+ * batch 64 and 256 on an H200). A sequence's bits may then differ between a
+ * batch of up to 16 rows and a larger one, as they already do across the
+ * GEMV / cuBLAS boundary at CEL__CU_GEMV_MAX_ROWS rows; within each side
+ * they do not depend on the batch. */
+static bool cu_v3_kernels(const cu_backend *be, int32_t T) { return be->decode_v3 && T <= CEL__CU_ATTN_SPLIT_ROWS; }
+
 /* Blocks per (token, q-head group) of the v3 attention for T rows. */
 static int32_t cu_attn_splits(const cu_backend *be, int32_t T)
 {
@@ -494,10 +506,11 @@ static cel_status cu_attention_rows(cu_backend *be, uint16_t *kc, uint16_t *vc, 
     const int32_t *m = be->meta_dev;
     uint16_t *out = be->xb + (size_t)r0 * be->nh * be->hd;
     const float *q = be->qkv + (size_t)r0 * ap.q_stride;
+    const bool v3 = cu_v3_kernels(be, ap.n_tokens); /* by the whole batch's rows */
     ap.n_tokens = n;
-    if (be->decode_v3) {
-        /* every batch size: the split and unsplit forms give the same bits */
-        const cel__cu_attn_split sp = {be->attn_part, be->attn_count, cu_attn_splits(be, n), pdl};
+    if (v3) {
+        /* the split and unsplit forms give the same bits */
+        const cel__cu_attn_split sp = {be->attn_part, be->attn_count, cu_attn_splits(be, n), pdl, be->attn_chunk};
         CEL_CUDA_CHECK(err, cel__cuk_attention_v3(be->stream, out, q, kc, vc, META_POS(be, m) + r0, META_SEQ(be, m) + r0,
                                                   META_OFF(be, m), META_TAB(be, m), ap, &sp));
     } else {
@@ -612,7 +625,7 @@ static cel_status cu_enqueue_body(cu_backend *be, int32_t T, bool head_in_body, 
             CEL_TRY(cu_gemm(be, be->qkv, cl->wqkv, be->xb, T, be->E, qkv_w, false, CU_K_QKV, err));
         }
         if (!fuse_qkv) {
-            CEL_CUDA_CHECK(err, (be->decode_v3 ? cel__cuk_qkv_rope_v3 : cel__cuk_qkv_rope)(
+            CEL_CUDA_CHECK(err, (cu_v3_kernels(be, T) ? cel__cuk_qkv_rope_v3 : cel__cuk_qkv_rope)(
                                     be->stream, be->qkv, cl->bqkv, cl->q_norm, cl->k_norm, be->inv_freq,
                                     META_POS(be, m), META_BLK(be, m), kc, vc, qp));
             cu_mark(be, CU_K_ROPE, 0.0);
@@ -1162,7 +1175,11 @@ static cel_status cu_check_model(const cel_model *m, cel_error *err)
  * path becomes a default here, and only here, once a GPU run has checked
  * and timed it (tests/gpu/run.sh: summary.json's "recommend"; bench/README
  * "After a GPU run"). The CELINE_CUDA_* variables pick either way, so A/B
- * runs (bench_gpu, the tests) name every path they mean whatever these are. */
+ * runs (bench_gpu, the tests) name every path they mean whatever these are.
+ * H200 run of 2026-11-27 (bench/results/gpu-h200-2026-11-27-*): v3 at batch
+ * 1 45.7% of the roofline vs v2's 36.8%, with PDL and no L2 prefetch 48.1%
+ * (2 KiB: 44.5%); the tiled prefill 1.78x the per-token kernel at 8 x 1024
+ * tokens; every CUDA test passed on each path. */
 static const struct cu_defaults {
     int decode;           /* CELINE_CUDA_DECODE: v1, v2 or v3 (1, 2, 3) */
     bool prefill_tiled;   /* CELINE_CUDA_PREFILL: tiled or per-token */
@@ -1170,8 +1187,12 @@ static const struct cu_defaults {
     int32_t pdl_prefetch; /* CELINE_CUDA_PDL_PREFETCH: L2 prefetch bytes per warp */
     bool fuse_qkv;        /* CELINE_CUDA_FUSE_QKV: 1 or 0 (v3) */
     bool sample;          /* CELINE_CUDA_SAMPLE: 1 or 0 (sampling on the GPU) */
-} cu_defaults = {.decode = 2, .prefill_tiled = false, .pdl = false, .pdl_prefetch = 2048, .fuse_qkv = true,
-                 .sample = false};
+    int32_t attn_chunk;   /* CELINE_CUDA_ATTN_CHUNK: v3 attention positions per chunk (cu_attn_chunks) */
+} cu_defaults = {.decode = 3, .prefill_tiled = true, .pdl = true, .pdl_prefetch = 0, .fuse_qkv = true,
+                 .sample = false, .attn_chunk = 64};
+
+/* The values CELINE_CUDA_ATTN_CHUNK takes (multiples of CEL__CU_ATTN_CHUNK_STEP). */
+static const char *const cu_attn_chunks[] = {"16", "32", "64", "128", NULL};
 
 static const char *const cu_off_on[] = {"0", "1", NULL}; /* the values of a CELINE_CUDA_* switch */
 
@@ -1234,6 +1255,11 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
         else cel_log(&be->log, CEL_LOG_WARN, "cuda: CELINE_CUDA_PDL_PREFETCH=%s is not 0..1048576; ignored", pf_env);
     }
     be->fuse_qkv = cu_env_pick(be, "CELINE_CUDA_FUSE_QKV", cu_off_on, cu_defaults.fuse_qkv) == 1;
+    {
+        int def = 0;
+        while (cu_attn_chunks[def] && atoi(cu_attn_chunks[def]) != cu_defaults.attn_chunk) def++;
+        be->attn_chunk = atoi(cu_attn_chunks[cu_env_pick(be, "CELINE_CUDA_ATTN_CHUNK", cu_attn_chunks, def)]);
+    }
     be->graphs_on = cu_env_pick(be, "CELINE_CUDA_GRAPHS", cu_off_on, 1) == 1;
     be->base.block_size = be->bs;
 
@@ -1449,7 +1475,7 @@ cel_status cel_backend_cuda_profile(cel_backend *base, const cel_batch *b, bool 
     cu_backend *be = (cu_backend *)base;
     memset(out, 0, sizeof *out);
     out->decode = be->decode_v1 ? "v1" : be->decode_v3 ? "v3" : "v2";
-    out->attn_splits = be->decode_v3 ? cu_attn_splits(be, b->n_tokens) : 1;
+    out->attn_splits = cu_v3_kernels(be, b->n_tokens) ? cu_attn_splits(be, b->n_tokens) : 1;
     CEL_CUDA_CHECK(err, cudaSetDevice(be->device));
     int32_t n_tab = 0;
     bool decode_only = false;

@@ -173,6 +173,8 @@ int32_t cel__cuk_attn_group(int32_t n_head, int32_t n_head_kv, int32_t head_dim)
  * and every batch (but not bit-equal to cel__cuk_attention). sp may be NULL
  * (splits 1). */
 #define CEL__CU_ATTN_CHUNK 64
+#define CEL__CU_ATTN_CHUNK_STEP 8  /* a launch's chunk: a multiple of this (one position per warp) */
+#define CEL__CU_ATTN_CHUNK_MAX 256 /* ... up to this */
 #define CEL__CU_ATTN_MAX_CHUNKS 64
 #define CEL__CU_ATTN_SPLIT_ROWS 16
 typedef struct cel__cu_attn_split {
@@ -180,6 +182,13 @@ typedef struct cel__cu_attn_split {
     int32_t *count; /* device arrival counters, zero between launches */
     int32_t splits; /* blocks per (token, q-head group), 1 .. CEL__CU_ATTN_MAX_CHUNKS */
     int32_t pdl;    /* launch early behind the previous kernel (sm_90+, see CEL_LAUNCH_PDL) */
+    /* positions per chunk at contexts up to chunk x CEL__CU_ATTN_MAX_CHUNKS
+     * (0: CEL__CU_ATTN_CHUNK; else a multiple of CEL__CU_ATTN_CHUNK_STEP up to
+     * CEL__CU_ATTN_CHUNK_MAX). Part of the arithmetic: the same chunk gives
+     * the same bits, another chunk other bits. Shorter chunks give a short
+     * context more blocks (batch-1 decode is latency-bound) and a block more
+     * merges. */
+    int32_t chunk;
 } cel__cu_attn_split;
 cudaError_t cel__cuk_attention_v3(cudaStream_t s, uint16_t *out, const float *q, const uint16_t *k_cache,
                                   const uint16_t *v_cache, const int32_t *pos, const int32_t *seq,
@@ -190,8 +199,9 @@ cudaError_t cel__cuk_attention_v3(cudaStream_t s, uint16_t *out, const float *q,
  * CEL__CU_ATTN_SPLIT_ROWS, else enough for ~4 blocks per SM (at most
  * CEL__CU_ATTN_MAX_CHUNKS). Splits only change speed, never bits. */
 int32_t cel__cuk_attn_splits(int32_t n_tokens, int32_t n_head, int32_t n_head_kv, int32_t head_dim, int32_t n_sm);
-/* Positions per chunk for a context of n_ctx positions (exposed for tests). */
-int32_t cel__cuk_attn_chunk(int32_t n_ctx);
+/* Positions per chunk for a context of n_ctx positions at the launch's
+ * chunk `base` (0: CEL__CU_ATTN_CHUNK); exposed for tests. */
+int32_t cel__cuk_attn_chunk(int32_t n_ctx, int32_t base);
 /* Floats of chunk-state scratch cel__cuk_attention_v3 needs for splits > 1. */
 size_t cel__cuk_attn_part_floats(int32_t n_head, int32_t head_dim);
 

@@ -594,12 +594,13 @@ extern "C" cudaError_t cel__cuk_attention(cudaStream_t s, uint16_t *out, const f
  * is bit-identical for any splits and any batch. */
 #define CEL__ATT3_THREADS (32 * CEL__ATT_WARPS)
 
-/* Chunk length for a context of n_ctx positions: CEL__CU_ATTN_CHUNK, grown in
- * steps of CEL__CU_ATTN_CHUNK so a context has at most CEL__CU_ATTN_MAX_CHUNKS. */
-static __device__ __host__ __forceinline__ int cel_d_attn_chunk(int n_ctx)
+/* Chunk length for a context of n_ctx positions: base (the launch's chunk,
+ * CEL__CU_ATTN_CHUNK by default), grown in steps of base so a context has at
+ * most CEL__CU_ATTN_MAX_CHUNKS. */
+static __device__ __host__ __forceinline__ int cel_d_attn_chunk(int n_ctx, int base)
 {
-    const int span = CEL__CU_ATTN_CHUNK * CEL__CU_ATTN_MAX_CHUNKS;
-    return CEL__CU_ATTN_CHUNK * ((n_ctx + span - 1) / span);
+    const int span = base * CEL__CU_ATTN_MAX_CHUNKS;
+    return base * ((n_ctx + span - 1) / span);
 }
 
 /* Folds one chunk's (mc, lc, oc) into the running (M, L, O). From the empty
@@ -617,7 +618,7 @@ template <int D, int G>
 static __global__ void __launch_bounds__(CEL__ATT3_THREADS)
     cel_k_attention_v3(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
                        const int32_t *pos, const int32_t *seq, const int32_t *tab_off, const int32_t *tables,
-                       cel__cu_attn_params p, float *part, int32_t *count)
+                       cel__cu_attn_params p, float *part, int32_t *count, int chunk)
 {
     constexpr int NW = CEL__ATT_WARPS, HD = 32 * D, NT = CEL__ATT3_THREADS;
     constexpr int EPT = (G * HD + NT - 1) / NT; /* output elements per thread */
@@ -630,7 +631,7 @@ static __global__ void __launch_bounds__(CEL__ATT3_THREADS)
     cel_d_grid_wait(); /* q and the new K/V come from the previous kernel (pdl launch) */
     cel_d_grid_launch_next();
     const int n_ctx = pos[t] + 1;
-    const int csz = cel_d_attn_chunk(n_ctx), n_chunks = (n_ctx + csz - 1) / csz;
+    const int csz = cel_d_attn_chunk(n_ctx, chunk), n_chunks = (n_ctx + csz - 1) / csz;
     if (z >= n_chunks) return; /* the whole block: no chunk for it */
     const int n_work = S < n_chunks ? S : n_chunks;
     const bool direct = n_work == 1;
@@ -713,7 +714,10 @@ CEL_UNROLL
     }
 }
 
-extern "C" int32_t cel__cuk_attn_chunk(int32_t n_ctx) { return cel_d_attn_chunk(n_ctx); }
+extern "C" int32_t cel__cuk_attn_chunk(int32_t n_ctx, int32_t base)
+{
+    return cel_d_attn_chunk(n_ctx, base > 0 ? base : CEL__CU_ATTN_CHUNK);
+}
 
 extern "C" int32_t cel__cuk_attn_splits(int32_t n_tokens, int32_t n_head, int32_t n_head_kv, int32_t head_dim,
                                         int32_t n_sm)
@@ -739,7 +743,7 @@ static cudaError_t cel__attn_v3_launch_d(cudaStream_t s, int G, uint16_t *out, c
                                          const cel__cu_attn_split *sp)
 {
     void (*kern)(uint16_t *, const float *, const uint16_t *, const uint16_t *, const int32_t *, const int32_t *,
-                 const int32_t *, const int32_t *, cel__cu_attn_params, float *, int32_t *) = nullptr;
+                 const int32_t *, const int32_t *, cel__cu_attn_params, float *, int32_t *, int) = nullptr;
     if constexpr (D <= 4) {
         if (G == 8) kern = cel_k_attention_v3<D, 8>;
     }
@@ -749,10 +753,10 @@ static cudaError_t cel__attn_v3_launch_d(cudaStream_t s, int G, uint16_t *out, c
     if (G == 2) kern = cel_k_attention_v3<D, 2>;
     else if (G == 1) kern = cel_k_attention_v3<D, 1>;
     if (!kern || G * D > 32) return cudaErrorInvalidValue;
-    const int splits = sp ? sp->splits : 1;
+    const int splits = sp ? sp->splits : 1, chunk = sp && sp->chunk > 0 ? sp->chunk : CEL__CU_ATTN_CHUNK;
     const dim3 grid((unsigned)p.n_tokens, (unsigned)(p.n_head / G), (unsigned)splits);
     CEL_LAUNCH_PDL(sp ? sp->pdl : 0, kern, grid, CEL__ATT3_THREADS, 0, s, out, q, k, v, pos, seq, tab_off, tables, p,
-                   splits > 1 ? sp->part : nullptr, splits > 1 ? sp->count : nullptr);
+                   splits > 1 ? sp->part : nullptr, splits > 1 ? sp->count : nullptr, chunk);
     return cudaGetLastError();
 }
 
@@ -764,7 +768,8 @@ extern "C" cudaError_t cel__cuk_attention_v3(cudaStream_t s, uint16_t *out, cons
     if (p.n_tokens <= 0) return cudaSuccess;
     const int G = cel__cuk_attn_group(p.n_head, p.n_head_kv, p.head_dim);
     if (G <= 0 || p.head_dim % 32 != 0) return cudaErrorInvalidValue;
-    if (sp && (sp->splits < 1 || sp->splits > CEL__CU_ATTN_MAX_CHUNKS ||
+    if (sp && (sp->splits < 1 || sp->splits > CEL__CU_ATTN_MAX_CHUNKS || sp->chunk < 0 ||
+               sp->chunk % CEL__CU_ATTN_CHUNK_STEP != 0 || sp->chunk > CEL__CU_ATTN_CHUNK_MAX ||
                (sp->splits > 1 && (!sp->part || !sp->count || p.n_tokens > CEL__CU_ATTN_SPLIT_ROWS))))
         return cudaErrorInvalidValue;
     switch (p.head_dim / 32) {

@@ -198,6 +198,8 @@ for g in sys.argv[2:]:  # later parts add their keys; lists of profiles and runs
             merged[k] = v
 json.dump(merged, open(os.path.join(out, "bench_gpu.json"), "w"), indent=1)
 PY
+  # the parts are in bench_gpu.json now; the device tool brings back 8 files at most
+  [ -s "$OUT/bench_gpu.json" ] && for gt in "${BENCH_GROUPS[@]}"; do rm -f "$OUT/bench_gpu.${gt%%:*}.json"; done
   bad=()
   for gt in "${BENCH_GROUPS[@]}"; do [ "${STATUS[bench_${gt%%:*}]}" = pass ] || bad+=("${gt%%:*}"); done
   if [ ${#bad[@]} -eq 0 ]; then STATUS[bench_gpu]=pass; else STATUS[bench_gpu]="fail(${bad[*]})"; fi
@@ -216,7 +218,7 @@ isolate() { # program source
     CEL_TEST_FILTER="$name" run_test "$prog:$name" 30 "$BUILD/$prog$SUF"
   done
   if [ "$prog" = test_cuda_backend ]; then
-    for path in default v2 v3 v3-pdl v3-split4 tiled v3-tiled; do
+    for path in default v2 v3 v3-pdl v3-split4-c16 tiled v3-tiled; do
       CEL_TEST_FILTER='test_model_*' CEL_TEST_CUDA_PATHS="$path" run_test "$prog:path:$path" 30 "$BUILD/$prog$SUF"
     done
   fi
@@ -251,6 +253,71 @@ else
   STATUS[torch]=missing
 fi
 
+# ---- per-kernel GPU times under Nsight Compute (last: the figures above
+# come first): one v3 decode run at batch 1 and one at batch 64, one
+# decode step each, every kernel timed alone (gpu__time_duration, no
+# overlap, no launch gaps, DRAM bytes read), summed by kernel name and
+# grid into ncu.csv. CELINE_GPU_NCU=0 skips it.
+NCU="$(command -v ncu || true)"
+[ -z "$NCU" ] && [ -x /usr/local/cuda/bin/ncu ] && NCU=/usr/local/cuda/bin/ncu
+[ -n "$SUF" ] && NCU="" # the emulation has no counters
+if [ "${CELINE_GPU_NCU:-1}" = 0 ]; then
+  STATUS[ncu]="skipped(CELINE_GPU_NCU=0)"
+elif [ -z "$NCU" ] || [ ! -x "$BUILD/bench_gpu" ]; then
+  STATUS[ncu]=missing
+else
+  : >"$OUT/.ncu.raw"
+  STATUS[ncu]=pass
+  for bs in 1 64; do
+    to="$(step_to 60)"
+    if [ "$to" -lt 20 ]; then STATUS[ncu]="skipped(time)"; break; fi
+    log "ncu: bench_gpu --only v3 --batches $bs --steps 1"
+    # bench_gpu brackets one decode step with the profiler API (CELINE_BENCH_NCU)
+    if ! CELINE_BENCH_NCU=1 timeout "$to" "$NCU" --profile-from-start off --clock-control none --cache-control none \
+      --csv --page raw --print-units base --metrics gpu__time_duration.sum,dram__bytes_read.sum \
+      "$BUILD/bench_gpu" --only v3 --batches "$bs" --steps 1 --no-prefill >"$OUT/.ncu.$bs" 2>>"$OUT/bench.log"; then
+      STATUS[ncu]="fail(batch $bs)"
+    fi
+    sed "s/^/$bs,/" "$OUT/.ncu.$bs" >>"$OUT/.ncu.raw"
+    rm -f "$OUT/.ncu.$bs"
+  done
+  python3 - "$OUT" <<'PY' >>"$OUT/bench.log" 2>&1 || STATUS[ncu]="fail(parse)"
+import csv, io, os, re, sys
+out = sys.argv[1]
+rows, head = {}, None
+for line in open(os.path.join(out, ".ncu.raw")):
+    bs, _, rest = line.partition(",")
+    if not rest.startswith('"'):
+        continue
+    rec = next(csv.reader(io.StringIO(rest)))
+    if rec and rec[0] == "ID":
+        head = rec
+        continue
+    if not head or len(rec) != len(head) or not rec[0].isdigit():
+        continue
+    r = dict(zip(head, rec))
+    name = re.sub(r"^void |\(.*", "", r.get("Kernel Name", "?"))[:60].replace('"', "'")
+    grid = r.get("Grid Size", "")
+    try:
+        ns = float(r["gpu__time_duration.sum"].replace(",", ""))
+        by = float(r["dram__bytes_read.sum"].replace(",", ""))
+    except (KeyError, ValueError):
+        continue
+    k = (bs, name, grid)
+    n, t, b = rows.get(k, (0, 0.0, 0.0))
+    rows[k] = (n + 1, t + ns, b + by)
+with open(os.path.join(out, "ncu.csv"), "w") as f:
+    f.write("batch,kernel,grid,launches,mean_us,total_us,dram_gbs\n")
+    for (bs, name, grid), (n, t, b) in sorted(rows.items(), key=lambda kv: (kv[0][0], -kv[1][1])):
+        f.write('%s,"%s","%s",%d,%.2f,%.1f,%.0f\n' % (bs, name, grid, n, t / n / 1e3, t / 1e3, b / t if t else 0))
+print("ncu.csv: %d kernel kinds" % len(rows))
+if not rows:
+    sys.exit(1)
+PY
+  rm -f "$OUT/.ncu.raw"
+  log "ncu: ${STATUS[ncu]}"
+fi
+
 # ---- summary
 {
   for k in "${!STATUS[@]}"; do echo "$k=${STATUS[$k]}"; done
@@ -281,17 +348,17 @@ if v3:  # the v3 path (CELINE_CUDA_DECODE=v3: split attention, parallel q/k/v po
     tg["batch1_v3_roofline_pct_logits"] = v3["roofline_pct_logits"]
     tg["batch1_v3_roofline_pct_argmax"] = v3["roofline_pct_argmax"]
     tg["batch1_v3_roofline_ok(>=70)"] = max(v3["roofline_pct_logits"], v3["roofline_pct_argmax"]) >= 70
-for key, name in (("v3_pdl_batch1", "v3pdl"), ("v3_pdl_pf0_batch1", "v3pdl_pf0"), ("v3_pdl_pf8k_batch1", "v3pdl_pf8k"),
-                  ("v3_pdl_nofuse_batch1", "v3pdl_nofuse")):
+PDL_KEYS = ("pf0", "pf8k", "nofuse", "pf0_nofuse", "pf0_c16", "pf0_c32", "pf0_p1024", "pf0_c16_p1024")
+for key, name in [("v3_pdl_batch1", "v3pdl")] + [("v3_pdl_%s_batch1" % k, "v3pdl_" + k) for k in PDL_KEYS]:
     r = b.get(key)
     if r:  # v3 with programmatic dependent launch (CELINE_CUDA_PDL=1), the GEMVs' L2 prefetch at 2 KiB / 0 / 8 KiB,
-           # and with the q/k/v post-process as its own kernel (CELINE_CUDA_FUSE_QKV=0)
+           # with the q/k/v post-process as its own kernel (CELINE_CUDA_FUSE_QKV=0), attention chunks of 16 / 32
+           # (CELINE_CUDA_ATTN_CHUNK; 64 otherwise), and at a 1024-token prompt (p1024)
         tg["batch1_%s_roofline_pct_logits" % name] = r["roofline_pct_logits"]
         tg["batch1_%s_roofline_pct_argmax" % name] = r["roofline_pct_argmax"]
 best = [(max(r["roofline_pct_logits"], r["roofline_pct_argmax"]), k) for k, r in
-        [("v2", runs.get(1))] + [(k, b.get(k)) for k in ("v3_batch1", "v3_split1_batch1", "v3_pdl_batch1",
-                                                         "v3_pdl_pf0_batch1", "v3_pdl_pf8k_batch1",
-                                                         "v3_pdl_nofuse_batch1")] if r]
+        [("v2", runs.get(1))] + [(k, b.get(k)) for k in ["v3_batch1", "v3_split1_batch1", "v3_pdl_batch1"] +
+                                 ["v3_pdl_%s_batch1" % k for k in PDL_KEYS if "p1024" not in k]] if r]
 if best:  # the fastest batch-1 path measured, and whether it meets the issue's 70%
     tg["batch1_best_roofline_pct"], tg["batch1_best_path"] = max(best)
     tg["batch1_best_path"] = tg["batch1_best_path"].replace("_batch1", "")
@@ -342,14 +409,22 @@ def pct(key):
     return tg.get("batch1_%s_roofline_pct_argmax" % key, 0.0) if key else tg.get("batch1_roofline_pct_argmax", 0.0)
 rec = s["recommend"] = {}
 ops_ok = st.get("test_cuda_ops") == "pass"
+# v3 runs v2's kernels above 16 rows, so at batch 64 / 256 it should match v2:
+# 3% is the noise allowed there
 rec["decode_v3"] = bool(ops_ok and passed("test_cuda_backend", "v3") and pct("v3") > pct(None)
-                        and all(tg.get("batch%d_v3_over_v2_argmax" % bs, 1.0) >= 1.0 for bs in (64, 256)))
-rec["pdl"] = bool(rec["decode_v3"] and passed("test_cuda_backend", "v3-pdl") and pct("v3pdl") > pct("v3"))
+                        and all(tg.get("batch%d_v3_over_v2_argmax" % bs, 1.0) >= 0.97 for bs in (64, 256)))
 pf = [(pct(k), v) for k, v in (("v3pdl_pf0", 0), ("v3pdl", 2048), ("v3pdl_pf8k", 8192)) if pct(k) > 0]
+rec["pdl"] = bool(rec["decode_v3"] and passed("test_cuda_backend", "v3-pdl") and pf and max(pf)[0] > pct("v3"))
 if rec["pdl"] and pf:
     rec["pdl_prefetch_bytes"] = max(pf)[1]
-if "batch1_v3pdl_nofuse_roofline_pct_argmax" in tg:
-    rec["fuse_qkv"] = pct("v3pdl") >= pct("v3pdl_nofuse")
+if pct("v3pdl_pf0_nofuse") > 0:  # at no prefetch (the nofuse pair at 2 KiB is in the figures too)
+    rec["fuse_qkv"] = pct("v3pdl_pf0") >= pct("v3pdl_pf0_nofuse")
+ch = [(pct(k), c) for k, c in (("v3pdl_pf0", 64), ("v3pdl_pf0_c32", 32), ("v3pdl_pf0_c16", 16)) if pct(k) > 0]
+if ch and passed("test_cuda_backend", "v3-split4-c16"):  # the best chunk, unless 16 loses at the long prompt
+    best_c = max(ch)[1]
+    if best_c == 16 and pct("v3pdl_pf0_c16_p1024") < pct("v3pdl_pf0_p1024"):
+        best_c = max(c for c in ch if c[1] != 16)[1]
+    rec["attn_chunk"] = best_c
 rec["prefill_tiled"] = bool(st.get("test_cuda_prefill") == "pass" and passed("test_cuda_backend", "tiled")
                             and tg.get("prefill_1024_tiled_over_per_token", 0) > 1)
 smp = [tg.get("batch%d_sample_%s_over_logits" % (bs, k)) for bs in (1, 64, 256) for k in ("topp", "plain")]

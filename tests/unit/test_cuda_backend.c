@@ -428,7 +428,8 @@ static void run_model_path(const tcfg *c, const char *decode)
  * attention, parallel q/k/v post-process, split-K GEMVs with the norms in
  * their epilogues), which must meet the same tolerances - with the GEMV
  * split the shape picks (1 at these sizes), with every row split over 4
- * warps (CELINE_CUDA_GEMV_SPLIT=4), and with programmatic dependent launch
+ * warps (CELINE_CUDA_GEMV_SPLIT=4) and attention chunks of 16 positions
+ * (CELINE_CUDA_ATTN_CHUNK=16), and with programmatic dependent launch
  * (CELINE_CUDA_PDL=1: on sm_90+ the layer kernels start early and wait on
  * the device; the emulation runs launches in order, so there it checks the
  * prefetch arithmetic only) - and v2 and v3 with prefill chunks of 16+ rows
@@ -441,15 +442,18 @@ static void run_model(const tcfg *c)
 {
     static const struct {
         const char *name, *decode;
-        const char *env[3][2]; /* further variables: {name, value} */
+        const char *env[4][2]; /* further variables: {name, value} */
     } paths[] = {
         {"default", NULL, {{NULL, NULL}}},
         {"v2", "v2", {{"CELINE_CUDA_PREFILL", "per-token"}}},
         {"v3", "v3", {{"CELINE_CUDA_PDL", "0"}, {"CELINE_CUDA_PREFILL", "per-token"}}},
         {"v3-pdl", "v3", {{"CELINE_CUDA_PDL", "1"}, {"CELINE_CUDA_PREFILL", "per-token"}}},
-        {"v3-split4",
+        {"v3-split4-c16",
          "v3",
-         {{"CELINE_CUDA_PDL", "0"}, {"CELINE_CUDA_GEMV_SPLIT", "4"}, {"CELINE_CUDA_PREFILL", "per-token"}}},
+         {{"CELINE_CUDA_PDL", "0"},
+          {"CELINE_CUDA_GEMV_SPLIT", "4"},
+          {"CELINE_CUDA_PREFILL", "per-token"},
+          {"CELINE_CUDA_ATTN_CHUNK", "16"}}},
         {"tiled", "v2", {{"CELINE_CUDA_PREFILL", "tiled"}}},
         {"v3-tiled", "v3", {{"CELINE_CUDA_PDL", "0"}, {"CELINE_CUDA_PREFILL", "tiled"}}},
     };
@@ -457,10 +461,10 @@ static void run_model(const tcfg *c)
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         if (only && !cel_test_list_has(only, paths[i].name)) continue;
         printf("  (path %s)\n", paths[i].name);
-        for (int k = 0; k < 3 && paths[i].env[k][0]; k++)
+        for (int k = 0; k < 4 && paths[i].env[k][0]; k++)
             assert_int_equal(setenv(paths[i].env[k][0], paths[i].env[k][1], 1), 0);
         run_model_path(c, paths[i].decode);
-        for (int k = 0; k < 3 && paths[i].env[k][0]; k++) unsetenv(paths[i].env[k][0]);
+        for (int k = 0; k < 4 && paths[i].env[k][0]; k++) unsetenv(paths[i].env[k][0]);
     }
 }
 
@@ -510,7 +514,7 @@ static void test_model_quantized(void **state)
     run_model(&c);
 }
 
-/* The fused decode path (v2, default) against the first one (v1:
+/* The fused decode path (v2) against the first one (v1:
  * CELINE_CUDA_DECODE=v1, separate RMSNorm / SwiGLU kernels and the v1 GEMV):
  * decode steps of n_dec sequences give bit-identical logits, and agree with
  * the CPU. Then cel_backend_cuda_profile of a decode step: the launch count
@@ -526,11 +530,8 @@ static void run_paths(const tcfg *c, int32_t n_dec, int32_t launches_per_layer_v
     tmodel *tm = pair_open(c, &p, &pr);
     cel_error err;
     cel_backend *v1 = NULL;
-    if (cel_backend_cuda_create(&tm->m, &p, &pr.gpu, &err) != CEL_OK) fail_msg("cuda create: %s", err.msg);
-    assert_int_equal(setenv("CELINE_CUDA_DECODE", "v1", 1), 0);
-    cel_status st = cel_backend_cuda_create(&tm->m, &p, &v1, &err);
-    unsetenv("CELINE_CUDA_DECODE");
-    if (st != CEL_OK) fail_msg("cuda create (v1): %s", err.msg);
+    pr.gpu = cuda_create_path(&tm->m, &p, "v2"); /* by name: the default may be another path */
+    v1 = cuda_create_path(&tm->m, &p, "v1");
     pair p3 = pr; /* the same CPU backend against the v3 path */
     p3.gpu = cuda_create_path(&tm->m, &p, "v3");
     pr.lc = malloc((size_t)64 * c->V * sizeof(float));

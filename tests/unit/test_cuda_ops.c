@@ -406,6 +406,7 @@ typedef struct attn_prob {
     uint16_t *d_k, *d_v;
     float *d_part;
     int32_t *d_count;
+    int32_t chunk; /* cel__cu_attn_split.chunk of the runs (0: the default) */
 } attn_prob;
 
 static void ap_init(attn_prob *P, int32_t nh, int32_t nkv, int32_t hd, int n_seq, const int32_t *n_past,
@@ -487,7 +488,8 @@ static void ap_reference(const attn_prob *P, int s, float *ref)
 }
 
 /* Runs cel__cuk_attention_v3 on the batch made of sequences which[0..n)
- * (in that order) with `splits` blocks per (token, head group); writes the
+ * (in that order) with `splits` blocks per (token, head group) and chunks of
+ * P->chunk positions (0: the default); writes the
  * BF16 output rows to out ([T][nh * hd]) and returns T. Checks that the
  * arrival counters are back to zero afterwards. */
 static int32_t ap_run(const attn_prob *P, const int *which, int n, int32_t splits, uint16_t *out)
@@ -516,7 +518,7 @@ static int32_t ap_run(const attn_prob *P, const int *which, int n, int32_t split
     int32_t *d_off = dup_to_dev(off, (size_t)n * 4), *d_tab = dup_to_dev(flat, (size_t)n_tab * 4);
     uint16_t *d_out = dalloc((size_t)T * P->nh * P->hd * 2);
     cel__cu_attn_params p = {T, P->nh, P->nkv, P->hd, P->bs, P->qs, 1.0f / sqrtf((float)P->hd)};
-    const cel__cu_attn_split sp = {P->d_part, P->d_count, splits, 0};
+    const cel__cu_attn_split sp = {P->d_part, P->d_count, splits, 0, P->chunk};
     assert_int_equal(cel__cuk_attention_v3(g_stream, d_out, d_q, P->d_k, P->d_v, d_pos, d_seq, d_off, d_tab, p, &sp),
                      cudaSuccess);
     to_host(out, d_out, (size_t)T * P->nh * P->hd * 2);
@@ -547,13 +549,14 @@ static int32_t ap_run(const attn_prob *P, const int *which, int n, int32_t split
  *    same bits as its rows in the batch;
  *  - the batch plus a 12-token chunk (24 rows > CEL__CU_ATTN_SPLIT_ROWS, so
  *    unsplit): the same bits again. */
-static void run_attention_v3(int32_t nh, int32_t nkv, int32_t hd)
+static void run_attention_v3(int32_t nh, int32_t nkv, int32_t hd, int32_t chunk)
 {
     enum { NS = 8 };
     const int32_t n_past[NS] = {0, 62, 63, 64, 199, 999, 60, 5};
     const int32_t n_new[NS] = {1, 1, 1, 1, 1, 1, 6, 12};
     attn_prob P;
     ap_init(&P, nh, nkv, hd, NS, n_past, n_new);
+    P.chunk = chunk;
     const int32_t row = nh * hd;
     const int batch[7] = {0, 1, 2, 3, 4, 5, 6};
     int32_t T = 0;
@@ -565,7 +568,8 @@ static void run_attention_v3(int32_t nh, int32_t nkv, int32_t hd)
     for (int i = 0, t = 0; i < 7; t += n_new[batch[i]], i++) ap_reference(&P, batch[i], ref + (size_t)t * row);
     bf16_to_f32_arr(gf, base, (size_t)T * row);
     char what[96];
-    snprintf(what, sizeof what, "attention_v3 h%d/%d d%d (G=%d)", nh, nkv, hd, cel__cuk_attn_group(nh, nkv, hd));
+    snprintf(what, sizeof what, "attention_v3 h%d/%d d%d (G=%d) chunk %d", nh, nkv, hd, cel__cuk_attn_group(nh, nkv, hd),
+             (int)cel__cuk_attn_chunk(1, chunk));
     check_close(what, gf, ref, (size_t)T * row, 2e-3f, 1.0f / 128);
     /* split counts do not change the bits */
     const int32_t splits[] = {2, 3, CEL__CU_ATTN_MAX_CHUNKS};
@@ -599,21 +603,28 @@ static void test_attention_v3(void **state)
 {
     (void)state;
     NEED_DEVICE();
-    assert_int_equal(cel__cuk_attn_chunk(1), CEL__CU_ATTN_CHUNK);
-    assert_int_equal(cel__cuk_attn_chunk(CEL__CU_ATTN_CHUNK * CEL__CU_ATTN_MAX_CHUNKS), CEL__CU_ATTN_CHUNK);
-    assert_int_equal(cel__cuk_attn_chunk(CEL__CU_ATTN_CHUNK * CEL__CU_ATTN_MAX_CHUNKS + 1), 2 * CEL__CU_ATTN_CHUNK);
+    assert_int_equal(cel__cuk_attn_chunk(1, 0), CEL__CU_ATTN_CHUNK);
+    assert_int_equal(cel__cuk_attn_chunk(CEL__CU_ATTN_CHUNK * CEL__CU_ATTN_MAX_CHUNKS, 0), CEL__CU_ATTN_CHUNK);
+    assert_int_equal(cel__cuk_attn_chunk(CEL__CU_ATTN_CHUNK * CEL__CU_ATTN_MAX_CHUNKS + 1, 0), 2 * CEL__CU_ATTN_CHUNK);
+    assert_int_equal(cel__cuk_attn_chunk(16 * CEL__CU_ATTN_MAX_CHUNKS, 16), 16);
+    assert_int_equal(cel__cuk_attn_chunk(16 * CEL__CU_ATTN_MAX_CHUNKS + 1, 16), 32);
     /* batch 1 of Llama-3.2-1B on 132 SMs: 8 groups x 64 splits; a 64-token batch fills the GPU unsplit */
     assert_int_equal(cel__cuk_attn_splits(1, 32, 8, 64, 132), CEL__CU_ATTN_MAX_CHUNKS);
     assert_int_equal(cel__cuk_attn_splits(64, 32, 8, 64, 132), 1);
     assert_int_equal(cel__cuk_attn_splits(CEL__CU_ATTN_SPLIT_ROWS + 1, 32, 8, 64, 1), 1);
-    run_attention_v3(8, 8, 64);   /* G = 1 */
-    run_attention_v3(8, 4, 64);   /* G = 2 */
-    run_attention_v3(8, 2, 64);   /* G = 4 (Llama-3.2-1B's group) */
-    run_attention_v3(16, 2, 64);  /* G = 8 */
-    run_attention_v3(4, 4, 128);  /* head_dim 128, G = 1 */
-    run_attention_v3(8, 2, 128);  /* head_dim 128, G = 4 */
-    run_attention_v3(16, 2, 128); /* head_dim 128, G = 8 */
-    run_attention_v3(6, 2, 96);   /* group 3 -> G = 1, odd lane width */
+    run_attention_v3(8, 8, 64, 0);   /* G = 1 */
+    run_attention_v3(8, 4, 64, 0);   /* G = 2 */
+    run_attention_v3(8, 2, 64, 0);   /* G = 4 (Llama-3.2-1B's group) */
+    run_attention_v3(16, 2, 64, 0);  /* G = 8 */
+    run_attention_v3(4, 4, 128, 0);  /* head_dim 128, G = 1 */
+    run_attention_v3(8, 2, 128, 0);  /* head_dim 128, G = 4 */
+    run_attention_v3(16, 2, 128, 0); /* head_dim 128, G = 8 */
+    run_attention_v3(6, 2, 96, 0);   /* group 3 -> G = 1, odd lane width */
+    /* shorter chunks (CELINE_CUDA_ATTN_CHUNK): 16 gives the 1000-position
+     * context 63 chunks, 8 (the smallest step) grows past 512 positions */
+    run_attention_v3(8, 2, 64, 16);
+    run_attention_v3(8, 2, 128, 32);
+    run_attention_v3(8, 2, 64, 8);
 }
 
 /* A context longer than CEL__CU_ATTN_CHUNK * CEL__CU_ATTN_MAX_CHUNKS: the
@@ -626,7 +637,7 @@ static void test_attention_v3_long(void **state)
     const int32_t n_past[1] = {4499}, n_new[1] = {1};
     attn_prob P;
     ap_init(&P, 4, 1, 64, 1, n_past, n_new);
-    assert_int_equal(cel__cuk_attn_chunk(4500), 2 * CEL__CU_ATTN_CHUNK);
+    assert_int_equal(cel__cuk_attn_chunk(4500, 0), 2 * CEL__CU_ATTN_CHUNK);
     const int32_t row = 4 * 64;
     uint16_t base[256], got[256];
     float ref[256], gf[256];
@@ -1655,7 +1666,7 @@ static void test_launch_errors(void **state)
                          cudaSuccess);
     /* splits > 1: scratch required, at most CEL__CU_ATTN_SPLIT_ROWS tokens; splits within 1..MAX_CHUNKS */
     cel__cu_attn_params p2 = {1, 4, 4, 64, 16, 64 * 12, 0.1f};
-    cel__cu_attn_split sp = {NULL, NULL, 2, 0};
+    cel__cu_attn_split sp = {NULL, NULL, 2, 0, 0};
     assert_int_not_equal(cel__cuk_attention_v3(g_stream, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, p2, &sp),
                          cudaSuccess);
     float dummy_f;
@@ -1672,6 +1683,14 @@ static void test_launch_errors(void **state)
     p2.n_tokens = CEL__CU_ATTN_SPLIT_ROWS + 1;
     assert_int_not_equal(cel__cuk_attention_v3(g_stream, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, p2, &sp),
                          cudaSuccess);
+    /* chunks: multiples of CEL__CU_ATTN_CHUNK_STEP up to CEL__CU_ATTN_CHUNK_MAX */
+    p2.n_tokens = 1;
+    const int32_t bad_chunks[] = {-8, CEL__CU_ATTN_CHUNK_STEP + 1, CEL__CU_ATTN_CHUNK_MAX + CEL__CU_ATTN_CHUNK_STEP};
+    for (size_t i = 0; i < sizeof bad_chunks / sizeof bad_chunks[0]; i++) {
+        sp.chunk = bad_chunks[i];
+        assert_int_not_equal(cel__cuk_attention_v3(g_stream, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, p2, &sp),
+                             cudaSuccess);
+    }
     cudaGetLastError();
 }
 
