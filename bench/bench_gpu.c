@@ -783,7 +783,7 @@ int main(int argc, char **argv)
      * 32 positions (CELINE_CUDA_ATTN_CHUNK; 64 elsewhere), also at a
      * prompt of --prefill-prompt tokens (1024: the "p1024" keys), where a
      * chunk's length matters more */
-    enum { N_PDLV = 9 };
+    enum { N_PDLV = 10 };
     static const struct {
         const char *key, *label, *pf, *fuse, *chunk;
         bool long_prompt; /* --prefill-prompt tokens instead of --prompt */
@@ -795,6 +795,8 @@ int main(int argc, char **argv)
         {"v3_pdl_pf0_nofuse_batch1", " (v3 + PDL, no prefetch, q/k/v post-process as its own kernel)", "0", "0", "64", false},
         {"v3_pdl_pf0_c16_batch1", " (v3 + PDL, no prefetch, attention chunks of 16)", "0", "1", "16", false},
         {"v3_pdl_pf0_c32_batch1", " (v3 + PDL, no prefetch, attention chunks of 32)", "0", "1", "32", false},
+        {"v3_pdl_pf0_c16_nofuse_batch1", " (v3 + PDL, no prefetch, chunks of 16, separate q/k/v post-process)", "0", "0",
+         "16", false},
         {"v3_pdl_pf0_p1024_batch1", " (v3 + PDL, no prefetch, long prompt)", "0", "1", "64", true},
         {"v3_pdl_pf0_c16_p1024_batch1", " (v3 + PDL, no prefetch, chunks of 16, long prompt)", "0", "1", "16",
          true}};

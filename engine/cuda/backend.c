@@ -1179,7 +1179,10 @@ static cel_status cu_check_model(const cel_model *m, cel_error *err)
  * H200 run of 2026-11-27 (bench/results/gpu-h200-2026-11-27-*): v3 at batch
  * 1 45.7% of the roofline vs v2's 36.8%, with PDL and no L2 prefetch 48.1%
  * (2 KiB: 44.5%); the tiled prefill 1.78x the per-token kernel at 8 x 1024
- * tokens; every CUDA test passed on each path. */
+ * tokens; every CUDA test passed on each path. H100 run of the same day
+ * (gpu-h100-2026-11-27-*): v3 + PDL without prefetch 56.8%, with the q/k/v
+ * post-process as its own kernel 58.0%, with attention chunks of 16
+ * positions 60.2% (53.0 -> 55.2% at a 1024-token prompt). */
 static const struct cu_defaults {
     int decode;           /* CELINE_CUDA_DECODE: v1, v2 or v3 (1, 2, 3) */
     bool prefill_tiled;   /* CELINE_CUDA_PREFILL: tiled or per-token */
@@ -1188,8 +1191,8 @@ static const struct cu_defaults {
     bool fuse_qkv;        /* CELINE_CUDA_FUSE_QKV: 1 or 0 (v3) */
     bool sample;          /* CELINE_CUDA_SAMPLE: 1 or 0 (sampling on the GPU) */
     int32_t attn_chunk;   /* CELINE_CUDA_ATTN_CHUNK: v3 attention positions per chunk (cu_attn_chunks) */
-} cu_defaults = {.decode = 3, .prefill_tiled = true, .pdl = true, .pdl_prefetch = 0, .fuse_qkv = true,
-                 .sample = false, .attn_chunk = 64};
+} cu_defaults = {.decode = 3, .prefill_tiled = true, .pdl = true, .pdl_prefetch = 0, .fuse_qkv = false,
+                 .sample = false, .attn_chunk = 16};
 
 /* The values CELINE_CUDA_ATTN_CHUNK takes (multiples of CEL__CU_ATTN_CHUNK_STEP). */
 static const char *const cu_attn_chunks[] = {"16", "32", "64", "128", NULL};

@@ -1106,11 +1106,12 @@ extern "C" cudaError_t cel__cuk_gemv(cudaStream_t s, float *y, const uint16_t *W
 static __device__ void cel_d_norm_row_bf16(uint16_t *out, const float *xr, const float *w, int n, float eps)
 {
     const int nt = (int)blockDim.x, tid = (int)threadIdx.x;
-    float v[CEL__NORM_REGS];
+    float v[CEL__NORM_REGS], wv[CEL__NORM_REGS];
 CEL_UNROLL
-    for (int k = 0; k < CEL__NORM_REGS; k++) {
+    for (int k = 0; k < CEL__NORM_REGS; k++) { /* x and w in one round trip, not w after the sum */
         const int i = tid + k * nt;
         v[k] = i < n ? __ldcg(xr + i) : 0.0f;
+        wv[k] = i < n ? w[i] : 0.0f;
     }
     float ss = 0.0f;
 CEL_UNROLL
@@ -1125,7 +1126,7 @@ CEL_UNROLL
 CEL_UNROLL
     for (int k = 0; k < CEL__NORM_REGS; k++) {
         const int i = tid + k * nt;
-        if (i < n) out[i] = cel_d_f32_to_bf16(v[k] * sc * w[i]);
+        if (i < n) out[i] = cel_d_f32_to_bf16(v[k] * sc * wv[k]);
     }
     for (int i = tid + CEL__NORM_REGS * nt; i < n; i += nt) out[i] = cel_d_f32_to_bf16(__ldcg(xr + i) * sc * w[i]);
 }
@@ -1200,7 +1201,7 @@ static __global__ void __launch_bounds__(CEL__CU_THREADS, R == 1 ? CEL__GEMV3_MI
     cel_k_gemv3(cel__gemv3_kp p)
 {
     constexpr int NW = CEL__CU_THREADS / 32, TPB = NW / KS;
-    constexpr int U = CEL__GEMV3_LOADS / (NR * KS) > 0 ? CEL__GEMV3_LOADS / (NR * KS) : 1;
+    constexpr int U = KS == 2 && R == 1 ? CEL__GEMV3_LOADS / NR : CEL__GEMV3_LOADS / (NR * KS) > 0 ? CEL__GEMV3_LOADS / (NR * KS) : 1;
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32, ks = w % KS;
     const int task = blockIdx.x * TPB + w / KS;
     const int n_tasks = SWIGLU ? p.n_out : (p.n_out + NR - 1) / NR;
@@ -1226,6 +1227,21 @@ static __global__ void __launch_bounds__(CEL__CU_THREADS, R == 1 ? CEL__GEMV3_MI
     cel_d_gemv_start<U, NR, SWIGLU>(p.W, task, n_tasks, p.n_out, w_rows, p.n_in, c_beg + lane, c_end, row, wr, nxt);
     cel_d_grid_wait();
     cel_d_grid_launch_next();
+    /* The residual a summing GEMV (O, down) adds to, read by the lane that
+     * stores it before the dot product rather than after: its L2 round trip
+     * overlaps the weight loads instead of adding to the kernel's tail (the
+     * H100 profile: the O and down GEMVs at 1.3 TB/s). old + acc is the
+     * float add *y + acc, so the bits are the same. Few rows only: it holds
+     * NR x R registers through the loop. */
+    constexpr bool PRE = !SWIGLU && NR * R <= 2;
+    float old[NR][R];
+    const bool pre = PRE && p.accumulate && ks == 0 && lane == 0 && task < n_tasks;
+    if constexpr (PRE) {
+CEL_UNROLL
+        for (int n = 0; n < NR; n++)
+CEL_UNROLL
+            for (int r = 0; r < R; r++) old[n][r] = pre && row[n] < p.n_out ? p.y[(int64_t)r * p.n_out + row[n]] : 0.0f;
+    }
     float acc[NR][R];
     cel_d_gemv_dot<U, NR, R>(acc, nxt, wr, p.x, p.n_in, c_beg + lane, c_end, cur, wf, xv);
     if constexpr (KS > 1) { /* the task's first warp adds the slice sums in slice order */
@@ -1247,8 +1263,16 @@ CEL_UNROLL
                     acc[n][r] = t;
                 }
     }
-    if (ks == 0 && lane == 0 && task < n_tasks)
-        cel_d_gemv_store<R, NR, SWIGLU>(acc, row, task, p.y, p.h, p.n_out, p.accumulate);
+    if (ks == 0 && lane == 0 && task < n_tasks) {
+        if constexpr (PRE) {
+            if (pre)
+CEL_UNROLL
+                for (int n = 0; n < NR; n++)
+CEL_UNROLL
+                    for (int r = 0; r < R; r++) acc[n][r] = old[n][r] + acc[n][r];
+        }
+        cel_d_gemv_store<R, NR, SWIGLU>(acc, row, task, p.y, p.h, p.n_out, pre ? 0 : p.accumulate);
+    }
     if constexpr (!SWIGLU) {
         if (p.qf.count) { /* q/k/v epilogue: the last block of each head-unit post-processes it */
             constexpr int RPB = TPB * NR; /* weight rows per block; a unit's rows span whole blocks */

@@ -348,7 +348,7 @@ if v3:  # the v3 path (CELINE_CUDA_DECODE=v3: split attention, parallel q/k/v po
     tg["batch1_v3_roofline_pct_logits"] = v3["roofline_pct_logits"]
     tg["batch1_v3_roofline_pct_argmax"] = v3["roofline_pct_argmax"]
     tg["batch1_v3_roofline_ok(>=70)"] = max(v3["roofline_pct_logits"], v3["roofline_pct_argmax"]) >= 70
-PDL_KEYS = ("pf0", "pf8k", "nofuse", "pf0_nofuse", "pf0_c16", "pf0_c32", "pf0_p1024", "pf0_c16_p1024")
+PDL_KEYS = ("pf0", "pf8k", "nofuse", "pf0_nofuse", "pf0_c16", "pf0_c32", "pf0_c16_nofuse", "pf0_p1024", "pf0_c16_p1024")
 for key, name in [("v3_pdl_batch1", "v3pdl")] + [("v3_pdl_%s_batch1" % k, "v3pdl_" + k) for k in PDL_KEYS]:
     r = b.get(key)
     if r:  # v3 with programmatic dependent launch (CELINE_CUDA_PDL=1), the GEMVs' L2 prefetch at 2 KiB / 0 / 8 KiB,

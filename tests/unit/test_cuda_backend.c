@@ -533,7 +533,9 @@ static void run_paths(const tcfg *c, int32_t n_dec, int32_t launches_per_layer_v
     pr.gpu = cuda_create_path(&tm->m, &p, "v2"); /* by name: the default may be another path */
     v1 = cuda_create_path(&tm->m, &p, "v1");
     pair p3 = pr; /* the same CPU backend against the v3 path */
+    assert_int_equal(setenv("CELINE_CUDA_FUSE_QKV", "1", 1), 0); /* the launch count below assumes it */
     p3.gpu = cuda_create_path(&tm->m, &p, "v3");
+    unsetenv("CELINE_CUDA_FUSE_QKV");
     pr.lc = malloc((size_t)64 * c->V * sizeof(float));
     pr.lg = malloc((size_t)64 * c->V * sizeof(float));
     float *l1 = malloc((size_t)64 * c->V * sizeof(float));
