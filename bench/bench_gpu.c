@@ -5,7 +5,7 @@
  *
  *   bench_gpu [--out FILE.json] [--layers N] [--prompt N] [--steps N]
  *             [--batches 1,64,256] [--prefill-prompt 1024] [--tiny] [--bandwidth GBPS] [--no-v1] [--no-v3] [--no-prefill]
- *             [--only v2,v1,v3,v3-split1,v3-pdl,prefill]
+ *             [--only v2,v1,v3,v3-split1,v3-pdl,prefill,default]
  *
  * For each batch size B: B sequences of --prompt tokens are prefilled in
  * chunks of max_batch_tokens, then --steps decode steps of B tokens run and
@@ -35,7 +35,9 @@
  * post-process as its own kernel (CELINE_CUDA_FUSE_QKV=0), and with attention
  * chunks of 16 and 32 positions (CELINE_CUDA_ATTN_CHUNK), also at a prompt of
  * --prefill-prompt tokens. Every group names each path choice it makes, so
- * its figures mean the same whatever the engine's defaults are.
+ * its figures mean the same whatever the engine's defaults are - except
+ * "default", which sets none: the engine's defaults (cu_defaults) at every
+ * batch size, what a user gets ("default_runs" in the JSON).
  * --only runs the named groups alone (tests/gpu/run.sh runs each group in
  * its own process, so a fault or a hang in an opt-in path costs only that
  * group's figures, not the default path's); --no-v1, --no-v3 (v3,
@@ -89,12 +91,12 @@ typedef struct opts {
 } opts;
 
 /* The measurement groups (--only names them). */
-enum { G_V2 = 1, G_V1 = 2, G_V3 = 4, G_V3S1 = 8, G_PDL = 16, G_PREFILL = 32, G_ALL = 63 };
+enum { G_V2 = 1, G_V1 = 2, G_V3 = 4, G_V3S1 = 8, G_PDL = 16, G_PREFILL = 32, G_DEF = 64, G_ALL = 127 };
 static const struct {
     const char *name;
     unsigned bit;
-} g_groups[] = {{"v2", G_V2},         {"v1", G_V1},      {"v3", G_V3},
-                {"v3-split1", G_V3S1}, {"v3-pdl", G_PDL}, {"prefill", G_PREFILL}};
+} g_groups[] = {{"v2", G_V2},         {"v1", G_V1},      {"v3", G_V3},          {"v3-split1", G_V3S1},
+                {"v3-pdl", G_PDL}, {"prefill", G_PREFILL}, {"default", G_DEF}};
 
 /* The group bits of a comma-separated list of names; 0 on an unknown name. */
 static unsigned parse_groups(const char *list)
@@ -106,7 +108,7 @@ static unsigned parse_groups(const char *list)
         for (size_t g = 0; g < sizeof g_groups / sizeof g_groups[0]; g++)
             if (strlen(g_groups[g].name) == n && !strncmp(list, g_groups[g].name, n)) bit = g_groups[g].bit;
         if (!bit) {
-            fprintf(stderr, "bench_gpu: unknown group '%.*s' in --only (v2, v1, v3, v3-split1, v3-pdl, prefill)\n",
+            fprintf(stderr, "bench_gpu: unknown group '%.*s' in --only (v2, v1, v3, v3-split1, v3-pdl, prefill, default)\n",
                     (int)n, list);
             return 0;
         }
@@ -154,7 +156,7 @@ static int parse(int argc, char **argv, opts *o)
         } else {
             fprintf(stderr, "usage: bench_gpu [--out FILE.json] [--layers N] [--prompt N] [--steps N] "
                             "[--batches 1,64,256] [--prefill-prompt 1024] [--tiny] [--bandwidth GBPS] [--no-v1] [--no-v3] [--no-prefill] "
-                            "[--only v2,v1,v3,v3-split1,v3-pdl,prefill]\n");
+                            "[--only v2,v1,v3,v3-split1,v3-pdl,prefill,default]\n");
             return -1;
         }
     }
@@ -850,6 +852,30 @@ int main(int argc, char **argv)
         printf("prefill %d x %d tokens, %s attention: %.1f tok/s\n", PF_B, pf_prompt, t ? "tiled" : "per-token",
                res_pf[t].prefill_tok_s);
     }
+    /* the engine's defaults (cu_defaults: no CELINE_CUDA_* variable set),
+     * what a user gets, at every batch size */
+    decode_res res_def[8];
+    int ok_def = 0;
+    if ((o.groups & G_DEF) && go_on) {
+        cel_backend_free(be);
+        be = NULL;
+        if (create_path(&bm.m, &p, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &be, &err) != CEL_OK) {
+            fprintf(stderr, "bench_gpu: default backend: %s\n", err.msg);
+            failed++;
+        } else {
+            for (int i = 0; i < o.n_batches; i++) {
+                if (run_batch(be, o.batches[i], &o, p.max_batch_tokens, hp->n_vocab, logits, &res_def[ok_def], NULL) != 0) {
+                    failed++;
+                    break;
+                }
+                print_res(&res_def[ok_def], " (engine defaults)");
+                if (res_def[ok_def].batch == 1 && roof > 0)
+                    printf("batch 1 (engine defaults) vs roofline: %.1f%% (logits to host), %.1f%% (GPU argmax)\n",
+                           100.0 * res_def[ok_def].tok_s_logits / roof, 100.0 * res_def[ok_def].tok_s_argmax / roof);
+                ok_def++;
+            }
+        }
+    }
     const decode_res *v3_1 = NULL;
     for (int i = 0; i < ok3; i++)
         if (res_v3[i].batch == 1) v3_1 = &res_v3[i];
@@ -873,6 +899,10 @@ int main(int argc, char **argv)
             if (ok3 > 0) {
                 fprintf(f, ",\n  \"v3_runs\": ");
                 json_runs(f, res_v3, ok3, roof);
+            }
+            if (ok_def > 0) {
+                fprintf(f, ",\n  \"default_runs\": ");
+                json_runs(f, res_def, ok_def, roof);
             }
             if (have_v1) json_batch1(f, "v1_batch1", &res_v1, roof);
             if (v3_1) json_batch1(f, "v3_batch1", v3_1, roof);

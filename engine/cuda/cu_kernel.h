@@ -124,6 +124,8 @@ static inline void cel_d_prefetch_l2(const void *p, uint32_t bytes)
     (void)b[0];
     (void)b[bytes - 1];
 }
+/* As the device's: a hint that moves no data; the touch lets ASan check it. */
+static inline void cel_d_prefetch_l1(const void *p) { (void)*(const volatile unsigned char *)p; }
 #define CEL_DYN_SMEM(T, name) T *name = (T *)cel__emu_dyn_smem()
 
 static inline float cel_d_f16_to_f32(uint16_t h)
@@ -212,6 +214,12 @@ static __device__ __forceinline__ void cel_d_prefetch_l2(const void *p, uint32_t
     (void)p;
     (void)bytes;
 #endif
+}
+/* Starts bringing the line holding p into L1 (a hint, safe before
+ * cel_d_grid_wait for memory no earlier kernel of the step writes). */
+static __device__ __forceinline__ void cel_d_prefetch_l1(const void *p)
+{
+    asm volatile("prefetch.global.L1 [%0];" ::"l"(p));
 }
 #define CEL_DYN_SMEM(T, name)                                                                                     \
     extern __shared__ __align__(16) unsigned char cel__dyn_smem[];                                               \

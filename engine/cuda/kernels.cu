@@ -628,14 +628,22 @@ static __global__ void __launch_bounds__(CEL__ATT3_THREADS)
     const int t = blockIdx.x, h0 = blockIdx.y * G, z = blockIdx.z, S = gridDim.z;
     const int kvh = h0 / (p.n_head / p.n_head_kv);
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
-    cel_d_grid_wait(); /* q and the new K/V come from the previous kernel (pdl launch) */
-    cel_d_grid_launch_next();
+    /* The batch metadata (pos, seq, tab_off, tables) is copied to the device
+     * before the step's first kernel, which is never launched early, and no
+     * kernel writes it: it may be read before the wait. So the chain of
+     * metadata loads (seq -> tab_off -> block table entry) runs while the
+     * previous kernel finishes (pdl launch), the warp's first table entry
+     * is brought into L1, and blocks with no chunk leave at once; after the
+     * wait only the q and K/V loads remain. */
     const int n_ctx = pos[t] + 1;
     const int csz = cel_d_attn_chunk(n_ctx, chunk), n_chunks = (n_ctx + csz - 1) / csz;
     if (z >= n_chunks) return; /* the whole block: no chunk for it */
     const int n_work = S < n_chunks ? S : n_chunks;
     const bool direct = n_work == 1;
     const int32_t *tab = tables + tab_off[seq[t]];
+    if (z * csz + w < n_ctx) cel_d_prefetch_l1(tab + (z * csz + w) / p.block_size);
+    cel_d_grid_wait(); /* q and the new K/V come from the previous kernel (pdl launch) */
+    cel_d_grid_launch_next();
 
     float qr[G][D];
     const float *qt = q + (int64_t)t * p.q_stride;

@@ -162,10 +162,10 @@ if [ "${STATUS[build]}" = pass ]; then
   run_test test_cuda_prefill 45 "$BUILD/test_cuda_prefill$SUF"
 fi
 
-# ---- benchmarks: one process per group (bench_gpu --only), the default path
-# first, so a fault or a hang in an opt-in path costs that group's figures
+# ---- benchmarks: one process per group (bench_gpu --only), the engine's
+# defaults first, so a fault or a hang in an opt-in path costs that group's figures
 # only; the parts are merged into bench_gpu.json
-BENCH_GROUPS=(v2:110 v3:90 v3-pdl:70 prefill:45 v3-split1:40 v1:40)
+BENCH_GROUPS=(default:90 v2:110 v3:90 v3-pdl:70 prefill:45 v3-split1:40 v1:40)
 if [ -x "$BUILD/bench_gpu$SUF" ]; then
   echo "== bench_gpu" >>"$OUT/bench.log"
   for gt in "${BENCH_GROUPS[@]}"; do
@@ -257,7 +257,7 @@ fi
 # come first): one v3 decode run at batch 1 and one at batch 64, one
 # decode step each, every kernel timed alone (gpu__time_duration, no
 # overlap, no launch gaps, DRAM bytes read), summed by kernel name and
-# grid into ncu.csv. CELINE_GPU_NCU=0 skips it.
+# grid into ncu.csv, on the engine's defaults. CELINE_GPU_NCU=0 skips it.
 NCU="$(command -v ncu || true)"
 [ -z "$NCU" ] && [ -x /usr/local/cuda/bin/ncu ] && NCU=/usr/local/cuda/bin/ncu
 [ -n "$SUF" ] && NCU="" # the emulation has no counters
@@ -271,11 +271,11 @@ else
   for bs in 1 64; do
     to="$(step_to 60)"
     if [ "$to" -lt 20 ]; then STATUS[ncu]="skipped(time)"; break; fi
-    log "ncu: bench_gpu --only v3 --batches $bs --steps 1"
+    log "ncu: bench_gpu --only default --batches $bs --steps 1"
     # bench_gpu brackets one decode step with the profiler API (CELINE_BENCH_NCU)
     if ! CELINE_BENCH_NCU=1 timeout "$to" "$NCU" --profile-from-start off --clock-control none --cache-control none \
       --csv --page raw --print-units base --metrics gpu__time_duration.sum,dram__bytes_read.sum \
-      "$BUILD/bench_gpu" --only v3 --batches "$bs" --steps 1 --no-prefill >"$OUT/.ncu.$bs" 2>>"$OUT/bench.log"; then
+      "$BUILD/bench_gpu" --only default --batches "$bs" --steps 1 >"$OUT/.ncu.$bs" 2>>"$OUT/bench.log"; then
       STATUS[ncu]="fail(batch $bs)"
     fi
     sed "s/^/$bs,/" "$OUT/.ncu.$bs" >>"$OUT/.ncu.raw"
@@ -339,6 +339,14 @@ if 1 in runs:
     tg["batch1_roofline_pct_logits"] = runs[1]["roofline_pct_logits"]
     tg["batch1_roofline_pct_argmax"] = runs[1]["roofline_pct_argmax"]
     tg["batch1_roofline_ok(>=70)"] = max(runs[1]["roofline_pct_logits"], runs[1]["roofline_pct_argmax"]) >= 70
+dr = {r["batch"]: r for r in b.get("default_runs", [])}
+for bs, r in sorted(dr.items()):  # the engine's defaults (cu_defaults), what a user gets
+    if bs == 1:
+        tg["batch1_default_roofline_pct_logits"] = r["roofline_pct_logits"]
+        tg["batch1_default_roofline_pct_argmax"] = r["roofline_pct_argmax"]
+        tg["batch1_default_roofline_ok(>=70)"] = max(r["roofline_pct_logits"], r["roofline_pct_argmax"]) >= 70
+    tg["batch%d_default_tok_s_logits" % bs] = r["decode_tok_s_logits"]
+    tg["batch%d_default_tok_s_argmax" % bs] = r["decode_tok_s_argmax"]
 v1 = b.get("v1_batch1")
 if v1:  # the first decode path (CELINE_CUDA_DECODE=v1), measured in the same run for comparison
     tg["batch1_v1_roofline_pct_logits"] = v1["roofline_pct_logits"]
@@ -357,7 +365,7 @@ for key, name in [("v3_pdl_batch1", "v3pdl")] + [("v3_pdl_%s_batch1" % k, "v3pdl
         tg["batch1_%s_roofline_pct_logits" % name] = r["roofline_pct_logits"]
         tg["batch1_%s_roofline_pct_argmax" % name] = r["roofline_pct_argmax"]
 best = [(max(r["roofline_pct_logits"], r["roofline_pct_argmax"]), k) for k, r in
-        [("v2", runs.get(1))] + [(k, b.get(k)) for k in ["v3_batch1", "v3_split1_batch1", "v3_pdl_batch1"] +
+        [("v2", runs.get(1)), ("default", dr.get(1))] + [(k, b.get(k)) for k in ["v3_batch1", "v3_split1_batch1", "v3_pdl_batch1"] +
                                  ["v3_pdl_%s_batch1" % k for k in PDL_KEYS if "p1024" not in k]] if r]
 if best:  # the fastest batch-1 path measured, and whether it meets the issue's 70%
     tg["batch1_best_roofline_pct"], tg["batch1_best_path"] = max(best)
