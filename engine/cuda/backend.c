@@ -167,6 +167,7 @@ typedef struct cu_backend {
     int32_t *gemv_count; /* v3 GEMV norm-epilogue arrival counter, zero between launches */
     int32_t *qkv_count;  /* v3 QKV GEMV q/k/v-epilogue arrival counters [nh + 2 nkv], zero between launches */
     bool fuse_qkv;       /* v3: q/k/v post-process in the QKV GEMV's epilogue (CELINE_CUDA_FUSE_QKV=0: separate) */
+    bool norm_consumer;  /* v3: norms in the consuming GEMVs' blocks (CELINE_CUDA_NORM=consumer), not the producers' tails */
     /* batch meta: [tokens | pos | blk | seq | out_rows | tab_off] each cap_t, then tables */
     int32_t cap_t, cap_tab;
     int32_t *meta_host, *meta_dev;
@@ -455,17 +456,21 @@ static cel_status cu_gemv_norm(cu_backend *be, float *y, uint16_t *swiglu_out, c
  * swiglu_out; with norm_w != NULL the last block then writes the RMSNorm of
  * y's T rows (width O) with norm_w into be->xn, the next GEMV's input. */
 static cel_status cu_gemv3(cu_backend *be, float *y, uint16_t *swiglu_out, const uint16_t *W, const uint16_t *x,
-                           int32_t T, int32_t I, int32_t O, bool accumulate, const float *norm_w,
+                           int32_t T, int32_t I, int32_t O, bool accumulate, const float *norm_w, const float *in_w,
                            const cel__cu_qkv_fuse *qkv, int32_t k_split, bool pdl, cu_kind kind, cel_error *err)
 {
     cel__cu_gemv3_args a = cel__cu_gemv3_make(y, swiglu_out, W, x, T, I, O);
     a.accumulate = accumulate ? 1 : 0;
     a.k_split = k_split;
-    if (norm_w) {
+    a.eps = be->base.model->hp.rms_eps;
+    if (norm_w) { /* the producer's norm epilogue: RMSNorm(y) * norm_w into xn */
         a.norm_out = be->xn;
         a.norm_w = norm_w;
-        a.eps = be->base.model->hp.rms_eps;
         a.count = be->gemv_count;
+    }
+    if (in_w) { /* the consumer's: the input is RMSNorm(x residual) * in_w, computed per block */
+        a.in_x = be->x;
+        a.in_w = in_w;
     }
     a.qkv = qkv;
     a.pdl = pdl;
@@ -598,6 +603,11 @@ static cel_status cu_enqueue_body(cu_backend *be, int32_t T, bool head_in_body, 
      * of the GEMV that produced the residual (the first one with the embedding) */
     const bool g3 = cu_small_v3(be, T);
     const bool pdl = g3 && cu_pdl(be);
+    /* norms in the consumers (QKV from layer 1 on, gate/up) when the rows fit
+     * their shared memory; layer 0's comes from the embedding kernel, the
+     * final one from the last down GEMV (the output GEMV's 8000 blocks would
+     * each read the rows) */
+    const bool nc = g3 && be->norm_consumer && (size_t)T * (size_t)be->E * 2 <= CEL__CU_GEMV3_NORM_IN_SMEM;
     if (g3 && be->L > 0) { /* embed and layer 0's attention norm in one launch */
         CEL_CUDA_CHECK(err, cel__cuk_embed_norm_v3(be->stream, be->x, be->xn, be->tok_embd, META_TOK(be, m),
                                                    be->layers[0].attn_norm, T, be->E, hp->rms_eps));
@@ -614,7 +624,8 @@ static cel_status cu_enqueue_body(cu_backend *be, int32_t T, bool head_in_body, 
         if (g3) {
             const cel__cu_qkv_fuse qf = {cl->bqkv, cl->q_norm,      cl->k_norm,      be->inv_freq, META_POS(be, m),
                                          META_BLK(be, m), kc, vc, be->qkv_count, qp};
-            CEL_TRY(cu_gemv3(be, be->qkv, NULL, cl->wqkv, be->xn, T, be->E, qkv_w, false, NULL, fuse_qkv ? &qf : NULL,
+            CEL_TRY(cu_gemv3(be, be->qkv, NULL, cl->wqkv, be->xn, T, be->E, qkv_w, false, NULL,
+                             nc && l > 0 ? cl->attn_norm : NULL, fuse_qkv ? &qf : NULL,
                              be->gemv_split, pdl, CU_K_QKV, err));
         } else if (fused) {
             CEL_TRY(cu_gemv_norm(be, be->qkv, NULL, cl->wqkv, cl->attn_norm, T, qkv_w, be->xb, CU_K_QKV, err));
@@ -634,13 +645,14 @@ static cel_status cu_enqueue_body(cu_backend *be, int32_t T, bool head_in_body, 
         CEL_TRY(cu_attention(be, kc, vc, ap, pdl, err));
         cu_mark(be, CU_K_ATTN, 0.0); /* one mark for all of the layer's attention launches */
         if (g3) { /* x += O attn, then xn = ffn_norm(x); gate/up + SwiGLU; x += down h, then xn = next attn_norm(x) */
-            CEL_TRY(cu_gemv3(be, be->x, NULL, cl->wo, be->xb, T, be->Q, be->E, true, cl->ffn_norm, NULL,
-                             be->gemv_split, pdl, CU_K_O, err));
-            CEL_TRY(cu_gemv3(be, NULL, be->xb, cl->wgu, be->xn, T, be->E, be->F, false, NULL, NULL, 1, pdl,
-                             CU_K_GATE_UP, err));
-            const float *next_norm = l + 1 < be->L ? be->layers[l + 1].attn_norm : head_in_body ? be->output_norm : NULL;
-            CEL_TRY(cu_gemv3(be, be->x, NULL, cl->wdown, be->xb, T, be->F, be->E, true, next_norm, NULL, be->gemv_split,
-                             pdl, CU_K_DOWN, err));
+            CEL_TRY(cu_gemv3(be, be->x, NULL, cl->wo, be->xb, T, be->Q, be->E, true, nc ? NULL : cl->ffn_norm, NULL,
+                             NULL, be->gemv_split, pdl, CU_K_O, err));
+            CEL_TRY(cu_gemv3(be, NULL, be->xb, cl->wgu, be->xn, T, be->E, be->F, false, NULL, nc ? cl->ffn_norm : NULL,
+                             NULL, 1, pdl, CU_K_GATE_UP, err));
+            const float *next_norm = l + 1 < be->L ? (nc ? NULL : be->layers[l + 1].attn_norm)
+                                     : head_in_body ? be->output_norm : NULL;
+            CEL_TRY(cu_gemv3(be, be->x, NULL, cl->wdown, be->xb, T, be->F, be->E, true, next_norm, NULL, NULL,
+                             be->gemv_split, pdl, CU_K_DOWN, err));
             continue;
         }
         CEL_TRY(cu_gemm(be, be->x, cl->wo, be->xb, T, be->Q, be->E, true, CU_K_O, err));
@@ -670,7 +682,7 @@ static cel_status cu_enqueue_head(cu_backend *be, const int32_t *rows_dev, int32
 {
     const cel_hparams *hp = &be->base.model->hp;
     if (head_in_body) { /* be->xn holds the final norm of rows 0..n-1 (cu_head_in_body) */
-        CEL_TRY(cu_gemv3(be, be->logits, NULL, be->output, be->xn, n, be->E, be->V, false, NULL, NULL, 1,
+        CEL_TRY(cu_gemv3(be, be->logits, NULL, be->output, be->xn, n, be->E, be->V, false, NULL, NULL, NULL, 1,
                          cu_pdl(be), CU_K_LM_HEAD, err));
     } else {
         CEL_CUDA_CHECK(err, cel__cuk_rmsnorm(be->stream, NULL, be->xb, be->x, rows_dev, be->output_norm, n, be->E,
@@ -1191,8 +1203,9 @@ static const struct cu_defaults {
     bool fuse_qkv;        /* CELINE_CUDA_FUSE_QKV: 1 or 0 (v3) */
     bool sample;          /* CELINE_CUDA_SAMPLE: 1 or 0 (sampling on the GPU) */
     int32_t attn_chunk;   /* CELINE_CUDA_ATTN_CHUNK: v3 attention positions per chunk (cu_attn_chunks) */
+    bool norm_consumer;   /* CELINE_CUDA_NORM: consumer or producer (v3: where each RMSNorm runs) */
 } cu_defaults = {.decode = 3, .prefill_tiled = true, .pdl = true, .pdl_prefetch = 0, .fuse_qkv = false,
-                 .sample = false, .attn_chunk = 16};
+                 .sample = false, .attn_chunk = 16, .norm_consumer = false};
 
 /* The values CELINE_CUDA_ATTN_CHUNK takes (multiples of CEL__CU_ATTN_CHUNK_STEP). */
 static const char *const cu_attn_chunks[] = {"16", "32", "64", "128", NULL};
@@ -1258,6 +1271,8 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
         else cel_log(&be->log, CEL_LOG_WARN, "cuda: CELINE_CUDA_PDL_PREFETCH=%s is not 0..1048576; ignored", pf_env);
     }
     be->fuse_qkv = cu_env_pick(be, "CELINE_CUDA_FUSE_QKV", cu_off_on, cu_defaults.fuse_qkv) == 1;
+    static const char *const norms[] = {"producer", "consumer", NULL};
+    be->norm_consumer = cu_env_pick(be, "CELINE_CUDA_NORM", norms, cu_defaults.norm_consumer) == 1;
     {
         int def = 0;
         while (cu_attn_chunks[def] && atoi(cu_attn_chunks[def]) != cu_defaults.attn_chunk) def++;

@@ -275,7 +275,16 @@ typedef struct cel__cu_gemv3_args {
     int32_t pdl;           /* launch early behind the previous kernel (sm_90+, see CEL_LAUNCH_PDL) ... */
     int32_t pf_bytes;      /* ... and meanwhile prefetch this many bytes per warp into L2 (multiple of 16) */
     const struct cel__cu_qkv_fuse *qkv; /* the QKV projection with its post-process fused, or NULL */
+    /* Norm in the consumer: with in_x set, every block computes RMSNorm(in_x
+     * row) * in_w (eps above; cel__cuk_rmsnorm's bits) for the n_rows FP32
+     * rows in_x [n_rows][n_in] into shared memory and reads its input there
+     * (x is unused), instead of the producer's norm epilogue writing it:
+     * n_rows x n_in x 2 bytes of dynamic shared memory, at most
+     * CEL__CU_GEMV3_NORM_IN_SMEM. */
+    const float *in_x;
+    const float *in_w;
 } cel__cu_gemv3_args;
+#define CEL__CU_GEMV3_NORM_IN_SMEM 32768
 cudaError_t cel__cuk_gemv3(cudaStream_t s, const cel__cu_gemv3_args *a);
 /* The arguments for y = W x (h NULL) or the SwiGLU form into h, n_rows rows
  * of n_in inputs and n_out outputs; everything else zero (no epilogue, the

@@ -1111,32 +1111,33 @@ extern "C" cudaError_t cel__cuk_gemv(cudaStream_t s, float *y, const uint16_t *W
  * (__ldcg) because other blocks of the same launch may have written it.
  * Contains __syncthreads: call from all threads, with a __syncthreads
  * between two calls (cel_d_block_sum's slot is reused). */
+template <int NREG = CEL__NORM_REGS>
 static __device__ void cel_d_norm_row_bf16(uint16_t *out, const float *xr, const float *w, int n, float eps)
 {
     const int nt = (int)blockDim.x, tid = (int)threadIdx.x;
-    float v[CEL__NORM_REGS], wv[CEL__NORM_REGS];
+    float v[NREG], wv[NREG];
 CEL_UNROLL
-    for (int k = 0; k < CEL__NORM_REGS; k++) { /* x and w in one round trip, not w after the sum */
+    for (int k = 0; k < NREG; k++) { /* x and w in one round trip, not w after the sum */
         const int i = tid + k * nt;
         v[k] = i < n ? __ldcg(xr + i) : 0.0f;
         wv[k] = i < n ? w[i] : 0.0f;
     }
     float ss = 0.0f;
 CEL_UNROLL
-    for (int k = 0; k < CEL__NORM_REGS; k++)
+    for (int k = 0; k < NREG; k++)
         if (tid + k * nt < n) ss += v[k] * v[k];
-    for (int i = tid + CEL__NORM_REGS * nt; i < n; i += nt) {
+    for (int i = tid + NREG * nt; i < n; i += nt) {
         const float t = __ldcg(xr + i);
         ss += t * t;
     }
     ss = cel_d_block_sum(ss);
     const float sc = 1.0f / sqrtf(ss / (float)n + eps);
 CEL_UNROLL
-    for (int k = 0; k < CEL__NORM_REGS; k++) {
+    for (int k = 0; k < NREG; k++) {
         const int i = tid + k * nt;
         if (i < n) out[i] = cel_d_f32_to_bf16(v[k] * sc * wv[k]);
     }
-    for (int i = tid + CEL__NORM_REGS * nt; i < n; i += nt) out[i] = cel_d_f32_to_bf16(__ldcg(xr + i) * sc * w[i]);
+    for (int i = tid + NREG * nt; i < n; i += nt) out[i] = cel_d_f32_to_bf16(__ldcg(xr + i) * sc * w[i]);
 }
 
 /* x row r = the BF16 embedding row of tokens[r] (as cel_k_embed writes
@@ -1185,6 +1186,7 @@ typedef struct cel__gemv3_kp {
     int n_in, n_out, accumulate;
     int pf_bytes; /* per warp: L2 prefetch of its slice beyond the first group, before cel_d_grid_wait */
     cel__cu_qkv_fuse qf; /* qf.count != NULL: the q/k/v post-process as epilogue */
+    const float *in_x, *in_w; /* in_x != NULL: the input is RMSNorm(in_x) * in_w, computed by each block */
 } cel__gemv3_kp;
 
 /* The v3 decode GEMV (see cel__cuk_gemv3). A row task - NR weight rows (one,
@@ -1250,8 +1252,24 @@ CEL_UNROLL
 CEL_UNROLL
             for (int r = 0; r < R; r++) old[n][r] = pre && row[n] < p.n_out ? p.y[(int64_t)r * p.n_out + row[n]] : 0.0f;
     }
+    /* Norm in the consumer: the block normalizes the input rows itself, into
+     * shared memory, while its first weight groups are in flight; the
+     * producer then needs no "last block normalizes" tail (one block running
+     * alone at the end of the O and down GEMVs). */
+    const uint16_t *x = p.x;
+    if (p.in_x) {
+        CEL_DYN_SMEM(uint16_t, s_xn);
+        for (int r = 0; r < R; r++) {
+            if (r > 0) __syncthreads();
+            /* 8 values per thread in registers (a 2048-wide row at once), not
+             * 16: the weight groups in flight hold registers too */
+            cel_d_norm_row_bf16<8>(s_xn + (int64_t)r * p.n_in, p.in_x + (int64_t)r * p.n_in, p.in_w, p.n_in, p.eps);
+        }
+        __syncthreads();
+        x = s_xn;
+    }
     float acc[NR][R];
-    cel_d_gemv_dot<U, NR, R>(acc, nxt, wr, p.x, p.n_in, c_beg + lane, c_end, cur, wf, xv);
+    cel_d_gemv_dot<U, NR, R>(acc, nxt, wr, x, p.n_in, c_beg + lane, c_end, cur, wf, xv);
     if constexpr (KS > 1) { /* the task's first warp adds the slice sums in slice order */
         __shared__ float s_part[NW][NR][R];
         if (lane == 0)
@@ -1368,14 +1386,19 @@ static cudaError_t cel__gemv3_launch(cudaStream_t s, const cel__cu_gemv3_args *a
     kp.pf_bytes = a->pdl ? a->pf_bytes : 0;
     if (a->qkv) kp.qf = *a->qkv;
     else memset(&kp.qf, 0, sizeof kp.qf);
-    CEL_LAUNCH_PDL(a->pdl, kern, (unsigned)grid, CEL__CU_THREADS, 0, s, kp);
+    kp.in_x = a->in_x;
+    kp.in_w = a->in_w;
+    const size_t smem = a->in_x ? (size_t)a->n_rows * (size_t)a->n_in * 2 : 0;
+    CEL_LAUNCH_PDL(a->pdl, kern, (unsigned)grid, CEL__CU_THREADS, smem, s, kp);
     return cudaGetLastError();
 }
 
 extern "C" cudaError_t cel__cuk_gemv3(cudaStream_t s, const cel__cu_gemv3_args *a)
 {
     if (a->n_rows <= 0 || a->n_out <= 0) return cudaSuccess;
-    if (a->n_rows > CEL__CU_GEMV_MAX_ROWS || a->n_in <= 0 || a->n_in % 8 != 0 || !a->W || !a->x)
+    if (a->n_rows > CEL__CU_GEMV_MAX_ROWS || a->n_in <= 0 || a->n_in % 8 != 0 || !a->W || (!a->x && !a->in_x))
+        return cudaErrorInvalidValue;
+    if (a->in_x && (!a->in_w || (int64_t)a->n_rows * a->n_in * 2 > CEL__CU_GEMV3_NORM_IN_SMEM))
         return cudaErrorInvalidValue;
     const bool swiglu = a->h != NULL;
     if (swiglu ? (a->y || a->norm_out) : !a->y) return cudaErrorInvalidValue;

@@ -218,7 +218,7 @@ isolate() { # program source
     CEL_TEST_FILTER="$name" run_test "$prog:$name" 30 "$BUILD/$prog$SUF"
   done
   if [ "$prog" = test_cuda_backend ]; then
-    for path in default v2 v3 v3-pdl v3-split4-c16 tiled v3-tiled; do
+    for path in default v2 v3 v3-pdl-nc v3-split4-c16 tiled v3-tiled; do
       CEL_TEST_FILTER='test_model_*' CEL_TEST_CUDA_PATHS="$path" run_test "$prog:path:$path" 30 "$BUILD/$prog$SUF"
     done
   fi
@@ -254,10 +254,11 @@ else
 fi
 
 # ---- per-kernel GPU times under Nsight Compute (last: the figures above
-# come first): one v3 decode run at batch 1 and one at batch 64, one
-# decode step each, every kernel timed alone (gpu__time_duration, no
-# overlap, no launch gaps, DRAM bytes read), summed by kernel name and
-# grid into ncu.csv, on the engine's defaults. CELINE_GPU_NCU=0 skips it.
+# come first): one decode step of the engine's defaults at batch 1 and at
+# batch 64, and at batch 1 with the norms in the consumers ("1nc"), every
+# kernel timed alone (gpu__time_duration: no overlap, no launch gaps; DRAM
+# bytes read). ncu.csv has one row per launch in launch order; bench.log
+# the sums by kernel and grid. CELINE_GPU_NCU=0 skips it.
 NCU="$(command -v ncu || true)"
 [ -z "$NCU" ] && [ -x /usr/local/cuda/bin/ncu ] && NCU=/usr/local/cuda/bin/ncu
 [ -n "$SUF" ] && NCU="" # the emulation has no counters
@@ -268,23 +269,24 @@ elif [ -z "$NCU" ] || [ ! -x "$BUILD/bench_gpu" ]; then
 else
   : >"$OUT/.ncu.raw"
   STATUS[ncu]=pass
-  for bs in 1 64; do
-    to="$(step_to 60)"
+  for tag in 1 64 1nc; do
+    to="$(step_to 60)" bs="${tag%nc}" norm=producer
+    [ "$tag" = 1nc ] && norm=consumer
     if [ "$to" -lt 20 ]; then STATUS[ncu]="skipped(time)"; break; fi
-    log "ncu: bench_gpu --only default --batches $bs --steps 1"
+    log "ncu: bench_gpu --only default --batches $bs --steps 1 (CELINE_CUDA_NORM=$norm)"
     # bench_gpu brackets one decode step with the profiler API (CELINE_BENCH_NCU)
-    if ! CELINE_BENCH_NCU=1 timeout "$to" "$NCU" --profile-from-start off --clock-control none --cache-control none \
+    if ! CELINE_CUDA_NORM=$norm CELINE_BENCH_NCU=1 timeout "$to" "$NCU" --profile-from-start off --clock-control none --cache-control none \
       --csv --page raw --print-units base --metrics gpu__time_duration.sum,dram__bytes_read.sum \
-      "$BUILD/bench_gpu" --only default --batches "$bs" --steps 1 >"$OUT/.ncu.$bs" 2>>"$OUT/bench.log"; then
-      STATUS[ncu]="fail(batch $bs)"
+      "$BUILD/bench_gpu" --only default --batches "$bs" --steps 1 >"$OUT/.ncu.$tag" 2>>"$OUT/bench.log"; then
+      STATUS[ncu]="fail($tag)"
     fi
-    sed "s/^/$bs,/" "$OUT/.ncu.$bs" >>"$OUT/.ncu.raw"
-    rm -f "$OUT/.ncu.$bs"
+    sed "s/^/$tag,/" "$OUT/.ncu.$tag" >>"$OUT/.ncu.raw"
+    rm -f "$OUT/.ncu.$tag"
   done
   python3 - "$OUT" <<'PY' >>"$OUT/bench.log" 2>&1 || STATUS[ncu]="fail(parse)"
 import csv, io, os, re, sys
 out = sys.argv[1]
-rows, head = {}, None
+rows, head, launches = {}, None, []
 for line in open(os.path.join(out, ".ncu.raw")):
     bs, _, rest = line.partition(",")
     if not rest.startswith('"'):
@@ -306,11 +308,20 @@ for line in open(os.path.join(out, ".ncu.raw")):
     k = (bs, name, grid)
     n, t, b = rows.get(k, (0, 0.0, 0.0))
     rows[k] = (n + 1, t + ns, b + by)
+    launches.append((bs, name, grid, ns, by))
 with open(os.path.join(out, "ncu.csv"), "w") as f:
-    f.write("batch,kernel,grid,launches,mean_us,total_us,dram_gbs\n")
-    for (bs, name, grid), (n, t, b) in sorted(rows.items(), key=lambda kv: (kv[0][0], -kv[1][1])):
-        f.write('%s,"%s","%s",%d,%.2f,%.1f,%.0f\n' % (bs, name, grid, n, t / n / 1e3, t / 1e3, b / t if t else 0))
-print("ncu.csv: %d kernel kinds" % len(rows))
+    f.write("run,launch,kernel,grid,us,dram_mb,dram_gbs\n")
+    seq = {}
+    for bs, name, grid, ns, by in launches:
+        seq[bs] = seq.get(bs, -1) + 1
+        f.write('%s,%d,"%s","%s",%.2f,%.2f,%.0f\n' % (bs, seq[bs], name, grid, ns / 1e3, by / 1e6, by / ns if ns else 0))
+print("== ncu: sums by kernel and grid (run: batch, 1nc = batch 1 with the norms in the consumers)")
+print("run,kernel,grid,launches,mean_us,total_us,dram_gbs")
+for (bs, name, grid), (n, t, b) in sorted(rows.items(), key=lambda kv: (kv[0][0], -kv[1][1])):
+    print('%s,"%s","%s",%d,%.2f,%.1f,%.0f' % (bs, name, grid, n, t / n / 1e3, t / 1e3, b / t if t else 0))
+for bs in sorted(set(l[0] for l in launches)):
+    print("%s: %d launches, %.1f us of kernel time" % (bs, sum(1 for l in launches if l[0] == bs),
+                                                     sum(l[3] for l in launches if l[0] == bs) / 1e3))
 if not rows:
     sys.exit(1)
 PY
@@ -356,7 +367,8 @@ if v3:  # the v3 path (CELINE_CUDA_DECODE=v3: split attention, parallel q/k/v po
     tg["batch1_v3_roofline_pct_logits"] = v3["roofline_pct_logits"]
     tg["batch1_v3_roofline_pct_argmax"] = v3["roofline_pct_argmax"]
     tg["batch1_v3_roofline_ok(>=70)"] = max(v3["roofline_pct_logits"], v3["roofline_pct_argmax"]) >= 70
-PDL_KEYS = ("pf0", "pf8k", "nofuse", "pf0_nofuse", "pf0_c16", "pf0_c32", "pf0_c16_nofuse", "pf0_p1024", "pf0_c16_p1024")
+PDL_KEYS = ("pf0", "pf8k", "nofuse", "pf0_nofuse", "pf0_c16", "pf0_c32", "pf0_c16_nofuse", "pf0_c16_nofuse_nc",
+            "pf0_p1024", "pf0_c16_p1024")
 for key, name in [("v3_pdl_batch1", "v3pdl")] + [("v3_pdl_%s_batch1" % k, "v3pdl_" + k) for k in PDL_KEYS]:
     r = b.get(key)
     if r:  # v3 with programmatic dependent launch (CELINE_CUDA_PDL=1), the GEMVs' L2 prefetch at 2 KiB / 0 / 8 KiB,
@@ -418,11 +430,11 @@ def pct(key):
 rec = s["recommend"] = {}
 ops_ok = st.get("test_cuda_ops") == "pass"
 # v3 runs v2's kernels above 16 rows, so at batch 64 / 256 it should match v2:
-# 3% is the noise allowed there
+# 10% is the noise allowed there (two H100 runs of the same kernels: 0.95 - 1.02)
 rec["decode_v3"] = bool(ops_ok and passed("test_cuda_backend", "v3") and pct("v3") > pct(None)
-                        and all(tg.get("batch%d_v3_over_v2_argmax" % bs, 1.0) >= 0.97 for bs in (64, 256)))
+                        and all(tg.get("batch%d_v3_over_v2_argmax" % bs, 1.0) >= 0.90 for bs in (64, 256)))
 pf = [(pct(k), v) for k, v in (("v3pdl_pf0", 0), ("v3pdl", 2048), ("v3pdl_pf8k", 8192)) if pct(k) > 0]
-rec["pdl"] = bool(rec["decode_v3"] and passed("test_cuda_backend", "v3-pdl") and pf and max(pf)[0] > pct("v3"))
+rec["pdl"] = bool(rec["decode_v3"] and passed("test_cuda_backend", "v3-pdl-nc") and pf and max(pf)[0] > pct("v3"))
 if rec["pdl"] and pf:
     rec["pdl_prefetch_bytes"] = max(pf)[1]
 if pct("v3pdl_pf0_nofuse") > 0:  # at no prefetch (the nofuse pair at 2 KiB is in the figures too)
@@ -433,6 +445,9 @@ if ch and passed("test_cuda_backend", "v3-split4-c16"):  # the best chunk, unles
     if best_c == 16 and pct("v3pdl_pf0_c16_p1024") < pct("v3pdl_pf0_p1024"):
         best_c = max(c for c in ch if c[1] != 16)[1]
     rec["attn_chunk"] = best_c
+if pct("v3pdl_pf0_c16_nofuse_nc") > 0:  # the norms in the consumers vs the producers' tails, all else the defaults
+    rec["norm_consumer"] = bool(passed("test_cuda_backend", "v3-pdl-nc")
+                                and pct("v3pdl_pf0_c16_nofuse_nc") > pct("v3pdl_pf0_c16_nofuse"))
 rec["prefill_tiled"] = bool(st.get("test_cuda_prefill") == "pass" and passed("test_cuda_backend", "tiled")
                             and tg.get("prefill_1024_tiled_over_per_token", 0) > 1)
 smp = [tg.get("batch%d_sample_%s_over_logits" % (bs, k)) for bs in (1, 64, 256) for k in ("topp", "plain")]

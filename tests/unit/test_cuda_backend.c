@@ -432,7 +432,8 @@ static void run_model_path(const tcfg *c, const char *decode)
  * (CELINE_CUDA_ATTN_CHUNK=16), and with programmatic dependent launch
  * (CELINE_CUDA_PDL=1: on sm_90+ the layer kernels start early and wait on
  * the device; the emulation runs launches in order, so there it checks the
- * prefetch arithmetic only) - and v2 and v3 with prefill chunks of 16+ rows
+ * prefetch arithmetic only; this path also runs the norms in the consuming
+ * GEMVs, CELINE_CUDA_NORM=consumer) - and v2 and v3 with prefill chunks of 16+ rows
  * through the tiled prefill kernel (CELINE_CUDA_PREFILL=tiled).
  * CEL_TEST_CUDA_PATHS (a comma-separated list of the names below) runs only
  * those: tests/gpu/run.sh reruns a failed test_cuda_backend one path per
@@ -447,7 +448,9 @@ static void run_model(const tcfg *c)
         {"default", NULL, {{NULL, NULL}}},
         {"v2", "v2", {{"CELINE_CUDA_PREFILL", "per-token"}}},
         {"v3", "v3", {{"CELINE_CUDA_PDL", "0"}, {"CELINE_CUDA_PREFILL", "per-token"}}},
-        {"v3-pdl", "v3", {{"CELINE_CUDA_PDL", "1"}, {"CELINE_CUDA_PREFILL", "per-token"}}},
+        {"v3-pdl-nc",
+         "v3",
+         {{"CELINE_CUDA_PDL", "1"}, {"CELINE_CUDA_NORM", "consumer"}, {"CELINE_CUDA_PREFILL", "per-token"}}},
         {"v3-split4-c16",
          "v3",
          {{"CELINE_CUDA_PDL", "0"},

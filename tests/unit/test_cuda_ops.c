@@ -1005,6 +1005,59 @@ static void run_gemv3(int32_t T, int32_t I, int32_t O, int32_t ks, bool accumula
     free(xn_one);
 }
 
+/* The norm in the consumer (cel__cu_gemv3_args.in_x / in_w): each block
+ * normalizes the FP32 residual rows itself, so the result must be the same
+ * GEMV on cel__cuk_rmsnorm's BF16 rows, bit for bit, in the plain form (split
+ * ks) and the SwiGLU form, early-launched or not; rows longer than the
+ * norm's registers (2048) take its loop. */
+static void run_gemv3_norm_in(int32_t T, int32_t I, int32_t O, int32_t ks, bool swiglu)
+{
+    const float eps = 1e-6f;
+    const size_t nw_ = (size_t)O * I * (swiglu ? 2 : 1), nx = (size_t)T * I, ny = (size_t)T * O;
+    uint16_t *w = malloc(nw_ * 2);
+    float *xr = malloc(nx * sizeof(float)), *nwt = malloc((size_t)I * sizeof(float));
+    unsigned char *want = malloc(ny * 4), *got = malloc(ny * 4);
+    for (size_t i = 0; i < nw_; i++) w[i] = cel_fp32_to_bf16(frand(0.5f));
+    for (size_t i = 0; i < nx; i++) xr[i] = frand(3.0f);
+    for (int32_t i = 0; i < I; i++) nwt[i] = 1.0f + frand(0.5f);
+    uint16_t *d_w = dup_to_dev(w, nw_ * 2), *d_xn = dalloc(nx * 2);
+    float *d_xr = dup_to_dev(xr, nx * sizeof(float)), *d_nw = dup_to_dev(nwt, (size_t)I * sizeof(float));
+    void *d_out = dalloc(ny * 4);
+    const size_t out_bytes = ny * (swiglu ? 2 : 4);
+    assert_int_equal(cel__cuk_rmsnorm(g_stream, NULL, d_xn, d_xr, NULL, d_nw, T, I, eps), cudaSuccess);
+    cel__cu_gemv3_args a = cel__cu_gemv3_make(swiglu ? NULL : (float *)d_out, swiglu ? (uint16_t *)d_out : NULL, d_w,
+                                              d_xn, T, I, O);
+    a.k_split = ks;
+    assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaSuccess);
+    to_host(want, d_out, out_bytes);
+    for (int pdl = 0; pdl < 2; pdl++) {
+        dset(d_out, 0, out_bytes);
+        cel__cu_gemv3_args b = a;
+        b.x = NULL;
+        b.in_x = d_xr;
+        b.in_w = d_nw;
+        b.eps = eps;
+        b.pdl = pdl;
+        assert_int_equal(cel__cuk_gemv3(g_stream, &b), cudaSuccess);
+        to_host(got, d_out, out_bytes);
+        if (memcmp(got, want, out_bytes) != 0)
+            fail_msg("gemv3%s T%d %dx%d ks%d: the norm in the consumer differs from cel__cuk_rmsnorm + GEMV%s",
+                     swiglu ? " swiglu" : "", (int)T, (int)I, (int)O, (int)ks, pdl ? " (pdl)" : "");
+    }
+    printf("  %-28s T%d %dx%d: bit-equal to rmsnorm + GEMV\n", swiglu ? "gemv3 swiglu, norm in" : "gemv3, norm in", (int)T,
+           (int)I, (int)O);
+    dfree(d_w);
+    dfree(d_xn);
+    dfree(d_xr);
+    dfree(d_nw);
+    dfree(d_out);
+    free(w);
+    free(xr);
+    free(nwt);
+    free(want);
+    free(got);
+}
+
 /* The SwiGLU form of cel__cuk_gemv3 (one warp per gate/up pair) against the
  * v2 kernel's SwiGLU form on the same BF16 input, bit for bit, and each row
  * alone against its row in the batch. */
@@ -1202,6 +1255,12 @@ static void test_gemv3(void **state)
     run_gemv3_swiglu(1, 264, 37);
     run_gemv3_swiglu(5, 2048, 12);
     run_gemv3_swiglu(8, 64, 300);
+    run_gemv3_norm_in(1, 2048, 37, 0, false); /* Llama-3.2-1B's hidden size, one row */
+    run_gemv3_norm_in(3, 264, 41, 2, false);
+    run_gemv3_norm_in(8, 2048, 9, 4, false);  /* 32 KiB of rows: the limit */
+    run_gemv3_norm_in(4, 4096, 5, 1, false);  /* longer than the norm's registers */
+    run_gemv3_norm_in(2, 2048, 12, 0, true);  /* gate/up */
+    run_gemv3_norm_in(1, 4104, 3, 0, true);
     /* invalid arguments */
     cel__cu_gemv3_args a;
     memset(&a, 0, sizeof a);
@@ -1227,6 +1286,14 @@ static void test_gemv3(void **state)
     a.norm_out = hd; /* norm epilogue without weight and counter */
     assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaErrorInvalidValue);
     a.norm_out = NULL;
+    a.in_x = dummy; /* norm in the consumer without weight */
+    assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaErrorInvalidValue);
+    a.in_w = dummy; /* ... with more rows than its shared memory holds */
+    a.n_in = CEL__CU_GEMV3_NORM_IN_SMEM / 2 + 8;
+    assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaErrorInvalidValue);
+    a.n_in = 8;
+    a.in_x = NULL;
+    a.in_w = NULL;
     a.h = hd; /* SwiGLU form with y set */
     assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaErrorInvalidValue);
     a.y = NULL;
