@@ -599,11 +599,19 @@ static cel_status create_path(const cel_model *m, const cel_backend_params *p, c
                                          "CELINE_CUDA_PDL_PREFETCH", "CELINE_CUDA_FUSE_QKV", "CELINE_CUDA_PREFILL",
                                          "CELINE_CUDA_ATTN_CHUNK",   "CELINE_CUDA_NORM"};
     const char *vals[NV] = {decode, pdl, split, pf, fuse, prefill, chunk, norm};
-    for (int i = 0; i < NV; i++)
+    char *saved[NV]; /* the caller's environment, put back afterwards (the "default" group reads it) */
+    for (int i = 0; i < NV; i++) {
+        const char *old = getenv(vars[i]);
+        saved[i] = old ? strdup(old) : NULL;
         if (vals[i]) setenv(vars[i], vals[i], 1);
         else unsetenv(vars[i]);
+    }
     cel_status st = cel_backend_cuda_create(m, p, be, err);
-    for (int i = 0; i < NV; i++) unsetenv(vars[i]);
+    for (int i = 0; i < NV; i++) {
+        if (saved[i]) setenv(vars[i], saved[i], 1);
+        else unsetenv(vars[i]);
+        free(saved[i]);
+    }
     return st;
 }
 

@@ -255,7 +255,7 @@ fi
 
 # ---- per-kernel GPU times under Nsight Compute (last: the figures above
 # come first): one decode step of the engine's defaults at batch 1 and at
-# batch 64, and at batch 1 with the norms in the consumers ("1nc"), every
+# batch 64, and at batch 1 with the norms in the producers ("1p"), every
 # kernel timed alone (gpu__time_duration: no overlap, no launch gaps; DRAM
 # bytes read). ncu.csv has one row per launch in launch order; bench.log
 # the sums by kernel and grid. CELINE_GPU_NCU=0 skips it.
@@ -269,11 +269,11 @@ elif [ -z "$NCU" ] || [ ! -x "$BUILD/bench_gpu" ]; then
 else
   : >"$OUT/.ncu.raw"
   STATUS[ncu]=pass
-  for tag in 1 64 1nc; do
-    to="$(step_to 60)" bs="${tag%nc}" norm=producer
-    [ "$tag" = 1nc ] && norm=consumer
+  for tag in 1 64 1p; do
+    to="$(step_to 60)" bs="${tag%p}" norm=
+    [ "$tag" = 1p ] && norm=producer
     if [ "$to" -lt 20 ]; then STATUS[ncu]="skipped(time)"; break; fi
-    log "ncu: bench_gpu --only default --batches $bs --steps 1 (CELINE_CUDA_NORM=$norm)"
+    log "ncu: bench_gpu --only default --batches $bs --steps 1${norm:+ (CELINE_CUDA_NORM=$norm)}"
     # bench_gpu brackets one decode step with the profiler API (CELINE_BENCH_NCU)
     if ! CELINE_CUDA_NORM=$norm CELINE_BENCH_NCU=1 timeout "$to" "$NCU" --profile-from-start off --clock-control none --cache-control none \
       --csv --page raw --print-units base --metrics gpu__time_duration.sum,dram__bytes_read.sum \
@@ -315,7 +315,7 @@ with open(os.path.join(out, "ncu.csv"), "w") as f:
     for bs, name, grid, ns, by in launches:
         seq[bs] = seq.get(bs, -1) + 1
         f.write('%s,%d,"%s","%s",%.2f,%.2f,%.0f\n' % (bs, seq[bs], name, grid, ns / 1e3, by / 1e6, by / ns if ns else 0))
-print("== ncu: sums by kernel and grid (run: batch, 1nc = batch 1 with the norms in the consumers)")
+print("== ncu: sums by kernel and grid (run: batch, 1p = batch 1 with the norms in the producers)")
 print("run,kernel,grid,launches,mean_us,total_us,dram_gbs")
 for (bs, name, grid), (n, t, b) in sorted(rows.items(), key=lambda kv: (kv[0][0], -kv[1][1])):
     print('%s,"%s","%s",%d,%.2f,%.1f,%.0f' % (bs, name, grid, n, t / n / 1e3, t / 1e3, b / t if t else 0))

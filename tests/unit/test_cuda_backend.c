@@ -424,17 +424,19 @@ static void run_model_path(const tcfg *c, const char *decode)
 
 /* The default path (whatever engine/cuda/backend.c's cu_defaults make it),
  * then each path by name, every choice spelled out so a path means the same
- * whatever the defaults become: v2 (the fused decode path); v3 (split
- * attention, parallel q/k/v post-process, split-K GEMVs with the norms in
- * their epilogues), which must meet the same tolerances - with the GEMV
- * split the shape picks (1 at these sizes), with every row split over 4
- * warps (CELINE_CUDA_GEMV_SPLIT=4) and attention chunks of 16 positions
- * (CELINE_CUDA_ATTN_CHUNK=16), and with programmatic dependent launch
- * (CELINE_CUDA_PDL=1: on sm_90+ the layer kernels start early and wait on
- * the device; the emulation runs launches in order, so there it checks the
- * prefetch arithmetic only; this path also runs the norms in the consuming
- * GEMVs, CELINE_CUDA_NORM=consumer) - and v2 and v3 with prefill chunks of 16+ rows
- * through the tiled prefill kernel (CELINE_CUDA_PREFILL=tiled).
+ * whatever the defaults become:
+ *  - v2, the fused decode path;
+ *  - v3 (split attention, parallel q/k/v post-process, split-K GEMVs, the
+ *    norms in the producing GEMVs' epilogues: CELINE_CUDA_NORM=producer),
+ *    which must meet the same tolerances;
+ *  - v3-split4-c16: every row split over 4 warps (CELINE_CUDA_GEMV_SPLIT=4)
+ *    and attention chunks of 16 positions (CELINE_CUDA_ATTN_CHUNK=16);
+ *  - v3-pdl-nc: programmatic dependent launch (CELINE_CUDA_PDL=1: on sm_90+
+ *    the layer kernels start early and wait on the device; the emulation
+ *    runs launches in order, so there it checks the prefetch arithmetic
+ *    only) with the norms in the consuming GEMVs (CELINE_CUDA_NORM=consumer);
+ *  - tiled, v3-tiled: v2 and v3 with prefill chunks of 16+ rows through the
+ *    tiled prefill kernel (CELINE_CUDA_PREFILL=tiled).
  * CEL_TEST_CUDA_PATHS (a comma-separated list of the names below) runs only
  * those: tests/gpu/run.sh reruns a failed test_cuda_backend one path per
  * process, so a fault in one path (sticky for the CUDA context) does not
@@ -447,7 +449,7 @@ static void run_model(const tcfg *c)
     } paths[] = {
         {"default", NULL, {{NULL, NULL}}},
         {"v2", "v2", {{"CELINE_CUDA_PREFILL", "per-token"}}},
-        {"v3", "v3", {{"CELINE_CUDA_PDL", "0"}, {"CELINE_CUDA_PREFILL", "per-token"}}},
+        {"v3", "v3", {{"CELINE_CUDA_PDL", "0"}, {"CELINE_CUDA_PREFILL", "per-token"}, {"CELINE_CUDA_NORM", "producer"}}},
         {"v3-pdl-nc",
          "v3",
          {{"CELINE_CUDA_PDL", "1"}, {"CELINE_CUDA_NORM", "consumer"}, {"CELINE_CUDA_PREFILL", "per-token"}}},
@@ -714,11 +716,15 @@ static void test_errors(void **state)
     p.log = (cel_logger){.fn = count_ignored, .ud = &ignored, .min_level = CEL_LOG_WARN};
     assert_int_equal(setenv("CELINE_CUDA_DECODE", "v9", 1), 0);
     assert_int_equal(setenv("CELINE_CUDA_PDL_PREFETCH", "12x", 1), 0);
+    assert_int_equal(setenv("CELINE_CUDA_ATTN_CHUNK", "24", 1), 0);
+    assert_int_equal(setenv("CELINE_CUDA_NORM", "both", 1), 0);
     cel_status cst = cel_backend_cuda_create(&tm->m, &p, &be, &err);
     unsetenv("CELINE_CUDA_DECODE");
     unsetenv("CELINE_CUDA_PDL_PREFETCH");
+    unsetenv("CELINE_CUDA_ATTN_CHUNK");
+    unsetenv("CELINE_CUDA_NORM");
     if (cst != CEL_OK) fail_msg("create with unknown path values: %s", err.msg);
-    assert_int_equal(ignored, 2);
+    assert_int_equal(ignored, 4);
     cel_backend_free(be);
     be = NULL;
     p.log = (cel_logger){0};
