@@ -63,13 +63,14 @@
 #endif
 #endif
 
+#ifdef CELINE_HAVE_CUDA
 /* CELINE_BENCH_NCU=1: the profiler API brackets one GPU-argmax decode step
  * of each batch (after the warm-up and graph capture), so a profiler
  * started with --profile-from-start off (tests/gpu/run.sh's ncu step) sees
  * that step's kernels and nothing else. */
 static void ncu_bracket(bool start)
 {
-#if defined(CELINE_HAVE_CUDA) && !defined(CEL_CUDA_EMU)
+#ifndef CEL_CUDA_EMU
     static const char *const on = "1";
     const char *v = getenv("CELINE_BENCH_NCU");
     if (!v || strcmp(v, on) != 0) return;
@@ -79,6 +80,7 @@ static void ncu_bracket(bool start)
     (void)start;
 #endif
 }
+#endif
 
 typedef struct opts {
     const char *out;

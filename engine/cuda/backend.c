@@ -24,26 +24,28 @@
  * accumulation and output). Batches of at most 8 rows also fuse: the
  * RMSNorms into the QKV and gate/up GEMVs, SwiGLU into the gate/up GEMV (6
  * launches per layer); CELINE_CUDA_DECODE=v1 selects the first, unfused
- * path (same bits) so a GPU run can time both. CELINE_CUDA_DECODE=v3 keeps
- * v2's GEMVs and swaps in, for every batch size, the parallel q/k/v
+ * path (same bits) so a GPU run can time both. CELINE_CUDA_DECODE=v3 (the
+ * default) keeps v2's GEMMs and swaps in, for batches of up to 16 rows
+ * (cu_v3_kernels), the parallel q/k/v
  * post-process (one warp per head) and the split-context attention (chunks
  * of a fixed length per context length, partial states folded in chunk
  * order; split over several blocks when the (token, head group) grid is
  * too small for the GPU, with scratch allocated here at creation); for
  * batches of at most 8 rows it also runs its own GEMVs (cel__cuk_gemv3):
- * the RMSNorms are computed once per layer, by the last block of the GEMV
- * that wrote the residual (O -> ffn norm, down -> next layer's attention
- * norm, or the final norm when every row is an output row - then the
- * output GEMV reads it directly, see cu_head_in_body; layer 0's norm runs in
- * the embedding kernel), instead of by every block of the QKV and gate/up
- * GEMVs; the q/k/v post-process runs in the QKV GEMV's epilogue (per head,
- * in the last block to finish the head's rows; 5 launches per layer;
- * CELINE_CUDA_FUSE_QKV=0 keeps it separate); and narrow matrices split each
- * row over 2-4 warps
+ * each RMSNorm is computed either by every block of the GEMV that reads it
+ * into its shared memory (CELINE_CUDA_NORM=consumer, the default: QKV from
+ * layer 1 on, gate/up) or once, by the last block of the GEMV that wrote the
+ * residual (producer: O -> ffn norm, down -> next layer's attention norm);
+ * the final norm, when every row is an output row, comes from the last down
+ * GEMV either way (then the output GEMV reads it directly, see
+ * cu_head_in_body), layer 0's from the embedding kernel; the q/k/v
+ * post-process may run in the QKV GEMV's epilogue (per head, in the last
+ * block to finish the head's rows; CELINE_CUDA_FUSE_QKV=1, off by default:
+ * slower on the H100); and narrow matrices split each row over 2-4 warps
  * (CELINE_CUDA_GEMV_SPLIT=1|2|4 forces a split, for A/B timing). v3 is not
  * bit-equal to v2 (other cos/sin, other attention and split-GEMV summation
- * orders) but is batch-invariant in the same way; v2 stays the default
- * until a GPU run has timed v3. CELINE_CUDA_PDL=1 adds programmatic
+ * orders) but is batch-invariant in the same way. CELINE_CUDA_PDL=1 (the
+ * default) adds programmatic
  * dependent launch to v3's small-batch layer kernels on sm_90+ (see
  * cu_enqueue_body and CEL_LAUNCH_PDL): same bits, fewer idle gaps between
  * kernels.
@@ -589,8 +591,9 @@ static bool cu_pdl(const cu_backend *be) { return be->pdl && !be->prof; }
  * Batches of at most CEL__CU_GEMV_MAX_ROWS rows (decode) take the fused
  * path: RMSNorm inside the QKV and gate/up GEMVs, SwiGLU inside the gate/up
  * GEMV, residual adds inside the O and down GEMVs - 6 launches per layer
- * (v1: 9; v3: 5, the norms in the O and down GEMVs' epilogues and the q/k/v
- * post-process in the QKV GEMV's; layer 0's norm in the embedding kernel).
+ * (v1: 9; v3: 6, the norms in the consuming GEMVs' blocks or in the O and
+ * down GEMVs' epilogues, 5 with the q/k/v post-process in the QKV GEMV's
+ * epilogue; layer 0's norm in the embedding kernel).
  * Larger batches: separate kernels around cuBLAS. head_in_body: the last
  * down GEMV normalizes with the final norm (cu_head_in_body). */
 static cel_status cu_enqueue_body(cu_backend *be, int32_t T, bool head_in_body, cel_error *err)
@@ -1278,7 +1281,9 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
     {
         int def = 0;
         while (cu_attn_chunks[def] && atoi(cu_attn_chunks[def]) != cu_defaults.attn_chunk) def++;
-        be->attn_chunk = atoi(cu_attn_chunks[cu_env_pick(be, "CELINE_CUDA_ATTN_CHUNK", cu_attn_chunks, def)]);
+        const int pick = cu_env_pick(be, "CELINE_CUDA_ATTN_CHUNK", cu_attn_chunks, def);
+        /* a default outside the list (a slip in cu_defaults) takes the kernel's own */
+        be->attn_chunk = cu_attn_chunks[pick] ? atoi(cu_attn_chunks[pick]) : 0;
     }
     be->graphs_on = cu_env_pick(be, "CELINE_CUDA_GRAPHS", cu_off_on, 1) == 1;
     be->base.block_size = be->bs;

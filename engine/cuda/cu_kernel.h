@@ -157,7 +157,9 @@ static inline uint16_t cel_d_f32_to_f16(float f)
  * while the previous kernel on the stream is still running - as soon as
  * every block of that one has called cel_d_grid_launch_next (or exited) -
  * and must call cel_d_grid_wait before it touches anything the previous
- * kernels write or read (see cel_d_grid_wait). Errors surface through
+ * kernels write or read (see cel_d_grid_wait); memory no kernel of the step
+ * writes (weights, the batch metadata copied before the step's first,
+ * never early, kernel) may be read before. Errors surface through
  * cudaGetLastError, as with CEL_LAUNCH. */
 template <typename... P, typename... A>
 static void cel__launch_pdl(int pdl, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,

@@ -247,8 +247,8 @@ int cel__cuk_gemv_norm_fits(int32_t n_rows, int32_t n_in);
  *   plain  (h == NULL): y[t][o] (+)= W[o] . x[t] for o < n_out
  *   SwiGLU (h != NULL): h[t][o] = bf16(silu(W[o] . x[t]) * (W[n_out + o] . x[t])),
  *                       W has 2 n_out rows (gate, then up); y must be NULL
- * x is BF16 [n_rows][n_in] (no fused norm: the producer of x normalizes, see
- * norm_out). Each row is reduced by k_split warps of one block, each over a
+ * x is BF16 [n_rows][n_in] (the producer of x normalized it, see norm_out),
+ * or NULL with in_x / in_w below: the kernel normalizes the rows itself. Each row is reduced by k_split warps of one block, each over a
  * fixed contiguous slice of the row, their sums added in slice order; the
  * order depends on (n_in, k_split) only, so a row's result does not depend
  * on the other rows (batch invariance), and with k_split 1 the bits are

@@ -576,8 +576,9 @@ extern "C" cudaError_t cel__cuk_attention(cudaStream_t s, uint16_t *out, const f
 /* ------------------------------------------------- split-context attention */
 
 /* v3 attention (flash-decoding). A token's context 0..n_ctx-1 is cut into
- * chunks of cel_d_attn_chunk(n_ctx) positions - a function of n_ctx alone,
- * so the partition never depends on the batch or on the launch shape. For
+ * chunks of cel_d_attn_chunk(n_ctx, chunk) positions - a function of n_ctx
+ * and the backend's fixed chunk setting alone, so the partition never
+ * depends on the batch or on the split count. For
  * each chunk, a block of CEL__ATT_WARPS warps computes the partial softmax
  * state (max m, sum l, un-normalised weighted V) of its G q heads exactly as
  * cel_k_attention does for a whole context (warp w visits the chunk's
@@ -1165,7 +1166,9 @@ extern "C" cudaError_t cel__cuk_embed_norm_v3(cudaStream_t s, float *x, uint16_t
 }
 
 /* 16-byte loads per lane and weight row in one group of cel_k_gemv3 (for
- * KS == 1; KS warps share a row, so each takes 1/KS of that). With the next
+ * KS == 1; KS warps share a row, so each takes 1/KS of that - except at
+ * KS == 2 and one input row, which keeps the whole group: the down GEMV's
+ * long slices need the loads in flight, and 64 registers still hold them). With the next
  * group issued before the current one is used, twice that is in flight -
  * a whole 2048-wide row at KS == 1 - while the registers stay low enough
  * for CEL__GEMV3_MIN_BLOCKS blocks per SM at one input row, 3 up to 4 rows
@@ -1399,6 +1402,10 @@ extern "C" cudaError_t cel__cuk_gemv3(cudaStream_t s, const cel__cu_gemv3_args *
     if (a->n_rows > CEL__CU_GEMV_MAX_ROWS || a->n_in <= 0 || a->n_in % 8 != 0 || !a->W || (!a->x && !a->in_x))
         return cudaErrorInvalidValue;
     if (a->in_x && (!a->in_w || (int64_t)a->n_rows * a->n_in * 2 > CEL__CU_GEMV3_NORM_IN_SMEM))
+        return cudaErrorInvalidValue;
+    /* every block reads all of in_x while others store y: they must not overlap */
+    if (a->in_x && a->y && (const char *)a->in_x < (const char *)(a->y + (size_t)a->n_rows * a->n_out) &&
+        (const char *)a->y < (const char *)(a->in_x + (size_t)a->n_rows * a->n_in))
         return cudaErrorInvalidValue;
     const bool swiglu = a->h != NULL;
     if (swiglu ? (a->y || a->norm_out) : !a->y) return cudaErrorInvalidValue;

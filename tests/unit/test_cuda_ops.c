@@ -1291,7 +1291,8 @@ static void test_gemv3(void **state)
     a.in_w = dummy; /* ... with more rows than its shared memory holds */
     a.n_in = CEL__CU_GEMV3_NORM_IN_SMEM / 2 + 8;
     assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaErrorInvalidValue);
-    a.n_in = 8;
+    a.n_in = 8; /* ... with its rows overlapping the output */
+    assert_int_equal(cel__cuk_gemv3(g_stream, &a), cudaErrorInvalidValue);
     a.in_x = NULL;
     a.in_w = NULL;
     a.h = hd; /* SwiGLU form with y set */
