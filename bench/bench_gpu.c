@@ -590,17 +590,18 @@ static void print_res(const decode_res *r, const char *path)
  * prove themselves, and each group must measure what its name says):
  * decode v1 / v2 / v3, PDL 0 / 1, GEMV split, L2 prefetch bytes (NULL: the
  * engine's default, which without PDL is unused), q/k/v fusion, prefill
- * kernel, v3 attention chunk and v3 norm placement (NULL: the engine's
- * default, which outside v3 is unused). */
+ * kernel, v3 attention chunk, v3 norm placement and v3 q/k/v post-process
+ * in the attention (NULL: the engine's default, which outside v3 is
+ * unused). */
 static cel_status create_path(const cel_model *m, const cel_backend_params *p, const char *decode, const char *pdl,
                               const char *split, const char *pf, const char *fuse, const char *prefill,
-                              const char *chunk, const char *norm, cel_backend **be, cel_error *err)
+                              const char *chunk, const char *norm, const char *ra, cel_backend **be, cel_error *err)
 {
-    enum { NV = 8 };
-    static const char *const vars[NV] = {"CELINE_CUDA_DECODE",     "CELINE_CUDA_PDL",      "CELINE_CUDA_GEMV_SPLIT",
+    enum { NV = 9 };
+    static const char *const vars[NV] = {"CELINE_CUDA_DECODE",       "CELINE_CUDA_PDL",      "CELINE_CUDA_GEMV_SPLIT",
                                          "CELINE_CUDA_PDL_PREFETCH", "CELINE_CUDA_FUSE_QKV", "CELINE_CUDA_PREFILL",
-                                         "CELINE_CUDA_ATTN_CHUNK",   "CELINE_CUDA_NORM"};
-    const char *vals[NV] = {decode, pdl, split, pf, fuse, prefill, chunk, norm};
+                                         "CELINE_CUDA_ATTN_CHUNK",   "CELINE_CUDA_NORM",     "CELINE_CUDA_ROPE_IN_ATTN"};
+    const char *vals[NV] = {decode, pdl, split, pf, fuse, prefill, chunk, norm, ra};
     char *saved[NV]; /* the caller's environment, put back afterwards (the "default" group reads it) */
     for (int i = 0; i < NV; i++) {
         const char *old = getenv(vars[i]);
@@ -671,7 +672,7 @@ int main(int argc, char **argv)
     cel_backend *be = NULL;
     cel_error err;
     /* the v2 group's backend, which also says what the device is */
-    if (create_path(&bm.m, &p, "v2", "0", "0", NULL, "1", "per-token", NULL, NULL, &be, &err) != CEL_OK) {
+    if (create_path(&bm.m, &p, "v2", "0", "0", NULL, "1", "per-token", NULL, NULL, NULL, &be, &err) != CEL_OK) {
         fprintf(stderr, "bench_gpu: %s\n", err.msg);
         bmodel_free(&bm);
         return 1;
@@ -738,7 +739,7 @@ int main(int argc, char **argv)
         if (!(o.groups & (alt == 0 ? G_V1 : alt == 1 ? G_V3 : G_V3S1))) continue;
         cel_backend_free(be);
         be = NULL;
-        cel_status cst = create_path(&bm.m, &p, path, "0", alt == 2 ? "1" : "0", NULL, "1", "per-token", "64", "producer", &be, &err);
+        cel_status cst = create_path(&bm.m, &p, path, "0", alt == 2 ? "1" : "0", NULL, "1", "per-token", "64", "producer", "0", &be, &err);
         if (cst != CEL_OK) {
             fprintf(stderr, "bench_gpu: %s backend: %s\n", path, err.msg);
             failed++;
@@ -797,31 +798,33 @@ int main(int argc, char **argv)
      * consuming GEMVs (CELINE_CUDA_NORM=consumer), also at a
      * prompt of --prefill-prompt tokens (1024: the "p1024" keys), where a
      * chunk's length matters more */
-    enum { N_PDLV = 11 };
+    enum { N_PDLV = 12 };
     static const struct {
-        const char *key, *label, *pf, *fuse, *chunk, *norm;
+        const char *key, *label, *pf, *fuse, *chunk, *norm, *ra;
         bool long_prompt; /* --prefill-prompt tokens instead of --prompt */
     } pdlv[N_PDLV] = {
-        {"v3_pdl_batch1", " (v3 + PDL)", "2048", "1", "64", "producer", false},
-        {"v3_pdl_pf0_batch1", " (v3 + PDL, no L2 prefetch)", "0", "1", "64", "producer", false},
-        {"v3_pdl_pf8k_batch1", " (v3 + PDL, 8 KiB L2 prefetch per warp)", "8192", "1", "64", "producer", false},
-        {"v3_pdl_nofuse_batch1", " (v3 + PDL, q/k/v post-process as its own kernel)", "2048", "0", "64", "producer", false},
-        {"v3_pdl_pf0_nofuse_batch1", " (v3 + PDL, no prefetch, q/k/v post-process as its own kernel)", "0", "0", "64", "producer", false},
-        {"v3_pdl_pf0_c16_batch1", " (v3 + PDL, no prefetch, attention chunks of 16)", "0", "1", "16", "producer", false},
-        {"v3_pdl_pf0_c32_batch1", " (v3 + PDL, no prefetch, attention chunks of 32)", "0", "1", "32", "producer", false},
+        {"v3_pdl_batch1", " (v3 + PDL)", "2048", "1", "64", "producer", "0", false},
+        {"v3_pdl_pf0_batch1", " (v3 + PDL, no L2 prefetch)", "0", "1", "64", "producer", "0", false},
+        {"v3_pdl_pf8k_batch1", " (v3 + PDL, 8 KiB L2 prefetch per warp)", "8192", "1", "64", "producer", "0", false},
+        {"v3_pdl_nofuse_batch1", " (v3 + PDL, q/k/v post-process as its own kernel)", "2048", "0", "64", "producer", "0", false},
+        {"v3_pdl_pf0_nofuse_batch1", " (v3 + PDL, no prefetch, q/k/v post-process as its own kernel)", "0", "0", "64", "producer", "0", false},
+        {"v3_pdl_pf0_c16_batch1", " (v3 + PDL, no prefetch, attention chunks of 16)", "0", "1", "16", "producer", "0", false},
+        {"v3_pdl_pf0_c32_batch1", " (v3 + PDL, no prefetch, attention chunks of 32)", "0", "1", "32", "producer", "0", false},
         {"v3_pdl_pf0_c16_nofuse_batch1", " (v3 + PDL, no prefetch, chunks of 16, separate q/k/v post-process)", "0", "0",
-         "16", "producer", false},
+         "16", "producer", "0", false},
         {"v3_pdl_pf0_c16_nofuse_nc_batch1", " (v3 + PDL, no prefetch, chunks of 16, separate q/k/v, norms in consumers)",
-         "0", "0", "16", "consumer", false},
-        {"v3_pdl_pf0_p1024_batch1", " (v3 + PDL, no prefetch, long prompt)", "0", "1", "64", "producer", true},
-        {"v3_pdl_pf0_c16_p1024_batch1", " (v3 + PDL, no prefetch, chunks of 16, long prompt)", "0", "1", "16", "producer", true}};
+         "0", "0", "16", "consumer", "0", false},
+        {"v3_pdl_pf0_c16_nofuse_nc_ra_batch1", " (the defaults + q/k/v post-process in the attention)", "0", "0", "16",
+         "consumer", "1", false},
+        {"v3_pdl_pf0_p1024_batch1", " (v3 + PDL, no prefetch, long prompt)", "0", "1", "64", "producer", "0", true},
+        {"v3_pdl_pf0_c16_p1024_batch1", " (v3 + PDL, no prefetch, chunks of 16, long prompt)", "0", "1", "16", "producer", "0", true}};
     decode_res res_pdl[N_PDLV];
     bool have_pdl[N_PDLV] = {false}, have_pdl_prof = false;
     for (int v = 0; v < N_PDLV && (o.groups & G_PDL) && go_on && info.cc_major >= 9; v++) {
         cel_backend_free(be);
         be = NULL;
         cel_status cst = create_path(&bm.m, &p, "v3", "1", "0", pdlv[v].pf, pdlv[v].fuse, "per-token", pdlv[v].chunk,
-                                     pdlv[v].norm, &be, &err);
+                                     pdlv[v].norm, pdlv[v].ra, &be, &err);
         if (cst != CEL_OK) {
             fprintf(stderr, "bench_gpu: v3 + PDL backend: %s\n", err.msg);
             failed++;
@@ -848,7 +851,7 @@ int main(int argc, char **argv)
     for (int t = 0; t < 2 && (o.groups & G_PREFILL) && go_on; t++) {
         cel_backend_free(be);
         be = NULL;
-        cel_status cst = create_path(&bm.m, &p, "v2", "0", "0", NULL, "1", t ? "tiled" : "per-token", NULL, NULL, &be, &err);
+        cel_status cst = create_path(&bm.m, &p, "v2", "0", "0", NULL, "1", t ? "tiled" : "per-token", NULL, NULL, NULL, &be, &err);
         if (cst != CEL_OK) {
             fprintf(stderr, "bench_gpu: prefill backend: %s\n", err.msg);
             failed++;

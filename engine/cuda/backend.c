@@ -170,6 +170,7 @@ typedef struct cu_backend {
     int32_t *qkv_count;  /* v3 QKV GEMV q/k/v-epilogue arrival counters [nh + 2 nkv], zero between launches */
     bool fuse_qkv;       /* v3: q/k/v post-process in the QKV GEMV's epilogue (CELINE_CUDA_FUSE_QKV=0: separate) */
     bool norm_consumer;  /* v3: norms in the consuming GEMVs' blocks (CELINE_CUDA_NORM=consumer), not the producers' tails */
+    bool rope_in_attn;   /* v3, decode-only batches: q/k/v post-process inside the attention (CELINE_CUDA_ROPE_IN_ATTN=1) */
     /* batch meta: [tokens | pos | blk | seq | out_rows | tab_off] each cap_t, then tables */
     int32_t cap_t, cap_tab;
     int32_t *meta_host, *meta_dev;
@@ -508,7 +509,7 @@ static int32_t cu_attn_splits(const cu_backend *be, int32_t T)
  * its row arrays (q, out, pos, seq) are offset, tab_off and tables are not
  * (seq[] still names batch sequences). */
 static cel_status cu_attention_rows(cu_backend *be, uint16_t *kc, uint16_t *vc, cel__cu_attn_params ap, int32_t r0,
-                                    int32_t n, bool pdl, cel_error *err)
+                                    int32_t n, bool pdl, const cel__cu_qkv_fuse *pp, cel_error *err)
 {
     const int32_t *m = be->meta_dev;
     uint16_t *out = be->xb + (size_t)r0 * be->nh * be->hd;
@@ -517,7 +518,7 @@ static cel_status cu_attention_rows(cu_backend *be, uint16_t *kc, uint16_t *vc, 
     ap.n_tokens = n;
     if (v3) {
         /* the split and unsplit forms give the same bits */
-        const cel__cu_attn_split sp = {be->attn_part, be->attn_count, cu_attn_splits(be, n), pdl, be->attn_chunk};
+        const cel__cu_attn_split sp = {be->attn_part, be->attn_count, cu_attn_splits(be, n), pdl, be->attn_chunk, pp};
         CEL_CUDA_CHECK(err, cel__cuk_attention_v3(be->stream, out, q, kc, vc, META_POS(be, m) + r0, META_SEQ(be, m) + r0,
                                                   META_OFF(be, m), META_TAB(be, m), ap, &sp));
     } else {
@@ -538,17 +539,18 @@ static cel_status cu_attention_rows(cu_backend *be, uint16_t *kc, uint16_t *vc, 
  * A decode-only batch (the graph-captured case) has no run that long, so it
  * takes exactly one per-token launch, as before. */
 static cel_status cu_attention(cu_backend *be, uint16_t *kc, uint16_t *vc, cel__cu_attn_params ap, bool pdl,
-                               cel_error *err)
+                               const cel__cu_qkv_fuse *pp, cel_error *err)
 {
     const int32_t T = ap.n_tokens, *seq = META_SEQ(be, be->meta_host), *m = be->meta_dev;
-    if (!be->prefill_tiled) return cu_attention_rows(be, kc, vc, ap, 0, T, pdl, err);
+    if (pp) return cu_attention_rows(be, kc, vc, ap, 0, T, pdl, pp, err); /* decode-only: one launch */
+    if (!be->prefill_tiled) return cu_attention_rows(be, kc, vc, ap, 0, T, pdl, NULL, err);
     cel__cu_prefill_seg segs[CEL__CU_PREFILL_MAX_SEGS];
     int32_t n_segs = 0, tok0 = 0; /* rows [tok0, r) wait for the per-token kernel */
     for (int32_t r = 0; r < T;) {
         int32_t e = r + 1;
         while (e < T && seq[e] == seq[r]) e++;
         if (e - r >= CU_PREFILL_MIN_ROWS) {
-            if (r > tok0) CEL_TRY(cu_attention_rows(be, kc, vc, ap, tok0, r - tok0, false, err));
+            if (r > tok0) CEL_TRY(cu_attention_rows(be, kc, vc, ap, tok0, r - tok0, false, NULL, err));
             segs[n_segs++] = (cel__cu_prefill_seg){r, e - r};
             if (n_segs == CEL__CU_PREFILL_MAX_SEGS) {
                 CEL_CUDA_CHECK(err, cel__cuk_prefill_attention(be->stream, be->xb, be->qkv, kc, vc, META_POS(be, m),
@@ -562,7 +564,8 @@ static cel_status cu_attention(cu_backend *be, uint16_t *kc, uint16_t *vc, cel__
     }
     /* early launch only when this is the layer's one attention launch (its
      * predecessor is then the q/k/v post-process, which it waits for) */
-    if (T > tok0) CEL_TRY(cu_attention_rows(be, kc, vc, ap, tok0, T - tok0, pdl && tok0 == 0 && n_segs == 0, err));
+    if (T > tok0)
+        CEL_TRY(cu_attention_rows(be, kc, vc, ap, tok0, T - tok0, pdl && tok0 == 0 && n_segs == 0, NULL, err));
     if (n_segs > 0)
         CEL_CUDA_CHECK(err, cel__cuk_prefill_attention(be->stream, be->xb, be->qkv, kc, vc, META_POS(be, m),
                                                        META_SEQ(be, m), META_OFF(be, m), META_TAB(be, m), ap, segs,
@@ -596,7 +599,7 @@ static bool cu_pdl(const cu_backend *be) { return be->pdl && !be->prof; }
  * epilogue; layer 0's norm in the embedding kernel).
  * Larger batches: separate kernels around cuBLAS. head_in_body: the last
  * down GEMV normalizes with the final norm (cu_head_in_body). */
-static cel_status cu_enqueue_body(cu_backend *be, int32_t T, bool head_in_body, cel_error *err)
+static cel_status cu_enqueue_body(cu_backend *be, int32_t T, bool head_in_body, bool decode_only, cel_error *err)
 {
     const cel_hparams *hp = &be->base.model->hp;
     const int32_t *m = be->meta_dev;
@@ -638,14 +641,19 @@ static cel_status cu_enqueue_body(cu_backend *be, int32_t T, bool head_in_body, 
             cu_mark(be, CU_K_NORM, 0.0);
             CEL_TRY(cu_gemm(be, be->qkv, cl->wqkv, be->xb, T, be->E, qkv_w, false, CU_K_QKV, err));
         }
-        if (!fuse_qkv) {
+        /* v3, decode-only batches: the q/k/v post-process inside the attention
+         * (CELINE_CUDA_ROPE_IN_ATTN; one kernel and one link of the chain fewer) */
+        const bool rope_in_attn = !fuse_qkv && be->rope_in_attn && decode_only && cu_v3_kernels(be, T);
+        const cel__cu_qkv_fuse pp = {cl->bqkv, cl->q_norm, cl->k_norm, be->inv_freq, META_POS(be, m),
+                                     META_BLK(be, m), kc, vc, NULL, qp};
+        if (!fuse_qkv && !rope_in_attn) {
             CEL_CUDA_CHECK(err, (cu_v3_kernels(be, T) ? cel__cuk_qkv_rope_v3 : cel__cuk_qkv_rope)(
                                     be->stream, be->qkv, cl->bqkv, cl->q_norm, cl->k_norm, be->inv_freq,
                                     META_POS(be, m), META_BLK(be, m), kc, vc, qp));
             cu_mark(be, CU_K_ROPE, 0.0);
         }
         cel__cu_attn_params ap = {T, be->nh, be->nkv, be->hd, be->bs, qkv_w, 1.0f / sqrtf((float)be->hd)};
-        CEL_TRY(cu_attention(be, kc, vc, ap, pdl, err));
+        CEL_TRY(cu_attention(be, kc, vc, ap, pdl, rope_in_attn ? &pp : NULL, err));
         cu_mark(be, CU_K_ATTN, 0.0); /* one mark for all of the layer's attention launches */
         if (g3) { /* x += O attn, then xn = ffn_norm(x); gate/up + SwiGLU; x += down h, then xn = next attn_norm(x) */
             CEL_TRY(cu_gemv3(be, be->x, NULL, cl->wo, be->xb, T, be->Q, be->E, true, nc ? NULL : cl->ffn_norm, NULL,
@@ -843,7 +851,7 @@ static cel_status cu_run(cu_backend *be, const cel_batch *b, bool decode_only, i
             cel_error cap_err;
             cel_error_clear(&cap_err);
             if (ce == cudaSuccess) {
-                st = cu_enqueue_body(be, T, hb, &cap_err);
+                st = cu_enqueue_body(be, T, hb, true, &cap_err);
                 if (st == CEL_OK && n_head_rows > 0)
                     st = cu_enqueue_head(be, out_dev, n_head_rows, mode, 0, hb, &cap_err);
                 ce = cudaStreamEndCapture(be->stream, &graph);
@@ -867,7 +875,7 @@ static cel_status cu_run(cu_backend *be, const cel_batch *b, bool decode_only, i
         }
         g->seen++;
     }
-    CEL_TRY(cu_enqueue_body(be, T, hb, err));
+    CEL_TRY(cu_enqueue_body(be, T, hb, decode_only, err));
     if (n_head_rows > 0) CEL_TRY(cu_enqueue_head(be, out_dev, n_head_rows, mode, 0, hb, err));
     return CEL_OK;
 }
@@ -1209,8 +1217,9 @@ static const struct cu_defaults {
     bool sample;          /* CELINE_CUDA_SAMPLE: 1 or 0 (sampling on the GPU) */
     int32_t attn_chunk;   /* CELINE_CUDA_ATTN_CHUNK: v3 attention positions per chunk (cu_attn_chunks) */
     bool norm_consumer;   /* CELINE_CUDA_NORM: consumer or producer (v3: where each RMSNorm runs) */
+    bool rope_in_attn;    /* CELINE_CUDA_ROPE_IN_ATTN: 1 or 0 (v3 decode-only batches; not yet timed) */
 } cu_defaults = {.decode = 3, .prefill_tiled = true, .pdl = true, .pdl_prefetch = 0, .fuse_qkv = false,
-                 .sample = false, .attn_chunk = 16, .norm_consumer = true};
+                 .sample = false, .attn_chunk = 16, .norm_consumer = true, .rope_in_attn = false};
 
 /* The values CELINE_CUDA_ATTN_CHUNK takes (multiples of CEL__CU_ATTN_CHUNK_STEP). */
 static const char *const cu_attn_chunks[] = {"16", "32", "64", "128", NULL};
@@ -1278,6 +1287,7 @@ cel_status cel_backend_cuda_create(const cel_model *m, const cel_backend_params 
     be->fuse_qkv = cu_env_pick(be, "CELINE_CUDA_FUSE_QKV", cu_off_on, cu_defaults.fuse_qkv) == 1;
     static const char *const norms[] = {"producer", "consumer", NULL};
     be->norm_consumer = cu_env_pick(be, "CELINE_CUDA_NORM", norms, cu_defaults.norm_consumer) == 1;
+    be->rope_in_attn = cu_env_pick(be, "CELINE_CUDA_ROPE_IN_ATTN", cu_off_on, cu_defaults.rope_in_attn) == 1;
     {
         int def = 0;
         while (cu_attn_chunks[def] && atoi(cu_attn_chunks[def]) != cu_defaults.attn_chunk) def++;
@@ -1530,7 +1540,7 @@ cel_status cel_backend_cuda_profile(cel_backend *base, const cel_batch *b, bool 
     be->prof = &p;
     cu_mark(be, CU_K_EMBED, 0.0); /* event 0: the start; its kind is not used */
     const bool hb = cu_head_in_body(be, b);
-    st = cu_enqueue_body(be, b->n_tokens, hb, err);
+    st = cu_enqueue_body(be, b->n_tokens, hb, decode_only, err);
     if (st == CEL_OK && n_head > 0) st = cu_enqueue_head(be, META_OUT(be, be->meta_dev), n_head, mode, 0, hb, err);
     be->prof = NULL;
     if (st != CEL_OK) goto done;

@@ -189,6 +189,14 @@ typedef struct cel__cu_attn_split {
      * context more blocks (batch-1 decode is latency-bound) and a block more
      * merges. */
     int32_t chunk;
+    /* Non-NULL: q, k, v in `q` are the QKV projection's raw rows (q_stride
+     * covers all units), and the kernel post-processes them itself with
+     * cel__cuk_qkv_rope_v3's step (bias, q/k norm, rotation; K/V into
+     * pp->k_cache / v_cache at pp->blk) - same bits as that kernel before
+     * this one. Only for batches where each sequence has one row: a row's
+     * K/V would otherwise be read by other rows' blocks of this launch.
+     * pp->pos and pp->count are unused (pos is the attention's). */
+    const struct cel__cu_qkv_fuse *pp;
 } cel__cu_attn_split;
 cudaError_t cel__cuk_attention_v3(cudaStream_t s, uint16_t *out, const float *q, const uint16_t *k_cache,
                                   const uint16_t *v_cache, const int32_t *pos, const int32_t *seq,

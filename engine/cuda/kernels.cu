@@ -619,7 +619,7 @@ template <int D, int G>
 static __global__ void __launch_bounds__(CEL__ATT3_THREADS)
     cel_k_attention_v3(uint16_t *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
                        const int32_t *pos, const int32_t *seq, const int32_t *tab_off, const int32_t *tables,
-                       cel__cu_attn_params p, float *part, int32_t *count, int chunk)
+                       cel__cu_attn_params p, float *part, int32_t *count, int chunk, cel__cu_qkv_fuse pp)
 {
     constexpr int NW = CEL__ATT_WARPS, HD = 32 * D, NT = CEL__ATT3_THREADS;
     constexpr int EPT = (G * HD + NT - 1) / NT; /* output elements per thread */
@@ -646,12 +646,39 @@ static __global__ void __launch_bounds__(CEL__ATT3_THREADS)
     cel_d_grid_wait(); /* q and the new K/V come from the previous kernel (pdl launch) */
     cel_d_grid_launch_next();
 
+    /* The q/k/v post-process here (pp.k_cache set; decode-only batches,
+     * CELINE_CUDA_ROPE_IN_ATTN): warps take the block's G q units, then -
+     * in the one block per (token, group) that handles the chunk holding
+     * the token's own position, the only chunk that reads it - its kv
+     * head's k and v units, with cel__cuk_qkv_rope_v3's per-unit step
+     * (cel_d_qkv_unit: same bits), writing K/V into the cache. That block
+     * then reads them back after the barrier (its own stores, or the same
+     * bits from a block of another q-head group sharing the kv head); no
+     * other block reads the position. q stays in shared memory. */
+    const float *qt = q + (int64_t)t * p.q_stride + (int64_t)h0 * HD;
+    __shared__ float s_pp[(G + 2) * HD];
+    if (pp.k_cache) {
+        const int ps = n_ctx - 1;
+        const bool kv_here = z == (n_chunks - 1) % S;
+        const float *row = q + (int64_t)t * p.q_stride;
+        for (int i = w; i < G + 2; i += NW) {
+            if (i >= G && !kv_here) break;
+            const int u = i < G ? h0 + i : i == G ? p.n_head + kvh : p.n_head + p.n_head_kv + kvh;
+            float *x = s_pp + i * HD;
+            for (int d = lane; d < HD; d += 32) x[d] = row[(int64_t)u * HD + d];
+            __syncwarp();
+            cel_d_qkv_unit<true>(x, u, lane, ps, pp.blk[t], ps % pp.p.block_size, pp.bias, pp.q_norm, pp.k_norm,
+                                 pp.inv_freq, pp.k_cache, pp.v_cache, pp.p);
+        }
+        __syncthreads();
+        qt = s_pp;
+    }
+
     float qr[G][D];
-    const float *qt = q + (int64_t)t * p.q_stride;
 CEL_UNROLL
     for (int g = 0; g < G; g++)
 CEL_UNROLL
-        for (int d = 0; d < D; d++) qr[g][d] = qt[(h0 + g) * HD + lane * D + d] * p.scale;
+        for (int d = 0; d < D; d++) qr[g][d] = qt[g * HD + lane * D + d] * p.scale;
     float fM[EPT], fL[EPT], fO[EPT];
 CEL_UNROLL
     for (int e = 0; e < EPT; e++) {
@@ -752,7 +779,8 @@ static cudaError_t cel__attn_v3_launch_d(cudaStream_t s, int G, uint16_t *out, c
                                          const cel__cu_attn_split *sp)
 {
     void (*kern)(uint16_t *, const float *, const uint16_t *, const uint16_t *, const int32_t *, const int32_t *,
-                 const int32_t *, const int32_t *, cel__cu_attn_params, float *, int32_t *, int) = nullptr;
+                 const int32_t *, const int32_t *, cel__cu_attn_params, float *, int32_t *, int,
+                 cel__cu_qkv_fuse) = nullptr;
     if constexpr (D <= 4) {
         if (G == 8) kern = cel_k_attention_v3<D, 8>;
     }
@@ -763,9 +791,12 @@ static cudaError_t cel__attn_v3_launch_d(cudaStream_t s, int G, uint16_t *out, c
     else if (G == 1) kern = cel_k_attention_v3<D, 1>;
     if (!kern || G * D > 32) return cudaErrorInvalidValue;
     const int splits = sp ? sp->splits : 1, chunk = sp && sp->chunk > 0 ? sp->chunk : CEL__CU_ATTN_CHUNK;
+    cel__cu_qkv_fuse pp;
+    if (sp && sp->pp) pp = *sp->pp;
+    else memset(&pp, 0, sizeof pp);
     const dim3 grid((unsigned)p.n_tokens, (unsigned)(p.n_head / G), (unsigned)splits);
     CEL_LAUNCH_PDL(sp ? sp->pdl : 0, kern, grid, CEL__ATT3_THREADS, 0, s, out, q, k, v, pos, seq, tab_off, tables, p,
-                   splits > 1 ? sp->part : nullptr, splits > 1 ? sp->count : nullptr, chunk);
+                   splits > 1 ? sp->part : nullptr, splits > 1 ? sp->count : nullptr, chunk, pp);
     return cudaGetLastError();
 }
 
@@ -779,6 +810,10 @@ extern "C" cudaError_t cel__cuk_attention_v3(cudaStream_t s, uint16_t *out, cons
     if (G <= 0 || p.head_dim % 32 != 0) return cudaErrorInvalidValue;
     if (sp && (sp->splits < 1 || sp->splits > CEL__CU_ATTN_MAX_CHUNKS || sp->chunk < 0 ||
                sp->chunk % CEL__CU_ATTN_CHUNK_STEP != 0 || sp->chunk > CEL__CU_ATTN_CHUNK_MAX ||
+               (sp->pp && (!sp->pp->k_cache || !sp->pp->v_cache || !sp->pp->blk || !sp->pp->inv_freq ||
+                           sp->pp->p.head_dim != p.head_dim || sp->pp->p.n_head != p.n_head ||
+                           sp->pp->p.n_head_kv != p.n_head_kv || sp->pp->p.block_size <= 0 ||
+                           p.q_stride < (p.n_head + 2 * p.n_head_kv) * p.head_dim)) ||
                (sp->splits > 1 && (!sp->part || !sp->count || p.n_tokens > CEL__CU_ATTN_SPLIT_ROWS))))
         return cudaErrorInvalidValue;
     switch (p.head_dim / 32) {

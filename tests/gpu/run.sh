@@ -218,7 +218,7 @@ isolate() { # program source
     CEL_TEST_FILTER="$name" run_test "$prog:$name" 30 "$BUILD/$prog$SUF"
   done
   if [ "$prog" = test_cuda_backend ]; then
-    for path in default v2 v3 v3-pdl-nc v3-split4-c16 tiled v3-tiled; do
+    for path in default v2 v3 v3-pdl-nc v3-split4-c16 tiled v3-tiled v3-ra; do
       CEL_TEST_FILTER='test_model_*' CEL_TEST_CUDA_PATHS="$path" run_test "$prog:path:$path" 30 "$BUILD/$prog$SUF"
     done
   fi
@@ -368,7 +368,7 @@ if v3:  # the v3 path (CELINE_CUDA_DECODE=v3: split attention, parallel q/k/v po
     tg["batch1_v3_roofline_pct_argmax"] = v3["roofline_pct_argmax"]
     tg["batch1_v3_roofline_ok(>=70)"] = max(v3["roofline_pct_logits"], v3["roofline_pct_argmax"]) >= 70
 PDL_KEYS = ("pf0", "pf8k", "nofuse", "pf0_nofuse", "pf0_c16", "pf0_c32", "pf0_c16_nofuse", "pf0_c16_nofuse_nc",
-            "pf0_p1024", "pf0_c16_p1024")
+            "pf0_c16_nofuse_nc_ra", "pf0_p1024", "pf0_c16_p1024")
 for key, name in [("v3_pdl_batch1", "v3pdl")] + [("v3_pdl_%s_batch1" % k, "v3pdl_" + k) for k in PDL_KEYS]:
     r = b.get(key)
     if r:  # v3 with programmatic dependent launch (CELINE_CUDA_PDL=1), the GEMVs' L2 prefetch at 2 KiB / 0 / 8 KiB,
@@ -448,6 +448,9 @@ if ch and passed("test_cuda_backend", "v3-split4-c16"):  # the best chunk, unles
 if pct("v3pdl_pf0_c16_nofuse_nc") > 0:  # the norms in the consumers vs the producers' tails, all else the defaults
     rec["norm_consumer"] = bool(passed("test_cuda_backend", "v3-pdl-nc")
                                 and pct("v3pdl_pf0_c16_nofuse_nc") > pct("v3pdl_pf0_c16_nofuse"))
+if pct("v3pdl_pf0_c16_nofuse_nc_ra") > 0:  # the q/k/v post-process inside the attention, all else the defaults
+    rec["rope_in_attn"] = bool(passed("test_cuda_backend", "v3-ra")
+                               and pct("v3pdl_pf0_c16_nofuse_nc_ra") > pct("v3pdl_pf0_c16_nofuse_nc"))
 rec["prefill_tiled"] = bool(st.get("test_cuda_prefill") == "pass" and passed("test_cuda_backend", "tiled")
                             and tg.get("prefill_1024_tiled_over_per_token", 0) > 1)
 smp = [tg.get("batch%d_sample_%s_over_logits" % (bs, k)) for bs in (1, 64, 256) for k in ("topp", "plain")]

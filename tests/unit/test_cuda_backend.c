@@ -436,7 +436,9 @@ static void run_model_path(const tcfg *c, const char *decode)
  *    runs launches in order, so there it checks the prefetch arithmetic
  *    only) with the norms in the consuming GEMVs (CELINE_CUDA_NORM=consumer);
  *  - tiled, v3-tiled: v2 and v3 with prefill chunks of 16+ rows through the
- *    tiled prefill kernel (CELINE_CUDA_PREFILL=tiled).
+ *    tiled prefill kernel (CELINE_CUDA_PREFILL=tiled);
+ *  - v3-ra: the q/k/v post-process inside the attention for decode-only
+ *    batches (CELINE_CUDA_ROPE_IN_ATTN=1).
  * CEL_TEST_CUDA_PATHS (a comma-separated list of the names below) runs only
  * those: tests/gpu/run.sh reruns a failed test_cuda_backend one path per
  * process, so a fault in one path (sticky for the CUDA context) does not
@@ -461,6 +463,7 @@ static void run_model(const tcfg *c)
           {"CELINE_CUDA_ATTN_CHUNK", "16"}}},
         {"tiled", "v2", {{"CELINE_CUDA_PREFILL", "tiled"}}},
         {"v3-tiled", "v3", {{"CELINE_CUDA_PDL", "0"}, {"CELINE_CUDA_PREFILL", "tiled"}}},
+        {"v3-ra", "v3", {{"CELINE_CUDA_ROPE_IN_ATTN", "1"}, {"CELINE_CUDA_FUSE_QKV", "0"}}},
     };
     const char *only = getenv("CEL_TEST_CUDA_PATHS");
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
@@ -540,7 +543,13 @@ static void run_paths(const tcfg *c, int32_t n_dec, int32_t launches_per_layer_v
     pair p3 = pr; /* the same CPU backend against the v3 path */
     assert_int_equal(setenv("CELINE_CUDA_FUSE_QKV", "1", 1), 0); /* the launch count below assumes it */
     p3.gpu = cuda_create_path(&tm->m, &p, "v3");
+    /* the q/k/v post-process in the attention (decode steps) instead of the QKV GEMV's epilogue: same bits */
+    assert_int_equal(setenv("CELINE_CUDA_FUSE_QKV", "0", 1), 0);
+    assert_int_equal(setenv("CELINE_CUDA_ROPE_IN_ATTN", "1", 1), 0);
+    cel_backend *ra = cuda_create_path(&tm->m, &p, "v3");
+    unsetenv("CELINE_CUDA_ROPE_IN_ATTN");
     unsetenv("CELINE_CUDA_FUSE_QKV");
+    float *lra = malloc((size_t)64 * c->V * sizeof(float));
     pr.lc = malloc((size_t)64 * c->V * sizeof(float));
     pr.lg = malloc((size_t)64 * c->V * sizeof(float));
     float *l1 = malloc((size_t)64 * c->V * sizeof(float));
@@ -569,6 +578,10 @@ static void run_paths(const tcfg *c, int32_t n_dec, int32_t launches_per_layer_v
         char w3[80];
         snprintf(w3, sizeof w3, "%s (v3)", what);
         run_both(&p3, tb, w3, NULL); /* the CPU reruns the same batch: same K/V, same logits */
+        tb->b.logits = lra;
+        if (ra->v->forward(ra, &tb->b, &err) != CEL_OK) fail_msg("cuda v3 (post-process in attention): %s", err.msg);
+        if (memcmp(lra, p3.lg, (size_t)tb->b.n_out * c->V * sizeof(float)) != 0)
+            fail_msg("%s: v3 with the q/k/v post-process in the attention differs from v3", what);
         if (step > 0)
             for (int32_t i = 0; i < n_dec; i++) { /* alone: rewrites the same K/V slot with the same values */
                 tbatch *one = malloc(sizeof *one);
@@ -640,6 +653,8 @@ static void run_paths(const tcfg *c, int32_t n_dec, int32_t launches_per_layer_v
     cel_backend_free(pr.cpu);
     cel_backend_free(pr.gpu);
     cel_backend_free(v1);
+    cel_backend_free(ra);
+    free(lra);
     cel_backend_free(p3.gpu);
     free(p3.lc);
     free(p3.lg);

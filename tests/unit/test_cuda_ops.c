@@ -518,7 +518,7 @@ static int32_t ap_run(const attn_prob *P, const int *which, int n, int32_t split
     int32_t *d_off = dup_to_dev(off, (size_t)n * 4), *d_tab = dup_to_dev(flat, (size_t)n_tab * 4);
     uint16_t *d_out = dalloc((size_t)T * P->nh * P->hd * 2);
     cel__cu_attn_params p = {T, P->nh, P->nkv, P->hd, P->bs, P->qs, 1.0f / sqrtf((float)P->hd)};
-    const cel__cu_attn_split sp = {P->d_part, P->d_count, splits, 0, P->chunk};
+    const cel__cu_attn_split sp = {P->d_part, P->d_count, splits, 0, P->chunk, NULL};
     assert_int_equal(cel__cuk_attention_v3(g_stream, d_out, d_q, P->d_k, P->d_v, d_pos, d_seq, d_off, d_tab, p, &sp),
                      cudaSuccess);
     to_host(out, d_out, (size_t)T * P->nh * P->hd * 2);
@@ -1734,7 +1734,7 @@ static void test_launch_errors(void **state)
                          cudaSuccess);
     /* splits > 1: scratch required, at most CEL__CU_ATTN_SPLIT_ROWS tokens; splits within 1..MAX_CHUNKS */
     cel__cu_attn_params p2 = {1, 4, 4, 64, 16, 64 * 12, 0.1f};
-    cel__cu_attn_split sp = {NULL, NULL, 2, 0, 0};
+    cel__cu_attn_split sp = {NULL, NULL, 2, 0, 0, NULL};
     assert_int_not_equal(cel__cuk_attention_v3(g_stream, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, p2, &sp),
                          cudaSuccess);
     float dummy_f;
