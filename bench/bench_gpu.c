@@ -618,6 +618,40 @@ static cel_status create_path(const cel_model *m, const cel_backend_params *p, c
     return st;
 }
 
+/* "batch 1<label> vs roofline: ..." for a batch-1 result (nothing without a roofline). */
+static void print_roofline(const char *label, const decode_res *r, double roof)
+{
+    if (roof > 0)
+        printf("batch 1%s vs roofline: %.1f%% (logits to host), %.1f%% (GPU argmax)\n", label,
+               100.0 * r->tok_s_logits / roof, 100.0 * r->tok_s_argmax / roof);
+}
+
+/* Every --batches size on be, each result printed with label, batch 1's
+ * share of the roofline too; the first batch-1 run is profiled into prof
+ * (when not NULL; *have_prof is then set) and its profile printed. Stops at
+ * the first failure, counted in *failed; returns how many ran. */
+static int run_batches(cel_backend *be, const opts *o, int32_t max_tokens, int32_t V, float *logits, decode_res *res,
+                       const char *label, cel_cuda_profile *prof, bool *have_prof, double roof, double bytes_tok,
+                       int *failed)
+{
+    int n = 0;
+    for (int i = 0; i < o->n_batches; i++) {
+        const bool first1 = o->batches[i] == 1 && prof && !*have_prof;
+        if (run_batch(be, o->batches[i], o, max_tokens, V, logits, &res[n], first1 ? prof : NULL) != 0) {
+            ++*failed;
+            break;
+        }
+        print_res(&res[n], label);
+        if (res[n].batch == 1) print_roofline(label, &res[n], roof);
+        if (first1) {
+            *have_prof = true;
+            print_profile(prof, bytes_tok);
+        }
+        n++;
+    }
+    return n;
+}
+
 static void logger(void *ud, cel_log_level level, const char *msg)
 {
     (void)ud;
@@ -752,9 +786,7 @@ int main(int argc, char **argv)
             }
             have_v1 = true;
             print_res(&res_v1, " (v1)");
-            if (roof > 0)
-                printf("batch 1 (v1) vs roofline: %.1f%% (logits to host), %.1f%% (GPU argmax)\n",
-                       100.0 * res_v1.tok_s_logits / roof, 100.0 * res_v1.tok_s_argmax / roof);
+            print_roofline(" (v1)", &res_v1, roof);
             print_profile(&prof[1], bytes_tok);
             continue;
         }
@@ -765,30 +797,13 @@ int main(int argc, char **argv)
             }
             have_s1 = true;
             print_res(&res_s1, " (v3, GEMV split 1)");
-            if (roof > 0)
-                printf("batch 1 (v3, GEMV split 1) vs roofline: %.1f%% (logits to host), %.1f%% (GPU argmax)\n",
-                       100.0 * res_s1.tok_s_logits / roof, 100.0 * res_s1.tok_s_argmax / roof);
+            print_roofline(" (v3, GEMV split 1)", &res_s1, roof);
             printf("(v3 with CELINE_CUDA_GEMV_SPLIT=1) ");
             print_profile(&prof[3], bytes_tok);
             continue;
         }
-        for (int i = 0; i < o.n_batches; i++) {
-            const bool first1 = o.batches[i] == 1 && !have_v3_1;
-            if (run_batch(be, o.batches[i], &o, p.max_batch_tokens, hp->n_vocab, logits, &res_v3[ok3],
-                          first1 ? &prof[2] : NULL) != 0) {
-                failed++;
-                break;
-            }
-            print_res(&res_v3[ok3], " (v3)");
-            if (first1) {
-                have_v3_1 = true;
-                if (roof > 0)
-                    printf("batch 1 (v3) vs roofline: %.1f%% (logits to host), %.1f%% (GPU argmax)\n",
-                           100.0 * res_v3[ok3].tok_s_logits / roof, 100.0 * res_v3[ok3].tok_s_argmax / roof);
-                print_profile(&prof[2], bytes_tok);
-            }
-            ok3++;
-        }
+        ok3 = run_batches(be, &o, p.max_batch_tokens, hp->n_vocab, logits, res_v3, " (v3)", &prof[2], &have_v3_1, roof,
+                          bytes_tok, &failed);
     }
     /* programmatic dependent launch on the v3 path (CELINE_CUDA_PDL=1, sm_90+)
      * at batch 1: the GEMVs' L2 prefetch while they wait at 2 KiB per warp
@@ -839,9 +854,7 @@ int main(int argc, char **argv)
         have_pdl[v] = true;
         if (v == 0) have_pdl_prof = true;
         print_res(&res_pdl[v], pdlv[v].label);
-        if (roof > 0)
-            printf("batch 1%s vs roofline: %.1f%% (logits to host), %.1f%% (GPU argmax)\n", pdlv[v].label,
-                   100.0 * res_pdl[v].tok_s_logits / roof, 100.0 * res_pdl[v].tok_s_argmax / roof);
+        print_roofline(pdlv[v].label, &res_pdl[v], roof);
         if (v == 0) printf("v3 + PDL: one graph replay %.3f ms\n", prof[4].graph_ms);
     }
     /* long-prompt prefill (8 x 1024 tokens, chunks of max_batch_tokens):
@@ -880,17 +893,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_gpu: default backend: %s\n", err.msg);
             failed++;
         } else {
-            for (int i = 0; i < o.n_batches; i++) {
-                if (run_batch(be, o.batches[i], &o, p.max_batch_tokens, hp->n_vocab, logits, &res_def[ok_def], NULL) != 0) {
-                    failed++;
-                    break;
-                }
-                print_res(&res_def[ok_def], " (engine defaults)");
-                if (res_def[ok_def].batch == 1 && roof > 0)
-                    printf("batch 1 (engine defaults) vs roofline: %.1f%% (logits to host), %.1f%% (GPU argmax)\n",
-                           100.0 * res_def[ok_def].tok_s_logits / roof, 100.0 * res_def[ok_def].tok_s_argmax / roof);
-                ok_def++;
-            }
+            ok_def = run_batches(be, &o, p.max_batch_tokens, hp->n_vocab, logits, res_def, " (engine defaults)", NULL,
+                                 NULL, roof, bytes_tok, &failed);
         }
     }
     const decode_res *v3_1 = NULL;

@@ -627,9 +627,10 @@ static cel_status cu_enqueue_body(cu_backend *be, int32_t T, bool head_in_body, 
         cel__cu_qkv_params qp = {T, be->nh, be->nkv, be->hd, be->bs, (int32_t)hp->rope_style, hp->rms_eps, pdl};
         /* v3: the q/k/v post-process as the QKV GEMV's epilogue when the shape allows */
         const bool fuse_qkv = g3 && be->fuse_qkv && cel__cuk_gemv3_fuses_qkv(qkv_w, be->E, be->hd, be->gemv_split);
+        /* the q/k/v post-process's arguments, for the QKV GEMV's epilogue or the attention */
+        const cel__cu_qkv_fuse qf = {cl->bqkv, cl->q_norm,      cl->k_norm,      be->inv_freq, META_POS(be, m),
+                                     META_BLK(be, m), kc, vc, be->qkv_count, qp};
         if (g3) {
-            const cel__cu_qkv_fuse qf = {cl->bqkv, cl->q_norm,      cl->k_norm,      be->inv_freq, META_POS(be, m),
-                                         META_BLK(be, m), kc, vc, be->qkv_count, qp};
             CEL_TRY(cu_gemv3(be, be->qkv, NULL, cl->wqkv, be->xn, T, be->E, qkv_w, false, NULL,
                              nc && l > 0 ? cl->attn_norm : NULL, fuse_qkv ? &qf : NULL,
                              be->gemv_split, pdl, CU_K_QKV, err));
@@ -644,8 +645,6 @@ static cel_status cu_enqueue_body(cu_backend *be, int32_t T, bool head_in_body, 
         /* v3, decode-only batches: the q/k/v post-process inside the attention
          * (CELINE_CUDA_ROPE_IN_ATTN; one kernel and one link of the chain fewer) */
         const bool rope_in_attn = !fuse_qkv && be->rope_in_attn && decode_only && cu_v3_kernels(be, T);
-        const cel__cu_qkv_fuse pp = {cl->bqkv, cl->q_norm, cl->k_norm, be->inv_freq, META_POS(be, m),
-                                     META_BLK(be, m), kc, vc, NULL, qp};
         if (!fuse_qkv && !rope_in_attn) {
             CEL_CUDA_CHECK(err, (cu_v3_kernels(be, T) ? cel__cuk_qkv_rope_v3 : cel__cuk_qkv_rope)(
                                     be->stream, be->qkv, cl->bqkv, cl->q_norm, cl->k_norm, be->inv_freq,
@@ -653,7 +652,7 @@ static cel_status cu_enqueue_body(cu_backend *be, int32_t T, bool head_in_body, 
             cu_mark(be, CU_K_ROPE, 0.0);
         }
         cel__cu_attn_params ap = {T, be->nh, be->nkv, be->hd, be->bs, qkv_w, 1.0f / sqrtf((float)be->hd)};
-        CEL_TRY(cu_attention(be, kc, vc, ap, pdl, rope_in_attn ? &pp : NULL, err));
+        CEL_TRY(cu_attention(be, kc, vc, ap, pdl, rope_in_attn ? &qf : NULL, err));
         cu_mark(be, CU_K_ATTN, 0.0); /* one mark for all of the layer's attention launches */
         if (g3) { /* x += O attn, then xn = ffn_norm(x); gate/up + SwiGLU; x += down h, then xn = next attn_norm(x) */
             CEL_TRY(cu_gemv3(be, be->x, NULL, cl->wo, be->xb, T, be->Q, be->E, true, nc ? NULL : cl->ffn_norm, NULL,

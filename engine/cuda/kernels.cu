@@ -1249,7 +1249,9 @@ static __global__ void __launch_bounds__(CEL__CU_THREADS, R == 1 ? CEL__GEMV3_MI
     cel_k_gemv3(cel__gemv3_kp p)
 {
     constexpr int NW = CEL__CU_THREADS / 32, TPB = NW / KS;
-    constexpr int U = KS == 2 && R == 1 ? CEL__GEMV3_LOADS / NR : CEL__GEMV3_LOADS / (NR * KS) > 0 ? CEL__GEMV3_LOADS / (NR * KS) : 1;
+    constexpr int U = KS == 2 && R == 1                       ? CEL__GEMV3_LOADS / NR
+                      : CEL__GEMV3_LOADS / (NR * KS) > 0 ? CEL__GEMV3_LOADS / (NR * KS)
+                                                          : 1;
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32, ks = w % KS;
     const int task = blockIdx.x * TPB + w / KS;
     const int n_tasks = SWIGLU ? p.n_out : (p.n_out + NR - 1) / NR;
